@@ -1,0 +1,125 @@
+"""The one descent engine: ``x <- x - step * direction(x)``.
+
+Every retrieval in amlab runs through :func:`descend`. The caller supplies an oracle
+that returns the energy and a descent direction at the current states: the gradient
+itself (gradient descent), or a positively rescaled gradient (LSR's exact centroid
+update is the gradient times (eps + Z) / count, taken with step 1). The engine adds
+the rest: step-size schedules, clamping of observed entries, a per-query convergence
+test (queries that converge stop moving), and the recorded energy trajectory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from amlab.errors import check_positive, check_positive_int
+
+#: oracle(x (b, D), step index) -> (energy (b,), descent direction (b, D))
+Oracle = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+StepSize = float | Callable[[int], float]
+
+
+@dataclass
+class Trajectory:
+    """What a descent returns.
+
+    states: final states (B, D).
+    energies: energy after each step (T + 1, B); row 0 is the start. A query that has
+        converged keeps its last energy in the later rows.
+    converged: (B,) True where the last step moved no free entry by more than ``tol``
+        and the energy there is finite.
+    steps: (B,) number of steps each query took.
+    path: (T + 1, B, D) states after each step, when ``record_states`` was set.
+    """
+
+    states: torch.Tensor
+    energies: torch.Tensor
+    converged: torch.Tensor
+    steps: torch.Tensor
+    path: torch.Tensor | None = None
+
+
+def cosine_schedule(start: float, end: float, steps: int) -> Callable[[int], float]:
+    """Step size falling from ``start`` to ``end`` along a half cosine over ``steps`` steps."""
+    start, end = check_positive(start, "start"), check_positive(end, "end")
+    steps = check_positive_int(steps, "steps")
+
+    def step_size(t: int) -> float:
+        frac = min(t, steps - 1) / max(steps - 1, 1)
+        return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * frac))
+
+    return step_size
+
+
+def descend(
+    oracle: Oracle,
+    x: torch.Tensor,
+    *,
+    steps: int,
+    step_size: StepSize,
+    tol: float = 0.0,
+    clamp: torch.Tensor | None = None,
+    record_states: bool = False,
+) -> Trajectory:
+    """Run ``x <- x - step_size(t) * direction`` for at most ``steps`` steps.
+
+    x: start states (B, D); not modified.
+    clamp: optional bool mask (B, D) or (D,), True for entries that never move.
+    tol: a query has converged when its step moves no entry by more than ``tol``;
+        it then stops (tol = 0 stops only when the state repeats exactly).
+    """
+    steps = check_positive_int(steps, "steps", allow_zero=True)
+    tol = check_positive(tol, "tol", allow_zero=True)
+    schedule = (
+        step_size if callable(step_size) else _constant(check_positive(step_size, "step_size"))
+    )
+    x = x.detach().clone()
+    batch = x.shape[0]
+    free = None
+    if clamp is not None:
+        free = ~torch.broadcast_to(clamp.to(device=x.device, dtype=torch.bool), x.shape)
+
+    energy, direction = oracle(x, 0)
+    energy = energy.detach().clone()
+    energies = [energy.clone()]
+    path = [x.clone()] if record_states else None
+    active = torch.arange(batch, device=x.device)
+    n_steps = torch.zeros(batch, dtype=torch.long, device=x.device)
+    converged = torch.zeros(batch, dtype=torch.bool, device=x.device)
+
+    for t in range(steps):
+        if active.numel() == 0:
+            break
+        h = schedule(t)
+        delta = direction.mul(-h)
+        if free is not None:
+            delta = delta * free[active]
+        x[active] += delta
+        n_steps[active] += 1
+        moved = delta.abs().amax(1) if x.shape[1] else delta.new_zeros(active.numel())
+        new_energy, new_direction = oracle(x[active], t + 1)
+        energy[active] = new_energy.detach()
+        energies.append(energy.clone())
+        if path is not None:
+            path.append(x.clone())
+        done = moved <= tol
+        converged[active[done]] = True
+        active = active[~done]
+        direction = new_direction[~done]
+
+    converged &= torch.isfinite(energy)
+    return Trajectory(
+        states=x,
+        energies=torch.stack(energies),
+        converged=converged,
+        steps=n_steps,
+        path=torch.stack(path) if path is not None else None,
+    )
+
+
+def _constant(value: float) -> Callable[[int], float]:
+    return lambda t: value

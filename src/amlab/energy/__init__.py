@@ -1,0 +1,20 @@
+"""The math of amlab: energies and their analytic gradients, pure and batched.
+
+Shapes: states ``x`` are (B, D), memories are (M, D). Work over memories is chunked,
+so peak memory grows with the chunk, not with M.
+"""
+
+from amlab.energy.distances import nearest_memory, sq_distances
+from amlab.energy.lse import lse_energy, lse_energy_grad, lse_softmax_mean
+from amlab.energy.lsr import lsr_energy, lsr_energy_grad, lsr_support_stats
+
+__all__ = [
+    "nearest_memory",
+    "sq_distances",
+    "lse_energy",
+    "lse_energy_grad",
+    "lse_softmax_mean",
+    "lsr_energy",
+    "lsr_energy_grad",
+    "lsr_support_stats",
+]

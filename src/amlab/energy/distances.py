@@ -1,0 +1,35 @@
+"""Squared distances between states and memories, and the nearest memory, chunked."""
+
+from __future__ import annotations
+
+import torch
+
+from amlab.energy.chunks import chunk_ranges
+
+
+def sq_distances(
+    x: torch.Tensor, chunk: torch.Tensor, x_sq: torch.Tensor, chunk_sq: torch.Tensor
+) -> torch.Tensor:
+    """||x - xi||^2 (B, m) from x (B, D), chunk (m, D) and their squared norms.
+
+    Uses the expansion ||x||^2 - 2 x.xi + ||xi||^2 (one matmul), clamped at 0 against
+    rounding.
+    """
+    return torch.addmm(x_sq[:, None] + chunk_sq[None, :], x, chunk.T, alpha=-2.0).clamp_min(0.0)
+
+
+@torch.no_grad()
+def nearest_memory(
+    x: torch.Tensor, memories: torch.Tensor, *, chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index (B,) of each state's nearest memory and the Euclidean distance (B,) to it."""
+    x_sq = (x * x).sum(1)
+    mem_sq = (memories * memories).sum(1)
+    best = x.new_full((x.shape[0],), float("inf"))
+    index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+    for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size):
+        d2, arg = sq_distances(x, memories[lo:hi], x_sq, mem_sq[lo:hi]).min(1)
+        better = d2 < best
+        best = torch.where(better, d2, best)
+        index = torch.where(better, arg + lo, index)
+    return index, best.sqrt()

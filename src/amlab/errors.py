@@ -1,0 +1,96 @@
+"""amlab's error type and the input checks every public entry point shares.
+
+Every problem with user input raises :class:`AmlabError` (a ``ValueError``) whose
+message says what was wrong and how to fix it, so that no bare traceback from deep
+inside torch reaches the user.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+class AmlabError(ValueError):
+    """Bad input to amlab: the message names the problem and the fix."""
+
+
+def as_float_tensor(
+    value: Any,
+    name: str,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Turn ``value`` (tensor, array or nested list) into a finite floating tensor.
+
+    Integers and booleans become ``dtype`` (float32 unless given); floating tensors keep
+    their dtype unless ``dtype`` is given. Raises AmlabError for non-numeric input,
+    complex numbers, NaN or inf.
+    """
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        try:
+            t = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise AmlabError(
+                f"{name} must be a tensor or array of numbers; got {type(value).__name__} "
+                f"that torch cannot convert ({exc}). Pass a torch.Tensor or numpy array."
+            ) from None
+    if t.is_complex():
+        raise AmlabError(f"{name} is complex ({t.dtype}); amlab works with real numbers only.")
+    if not (t.is_floating_point() or t.dtype in _INTEGER_DTYPES):
+        raise AmlabError(f"{name} has dtype {t.dtype}; pass floating-point numbers.")
+    target = (
+        dtype
+        if dtype is not None
+        else (t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32)
+    )
+    t = t.to(device=device if device is not None else t.device, dtype=target)
+    if t.numel() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise AmlabError(
+            f"{name} contains {bad} NaN or infinite value(s); replace them (for missing "
+            "pixels, fill a value and pass a clamp mask instead)."
+        )
+    return t
+
+
+_INTEGER_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool}
+
+
+def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (or >= 0 with ``allow_zero``), returned as float."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise AmlabError(f"{name} must be a number; got {value!r}.") from None
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else "> 0"
+        raise AmlabError(f"{name} must be a finite number {need}; got {value!r}.")
+    return v
+
+
+def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
+    """An integer >= 1 (or >= 0 with ``allow_zero``)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int,))
+        and not (hasattr(value, "__index__"))
+    ):
+        raise AmlabError(f"{name} must be an integer; got {value!r}.")
+    v = int(value)
+    if v < 0 or (v == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else ">= 1"
+        raise AmlabError(f"{name} must be an integer {need}; got {v}.")
+    return v
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` (exact string match)."""
+    if value not in choices:
+        raise AmlabError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}.")
+    return value

@@ -1,0 +1,80 @@
+"""Saving and loading models: safetensors for tensors, JSON for the configuration.
+
+A saved model is a directory holding ``tensors.safetensors`` and ``config.json``.
+Both are written to temporary files first and moved into place, so a crash mid-save
+never leaves a half-written model. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from amlab.errors import AmlabError
+
+TENSORS_FILE = "tensors.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def save_model(
+    path: str | os.PathLike, kind: str, config: dict[str, Any], tensors: dict[str, torch.Tensor]
+) -> Path:
+    """Write ``tensors`` and ``{"kind": kind, **config}`` into directory ``path``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise AmlabError(f"cannot save into {path}: it is a file; name a directory instead.")
+    path.mkdir(parents=True, exist_ok=True)
+    payload = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    _atomic_write(path / TENSORS_FILE, lambda tmp: save_file(payload, tmp))
+    text = json.dumps({"kind": kind, **config}, indent=2, sort_keys=True)
+    _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
+    return path
+
+
+def load_model(
+    path: str | os.PathLike, kind: str
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a directory written by :func:`save_model`; check it holds a ``kind`` model."""
+    path = Path(path)
+    config_file, tensors_file = path / CONFIG_FILE, path / TENSORS_FILE
+    for f in (config_file, tensors_file):
+        if not f.is_file():
+            raise AmlabError(
+                f"cannot load a {kind} from {path}: {f.name} is missing. "
+                f"Pass the directory that {kind}.save() wrote."
+            )
+    try:
+        config = json.loads(config_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AmlabError(f"{config_file} is not valid JSON ({exc}); re-save the model.") from None
+    if not isinstance(config, dict) or config.get("kind") != kind:
+        found = config.get("kind") if isinstance(config, dict) else None
+        raise AmlabError(
+            f"{path} holds a {found!r} model, not a {kind}; load it with the matching class."
+        )
+    try:
+        tensors = load_file(str(tensors_file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AmlabError(
+            f"{tensors_file} is not a readable safetensors file ({exc}); re-save the model."
+        ) from None
+    config.pop("kind")
+    return config, tensors
+
+
+def _atomic_write(target: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

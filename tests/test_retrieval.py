@@ -1,0 +1,206 @@
+"""Retrieval: LSR exactness and emergent minima, attention closed form, monotone energy,
+clamping, saving."""
+
+import math
+
+import pytest
+import torch
+
+from amlab import AmlabError, DenseAM, cosine_schedule, descend
+
+
+def separated_memories(m=20, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(m, d, generator=g, dtype=torch.float64)
+
+
+def test_lsr_retrieves_stored_patterns_exactly_when_supports_are_disjoint():
+    mem = separated_memories()
+    min_dist = torch.pdist(mem).min().item()
+    r = 0.45 * min_dist  # no other memory within r of any memory (2r < min distance)
+    am = DenseAM(mem, energy="lsr", beta=2.0 / r**2)
+    g = torch.Generator().manual_seed(1)
+    direction = torch.randn(mem.shape, generator=g, dtype=torch.float64)
+    start = mem + 0.9 * r * direction / direction.norm(dim=1, keepdim=True)
+    out = am.retrieve(start, method="fixed_point")
+    assert torch.equal(out.states, mem)  # exact, bit for bit
+    assert out.converged.all() and (out.steps <= 2).all()
+    # each memory is itself a fixed point with zero gradient, and gradient descent gets there
+    assert torch.equal(am.grad(mem), torch.zeros_like(mem))
+    gd = am.retrieve(start, method="gd", step_size=0.05, steps=3000, tol=1e-12)
+    torch.testing.assert_close(gd.states, mem, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("distance_over_r", [1.2, 1.6, 1.95])
+def test_lsr_emergent_minimum_at_midpoint_of_two_memories(distance_over_r):
+    beta = 2.0
+    r = math.sqrt(2.0 / beta)
+    a = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
+    b = torch.tensor([distance_over_r * r, 0.0, 0.0], dtype=torch.float64)
+    am = DenseAM(torch.stack([a, b]), energy="lsr", beta=beta)
+    mid = 0.5 * (a + b)
+    # distance in (r, 2r): each memory is outside the other's support, so both are stored
+    # minima, and the midpoint (inside both supports) is a third, emergent one
+    assert torch.equal(am.grad(torch.stack([a, b, mid])), torch.zeros(3, 3, dtype=torch.float64))
+    g = torch.Generator().manual_seed(0)
+    margin = r - 0.5 * distance_over_r * r  # how far the midpoint lies inside both supports
+    near_mid = mid + 0.2 * margin * torch.randn(10, 3, generator=g, dtype=torch.float64)
+    out = am.retrieve(near_mid, method="fixed_point")
+    assert torch.equal(out.states, mid.expand(10, 3))
+    # a strict local minimum: every small perturbation raises the energy
+    assert (am.energy(near_mid) > am.energy(mid)).all()
+    # and gradient descent finds it too
+    gd = am.retrieve(near_mid, method="gd", step_size=0.05, steps=4000, tol=1e-13)
+    torch.testing.assert_close(gd.states, mid.expand(10, 3), atol=1e-9, rtol=0)
+
+
+def test_lsr_no_emergent_minimum_when_memories_are_farther_than_2r():
+    beta = 2.0
+    r = math.sqrt(2.0 / beta)
+    mem = torch.tensor([[0.0, 0.0], [2.2 * r, 0.0]], dtype=torch.float64)
+    am = DenseAM(mem, energy="lsr", beta=beta)
+    assert am.energy(mem.mean(0)).item() == math.inf
+
+
+@pytest.mark.parametrize("kind", ["lse", "lse_dot"])
+def test_attention_step_equals_closed_form(kind):
+    mem = separated_memories(30, 6).float()
+    x = torch.rand(5, 6)
+    beta = 3.0
+    am = DenseAM(mem, energy=kind, beta=beta)
+    one = am.retrieve(x, method="attention", steps=1)
+    if kind == "lse":
+        scores = -0.5 * beta * torch.cdist(x.double(), mem.double()) ** 2
+    else:
+        scores = beta * x.double() @ mem.double().T
+    expected = torch.softmax(scores, 1) @ mem.double()
+    torch.testing.assert_close(one.states.double(), expected, rtol=1e-5, atol=1e-6)
+    # attention is gradient descent with step 1
+    gd = am.retrieve(x, method="gd", step_size=1.0, steps=1)
+    torch.testing.assert_close(gd.states, one.states)
+
+
+@pytest.mark.parametrize("kind,beta", [("lse", 8.0), ("lse_dot", 8.0), ("lsr", 1.5)])
+def test_energy_never_rises_along_gradient_descent(kind, beta):
+    mem = separated_memories(25, 4, seed=3)
+    g = torch.Generator().manual_seed(4)
+    x = mem[:10] + 0.2 * torch.randn(10, 4, generator=g, dtype=torch.float64)
+    am = DenseAM(mem, energy=kind, beta=beta, eps=1e-6)
+    out = am.retrieve(x, method="gd", step_size=0.01, steps=500, tol=0.0)
+    diffs = out.energies[1:] - out.energies[:-1]
+    assert (diffs <= 1e-12).all(), diffs.max()
+    assert (out.energies[-1] < out.energies[0]).all()
+
+
+def test_energy_never_rises_along_lsr_fixed_point_and_attention():
+    mem = separated_memories(40, 3, seed=5)
+    g = torch.Generator().manual_seed(6)
+    x = torch.rand(30, 3, generator=g, dtype=torch.float64)
+    for kind, method, beta in [("lsr", "fixed_point", 4.0), ("lse", "attention", 20.0)]:
+        out = DenseAM(mem, energy=kind, beta=beta).retrieve(x, method=method)
+        finite = torch.isfinite(out.energies[0])
+        diffs = out.energies[1:, finite] - out.energies[:-1, finite]
+        assert (diffs <= 1e-12).all(), (method, diffs.max())
+
+
+def test_cosine_schedule_and_callable_step_size():
+    sched = cosine_schedule(0.01, 0.001, 100)
+    assert sched(0) == pytest.approx(0.01) and sched(99) == pytest.approx(0.001)
+    assert sched(50) < sched(10)
+    mem = separated_memories(5, 3).float()
+    am = DenseAM(mem, beta=10.0)
+    out = am.retrieve(mem + 0.01, step_size=sched, steps=100, tol=0.0)
+    assert out.steps.tolist() == [100] * 5
+
+
+@pytest.mark.parametrize(
+    "kind,method", [("lse", "gd"), ("lse", "attention"), ("lsr", "fixed_point"), ("lsr", "gd")]
+)
+def test_clamped_entries_never_move(kind, method):
+    mem = separated_memories(15, 10, seed=7).float()
+    g = torch.Generator().manual_seed(8)
+    x = mem[:6].clone()
+    clamp = torch.zeros(6, 10, dtype=torch.bool)
+    clamp[:, :5] = True  # the first half is observed
+    x[:, 5:] = torch.rand(6, 5, generator=g)
+    am = DenseAM(mem, energy=kind, beta=20.0 if kind == "lse" else 0.5)
+    out = am.retrieve(x, method=method, clamp=clamp, steps=200, record_states=True)
+    assert torch.equal(out.path[:, :, :5], x[:, :5].expand(out.path.shape[0], 6, 5))
+    assert not torch.equal(out.states[:, 5:], x[:, 5:])
+    # a (D,) mask applies to every query
+    out1 = am.retrieve(x, method=method, clamp=clamp[0], steps=200)
+    assert torch.equal(out1.states, out.states)
+
+
+def test_image_completion_with_clamp_recovers_lower_half():
+    mem = separated_memories(10, 16, seed=9)
+    x = mem.clone()
+    x[:, 8:] = 0.5
+    clamp = torch.zeros(16, dtype=torch.bool)
+    clamp[:8] = True
+    out = DenseAM(mem, beta=200.0).retrieve(x, method="attention", clamp=clamp)
+    torch.testing.assert_close(out.states, mem, atol=1e-6, rtol=0)
+
+
+def test_single_state_round_trips_shapes():
+    mem = separated_memories(6, 4).float()
+    am = DenseAM(mem, beta=50.0)
+    out = am.retrieve(mem[2] + 0.01, method="attention")
+    assert out.states.shape == (4,) and out.energies.ndim == 1 and out.converged.ndim == 0
+    assert am.energy(mem[2]).ndim == 0 and am.grad(mem[2]).shape == (4,)
+    assert am.nearest(out.states)[0].item() == 2
+
+
+def test_converged_queries_stop_and_report_steps():
+    mem = separated_memories(6, 4).float()
+    am = DenseAM(mem, beta=50.0)
+    x = torch.cat([mem[:1], mem[1:2] + 0.2])
+    out = am.retrieve(x, method="gd", tol=1e-5)
+    assert out.converged.all()
+    assert out.steps[0] < out.steps[1]
+    assert out.energies.shape == (int(out.steps.max()) + 1, 2)
+
+
+def test_descend_rejects_bad_arguments():
+    with pytest.raises(AmlabError, match="step_size"):
+        descend(lambda x, t: (x.sum(1), x), torch.zeros(1, 2), steps=3, step_size=-1.0)
+    with pytest.raises(AmlabError, match="steps"):
+        descend(lambda x, t: (x.sum(1), x), torch.zeros(1, 2), steps=-3, step_size=0.1)
+
+
+@pytest.mark.parametrize("kind", ["lse", "lsr", "lse_dot"])
+def test_save_load_round_trips_exactly(tmp_path, kind):
+    mem = torch.randn(17, 5, dtype=torch.float64)
+    am = DenseAM(mem, energy=kind, beta=0.1234567891234, eps=1e-7, chunk_size=4)
+    am.save(tmp_path / "m")
+    back = DenseAM.load(tmp_path / "m")
+    assert torch.equal(back.memories, am.memories) and back.memories.dtype == torch.float64
+    assert (back.energy_name, back.beta, back.eps, back.chunk_size) == (
+        kind,
+        am.beta,
+        am.eps,
+        am.chunk_size,
+    )
+    x = torch.randn(3, 5, dtype=torch.float64)
+    assert torch.equal(back.energy(x), am.energy(x))
+    # saving again over the same directory replaces it and leaves no temporary files
+    am.save(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
+        "config.json",
+        "tensors.safetensors",
+    ]
+
+
+def test_load_reports_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(AmlabError, match="missing"):
+        DenseAM.load(tmp_path / "nothing")
+    DenseAM(torch.ones(2, 2)).save(tmp_path / "m")
+    (tmp_path / "m" / "tensors.safetensors").write_bytes(b"not safetensors at all")
+    with pytest.raises(AmlabError, match="safetensors"):
+        DenseAM.load(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text("{oops")
+    with pytest.raises(AmlabError, match="JSON"):
+        DenseAM.load(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text('{"kind": "Other"}')
+    with pytest.raises(AmlabError, match="Other"):
+        DenseAM.load(tmp_path / "m")
