@@ -64,6 +64,7 @@ def descend(
     tol: float = 0.0,
     clamp: torch.Tensor | None = None,
     record_states: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Trajectory:
     """Run ``x <- x - step_size(t) * direction`` for at most ``steps`` steps.
 
@@ -71,6 +72,8 @@ def descend(
     clamp: optional bool mask (B, D) or (D,), True for entries that never move.
     tol: a query has converged when its step moves no entry by more than ``tol``;
         it then stops (tol = 0 stops only when the state repeats exactly).
+    on_step: called as on_step(step, number of queries still moving) after each step
+        (for progress bars).
     """
     steps = check_positive_int(steps, "steps", allow_zero=True)
     tol = check_positive(tol, "tol", allow_zero=True)
@@ -110,6 +113,8 @@ def descend(
         converged[active[done]] = True
         active = active[~done]
         direction = new_direction[~done]
+        if on_step is not None:
+            on_step(t + 1, active.numel())
 
     converged &= torch.isfinite(energy)
     return Trajectory(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -138,6 +139,7 @@ class DenseAM(nn.Module):
         clamp: Any = None,
         method: str = "gd",
         record_states: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
     ) -> Trajectory:
         """Descend the energy from states x (B, D) (or (D,)).
 
@@ -145,6 +147,7 @@ class DenseAM(nn.Module):
         tol: a query stops when no entry moves more than tol in a step; default 1e-6,
             and 0 for "fixed_point" (stop when the active set repeats).
         clamp: bool mask (B, D) or (D,), True for observed entries that stay fixed.
+        on_step: progress callback, see :func:`~amlab.dynamics.descend`.
         Returns a :class:`~amlab.dynamics.Trajectory` (states, energies per step,
         converged flag and number of steps per query).
         """
@@ -172,6 +175,7 @@ class DenseAM(nn.Module):
             tol=_DEFAULT_TOL[method] if tol is None else tol,
             clamp=mask,
             record_states=record_states,
+            on_step=on_step,
         )
         if single:
             result = Trajectory(

@@ -1,0 +1,1 @@
+"""Experiments: each runs models on data and writes figures, ``metrics.json`` and reports."""
