@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-#: Elements of one B x chunk score block (float32: 16 MiB). Peak memory of a pass over
+#: Elements of one B x chunk score block (float32: 4 MiB). Peak memory of a pass over
 #: the memories is a few such blocks, whatever M is.
-SCORE_BLOCK_ELEMENTS = 1 << 22
+SCORE_BLOCK_ELEMENTS = 1 << 20
 
 
 def chunk_ranges(num_memories: int, batch: int, chunk_size: int | None = None):

@@ -18,13 +18,18 @@ def sq_distances(
     return torch.addmm(x_sq[:, None] + chunk_sq[None, :], x, chunk.T, alpha=-2.0).clamp_min(0.0)
 
 
+def sq_norms(rows: torch.Tensor, block: int = 1 << 16) -> torch.Tensor:
+    """Squared norms (M,) of rows (M, D), a block of rows at a time (no (M, D) temporary)."""
+    return torch.cat([(part * part).sum(1) for part in rows.split(block)])
+
+
 @torch.no_grad()
 def nearest_memory(
     x: torch.Tensor, memories: torch.Tensor, *, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index (B,) of each state's nearest memory and the Euclidean distance (B,) to it."""
     x_sq = (x * x).sum(1)
-    mem_sq = (memories * memories).sum(1)
+    mem_sq = sq_norms(memories)
     best = x.new_full((x.shape[0],), float("inf"))
     index = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
     for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size):

@@ -17,13 +17,14 @@ from __future__ import annotations
 import torch
 
 from amlab.energy.chunks import chunk_ranges
+from amlab.energy.distances import sq_norms
 
 
 def memory_bias(memories: torch.Tensor, form: str) -> torch.Tensor | None:
     """The per-memory score offset b (M,) of ``form`` ("distance" or "dot")."""
     if form == "dot":
         return None
-    return -0.5 * (memories * memories).sum(1)
+    return -0.5 * sq_norms(memories)
 
 
 def lse_energy(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from amlab.energy.chunks import chunk_ranges
-from amlab.energy.distances import sq_distances
+from amlab.energy.distances import sq_distances, sq_norms
 
 
 def lsr_energy(
@@ -34,7 +34,7 @@ def lsr_energy(
     Differentiable by autograd inside the supports.
     """
     x_sq = (x * x).sum(1)
-    mem_sq = (memories * memories).sum(1)
+    mem_sq = sq_norms(memories)
     z = x.new_zeros(x.shape[0])
     for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size):
         d2 = sq_distances(x, memories[lo:hi], x_sq, mem_sq[lo:hi])
@@ -56,7 +56,7 @@ def lsr_support_stats(
     Energy, gradient and the exact fixed-point (centroid) update all follow from these.
     """
     if mem_sq is None:
-        mem_sq = (memories * memories).sum(1)
+        mem_sq = sq_norms(memories)
     x_sq = (x * x).sum(1)
     z = x.new_zeros(x.shape[0])
     count = x.new_zeros(x.shape[0])

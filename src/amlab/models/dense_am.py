@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from amlab.dynamics import StepSize, Trajectory, descend
-from amlab.energy.distances import nearest_memory
+from amlab.energy.distances import nearest_memory, sq_norms
 from amlab.energy.lse import lse_energy, lse_energy_grad, memory_bias
 from amlab.energy.lsr import lsr_energy, lsr_energy_from_stats, lsr_energy_grad, lsr_support_stats
 from amlab.errors import (
@@ -232,7 +232,7 @@ class DenseAM(nn.Module):
     def _energy_grad_oracle(self):
         mem, beta, chunk = self.memories, self.beta, self.chunk_size
         if self.energy_name == "lsr":
-            mem_sq = (mem * mem).sum(1)
+            mem_sq = sq_norms(mem)
             return lambda x, t: lsr_energy_grad(
                 x, mem, beta, eps=self.eps, mem_sq=mem_sq, chunk_size=chunk
             )
@@ -242,7 +242,7 @@ class DenseAM(nn.Module):
 
     def _fixed_point_oracle(self):
         mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
-        mem_sq = (mem * mem).sum(1)
+        mem_sq = sq_norms(mem)
 
         def oracle(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
             z, count, active_sum = lsr_support_stats(x, mem, beta, mem_sq=mem_sq, chunk_size=chunk)
