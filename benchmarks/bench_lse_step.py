@@ -54,6 +54,7 @@ def main() -> None:
     matmul_gflops = 2 * 2048**3 / t_mm / 1e9
 
     flops = 4 * b * m * d
+
     # one step is one pass over the memories: energy and gradient at x, and x - grad is the
     # attention update (a retrieval of T steps makes T + 1 such passes)
     def amlab_step() -> torch.Tensor:
@@ -79,13 +80,19 @@ def main() -> None:
         return
     print(f"LSE retrieval step, B={b} M={m} D={d} float32, {report['threads']} threads")
     print(f"  torch matmul 2048^2      : {matmul_gflops:7.1f} GFLOP/s")
-    print(f"  plain torch step         : {t_plain * 1e3:7.1f} ms  "
-          f"{report['plain_gflops']:6.1f} GFLOP/s")
-    print(f"  amlab step               : {t_amlab * 1e3:7.1f} ms  "
-          f"{report['amlab_gflops']:6.1f} GFLOP/s")
-    print(f"  amlab / plain speed ratio: {report['speedup_vs_plain']:.2f}x, "
-          f"{report['amlab_fraction_of_matmul_rate']:.2f} of the matmul rate; "
-          f"same result: {same}")
+    print(
+        f"  plain torch step         : {t_plain * 1e3:7.1f} ms  "
+        f"{report['plain_gflops']:6.1f} GFLOP/s"
+    )
+    print(
+        f"  amlab step               : {t_amlab * 1e3:7.1f} ms  "
+        f"{report['amlab_gflops']:6.1f} GFLOP/s"
+    )
+    print(
+        f"  amlab / plain speed ratio: {report['speedup_vs_plain']:.2f}x, "
+        f"{report['amlab_fraction_of_matmul_rate']:.2f} of the matmul rate; "
+        f"same result: {same}"
+    )
 
 
 if __name__ == "__main__":

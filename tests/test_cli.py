@@ -1,0 +1,102 @@
+"""The amlab command, driven as a user would drive it."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from amlab.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_every_command_with_a_description():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "retrieve" in result.output
+    assert "Store images, corrupt them" in result.output
+
+
+def test_retrieve_json_reports_metrics_that_match_the_run():
+    result = runner.invoke(app, ["retrieve", "--memories", "40", "--json", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["accuracy"] >= 0.6  # lower half hidden and clamped: most digits come back
+    assert metrics["mean_squared_error"] < metrics["corrupted_mean_squared_error"]
+    assert metrics["config"]["memories"] == 40 and metrics["config"]["method"] == "attention"
+    # the same seed gives the same numbers
+    again = json.loads(
+        runner.invoke(app, ["retrieve", "--memories", "40", "--json", "--seed", "3"]).stdout
+    )
+    assert again == metrics
+
+
+def test_retrieve_writes_figure_and_metrics(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(
+        app,
+        [
+            "retrieve",
+            "--memories",
+            "20",
+            "--energy",
+            "lsr",
+            "--corruption",
+            "mask",
+            "--level",
+            "0.3",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    png = (out / "retrieval.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["energy"] == "lsr" and metrics["config"]["method"] == "fixed_point"
+    assert "accuracy" in result.output
+
+
+def test_uncorrupted_queries_are_all_retrieved_by_lsr_exactly():
+    # level 0: nothing hidden; every stored digit is a fixed point when no other lies within r
+    result = runner.invoke(
+        app,
+        [
+            "retrieve",
+            "--memories",
+            "50",
+            "--energy",
+            "lsr",
+            "--beta",
+            "4",
+            "--corruption",
+            "mask",
+            "--level",
+            "0",
+            "--json",
+        ],
+    )
+    metrics = json.loads(result.stdout)
+    assert metrics["accuracy"] == 1.0 and metrics["mean_squared_error"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--energy", "foo"], "unknown energy"),
+        (["--beta", "-1"], "beta"),
+        (["--corruption", "blur"], "blur"),
+        (["--memories", "0"], "memories"),
+        (["--memories", "5000"], "1797"),
+        (["--data", "mnist"], "--data-dir"),
+        (["--data", "mnist", "--data-dir", "/nonexistent/dir"], "/nonexistent/dir"),
+        (["--method", "fixed_point"], "fixed_point"),
+        (["--level", "1.5", "--corruption", "mask"], "fraction"),
+    ],
+)
+def test_bad_options_give_one_clear_error(args, message):
+    result = runner.invoke(app, ["retrieve", *args])
+    assert result.exit_code == 2, result.output
+    assert "error" in result.output and message in result.output
+    assert "Traceback" not in result.output
