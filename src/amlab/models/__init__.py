@@ -1,5 +1,6 @@
-"""User-facing models."""
+"""User-facing models: every one an energy with the same surface (AssociativeMemory)."""
 
+from amlab.models.base import AssociativeMemory
 from amlab.models.dense_am import DenseAM
 
-__all__ = ["DenseAM"]
+__all__ = ["AssociativeMemory", "DenseAM"]

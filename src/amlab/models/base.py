@@ -1,0 +1,186 @@
+"""What every associative memory in amlab shares: the surface of scikit-learn-like
+consistency (energy, grad, retrieve, save, load) and the input checks.
+
+A subclass supplies the energy (:meth:`_energy`, differentiable by autograd), an oracle
+per retrieval method (:meth:`_oracle`: energy and descent direction in one pass), the
+dimension, and its saved configuration. Retrieval always runs through the one descent
+engine, :func:`amlab.dynamics.descend`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from amlab.dynamics import Oracle, StepSize, Trajectory, descend
+from amlab.errors import AmlabError, as_float_tensor, check_choice
+from amlab.io import load_model, save_model
+
+
+class AssociativeMemory(nn.Module):
+    """Base class: an energy over states (B, D) and descent on it."""
+
+    #: retrieval methods -> (default step size, default tol); the first is the default
+    METHODS: ClassVar[dict[str, tuple[float, float]]] = {"gd": (0.1, 1e-6)}
+
+    # -- to be supplied by subclasses ------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def _reference(self) -> torch.Tensor:
+        """A tensor whose dtype and device the states must share."""
+        raise NotImplementedError
+
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        """Energy (B,) of checked states (B, D), differentiable by autograd."""
+        raise NotImplementedError
+
+    def _oracle(self, method: str) -> Oracle:
+        """``(x, t) -> (energy (B,), descent direction (B, D))`` for ``method``."""
+        raise NotImplementedError
+
+    def _config(self) -> dict[str, Any]:
+        """JSON-serialisable constructor arguments, for :meth:`save`."""
+        raise NotImplementedError
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """Tensors to save, passed back to ``cls._from_saved`` on load."""
+        raise NotImplementedError
+
+    @classmethod
+    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]):
+        raise NotImplementedError
+
+    # -- the shared surface ----------------------------------------------------------------
+    def energy(self, x: Any) -> torch.Tensor:
+        """Energy (B,) of states x (B, D) (a scalar for x of shape (D,)); differentiable."""
+        x, single = self._states(x)
+        e = self._energy(x)
+        return e[0] if single else e
+
+    def forward(self, x: Any) -> torch.Tensor:
+        return self.energy(x)
+
+    def grad(self, x: Any) -> torch.Tensor:
+        """Analytic gradient dE/dx (B, D) (or (D,))."""
+        return self.energy_and_grad(x)[1]
+
+    def energy_and_grad(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energy (B,) and analytic gradient (B, D) in one pass."""
+        x, single = self._states(x)
+        e, g = self._oracle("gd")(x.detach(), 0)
+        return (e[0], g[0]) if single else (e, g)
+
+    def retrieve(
+        self,
+        x: Any,
+        steps: int = 1000,
+        step_size: StepSize | None = None,
+        tol: float | None = None,
+        clamp: Any = None,
+        method: str | None = None,
+        record_states: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Trajectory:
+        """Descend the energy from states x (B, D) (or (D,)).
+
+        method: one of ``METHODS`` (default: the first, gradient descent).
+        step_size: a number or a schedule ``t -> step``; default per method.
+        tol: a query stops when no entry moves more than tol in a step; default per method.
+        clamp: bool mask (B, D) or (D,), True for observed entries that stay fixed.
+        record_states: also return every intermediate state (``path``).
+        on_step: progress callback, see :func:`~amlab.dynamics.descend`.
+        Returns a :class:`~amlab.dynamics.Trajectory`: final states, energy after each step,
+        converged flag and number of steps per query.
+        """
+        method = check_choice(
+            next(iter(self.METHODS)) if method is None else method, "method", tuple(self.METHODS)
+        )
+        oracle = self._oracle(method)
+        default_step, default_tol = self.METHODS[method]
+        x, single = self._states(x)
+        mask = None if clamp is None else self._clamp_mask(clamp, x.shape)
+        result = descend(
+            oracle,
+            x.detach(),
+            steps=steps,
+            step_size=default_step if step_size is None else step_size,
+            tol=default_tol if tol is None else tol,
+            clamp=mask,
+            record_states=record_states,
+            on_step=on_step,
+        )
+        if single:
+            result = Trajectory(
+                result.states[0],
+                result.energies[:, 0],
+                result.converged[0],
+                result.steps[0],
+                None if result.path is None else result.path[:, 0],
+            )
+        return result
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the tensors (safetensors) and the configuration (JSON) into directory path."""
+        save_model(path, type(self).__name__, self._config(), self._tensors())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike):
+        """Load a model written by :meth:`save`."""
+        config, tensors = load_model(path, cls.__name__)
+        try:
+            return cls._from_saved(config, tensors)
+        except (TypeError, KeyError) as exc:
+            raise AmlabError(
+                f"the files in {path} do not fit {cls.__name__} ({exc}); re-save the model."
+            ) from None
+
+    # -- checks ----------------------------------------------------------------------------
+    def _states(self, x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
+        """Checked states as (B, D) in the model's dtype, and whether x was one state (D,)."""
+        ref = self._reference()
+        t = as_float_tensor(x, name, dtype=ref.dtype)
+        if t.device != ref.device:
+            raise AmlabError(
+                f"{name} is on {t.device} but the model is on {ref.device}; move one of "
+                f"them, e.g. model.to({str(t.device)!r})."
+            )
+        single = t.ndim == 1
+        if single:
+            t = t[None]
+        if t.ndim != 2 or t.shape[1] != self.dim:
+            raise AmlabError(
+                f"{name} must have shape (B, {self.dim}) or ({self.dim},) to match the "
+                f"model; got {tuple(t.shape)}."
+            )
+        return t, single
+
+    def _clamp_mask(self, clamp: Any, shape: torch.Size) -> torch.Tensor:
+        device = self._reference().device
+        mask = (
+            clamp.to(device)
+            if isinstance(clamp, torch.Tensor)
+            else torch.as_tensor(clamp, device=device)
+        )
+        if mask.dtype != torch.bool:
+            if (
+                mask.is_floating_point()
+                or mask.is_complex()
+                or not bool(((mask == 0) | (mask == 1)).all())
+            ):
+                raise AmlabError(
+                    "clamp must be a boolean mask (True = observed entry that stays fixed); "
+                    f"got dtype {mask.dtype}."
+                )
+            mask = mask.bool()
+        if mask.shape not in (shape, shape[1:]):
+            raise AmlabError(
+                f"clamp must have shape {tuple(shape)} or {tuple(shape[1:])} like the states; "
+                f"got {tuple(mask.shape)}."
+            )
+        return mask
