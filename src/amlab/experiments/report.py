@@ -1,0 +1,98 @@
+"""What every paper reproduction writes: ``report.md``, PNG figures and ``metrics.json``.
+
+A report is built section by section; claims are recorded as (what the paper says,
+what was measured, verdict), and written as a table so a reader sees at once where the
+reproduction agrees and where it does not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+#: progress(stage description, fraction of the whole run done in [0, 1])
+Progress = Callable[[str, float], None]
+
+
+def no_progress(stage: str, fraction: float) -> None:
+    """The progress callback used when nobody is watching."""
+
+
+class Report:
+    """Markdown report plus metrics, written into directory ``out``."""
+
+    def __init__(self, out: str | Path, title: str, intro: str = "") -> None:
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.lines: list[str] = [f"# {title}", ""]
+        if intro:
+            self.lines += [intro.strip(), ""]
+        self.claims: list[tuple[str, str, str]] = []
+
+    def path(self, name: str) -> Path:
+        """Where a file of this report (a figure, say) goes."""
+        return self.out / name
+
+    def section(self, heading: str, text: str = "") -> None:
+        self.lines += [f"## {heading}", ""]
+        if text:
+            self.lines += [text.strip(), ""]
+
+    def text(self, text: str) -> None:
+        self.lines += [text.strip(), ""]
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.lines.append("| " + " | ".join(header) + " |")
+        self.lines.append("|" + "---|" * len(header))
+        for row in rows:
+            self.lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
+        self.lines.append("")
+
+    def figure(self, name: str, caption: str) -> None:
+        """Reference a figure already saved as ``self.path(name)``."""
+        self.lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+
+    def claim(self, paper: str, measured: str, verdict: str) -> None:
+        """Record one claim: what the paper says, what we measured, and the verdict
+        ("reproduced", "not reproduced", "partly", ...)."""
+        self.claims.append((paper, measured, verdict))
+
+    def write(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Write ``report.md`` (with the claims table first) and ``metrics.json``."""
+        lines = self.lines[:2]
+        if self.claims:
+            lines += [
+                "## Claims, one by one",
+                "",
+                "| the paper says | measured here | verdict |",
+                "|---|---|---|",
+            ]
+            lines += [f"| {p} | {m} | {v} |" for p, m, v in self.claims] + [""]
+        lines += self.lines[2:]
+        (self.out / "report.md").write_text("\n".join(lines).rstrip() + "\n")
+        (self.out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
+        return metrics
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    """Metrics as strict JSON: tensors and numpy scalars to Python, NaN/inf to strings."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
