@@ -1,0 +1,141 @@
+"""Local minima: the clique enumeration against brute force over all subsets, and the
+properties every minimum must have."""
+
+import math
+
+import pytest
+import torch
+
+from amlab import AmlabError, DenseAM
+from amlab.analysis import (
+    lse_minima,
+    lsr_minima,
+    lsr_minima_brute_force,
+    lsr_minima_counts,
+    lsr_multistart_minima,
+    lsr_neighbour_minima,
+)
+
+
+def supports(minima):
+    return {tuple(row) for row in minima.supports.int().tolist()}
+
+
+def beta_grid(mem, n=12):
+    """The paper's range: from 2/d (r = sqrt(d)) to 2/R^2 (R half the smallest distance)."""
+    d = mem.shape[1]
+    r_min = 0.5 * torch.pdist(mem).min().item()
+    return torch.linspace(2.0 / d, 2.0 / r_min**2, n).tolist()
+
+
+@pytest.mark.parametrize("m,d,seed", [(5, 2, 0), (9, 3, 1), (12, 8, 2), (14, 4, 3), (14, 2, 4)])
+def test_clique_enumeration_equals_brute_force(m, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    mem = torch.rand(m, d, generator=g, dtype=torch.float64)
+    betas = beta_grid(mem)
+    for beta in betas:
+        exact, brute = lsr_minima(mem, beta), lsr_minima_brute_force(mem, beta)
+        assert supports(exact) == supports(brute), beta
+        order_e = torch.argsort(exact.energies)
+        order_b = torch.argsort(brute.energies)
+        torch.testing.assert_close(exact.energies[order_e], brute.energies[order_b])
+    counts = lsr_minima_counts(mem, betas)
+    for i, beta in enumerate(betas):
+        exact = lsr_minima(mem, beta)
+        assert (counts["stored"][i], counts["emergent"][i]) == (exact.num_stored,
+                                                                 exact.num_emergent)
+
+
+def test_every_minimum_has_zero_gradient_and_rises_in_every_direction():
+    g = torch.Generator().manual_seed(5)
+    mem = torch.rand(12, 5, generator=g, dtype=torch.float64)
+    beta = beta_grid(mem)[4]
+    minima = lsr_minima(mem, beta)
+    assert minima.num_emergent > 0 and len(minima) > 1
+    am = DenseAM(mem, energy="lsr", beta=beta)
+    grad = am.grad(minima.points)
+    assert grad.abs().max() < 1e-12
+    for point, energy in zip(minima.points, minima.energies, strict=True):
+        directions = torch.randn(200, 5, generator=g, dtype=torch.float64)
+        directions /= directions.norm(dim=1, keepdim=True)
+        for scale in (1e-6, 1e-4):
+            assert (am.energy(point + scale * directions) > energy).all()
+    # each minimum is the centroid of its own support
+    centroids = minima.supports.double() @ mem / minima.sizes[:, None]
+    torch.testing.assert_close(minima.points, centroids)
+
+
+def test_isolated_stored_memories_are_always_found():
+    g = torch.Generator().manual_seed(6)
+    for _ in range(5):
+        mem = torch.rand(10, 3, generator=g, dtype=torch.float64)
+        beta = beta_grid(mem)[6]
+        r = math.sqrt(2.0 / beta)
+        dist = torch.cdist(mem, mem).fill_diagonal_(float("inf"))
+        isolated = (dist.min(1).values >= r).nonzero().squeeze(1).tolist()
+        minima = lsr_minima(mem, beta)
+        found = {row.index(1) for row in minima.supports.int().tolist() if sum(row) == 1}
+        assert set(isolated) == found
+
+
+def test_two_memories_between_r_and_2r_give_three_minima():
+    beta = 2.0
+    r = 1.0
+    mem = torch.tensor([[0.0, 0.0], [1.5 * r, 0.0]], dtype=torch.float64)
+    minima = lsr_minima(mem, beta)
+    assert (minima.num_stored, minima.num_emergent) == (2, 1)
+    mid = minima.points[~minima.stored][0]
+    torch.testing.assert_close(mid, torch.tensor([0.75, 0.0], dtype=torch.float64))
+
+
+def test_neighbour_search_finds_the_exact_minima_holding_the_memory():
+    g = torch.Generator().manual_seed(7)
+    mem = torch.rand(14, 4, generator=g, dtype=torch.float64)
+    beta = beta_grid(mem)[3]
+    exact = lsr_minima(mem, beta)
+    for index in range(14):
+        local = lsr_neighbour_minima(mem, beta, index, max_size=3)
+        expected = {s for s in supports(exact) if s[index] == 1 and sum(s) <= 3}
+        assert supports(local) == expected
+
+
+def test_multistart_finds_only_true_minima():
+    g = torch.Generator().manual_seed(8)
+    mem = torch.rand(12, 3, generator=g, dtype=torch.float64)
+    beta = beta_grid(mem)[5]
+    exact = supports(lsr_minima(mem, beta))
+    starts = torch.rand(3000, 3, generator=g, dtype=torch.float64)
+    found = supports(lsr_multistart_minima(mem, beta, starts))
+    assert found and found <= exact
+    # near a minimum the active set is its support, so one centroid step lands on it
+    minima = lsr_minima(mem, beta)
+    near = minima.points.repeat(5, 1) + 1e-7 * torch.randn(5 * len(minima), 3, generator=g,
+                                                          dtype=torch.float64)
+    again = lsr_multistart_minima(mem, beta, near)
+    assert supports(again) == exact
+
+
+def test_lse_minima_at_large_beta_are_the_stored_memories():
+    g = torch.Generator().manual_seed(9)
+    mem = torch.rand(8, 3, generator=g, dtype=torch.float64)
+    starts = torch.cat([mem, torch.rand(500, 3, generator=g, dtype=torch.float64)])
+    minima = lse_minima(mem, 2000.0, starts)
+    assert minima.num_stored == 8 and minima.num_emergent == 0
+    assert sorted(minima.supports.int().argmax(1).tolist()) == list(range(8))
+    # at tiny beta the only minimum is the mean of the memories
+    low = lse_minima(mem, 1e-3, starts)
+    assert len(low) == 1
+    torch.testing.assert_close(low.points[0], mem.mean(0), atol=1e-5, rtol=0)
+
+
+def test_bad_input():
+    with pytest.raises(AmlabError):
+        lsr_minima(torch.zeros(0, 3), 1.0)
+    with pytest.raises(AmlabError):
+        lsr_minima(torch.rand(3, 2), -1.0)
+    with pytest.raises(AmlabError):
+        lsr_minima_counts(torch.rand(3, 2), [1.0, -2.0])
+    with pytest.raises(AmlabError):
+        lsr_minima_brute_force(torch.rand(30, 2), 1.0)
+    with pytest.raises(AmlabError):
+        lsr_neighbour_minima(torch.rand(3, 2), 1.0, 5)
