@@ -189,11 +189,18 @@ def counts_section(report: Report, *, quick: bool, seed: int, progress: Progress
         f"{sum(run['lsr_stored'][-1] == run['M'] for run in runs)}/{len(runs)} runs",
         "reproduced" if all_exact_at_top else "not reproduced",
     )
+    beaten = sum(max(r["lsr_emergent"]) > max(r["lse_emergent"]) for r in runs)
     report.claim(
-        "LSE has no comparable emergent minima",
-        f"LSE minima away from every memory: at most {max(max(r['lse_emergent']) for r in runs)}"
-        f" per run (largest other/stored ratio {lse_ratio:.3g})",
-        "reproduced" if max(max(r["lse_emergent"]) for r in runs) <= 2 else "partly",
+        "LSE (Gaussian kernel) has no such emergent minima",
+        f"LSE minima away from every memory (merged or spurious states): at most "
+        f"{max(max(r['lse_emergent']) for r in runs)} per run; LSR's peak emergent count "
+        f"exceeds LSE's in {beaten}/{len(runs)} runs",
+        "reproduced" if beaten == len(runs) else "partly",
+    )
+    report.text(
+        "At the last beta of the grid the two closest memories' supports touch exactly (2r "
+        "equals their distance), so whether their midpoint counts as a minimum is decided by "
+        "floating-point rounding; the emergent count of 0 or 1 there is that single point."
     )
     return {
         "minima_vs_beta": runs,
@@ -286,7 +293,7 @@ def images_section(
     if gallery:
         shown = gallery[:8]
         rows = [("emergent", torch.stack([p for p, _ in shown]))]
-        for j in range(3):
+        for j in range(max(len(key) for _, key in shown)):
             rows.append(
                 (
                     f"member {j + 1}",
