@@ -76,8 +76,10 @@ def _memories(memories: Any) -> torch.Tensor:
 
 
 def _pairwise_sq(mem: torch.Tensor) -> torch.Tensor:
-    diff = mem[:, None, :] - mem[None, :, :] if mem.shape[0] <= 2048 else None
-    if diff is not None:
+    """Squared distances (M, M): by differences when small (exact), else by expansion."""
+    m, d = mem.shape
+    if m * m * d <= 1 << 22:
+        diff = mem[:, None, :] - mem[None, :, :]
         return (diff * diff).sum(-1)
     sq = (mem * mem).sum(1)
     return (sq[:, None] + sq[None, :] - 2 * mem @ mem.T).clamp_min(0)
@@ -216,8 +218,9 @@ def lsr_neighbour_minima(
 
     The paper's search for image data, where the whole enumeration is out of reach:
     supports are cliques holding ``index`` of at most ``max_size`` memories drawn from
-    the (at most ``max_neighbours`` nearest) memories within 2r of it; each candidate is
-    checked against all memories.
+    the ``max_neighbours`` nearest memories within 2r of it. Each candidate is checked
+    exactly: a centroid lies within r of memory ``index``, so only memories within 2r of
+    it can be active there, and all of those are checked.
     """
     mem = _memories(memories)
     m = mem.shape[0]
@@ -226,25 +229,24 @@ def lsr_neighbour_minima(
         raise AmlabError(f"index {index} is out of range for {m} memories.")
     r2 = 2.0 / check_positive(beta, "beta")
     d2 = ((mem - mem[index]) ** 2).sum(1)
-    near = (d2 < 4.0 * r2) & (torch.arange(m) != index)
-    if int(near.sum()) > max_neighbours:
-        cutoff = torch.topk(torch.where(near, d2, torch.inf), max_neighbours, largest=False)
-        near = torch.zeros(m, dtype=torch.bool)
-        near[cutoff.indices] = True
-    local = torch.cat([torch.tensor([index]), near.nonzero().squeeze(1)])
-    sub = mem[local]
+    d2[index] = -1.0  # first in the ordering below
+    ball = (d2 < 4.0 * r2).nonzero().squeeze(1)
+    ball = ball[torch.argsort(d2[ball], stable=True)]  # memory index first, then by distance
+    sub = mem[ball]
     adjacency = _pairwise_sq(sub) < 4.0 * r2
     adjacency.fill_diagonal_(False)
-    root = torch.zeros(1, local.numel(), dtype=torch.bool)
+    root = torch.zeros(1, ball.numel(), dtype=torch.bool)
     root[0, 0] = True
+    candidates = adjacency[:1].clone()
+    candidates[0, 1 + max_neighbours :] = False
     points, supports = [], []
-    for member, sums in _clique_batches(sub, adjacency, root, adjacency[:1].clone(), max_size):
-        full = torch.zeros(member.shape[0], m, dtype=torch.bool)
-        full[:, local] = member
-        centroid, q, p = _spread(mem, full, sums)
+    for member, sums in _clique_batches(sub, adjacency, root, candidates, max_size):
+        centroid, q, p = _spread(sub, member, sums)
         keep = (q < r2) & (p >= r2)
+        full = torch.zeros(int(keep.sum()), m, dtype=torch.bool)
+        full[:, ball] = member[keep]
         points.append(centroid[keep])
-        supports.append(full[keep])
+        supports.append(full)
     return _lsr_result(mem, beta, points, supports)
 
 
@@ -255,7 +257,7 @@ def unique_rows(x: torch.Tensor, tol: float) -> torch.Tensor:
     collapsed first, so the greedy pass only sees a few candidates per minimum."""
     if x.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long)
-    _, candidates = _first_unique(torch.round(x / tol))
+    _, candidates = first_unique(torch.round(x / tol))
     kept: list[int] = []
     for i in candidates.tolist():
         if not kept or float(torch.cdist(x[i : i + 1], x[kept]).min()) > tol:
@@ -278,11 +280,11 @@ def lsr_multistart_minima(memories: Any, beta: float, starts: Any, *, steps: int
     r2 = 2.0 / am.beta
     d2 = (states * states).sum(1, keepdim=True) + (mem * mem).sum(1)[None, :] - 2 * states @ mem.T
     support = d2 < r2
-    _, first = _first_unique(support)
+    _, first = first_unique(support)
     return _lsr_result(mem, beta, [states[first]], [support[first]])
 
 
-def _first_unique(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def first_unique(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Unique rows of a matrix and the sorted indices of the first occurrence of each."""
     uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
     first = torch.full((uniq.shape[0],), rows.shape[0], dtype=torch.long)
