@@ -139,3 +139,12 @@ def test_bad_input():
         lsr_minima_brute_force(torch.rand(30, 2), 1.0)
     with pytest.raises(AmlabError):
         lsr_neighbour_minima(torch.rand(3, 2), 1.0, 5)
+
+
+@pytest.mark.parametrize("beta_index", [0, 3, 8])
+def test_max_size_keeps_exactly_the_small_supports(beta_index):
+    g = torch.Generator().manual_seed(10)
+    mem = torch.rand(11, 3, generator=g, dtype=torch.float64)
+    beta = beta_grid(mem)[beta_index]  # index 0: every pair overlaps (all subsets are cliques)
+    expected = {s for s in supports(lsr_minima_brute_force(mem, beta)) if sum(s) <= 2}
+    assert supports(lsr_minima(mem, beta, max_size=2)) == expected

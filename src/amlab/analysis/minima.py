@@ -135,10 +135,33 @@ def _lsr_result(mem: torch.Tensor, beta: float, points: list, supports: list) ->
     return Minima(pts, sup, energies.detach(), sup.sum(1) == 1)
 
 
-def _all_roots(m: int, adjacency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    eye = torch.eye(m, dtype=torch.bool)
+def _all_cliques(
+    mem: torch.Tensor, adjacency: torch.Tensor, max_size: int | None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Every clique of ``adjacency`` (each once) as (membership (n, M), member sums (n, D)).
+
+    When every pair is adjacent (small beta: all supports overlap) every subset is a
+    clique, and the subsets are generated directly from their bit patterns, which is
+    much cheaper than growing them.
+    """
+    m = mem.shape[0]
+    if m <= 40 and bool(adjacency.sum() == m * (m - 1)):
+        bits = torch.arange(m)
+        for lo in range(1, 2**m, BATCH):
+            ids = torch.arange(lo, min(lo + BATCH, 2**m))
+            member = ((ids[:, None] >> bits) & 1).bool()
+            if max_size is not None:
+                member = member[member.sum(1) <= max_size]
+            yield member, member.to(mem.dtype) @ mem
+        return
     order = torch.arange(m)
-    return eye, adjacency & (order[None, :] > order[:, None])
+    yield from _clique_batches(
+        mem,
+        adjacency,
+        torch.eye(m, dtype=torch.bool),
+        adjacency & (order[None, :] > order[:, None]),
+        max_size,
+    )
 
 
 def lsr_minima(memories: Any, beta: float, *, max_size: int | None = None) -> Minima:
@@ -152,9 +175,7 @@ def lsr_minima(memories: Any, beta: float, *, max_size: int | None = None) -> Mi
     adjacency = _pairwise_sq(mem) < 4.0 * r2
     adjacency.fill_diagonal_(False)
     points, supports = [], []
-    for member, sums in _clique_batches(
-        mem, adjacency, *_all_roots(mem.shape[0], adjacency), max_size
-    ):
+    for member, sums in _all_cliques(mem, adjacency, max_size):
         centroid, q, p = _spread(mem, member, sums)
         keep = (q < r2) & (p >= r2)
         points.append(centroid[keep])
@@ -180,15 +201,16 @@ def lsr_minima_counts(memories: Any, betas: Any) -> dict[str, torch.Tensor]:
     adjacency.fill_diagonal_(False)
     n = betas.numel()
     counts = {1: torch.zeros(n + 1, dtype=torch.long), 2: torch.zeros(n + 1, dtype=torch.long)}
-    for member, sums in _clique_batches(mem, adjacency, *_all_roots(mem.shape[0], adjacency), None):
+    for member, sums in _all_cliques(mem, adjacency, None):
         _, q, p = _spread(mem, member, sums)
         # grid indices k (sorted by r^2) with q < r2[k] <= p
         first = torch.searchsorted(r2_sorted, q, right=True)
         last = torch.searchsorted(r2_sorted, p, right=True)
         some = first < last
-        size = 1 if int(member[0].sum()) == 1 else 2
-        counts[size] += torch.bincount(first[some], minlength=n + 1)
-        counts[size] -= torch.bincount(last[some], minlength=n + 1)
+        single = member.sum(1) == 1
+        for size, rows in ((1, some & single), (2, some & ~single)):
+            counts[size] += torch.bincount(first[rows], minlength=n + 1)
+            counts[size] -= torch.bincount(last[rows], minlength=n + 1)
     per_sorted = {k: torch.cumsum(v, 0)[:n] for k, v in counts.items()}
     stored, emergent = torch.empty(n, dtype=torch.long), torch.empty(n, dtype=torch.long)
     stored[order], emergent[order] = per_sorted[1], per_sorted[2]
