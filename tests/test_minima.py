@@ -42,8 +42,10 @@ def test_clique_enumeration_equals_brute_force(m, d, seed):
     counts = lsr_minima_counts(mem, betas)
     for i, beta in enumerate(betas):
         exact = lsr_minima(mem, beta)
-        assert (counts["stored"][i], counts["emergent"][i]) == (exact.num_stored,
-                                                                 exact.num_emergent)
+        assert (counts["stored"][i], counts["emergent"][i]) == (
+            exact.num_stored,
+            exact.num_emergent,
+        )
 
 
 def test_every_minimum_has_zero_gradient_and_rises_in_every_direction():
@@ -109,8 +111,9 @@ def test_multistart_finds_only_true_minima():
     assert found and found <= exact
     # near a minimum the active set is its support, so one centroid step lands on it
     minima = lsr_minima(mem, beta)
-    near = minima.points.repeat(5, 1) + 1e-7 * torch.randn(5 * len(minima), 3, generator=g,
-                                                          dtype=torch.float64)
+    near = minima.points.repeat(5, 1) + 1e-7 * torch.randn(
+        5 * len(minima), 3, generator=g, dtype=torch.float64
+    )
     again = lsr_multistart_minima(mem, beta, near)
     assert supports(again) == exact
 
