@@ -6,8 +6,16 @@ descent on that energy (:func:`amlab.dynamics.descend`).
 
 from amlab.dynamics import Trajectory, cosine_schedule, descend
 from amlab.errors import AmlabError
-from amlab.models import DenseAM
+from amlab.models import DenseAM, RandomFeatureAM
 
 __version__ = "0.1.0"
 
-__all__ = ["AmlabError", "DenseAM", "Trajectory", "cosine_schedule", "descend", "__version__"]
+__all__ = [
+    "AmlabError",
+    "DenseAM",
+    "RandomFeatureAM",
+    "Trajectory",
+    "cosine_schedule",
+    "descend",
+    "__version__",
+]

@@ -2,5 +2,6 @@
 
 from amlab.models.base import AssociativeMemory
 from amlab.models.dense_am import DenseAM
+from amlab.models.random_feature_am import RandomFeatureAM
 
-__all__ = ["AssociativeMemory", "DenseAM"]
+__all__ = ["AssociativeMemory", "DenseAM", "RandomFeatureAM"]

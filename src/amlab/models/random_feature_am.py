@@ -1,0 +1,258 @@
+"""RandomFeatureAM (DrDAM): a Dense Associative Memory held in one fixed-size tensor.
+
+The exact model it approximates is :class:`~amlab.models.DenseAM` with energy ``"lse"``,
+the distance form ``E = -(1/beta) logsumexp_mu(-(beta/2) ||x - xi_mu||^2)``, whose kernel
+exp(-(beta/2) ||x - xi||^2) is what every feature map of
+:mod:`amlab.energy.random_features` estimates. (The dot form ``"lse_dot"`` has the kernel
+exp(beta x . xi), which these maps do not estimate: they would need different offsets.)
+
+Storing a pattern adds its features to ``T`` (P * Y,); removing it subtracts them. The model
+size (S, b and T) never depends on how many patterns are stored.
+
+    rf = RandomFeatureAM(dim=64, num_features=20_000, beta=10.0).add(patterns)
+    rf = RandomFeatureAM.from_dense(dense_am, num_features=20_000)
+    out = rf.retrieve(queries, clamp=observed)          # gradient descent on E~
+    compare_with_dense(rf, dense_am, queries)            # energy and gradient errors
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from amlab.dynamics import Oracle
+from amlab.energy.random_features import (
+    KERNELS,
+    draw_projections,
+    feature_sum,
+    num_parts,
+    rf_energy,
+    rf_energy_grad,
+)
+from amlab.errors import (
+    AmlabError,
+    check_choice,
+    check_positive,
+    check_positive_int,
+)
+from amlab.models.base import AssociativeMemory
+from amlab.models.dense_am import DenseAM
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+class RandomFeatureAM(AssociativeMemory):
+    """DrDAM: the LSE energy E~(x) = -(1/beta) log(max(phi(x) . T, eps)), T = sum_mu phi(xi_mu).
+
+    Args:
+        dim: D, the dimension of states and patterns.
+        num_features: Y, the number of random projections (rows of S); T holds Y features
+            ("cos", "exp") or 2Y ("sincos", "expexp").
+        beta: inverse temperature, > 0.
+        kernel: feature map, one of "sincos" (default), "cos", "exp", "expexp".
+        seed: seed of S ~ N(0, I) (Y, D) and b ~ U(0, 2 pi) (Y,) (drawn on the CPU).
+        eps: floor of phi(x) . T inside the log (>= 0); below it the energy is flat.
+        dtype: torch.float32 (default) or torch.float64.
+        chunk_size: projections processed at once (None: automatic); peak memory grows with
+            the chunk, not with Y or with the number of stored patterns.
+    """
+
+    METHODS = {"gd": (0.1, 1e-6)}
+
+    def __init__(
+        self,
+        dim: int,
+        num_features: int,
+        beta: float,
+        kernel: str = "sincos",
+        seed: int = 0,
+        eps: float = 1e-5,
+        dtype: torch.dtype = torch.float32,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        dim = check_positive_int(dim, "dim")
+        num_features = check_positive_int(num_features, "num_features")
+        self.beta = check_positive(beta, "beta")
+        self.kernel = check_choice(kernel, "kernel", KERNELS)
+        self.seed = check_positive_int(seed, "seed", allow_zero=True)
+        self.eps = check_positive(eps, "eps", allow_zero=True)
+        if dtype not in _DTYPES.values():
+            raise AmlabError(f"dtype must be torch.float32 or torch.float64; got {dtype!r}.")
+        self.chunk_size = (
+            None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
+        )
+        S, b = draw_projections(dim, num_features, self.seed, dtype=dtype)
+        self.register_buffer("S", S)
+        self.register_buffer("b", b)
+        self.register_buffer("T", S.new_zeros(num_parts(self.kernel) * num_features))
+        self.num_stored = 0
+
+    @classmethod
+    def from_dense(
+        cls,
+        dense: DenseAM,
+        num_features: int,
+        kernel: str = "sincos",
+        seed: int = 0,
+        eps: float = 1e-5,
+        chunk_size: int | None = None,
+    ) -> RandomFeatureAM:
+        """The random-feature approximation of ``dense`` (energy "lse"): same beta, same
+        memories, dtype and device."""
+        if not isinstance(dense, DenseAM) or dense.energy_name != "lse":
+            what = dense.energy_name if isinstance(dense, DenseAM) else type(dense).__name__
+            raise AmlabError(
+                f"RandomFeatureAM approximates a DenseAM with energy 'lse' (the distance "
+                f"form, kernel exp(-beta/2 ||x - xi||^2)); got {what!r}. Build "
+                "DenseAM(memories, energy='lse', beta=...) first."
+            )
+        rf = cls(
+            dense.dim,
+            num_features,
+            dense.beta,
+            kernel=kernel,
+            seed=seed,
+            eps=eps,
+            dtype=dense.memories.dtype,
+            chunk_size=chunk_size,
+        ).to(dense.memories.device)
+        return rf.add(dense.memories)
+
+    # -- writing -----------------------------------------------------------------------------
+    def add(self, patterns: Any) -> RandomFeatureAM:
+        """Store patterns (M, D) or (D,): T += sum_mu phi(xi_mu). Returns self."""
+        x, _ = self._states(patterns, "patterns")
+        self.T += feature_sum(x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size)
+        self.num_stored += x.shape[0]
+        return self
+
+    def remove(self, patterns: Any) -> RandomFeatureAM:
+        """Forget patterns (M, D) or (D,) stored before: T -= sum_mu phi(xi_mu). Returns self.
+
+        T cannot tell which patterns it holds; removing one never added corrupts the memory.
+        """
+        x, _ = self._states(patterns, "patterns")
+        if x.shape[0] > self.num_stored:
+            raise AmlabError(
+                f"cannot remove {x.shape[0]} patterns: only {self.num_stored} are stored. "
+                "Remove only patterns that were added."
+            )
+        self.T -= feature_sum(x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size)
+        self.num_stored -= x.shape[0]
+        return self
+
+    # -- size ------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.S.shape[1]
+
+    @property
+    def num_features(self) -> int:
+        return self.S.shape[0]
+
+    @property
+    def num_parameters(self) -> int:
+        """Numbers held: S (Y * D), b (Y) and T (P * Y); independent of num_stored.
+
+        S and b can be re-drawn from the seed, so the memory proper is T alone.
+        """
+        return sum(t.numel() for t in (self.S, self.b, self.T))
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of S, b and T; independent of num_stored."""
+        return sum(t.numel() * t.element_size() for t in (self.S, self.b, self.T))
+
+    def extra_repr(self) -> str:
+        return (
+            f"dim={self.dim}, num_features={self.num_features}, beta={self.beta:g}, "
+            f"kernel={self.kernel!r}, eps={self.eps:g}, num_stored={self.num_stored}, "
+            f"dtype={self.S.dtype}"
+        )
+
+    # -- the energy and its oracle ---------------------------------------------------------
+    def _reference(self) -> torch.Tensor:
+        return self.S
+
+    def _args(self) -> tuple:
+        return self.S, self.b, self.T, self.beta, self.kernel
+
+    def _energy(self, x: torch.Tensor) -> torch.Tensor:
+        return rf_energy(x, *self._args(), eps=self.eps, chunk_size=self.chunk_size)
+
+    def _oracle(self, method: str) -> Oracle:
+        args, eps, chunk = self._args(), self.eps, self.chunk_size
+        return lambda x, t: rf_energy_grad(x, *args, eps=eps, chunk_size=chunk)
+
+    # -- saving --------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any]:
+        return {
+            "dim": self.dim,
+            "num_features": self.num_features,
+            "beta": self.beta,
+            "kernel": self.kernel,
+            "seed": self.seed,
+            "eps": self.eps,
+            "dtype": str(self.S.dtype).removeprefix("torch."),
+            "chunk_size": self.chunk_size,
+            "num_stored": self.num_stored,
+        }
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"S": self.S, "b": self.b, "T": self.T}
+
+    @classmethod
+    def _from_saved(
+        cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]
+    ) -> RandomFeatureAM:
+        config = dict(config)
+        num_stored = check_positive_int(config.pop("num_stored"), "num_stored", allow_zero=True)
+        dtype = config.pop("dtype")
+        if dtype not in _DTYPES:
+            raise AmlabError(f"saved dtype {dtype!r} is not float32 or float64; re-save the model.")
+        rf = cls(**config, dtype=_DTYPES[dtype])
+        if set(tensors) != {"S", "b", "T"}:
+            raise AmlabError(
+                f"expected the tensors S, b and T, found {sorted(tensors)}; re-save the model."
+            )
+        for name, t in tensors.items():
+            own = getattr(rf, name)
+            if t.shape != own.shape or t.dtype != own.dtype or not bool(torch.isfinite(t).all()):
+                raise AmlabError(
+                    f"saved tensor {name} {tuple(t.shape)} {t.dtype} does not fit the saved "
+                    f"config (expects {tuple(own.shape)} {own.dtype}, finite); re-save the model."
+                )
+            own.copy_(t)
+        rf.num_stored = num_stored
+        return rf
+
+
+@torch.no_grad()
+def compare_with_dense(rf: RandomFeatureAM, dense: DenseAM, x: Any) -> dict[str, Any]:
+    """Errors of ``rf`` against the exact ``dense`` (energy "lse", same beta) at states x (B, D).
+
+    Returns ``energy_error`` (mean |E - E~|), ``grad_error`` (mean over queries and entries of
+    |grad E - grad E~|, the paper's mean absolute error) as floats, and the per-query
+    ``energy_errors`` (B,) and ``grad_errors`` (B,) (mean over entries).
+    """
+    if not isinstance(dense, DenseAM) or dense.energy_name != "lse":
+        raise AmlabError("compare_with_dense needs the exact model: a DenseAM with energy 'lse'.")
+    if dense.dim != rf.dim or not math.isclose(dense.beta, rf.beta, rel_tol=1e-12):
+        raise AmlabError(
+            f"the models differ (dim {dense.dim} vs {rf.dim}, beta {dense.beta:g} vs "
+            f"{rf.beta:g}); compare a RandomFeatureAM with the DenseAM it approximates."
+        )
+    e_rf, g_rf = rf.energy_and_grad(x)
+    e, g = dense.energy_and_grad(x)
+    if e.ndim == 0:
+        e, g, e_rf, g_rf = e[None], g[None], e_rf[None], g_rf[None]
+    de, dg = (e - e_rf.to(e.dtype)).abs(), (g - g_rf.to(g.dtype)).abs().mean(1)
+    return {
+        "energy_error": de.mean().item(),
+        "grad_error": dg.mean().item(),
+        "energy_errors": de,
+        "grad_errors": dg,
+    }
