@@ -20,34 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+from common import best_time
 
 from amlab import DenseAM, RandomFeatureAM
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor (in bytes) that any torch operation returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel() * t.element_size())
-        return out
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from amlab.profiling import LargestTensor
 
 
 def _status_kib(field: str) -> int | None:
@@ -86,7 +62,7 @@ def measure(model, x: torch.Tensor, repeats: int) -> dict:
         step()
     return {
         "step_seconds": seconds,
-        "largest_tensor_bytes": probe.largest,
+        "largest_tensor_bytes": probe.largest_bytes,
         "step_peak_rss_bytes": peak_rss_bytes(step),
     }
 

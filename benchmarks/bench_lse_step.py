@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
+from common import best_time
 
 from amlab import DenseAM
-
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def plain_dot_step(x: torch.Tensor, memories: torch.Tensor, beta: float) -> torch.Tensor:

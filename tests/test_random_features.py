@@ -6,28 +6,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from amlab import AmlabError, DenseAM, RandomFeatureAM
 from amlab.energy.random_features import KERNELS, draw_projections, feature_sum, features
 from amlab.models.random_feature_am import compare_with_dense
+from amlab.profiling import LargestTensor
 
 F64 = torch.float64
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor (in elements) that any torch operation returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
 
 
 def binary(n, d, seed):

@@ -2,24 +2,9 @@
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from amlab import DenseAM
-
-
-class LargestTensor(TorchDispatchMode):
-    """Records the largest tensor (in elements) that any torch operation returns."""
-
-    def __init__(self):
-        super().__init__()
-        self.largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
+from amlab.profiling import LargestTensor
 
 
 @pytest.fixture(scope="module")
