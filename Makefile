@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # This machine has a CPU build of torch 2.13.0 on disk; the package itself asks only torch>=2.3.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test fuzz lint bench clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,9 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+fuzz: setup
+	AMLAB_FUZZ_PROFILE=explore $(BIN)/python -m pytest tests/test_fuzz.py
 
 lint: setup
 	$(BIN)/ruff check .

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from amlab import AmlabError, DenseAM
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# how many examples, and whether they are drawn afresh, come from the hypothesis profile
+# chosen in conftest.py: deterministic in `make test`, exploring in `make fuzz`
+FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True, width=32),
@@ -136,6 +138,20 @@ def test_extreme_but_valid_values_stay_finite(scale, beta, energy, b):
         assert torch.isfinite(e).all()
 
 
+@pytest.mark.parametrize("energy", ["lse", "lsr", "lse_dot"])
+def test_values_whose_squares_overflow_are_refused(energy):
+    am = DenseAM(torch.linspace(-1, 1, 12).reshape(4, 3), energy=energy, beta=2.0)
+    with pytest.raises(AmlabError, match="overflows"):
+        am.energy_and_grad(torch.tensor([0.0, 0.0, 1.7014e38]))
+    with pytest.raises(AmlabError, match="overflows"):
+        DenseAM(torch.tensor([[3e19, 3e19]]), energy=energy)
+    # the same values in float64 are fine
+    e, g = DenseAM(
+        torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(4, 3), energy=energy
+    ).energy_and_grad(torch.tensor([0.0, 0.0, 1.7014e38], dtype=torch.float64))
+    assert not torch.isnan(e) and torch.isfinite(g).all()
+
+
 def test_numpy_and_list_inputs_work():
     am = DenseAM(np.eye(3), beta=10.0)
     assert am.memories.dtype == torch.float64
@@ -163,7 +179,16 @@ def test_well_formed_retrievals_never_produce_nan(
     try:
         out = am.retrieve(x, method=method, steps=steps, step_size=step_size, clamp=clamp)
     except AmlabError as exc:  # only non-finite or complex input, or a clamp of the wrong shape
-        assert any(m in str(exc) for m in ("NaN or infinite", "complex", "clamp must have shape"))
+        assert any(
+            m in str(exc)
+            for m in (
+                "NaN or infinite",
+                "complex",
+                "clamp must have shape",
+                "overflows",
+                "diverged",
+            )
+        )
         return
     assert out.states.shape == x.shape
     assert not torch.isnan(out.states).any() and not torch.isnan(out.energies).any()

@@ -161,6 +161,12 @@ def test_converged_queries_stop_and_report_steps():
     assert out.energies.shape == (int(out.steps.max()) + 1, 2)
 
 
+def test_a_diverging_descent_stops_with_a_clear_error():
+    am = DenseAM(torch.linspace(0, 1, 12).reshape(4, 3), beta=1e-3)
+    with pytest.raises(AmlabError, match="diverged at step"):
+        am.retrieve(torch.zeros(3), method="gd", step_size=5e7, steps=50)
+
+
 def test_descend_rejects_bad_arguments():
     with pytest.raises(AmlabError, match="step_size"):
         descend(lambda x, t: (x.sum(1), x), torch.zeros(1, 2), steps=3, step_size=-1.0)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from amlab.errors import check_positive, check_positive_int
+from amlab.errors import AmlabError, check_positive, check_positive_int
 
 #: oracle(x (b, D), step index) -> (energy (b,), descent direction (b, D))
 Oracle = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
@@ -101,10 +101,17 @@ def descend(
         delta = direction.mul(-h)
         if free is not None:
             delta = delta * free[active]
-        x[active] += delta
+        moved_states = x[active] + delta
+        if not bool(torch.isfinite((moved_states * moved_states).sum(1)).all()):
+            raise AmlabError(
+                f"descent diverged at step {t + 1}: the states grew beyond the range of "
+                f"{x.dtype}. Use a smaller step_size (for the LSE energies a step of at most 1 "
+                "is stable)."
+            )
+        x[active] = moved_states
         n_steps[active] += 1
         moved = delta.abs().amax(1) if x.shape[1] else delta.new_zeros(active.numel())
-        new_energy, new_direction = oracle(x[active], t + 1)
+        new_energy, new_direction = oracle(moved_states, t + 1)
         energy[active] = new_energy.detach()
         energies.append(energy.clone())
         if path is not None:

@@ -59,6 +59,17 @@ def as_float_tensor(
     return t
 
 
+def check_squares_finite(t: torch.Tensor, name: str) -> torch.Tensor:
+    """Rows (N, D) whose squared norms fit the dtype: energies use ||x||^2, so entries near
+    the dtype's limit (e.g. 1e38 in float32) would turn into inf - inf = NaN."""
+    if t.numel() and not bool(torch.isfinite(torch.linalg.vector_norm(t, dim=-1) ** 2).all()):
+        raise AmlabError(
+            f"{name} has entries so large that their squared norm overflows {t.dtype}; "
+            "rescale the data (e.g. to [0, 1]) or use float64."
+        )
+    return t
+
+
 _INTEGER_DTYPES = {torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool}
 
 

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from amlab.dynamics import Oracle, StepSize, Trajectory, descend
-from amlab.errors import AmlabError, as_float_tensor, check_choice
+from amlab.errors import AmlabError, as_float_tensor, check_choice, check_squares_finite
 from amlab.io import load_model, save_model
 
 
@@ -158,7 +158,7 @@ class AssociativeMemory(nn.Module):
                 f"{name} must have shape (B, {self.dim}) or ({self.dim},) to match the "
                 f"model; got {tuple(t.shape)}."
             )
-        return t, single
+        return check_squares_finite(t, name), single
 
     def _clamp_mask(self, clamp: Any, shape: torch.Size) -> torch.Tensor:
         device = self._reference().device

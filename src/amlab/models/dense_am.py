@@ -35,6 +35,7 @@ from amlab.errors import (
     check_choice,
     check_positive,
     check_positive_int,
+    check_squares_finite,
 )
 from amlab.models.base import AssociativeMemory
 
@@ -76,7 +77,7 @@ class DenseAM(AssociativeMemory):
                 f"memories must have shape (M, D) with M >= 1 and D >= 1; got "
                 f"{tuple(mem.shape)}. Stack your patterns as rows."
             )
-        self.register_buffer("memories", mem.contiguous())
+        self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
 
     @property
     def num_memories(self) -> int:
