@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from amlab.data import block_mask, load  # noqa: E402
+from amlab.data import ImageSet, block_mask, load  # noqa: E402
 from amlab.experiments.figures import image_grid  # noqa: E402
 from amlab.experiments.report import Progress, Report, no_progress  # noqa: E402
 from amlab.models import DenseAM, RandomFeatureAM  # noqa: E402
@@ -111,6 +111,8 @@ def run(
     """
     grid = grid if grid is not None else (QUICK if quick else FULL)
     start = time.perf_counter()
+    # loaded first so that a wrong data directory fails at once, not after the other sections
+    images = load("mnist", data_dir, split="test") if data_dir else load("digits")
     report = Report(out, "DrDAM: Dense Associative Memory through random features", _INTRO)
     stages = _Stages(progress, grid)
     kernels = ("sincos", "cos", "exp", "expexp")
@@ -125,7 +127,7 @@ def run(
     seconds["errors_vs_K"], lap = time.perf_counter() - lap, time.perf_counter()
     metrics["retrieval"] = _section_retrieval(report, grid, seed, stages)
     seconds["retrieval"], lap = time.perf_counter() - lap, time.perf_counter()
-    metrics["images"] = _section_images(report, grid, seed, data_dir, stages)
+    metrics["images"] = _section_images(report, grid, seed, images, stages)
     seconds["images"], lap = time.perf_counter() - lap, time.perf_counter()
     metrics["kernels"] = _section_kernels(report, grid, records, kernels)
     metrics["error_grid"] = records
@@ -771,10 +773,9 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
 
 # -- (d) image completion --------------------------------------------------------------------
 def _section_images(
-    report: Report, grid: Grid, seed: int, data_dir: str | None, stages: _Stages
+    report: Report, grid: Grid, seed: int, images: ImageSet, stages: _Stages
 ) -> dict[str, Any]:
-    name = "mnist" if data_dir else "digits"
-    images = load(name, data_dir, split="test")
+    name = images.name
     stored = images.subset(grid.image_memories, seed=seed)
     dim = stored.images.shape[1]
     scale = 1.0 / math.sqrt(dim)  # the paper stores images / sqrt(D)

@@ -16,7 +16,7 @@ import torch
 
 from amlab.analysis import lse_minima, lsr_minima_counts, lsr_neighbour_minima
 from amlab.analysis.minima import first_unique
-from amlab.data import load
+from amlab.data import ImageSet, load
 from amlab.energy.distances import nearest_memory
 from amlab.experiments import lsr_kernels, lsr_loglik
 from amlab.experiments.figures import image_grid, plt
@@ -35,6 +35,9 @@ def run(
 ) -> dict:
     """Run every section; write report.md, figures and metrics.json into ``out``."""
     started = time.perf_counter()
+    # images: the MNIST test split from data_dir, else the embedded digits; loaded first so
+    # that a wrong directory fails at once, not after the other sections
+    data = load("mnist", data_dir, split="test") if data_dir else load("digits")
     report = Report(
         out,
         "Reproduction: Dense Associative Memory with Epanechnikov (LSR) energy",
@@ -54,7 +57,7 @@ def run(
         def scaled(stage: str, fraction: float, start=done, share=share, name=name) -> None:
             progress(f"{name}: {stage}", start + share * min(max(fraction, 0.0), 1.0))
 
-        kwargs = {"data_dir": data_dir} if section is images_section else {}
+        kwargs = {"data": data} if section is images_section else {}
         metrics.update(section(report, quick=quick, seed=seed, progress=scaled, **kwargs))
         done += share
     metrics["seconds"] = time.perf_counter() - started
@@ -247,12 +250,12 @@ def _pos(values: list[int]) -> list[float]:
 
 # -- images ------------------------------------------------------------------------------------
 def images_section(
-    report: Report, *, quick: bool, seed: int, progress: Progress, data_dir: str | None = None
+    report: Report, *, quick: bool, seed: int, progress: Progress, data: ImageSet | None = None
 ) -> dict:
     """Store images at a beta where each is an exact fixed point; find emergent memories
     there and at a larger radius (the paper's beta for MNIST)."""
     progress("loading", 0.0)
-    data = load("mnist", data_dir, split="test") if data_dir else load("digits")
+    data = load("digits") if data is None else data
     images = data.images.double()
     _, keep = first_unique(images)
     mem, labels = images[keep], data.labels[keep]
