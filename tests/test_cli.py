@@ -100,3 +100,13 @@ def test_bad_options_give_one_clear_error(args, message):
     assert result.exit_code == 2, result.output
     assert "error" in result.output and message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("paper", ["lsr", "drdam"])
+def test_repro_with_a_missing_data_dir_fails_before_any_work(tmp_path, paper):
+    out = tmp_path / paper
+    result = runner.invoke(
+        app, ["repro", paper, "--quick", "--out", str(out), "--data-dir", str(tmp_path / "nowhere")]
+    )
+    assert result.exit_code == 2 and "nowhere" in result.output
+    assert not out.exists()  # nothing was run, nothing written
