@@ -6,13 +6,14 @@ descent on that energy (:func:`amlab.dynamics.descend`).
 
 from amlab.dynamics import Trajectory, cosine_schedule, descend
 from amlab.errors import AmlabError
-from amlab.models import DenseAM, RandomFeatureAM
+from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AmlabError",
     "DenseAM",
+    "EnergyTransformer",
     "RandomFeatureAM",
     "Trajectory",
     "cosine_schedule",

@@ -1,0 +1,205 @@
+"""EnergyTransformer: one Energy Transformer block (papers.md section 3).
+
+Tokens x (B, N, D) are normalised by the energy layer norm, g = LN(x), and the block's
+energy is E(g) = E_ATT(g) + E_HN(g) (see :mod:`amlab.energy.transformer`). Its forward
+pass is the paper's dynamics ``x <- x - alpha dE/dg`` for T steps, one block with
+shared weights, run by the one descent engine (:func:`amlab.dynamics.descend`).
+
+The step follows dE/dg, not dE/dx. It still descends: dE/dx = J dE/dg, where the layer
+norm's Jacobian J (the Hessian of its Lagrangian) is positive semidefinite for gamma > 0,
+so -dE/dg is a descent direction and E never rises for a small enough alpha.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from amlab.dynamics import descend
+from amlab.energy.transformer import (
+    HOPFIELD_KINDS,
+    attention_energy,
+    attention_energy_grad,
+    attention_mask,
+    hopfield_energy,
+    hopfield_energy_grad,
+    layer_norm,
+)
+from amlab.errors import (
+    AmlabError,
+    as_float_tensor,
+    check_choice,
+    check_positive,
+    check_positive_int,
+)
+
+
+@dataclass
+class ETOutput:
+    """What :meth:`EnergyTransformer.forward` returns.
+
+    tokens: final tokens (B, N, D).
+    energies: total energy after each step (T + 1, B); row 0 is the start.
+    attention, hopfield: the two parts of ``energies`` (T + 1, B).
+    """
+
+    tokens: torch.Tensor
+    energies: torch.Tensor
+    attention: torch.Tensor
+    hopfield: torch.Tensor
+
+
+class EnergyTransformer(nn.Module):
+    """One Energy Transformer block over tokens of dimension ``dim``.
+
+    Args:
+        dim: token dimension D.
+        heads, head_dim: attention heads H and head dimension Y.
+        hopfield_memories: number K of Hopfield memories xi (K, D).
+        hopfield: "relu" (ReLU^2 energy) or "softmax" (log-sum-exp energy).
+        exclude_self: attention sums over keys B != C (the paper); False keeps B = C.
+        steps, alpha: default number of steps T and step size of the dynamics.
+        seed: seeds the initial weights: gamma = 1, delta = 0, and W_K, W_Q (H, Y, D)
+            and xi (K, D) drawn from N(0, init_std^2).
+        beta: attention inverse temperature (default 1/sqrt(head_dim)).
+        hopfield_beta: inverse temperature of the softmax Hopfield energy.
+        eps: layer-norm epsilon.
+        dtype: float32 (default) or float64.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        hopfield_memories: int,
+        hopfield: str = "relu",
+        exclude_self: bool = True,
+        steps: int = 12,
+        alpha: float = 0.1,
+        seed: int = 0,
+        *,
+        beta: float | None = None,
+        hopfield_beta: float = 1.0,
+        eps: float = 1e-5,
+        init_std: float = 0.02,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        super().__init__()
+        dim = check_positive_int(dim, "dim")
+        heads = check_positive_int(heads, "heads")
+        head_dim = check_positive_int(head_dim, "head_dim")
+        k = check_positive_int(hopfield_memories, "hopfield_memories")
+        self.hopfield = check_choice(hopfield, "hopfield", HOPFIELD_KINDS)
+        self.exclude_self = bool(exclude_self)
+        self.steps = check_positive_int(steps, "steps")
+        self.alpha = check_positive(alpha, "alpha")
+        self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_positive(beta, "beta")
+        self.hopfield_beta = check_positive(hopfield_beta, "hopfield_beta")
+        self.eps = check_positive(eps, "eps")
+        init_std = check_positive(init_std, "init_std")
+        if dtype not in (torch.float32, torch.float64):
+            raise AmlabError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
+
+        gen = torch.Generator().manual_seed(int(seed))
+
+        def normal(*shape: int) -> nn.Parameter:
+            return nn.Parameter(init_std * torch.randn(*shape, generator=gen, dtype=dtype))
+
+        self.gamma = nn.Parameter(torch.ones((), dtype=dtype))
+        self.delta = nn.Parameter(torch.zeros(dim, dtype=dtype))
+        self.w_k = normal(heads, head_dim, dim)
+        self.w_q = normal(heads, head_dim, dim)
+        self.xi = normal(k, dim)
+
+    @property
+    def dim(self) -> int:
+        return self.delta.shape[0]
+
+    def extra_repr(self) -> str:
+        h, y, d = self.w_k.shape
+        return (
+            f"dim={d}, heads={h}, head_dim={y}, hopfield_memories={self.xi.shape[0]}, "
+            f"hopfield={self.hopfield!r}, exclude_self={self.exclude_self}, steps={self.steps}, "
+            f"alpha={self.alpha:g}, dtype={self.delta.dtype}"
+        )
+
+    # -- energy --------------------------------------------------------------------------
+    def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """g = LN(x) (B, N, D) of checked tokens."""
+        return layer_norm(x, self.gamma, self.delta, self.eps)
+
+    def energy_parts(self, x: Any, mask: Any = None) -> dict[str, torch.Tensor]:
+        """{"attention": E_ATT (B,), "hopfield": E_HN (B,)} at g = LN(x); differentiable."""
+        x = self._tokens(x)
+        g = self.layer_norm(x)
+        return {
+            "attention": attention_energy(
+                g, self.w_k, self.w_q, self.beta, self._allowed(mask, x.shape[1])
+            ),
+            "hopfield": hopfield_energy(g, self.xi, self.hopfield, self.hopfield_beta),
+        }
+
+    def energy(self, x: Any, mask: Any = None) -> torch.Tensor:
+        """Total energy E_ATT + E_HN (B,) of tokens x (B, N, D); differentiable."""
+        parts = self.energy_parts(x, mask)
+        return parts["attention"] + parts["hopfield"]
+
+    def grad_g(self, x: Any, mask: Any = None) -> torch.Tensor:
+        """The analytic update direction dE/dg (B, N, D) at tokens x (B, N, D)."""
+        x = self._tokens(x)
+        return self._energy_and_grad_g(x, self._allowed(mask, x.shape[1]))[1]
+
+    @torch.no_grad()
+    def _energy_and_grad_g(
+        self, x: torch.Tensor, allowed: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        g = self.layer_norm(x)
+        e_att, d_att = attention_energy_grad(g, self.w_k, self.w_q, self.beta, allowed)
+        e_hn, d_hn = hopfield_energy_grad(g, self.xi, self.hopfield, self.hopfield_beta)
+        return e_att + e_hn, d_att + d_hn
+
+    # -- dynamics ------------------------------------------------------------------------
+    @torch.no_grad()
+    def forward(self, x: Any, steps: int | None = None, mask: Any = None) -> ETOutput:
+        """Run ``x <- x - alpha dE/dg`` for ``steps`` (default ``self.steps``) steps from
+        tokens x (B, N, D); ``mask`` bool (N, N), True where query c may attend key b."""
+        x = self._tokens(x)
+        steps = self.steps if steps is None else check_positive_int(steps, "steps")
+        b, n, d = x.shape
+        allowed = self._allowed(mask, n)
+
+        def oracle(flat: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            e, grad = self._energy_and_grad_g(flat.view(-1, n, d), allowed)
+            return e, grad.reshape(flat.shape)
+
+        traj = descend(
+            oracle, x.reshape(b, n * d), steps=steps, step_size=self.alpha, record_states=True
+        )
+        parts = self.energy_parts(traj.path.reshape(-1, n, d), mask)
+        att, hn = (parts[key].view(-1, b) for key in ("attention", "hopfield"))
+        return ETOutput(traj.states.view(b, n, d), att + hn, att, hn)
+
+    # -- input checks --------------------------------------------------------------------
+    def _tokens(self, x: Any) -> torch.Tensor:
+        x = as_float_tensor(x, "x", dtype=self.delta.dtype, device=self.delta.device)
+        if x.ndim != 3 or x.shape[2] != self.dim or x.shape[0] == 0 or x.shape[1] == 0:
+            raise AmlabError(
+                f"x must be tokens of shape (B, N, {self.dim}) with B, N >= 1; got "
+                f"{tuple(x.shape)}. Add a batch axis with x[None] for a single sequence."
+            )
+        return x
+
+    def _allowed(self, mask: Any, n: int) -> torch.Tensor:
+        if mask is not None:
+            mask = torch.as_tensor(mask, device=self.delta.device)
+            if mask.dtype != torch.bool or mask.shape != (n, n):
+                raise AmlabError(
+                    f"mask must be a bool tensor of shape ({n}, {n}) (True where query c may "
+                    f"attend key b); got dtype {mask.dtype}, shape {tuple(mask.shape)}."
+                )
+        return attention_mask(n, self.exclude_self, mask, device=self.delta.device)
