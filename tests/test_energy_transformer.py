@@ -17,6 +17,7 @@ from amlab.energy.transformer import (
     layer_norm_lagrangian,
 )
 from amlab.errors import AmlabError
+from amlab.models.dense_am import DenseAM
 from amlab.models.energy_transformer import EnergyTransformer
 
 F64 = torch.float64
@@ -201,3 +202,41 @@ def test_bad_config_raises(kw):
     args = {"dim": 8, "heads": 2, "head_dim": 4, "hopfield_memories": 3, **kw}
     with pytest.raises(AmlabError):
         EnergyTransformer(**args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_save_load_round_trips_exactly(tmp_path, dtype):
+    model = EnergyTransformer(
+        12,
+        3,
+        4,
+        20,
+        hopfield="softmax",
+        exclude_self=False,
+        steps=5,
+        alpha=0.05,
+        seed=3,
+        beta=0.7,
+        init_std=0.3,
+        dtype=dtype,
+    )
+    with torch.no_grad():
+        model.gamma.fill_(1.7)  # a trained-looking value, not the initial one
+    model.save(tmp_path / "et")
+    back = EnergyTransformer.load(tmp_path / "et")
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), back.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert (back.hopfield, back.exclude_self, back.steps, back.alpha, back.beta) == (
+        "softmax",
+        False,
+        5,
+        0.05,
+        0.7,
+    )
+    x = torch.randn(2, 6, 12, dtype=dtype)
+    assert torch.equal(back(x).tokens, model(x).tokens)
+    DenseAM(torch.ones(2, 12)).save(tmp_path / "dense")
+    with pytest.raises(AmlabError, match="DenseAM"):
+        EnergyTransformer.load(tmp_path / "dense")

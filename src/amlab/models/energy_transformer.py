@@ -13,6 +13,7 @@ so -dE/dg is a descent direction and E never rises for a small enough alpha.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from amlab.errors import (
     check_positive,
     check_positive_int,
 )
+from amlab.io import load_model, save_model
 
 
 @dataclass
@@ -127,6 +129,40 @@ class EnergyTransformer(nn.Module):
             f"hopfield={self.hopfield!r}, exclude_self={self.exclude_self}, steps={self.steps}, "
             f"alpha={self.alpha:g}, dtype={self.delta.dtype}"
         )
+
+    # -- saving --------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the parameters (safetensors) and the configuration (JSON) into directory path."""
+        h, y, d = self.w_k.shape
+        config = {
+            "dim": d,
+            "heads": h,
+            "head_dim": y,
+            "hopfield_memories": self.xi.shape[0],
+            "hopfield": self.hopfield,
+            "exclude_self": self.exclude_self,
+            "steps": self.steps,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "hopfield_beta": self.hopfield_beta,
+            "eps": self.eps,
+            "dtype": str(self.delta.dtype).removeprefix("torch."),
+        }
+        save_model(path, "EnergyTransformer", config, dict(self.state_dict()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EnergyTransformer:
+        """Load an EnergyTransformer written by :meth:`save`."""
+        config, tensors = load_model(path, "EnergyTransformer")
+        try:
+            dtype = {"float32": torch.float32, "float64": torch.float64}[config.pop("dtype")]
+            model = cls(**config, dtype=dtype)
+            model.load_state_dict(tensors)
+        except (TypeError, KeyError, RuntimeError) as exc:
+            raise AmlabError(
+                f"the files in {path} do not fit EnergyTransformer ({exc}); re-save the model."
+            ) from None
+        return model
 
     # -- energy --------------------------------------------------------------------------
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
