@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -145,34 +146,31 @@ DataDirOpt = Annotated[
 ]
 
 
-@repro_app.command("lsr")
-def repro_lsr(
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/repro-lsr"),
-    quick: QuickOpt = False,
-    data_dir: DataDirOpt = None,
-    seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
-) -> None:
-    """Epanechnikov (LSR) DenseAM: exact minima, emergent memories, log-likelihood."""
-    from amlab.experiments import lsr
-
-    _run_repro(lsr.run, out, quick, data_dir, seed, as_json)
+#: paper -> one-line description; each is ``amlab.experiments.<paper>.run``
+PAPERS = {
+    "lsr": "Epanechnikov (LSR) DenseAM: exact minima, emergent memories, log-likelihood.",
+    "drdam": "DrDAM: the memory in a fixed-size random-feature tensor, its errors and retrieval.",
+}
 
 
-@repro_app.command("drdam")
-def repro_drdam(
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
-        "runs/repro-drdam"
-    ),
-    quick: QuickOpt = False,
-    data_dir: DataDirOpt = None,
-    seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
-) -> None:
-    """DrDAM: the memory in a fixed-size random-feature tensor, its errors and retrieval."""
-    from amlab.experiments import drdam
+def _add_repro_command(paper: str, description: str) -> None:
+    def command(
+        out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
+            f"runs/repro-{paper}"
+        ),
+        quick: QuickOpt = False,
+        data_dir: DataDirOpt = None,
+        seed: SeedOpt = 0,
+        as_json: JsonOpt = False,
+    ) -> None:
+        run = importlib.import_module(f"amlab.experiments.{paper}").run
+        _run_repro(run, out, quick, data_dir, seed, as_json)
 
-    _run_repro(drdam.run, out, quick, data_dir, seed, as_json)
+    repro_app.command(paper, help=description)(command)
+
+
+for _paper, _description in PAPERS.items():
+    _add_repro_command(_paper, _description)
 
 
 def _run_repro(

@@ -87,11 +87,7 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
 
 def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
     """An integer >= 1 (or >= 0 with ``allow_zero``)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int,))
-        and not (hasattr(value, "__index__"))
-    ):
+    if isinstance(value, bool) or not hasattr(value, "__index__"):  # ints and int-likes
         raise AmlabError(f"{name} must be an integer; got {value!r}.")
     v = int(value)
     if v < 0 or (v == 0 and not allow_zero):

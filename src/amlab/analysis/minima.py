@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from amlab.energy.distances import sq_distances
 from amlab.errors import AmlabError, as_float_tensor, check_positive, check_positive_int
 from amlab.models import DenseAM
 
@@ -75,14 +76,20 @@ def _memories(memories: Any) -> torch.Tensor:
     return mem
 
 
-def _pairwise_sq(mem: torch.Tensor) -> torch.Tensor:
-    """Squared distances (M, M): by differences when small (exact), else by expansion."""
+def _overlap_graph(mem: torch.Tensor, r2: float) -> torch.Tensor:
+    """Adjacency (M, M) of memories closer than 2r (their supports overlap), no self-loops.
+
+    Squared distances by differences when small (exact), else by the expansion."""
     m, d = mem.shape
     if m * m * d <= 1 << 22:
         diff = mem[:, None, :] - mem[None, :, :]
-        return (diff * diff).sum(-1)
-    sq = (mem * mem).sum(1)
-    return (sq[:, None] + sq[None, :] - 2 * mem @ mem.T).clamp_min(0)
+        pair_sq = (diff * diff).sum(-1)
+    else:
+        sq = (mem * mem).sum(1)
+        pair_sq = sq_distances(mem, mem, sq, sq)
+    adjacency = pair_sq < 4.0 * r2
+    adjacency.fill_diagonal_(False)
+    return adjacency
 
 
 def _clique_batches(
@@ -117,11 +124,7 @@ def _spread(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Centroids (n, D), q = max member and p = min non-member squared distance (n,)."""
     centroid = sums / member.sum(1, keepdim=True)
-    d2 = (
-        (centroid * centroid).sum(1, keepdim=True)
-        + (mem * mem).sum(1)[None, :]
-        - 2 * centroid @ mem.T
-    ).clamp_min(0)
+    d2 = sq_distances(centroid, mem, (centroid * centroid).sum(1), (mem * mem).sum(1))
     q = torch.where(member, d2, torch.full_like(d2, -1.0)).amax(1)
     p = torch.where(member, torch.full_like(d2, float("inf")), d2).amin(1)
     return centroid, q, p
@@ -172,8 +175,7 @@ def lsr_minima(memories: Any, beta: float, *, max_size: int | None = None) -> Mi
     """
     mem = _memories(memories)
     r2 = 2.0 / check_positive(beta, "beta")
-    adjacency = _pairwise_sq(mem) < 4.0 * r2
-    adjacency.fill_diagonal_(False)
+    adjacency = _overlap_graph(mem, r2)
     points, supports = [], []
     for member, sums in _all_cliques(mem, adjacency, max_size):
         centroid, q, p = _spread(mem, member, sums)
@@ -197,8 +199,7 @@ def lsr_minima_counts(memories: Any, betas: Any) -> dict[str, torch.Tensor]:
         raise AmlabError("betas must be a non-empty list of positive numbers.")
     r2 = 2.0 / betas  # r^2 of each beta, computed as lsr_minima does
     r2_sorted, order = torch.sort(r2)
-    adjacency = _pairwise_sq(mem) < 4.0 * r2_sorted[-1]
-    adjacency.fill_diagonal_(False)
+    adjacency = _overlap_graph(mem, float(r2_sorted[-1]))
     n = betas.numel()
     counts = {1: torch.zeros(n + 1, dtype=torch.long), 2: torch.zeros(n + 1, dtype=torch.long)}
     for member, sums in _all_cliques(mem, adjacency, None):
@@ -228,7 +229,10 @@ def lsr_minima_brute_force(memories: Any, beta: float) -> Minima:
     ids = torch.arange(1, 2**m)
     member = ((ids[:, None] >> torch.arange(m)) & 1).bool()
     centroid = member.double() @ mem / member.sum(1, keepdim=True)
-    active = torch.stack([((c[None, :] - mem) ** 2).sum(1) < r2 for c in centroid])
+    # direct differences (not the expansion the enumeration uses), a block of subsets at a time
+    active = torch.cat(
+        [((block[:, None, :] - mem) ** 2).sum(-1) < r2 for block in centroid.split(4096)]
+    )
     keep = (active == member).all(1)
     return _lsr_result(mem, beta, [centroid[keep]], [member[keep]])
 
@@ -255,8 +259,7 @@ def lsr_neighbour_minima(
     ball = (d2 < 4.0 * r2).nonzero().squeeze(1)
     ball = ball[torch.argsort(d2[ball], stable=True)]  # memory index first, then by distance
     sub = mem[ball]
-    adjacency = _pairwise_sq(sub) < 4.0 * r2
-    adjacency.fill_diagonal_(False)
+    adjacency = _overlap_graph(sub, r2)
     root = torch.zeros(1, ball.numel(), dtype=torch.bool)
     root[0, 0] = True
     candidates = adjacency[:1].clone()
@@ -300,8 +303,7 @@ def lsr_multistart_minima(memories: Any, beta: float, starts: Any, *, steps: int
     ok = out.converged
     states = out.states[ok]
     r2 = 2.0 / am.beta
-    d2 = (states * states).sum(1, keepdim=True) + (mem * mem).sum(1)[None, :] - 2 * states @ mem.T
-    support = d2 < r2
+    support = sq_distances(states, mem, (states * states).sum(1), (mem * mem).sum(1)) < r2
     _, first = first_unique(support)
     return _lsr_result(mem, beta, [states[first]], [support[first]])
 
@@ -333,9 +335,7 @@ def lse_minima(
     between memories), else emergent. Points that did not converge are dropped.
     """
     mem = _memories(memories)
-    pair = _pairwise_sq(mem)
-    pair.fill_diagonal_(float("inf"))
-    min_dist = float(pair.min().sqrt()) if mem.shape[0] > 1 else 1.0
+    min_dist = float(torch.pdist(mem).min()) if mem.shape[0] > 1 else 1.0
     merge_tol = 1e-3 * min_dist if merge_tol is None else merge_tol
     stored_radius = 0.25 * min_dist if stored_radius is None else stored_radius
     am = DenseAM(mem, energy="lse", beta=beta)

@@ -279,6 +279,21 @@ def _log_axes(ax) -> None:
     ax.grid(True, which="both", alpha=0.2)
 
 
+def _error_grows(records, vary: str, values, fixed: str, fixed_values, y: int) -> list[bool]:
+    """For every value of ``fixed``, query kind and quantity (energy, grad): whether the error
+    at Y = y is larger at the largest value of ``vary`` than at the smallest."""
+    flags = []
+    for other in fixed_values:
+        for kind in KINDS:
+            for q in ("energy", "grad"):
+                errs = [
+                    _select(records, **{vary: v, fixed: other}, kind=kind, Y=y)[0][f"{q}_error"]
+                    for v in sorted(values)
+                ]
+                flags.append(errs[-1] > errs[0])
+    return flags
+
+
 def _select(records, **where) -> list[dict[str, Any]]:
     return [r for r in records if all(r[k] == v for k, v in where.items())]
 
@@ -414,15 +429,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
         "floor ε make the error larger than linear theory, so the curve falls faster than 1/√Y "
         "once Y is large enough, or stays flat near the random-guess level while Y is too small."
     )
-    beta_up = []
-    for dim in grid.dims:
-        for kind in KINDS:
-            for q in ("energy", "grad"):
-                errs = [
-                    _select(sincos, D=dim, beta=b, kind=kind, Y=largest)[0][f"{q}_error"]
-                    for b in sorted(grid.betas)
-                ]
-                beta_up.append(errs[-1] > errs[0])
+    beta_up = _error_grows(sincos, "beta", grid.betas, "D", grid.dims, largest)
     report.claim(
         "The error grows with β",
         f"at Y={largest}, error at the largest β above that at the smallest β in "
@@ -445,15 +452,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
         _verdict(near_lt),
     )
     if len(grid.dims) > 1:
-        dim_up = []
-        for beta in grid.betas:
-            for kind in KINDS:
-                for q in ("energy", "grad"):
-                    errs = [
-                        _select(sincos, D=d, beta=beta, kind=kind, Y=largest)[0][f"{q}_error"]
-                        for d in sorted(grid.dims)
-                    ]
-                    dim_up.append(errs[-1] > errs[0])
+        dim_up = _error_grows(sincos, "D", grid.dims, "beta", grid.betas, largest)
         report.claim(
             "The error grows with the dimension D (paper's error figure)",
             f"at Y={largest}, error at D={max(grid.dims)} above that at D={min(grid.dims)} in "

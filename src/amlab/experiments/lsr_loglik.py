@@ -454,22 +454,9 @@ def _figure(runs: list[dict], path: Path) -> None:
         top, bottom = axes[2 * (i // cols)][i % cols], axes[2 * (i // cols) + 1][i % cols]
         for energy in ENERGIES:
             c = colours[energy]
-            top.plot(
-                run["betas"],
-                [r["loglik"] for r in run[energy]],
-                "o-",
-                ms=3,
-                color=c,
-                label=energy.upper(),
-            )
-            bottom.plot(
-                run["betas"],
-                [r["unique"] for r in run[energy]],
-                "o-",
-                ms=3,
-                color=c,
-                label=energy.upper(),
-            )
+            for ax, key in ((top, "loglik"), (bottom, "unique")):
+                values = [r[key] for r in run[energy]]
+                ax.plot(run["betas"], values, "o-", ms=3, color=c, label=energy.upper())
         top.axhline(run["baseline"]["memories"], color="k", ls=":", lw=1)
         top.axhline(run["baseline"]["fresh_samples"], color="k", ls="--", lw=1)
         top.set_title(f"k={run['k']}, d={run['d']}, M={run['M']}", fontsize=9)
