@@ -40,6 +40,7 @@ from amlab.models import DenseAM, RandomFeatureAM  # noqa: E402
 from amlab.models.random_feature_am import compare_with_dense  # noqa: E402
 
 KINDS = ("at", "near", "random")
+ERROR_LABEL = {"energy": "|E - E~|", "grad": "|∇E - ∇E~|"}
 KIND_LABEL = {
     "at": "at the memories",
     "near": "near (10% bits flipped)",
@@ -294,6 +295,15 @@ def _error_grows(records, vary: str, values, fixed: str, fixed_values, y: int) -
     return flags
 
 
+def _save_panels(fig, axes, path: Path, title: str) -> None:
+    """Legend on the first panel, a title, and the figure written to path."""
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _select(records, **where) -> list[dict[str, Any]]:
     return [r for r in records if all(r[k] == v for k, v in where.items())]
 
@@ -500,12 +510,13 @@ def _error_figure(report: Report, sincos, fits, quantity: str, grid: Grid) -> No
             if i == len(dims) - 1:
                 ax.set_xlabel("Y (random projections)")
             if j == 0:
-                ax.set_ylabel(f"D={dim}\n" + ("|E - E~|" if quantity == "energy" else "|∇E - ∇E~|"))
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"DrDAM {quantity} error vs Y (sincos; dashed: fitted b/√Y)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(report.path(f"drdam_{quantity}_error.png"), dpi=110)
-    plt.close(fig)
+                ax.set_ylabel(f"D={dim}\n" + ERROR_LABEL[quantity])
+    _save_panels(
+        fig,
+        axes,
+        report.path(f"drdam_{quantity}_error.png"),
+        f"DrDAM {quantity} error vs Y (sincos; dashed: fitted b/√Y)",
+    )
 
 
 # -- (b) error vs the number of stored patterns ----------------------------------------------
@@ -560,12 +571,13 @@ def _section_memories(report: Report, grid: Grid, seed: int, stages: _Stages) ->
             else:
                 ax.set_xlabel("K (stored patterns)")
             if j == 0:
-                ax.set_ylabel("|E - E~|" if q == "energy" else "|∇E - ∇E~|")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"DrDAM error vs K at Y={grid.k_features}, D={grid.k_dim} (sincos)", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(report.path("drdam_error_vs_K.png"), dpi=110)
-    plt.close(fig)
+                ax.set_ylabel(ERROR_LABEL[q])
+    _save_panels(
+        fig,
+        axes,
+        report.path("drdam_error_vs_K.png"),
+        f"DrDAM error vs K at Y={grid.k_features}, D={grid.k_dim} (sincos)",
+    )
     report.section(
         "(b) Error against the number of stored patterns K",
         f"Y = {grid.k_features} fixed, D = {grid.k_dim}, K in {sorted(grid.k_values)} (the first K "
@@ -677,11 +689,12 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
         ax.set_ylim(bottom=-0.01)
         ax.grid(True, alpha=0.2)
     axes[0][0].set_ylabel("Hamming distance, DrDAM vs MrDAM fixed point")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Retrieval, D={dim}, K={grid.num_memories}, {steps} steps of {step}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(report.path("drdam_retrieval.png"), dpi=110)
-    plt.close(fig)
+    _save_panels(
+        fig,
+        axes,
+        report.path("drdam_retrieval.png"),
+        f"Retrieval, D={dim}, K={grid.num_memories}, {steps} steps of {step}",
+    )
     report.section(
         "(c) Retrieval: exact and approximate fixed points",
         f"Gradient descent from {n} near and {n} random queries, step {step}, at most {steps} "
@@ -909,12 +922,10 @@ def _section_kernels(report: Report, grid: Grid, records, kernels) -> dict[str, 
             else:
                 ax.set_xlabel("Y (random projections)")
             if j == 0:
-                ax.set_ylabel("|E - E~|" if q == "energy" else "|∇E - ∇E~|")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"Feature maps compared, D={dim}, β={beta:g}", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(report.path("drdam_kernels.png"), dpi=110)
-    plt.close(fig)
+                ax.set_ylabel(ERROR_LABEL[q])
+    _save_panels(
+        fig, axes, report.path("drdam_kernels.png"), f"Feature maps compared, D={dim}, β={beta:g}"
+    )
     largest = max(grid.features)
     table, wins, best = [], [], {}
     for b in grid.betas:
