@@ -32,9 +32,9 @@ def save_model(
         raise AmlabError(f"cannot save into {path}: it is a file; name a directory instead.")
     path.mkdir(parents=True, exist_ok=True)
     payload = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
-    _atomic_write(path / TENSORS_FILE, lambda tmp: save_file(payload, tmp))
+    atomic_write(path / TENSORS_FILE, lambda tmp: save_file(payload, tmp))
     text = json.dumps({"kind": kind, **config}, indent=2, sort_keys=True)
-    _atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
     return path
 
 
@@ -69,7 +69,7 @@ def load_model(
     return config, tensors
 
 
-def _atomic_write(target: Path, write) -> None:
+def atomic_write(target: Path, write) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:

@@ -1,0 +1,384 @@
+"""The one training loop every learned model in amlab uses.
+
+``train(model, loss, config, out=...)`` runs AdamW with linear warm-up and cosine decay,
+clips the gradient norm, reports each step to a callback (the CLI draws a progress bar
+from it), and writes a checkpoint every ``checkpoint_every`` steps. With ``resume=True``
+it continues from the latest checkpoint in ``out`` and reaches exactly the weights an
+uninterrupted run would have reached:
+
+- all randomness of a step (which examples, which patches are masked, ...) comes from
+  ``step_generator(seed, step, rank)``, a generator seeded by the step number, so a
+  resumed run draws the same batches as the original did;
+- a checkpoint holds the model, the optimizer's moments and the loss history; the
+  learning rate is a pure function of the step.
+
+A checkpoint is a directory ``out/checkpoint-<step>/`` with ``model.safetensors``,
+``optimizer.safetensors`` and ``state.json``; ``out/latest`` names the newest complete
+one and is replaced atomically only after that directory is fully written, so a crash
+at any moment leaves a loadable checkpoint. Nothing is ever unpickled. Ctrl-C writes a
+checkpoint of the last finished step before it stops.
+
+Distributed: when launched by ``torchrun`` with more than one process (``WORLD_SIZE`` >
+1) the loop joins the process group (NCCL on CUDA, gloo on CPU), starts every rank
+from rank 0's weights, gives each rank its own batches (the generator also depends on
+the rank) and averages gradients across ranks after each backward pass; only rank 0
+writes checkpoints. Any loss function works unchanged, because the averaging does not
+depend on calling the model through a wrapper. On one process it runs as is.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from amlab.errors import AmlabError, check_positive, check_positive_int
+from amlab.io import atomic_write
+
+#: loss(model, step, generator) -> loss tensor, or (loss tensor, {metric: float})
+LossFn = Callable[[nn.Module, int, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
+#: on_step(step done, total steps, {"loss": ..., "lr": ..., other metrics})
+OnStep = Callable[[int, int, dict[str, float]], None]
+
+LATEST_FILE = "latest"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of :func:`train`.
+
+    steps: optimizer steps in all. lr: peak learning rate, reached after ``warmup``
+    linear steps, then cosine decay to ``lr * final_lr_fraction``. weight_decay: AdamW's
+    decoupled decay, applied to matrices only (tensors with two or more axes), never to
+    biases, norms' scales or scalars. clip: largest gradient norm (None: no clipping).
+    checkpoint_every: steps between checkpoints (the last step is always saved).
+    """
+
+    steps: int = 1000
+    lr: float = 1e-3
+    warmup: int = 0
+    final_lr_fraction: float = 0.0
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip: float | None = 1.0
+    checkpoint_every: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.steps, "steps")
+        check_positive(self.lr, "lr")
+        check_positive_int(self.checkpoint_every, "checkpoint_every")
+        if not isinstance(self.warmup, int) or not 0 <= self.warmup <= self.steps:
+            raise AmlabError(f"warmup must be an integer in [0, steps]; got {self.warmup!r}.")
+        if not 0.0 <= self.final_lr_fraction <= 1.0:
+            raise AmlabError(
+                f"final_lr_fraction must lie in [0, 1]; got {self.final_lr_fraction!r}."
+            )
+        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+            raise AmlabError(f"weight_decay must be >= 0; got {self.weight_decay!r}.")
+        if self.clip is not None:
+            check_positive(self.clip, "clip")
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based)."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        span = max(self.steps - self.warmup, 1)
+        progress = min((step - self.warmup) / span, 1.0)
+        floor = self.lr * self.final_lr_fraction
+        return floor + (self.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the steps done, one loss per step (including the
+    steps a resumed run inherited), the last step's metrics, and the step resumed from."""
+
+    steps: int
+    losses: list[float]
+    metrics: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    """The random generator of one training step: depends only on (seed, step, rank)."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + step) * 1_009 + rank)
+
+
+def train(
+    model: nn.Module,
+    loss: LossFn,
+    config: TrainConfig,
+    out: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    on_step: OnStep | None = None,
+    describe: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``loss`` for ``config.steps`` steps; see the module docstring.
+
+    Args:
+        model: the module; its parameters are trained in place.
+        loss: ``loss(model, step, generator)`` returns the loss of one step (a scalar
+            tensor), or ``(loss, metrics)``; draw all randomness from ``generator``.
+        config: the hyperparameters.
+        out: directory for checkpoints (None: none are written).
+        resume: continue from the latest checkpoint in ``out`` (a fresh start if there
+            is none). Without it, an ``out`` that already holds a checkpoint is an error,
+            so no run is overwritten by accident.
+        on_step: called after every step with (step done, total, metrics).
+        describe: JSON-able facts about the run (model and data settings); stored with
+            each checkpoint and compared on resume, so a run is never continued with
+            different settings.
+    """
+    rank, world = _join_process_group()
+    out = None if out is None else Path(out)
+    describe = json.loads(json.dumps(describe or {}))
+    settings = {"train": _jsonable(asdict(config)), "describe": describe, "world_size": world}
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise AmlabError("the model has no trainable parameters.")
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=config.betas,
+    )
+    losses: list[float] = []
+    start = 0
+    latest = None if out is None else latest_checkpoint(out)
+    if latest is not None and not resume:
+        raise AmlabError(
+            f"{out} already holds a checkpoint ({latest.name}); pass resume=True (--resume) "
+            "to continue it, or choose another output directory."
+        )
+    if latest is not None:
+        state = load_checkpoint(latest, model, optimizer)
+        if state["settings"] != settings:
+            raise AmlabError(
+                f"the checkpoint in {latest} was written with other settings than this run; "
+                f"it has {state['settings']}, this run has {settings}. Resume with the "
+                "same settings, or choose another output directory."
+            )
+        start, losses = state["step"], state["losses"]
+    resumed_from = start if latest is not None else None
+    if world > 1:
+        _broadcast_from_rank0(model)
+
+    metrics: dict[str, float] = {}
+    step = start
+    try:
+        for step in range(start, config.steps):
+            lr = config.learning_rate(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(model, step, step_generator(config.seed, step, rank))
+            value, extra = value if isinstance(value, tuple) else (value, {})
+            if not (isinstance(value, torch.Tensor) and value.ndim == 0):
+                raise AmlabError("the loss function must return a scalar tensor.")
+            if not torch.isfinite(value):
+                raise AmlabError(
+                    f"the loss became {value.item()} at step {step}; lower the learning rate "
+                    "or check the data."
+                )
+            value.backward()
+            if world > 1:
+                _average_gradients(params, world)
+            if config.clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, config.clip)
+            optimizer.step()
+            losses.append(float(value.detach()))
+            metrics = {"loss": losses[-1], "lr": lr, **{k: float(v) for k, v in extra.items()}}
+            done = step + 1
+            if (
+                out is not None
+                and rank == 0
+                and (done % config.checkpoint_every == 0 or done == config.steps)
+            ):
+                save_checkpoint(out, done, model, optimizer, losses, settings)
+            if on_step is not None and rank == 0:
+                on_step(done, config.steps, metrics)
+        step = config.steps
+    except KeyboardInterrupt:
+        if out is not None and rank == 0 and len(losses) > start:
+            save_checkpoint(out, len(losses), model, optimizer, losses, settings)
+        raise
+    return TrainResult(
+        steps=config.steps, losses=losses, metrics=metrics, resumed_from=resumed_from
+    )
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+def save_checkpoint(
+    out: str | os.PathLike,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    losses: list[float],
+    settings: dict[str, Any],
+) -> Path:
+    """Write checkpoint-<step>/ in ``out``, then point ``out/latest`` at it, then delete
+    older checkpoints. Returns the checkpoint directory."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"checkpoint-{step:08d}"
+    if target.exists():
+        shutil.rmtree(target)
+    partial = out / f".{target.name}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir()
+    save_file(
+        {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+        str(partial / MODEL_FILE),
+    )
+    opt_tensors, opt_groups = _flatten_optimizer(optimizer)
+    save_file(opt_tensors, str(partial / OPTIMIZER_FILE))
+    state = {"step": step, "losses": losses, "settings": settings, "param_groups": opt_groups}
+    (partial / STATE_FILE).write_text(json.dumps(state) + "\n")
+    os.replace(partial, target)
+    atomic_write(out / LATEST_FILE, lambda tmp: Path(tmp).write_text(target.name + "\n"))
+    for old in out.glob("checkpoint-*"):
+        if old != target and old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The checkpoint directory ``out/latest`` names, or None when there is none."""
+    pointer = Path(out) / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    name = pointer.read_text().strip()
+    if not name.startswith("checkpoint-") or "/" in name or not (Path(out) / name).is_dir():
+        raise AmlabError(
+            f"{pointer} names {name!r}, which is not a checkpoint directory in {out}; "
+            "delete the file to start afresh."
+        )
+    return Path(out) / name
+
+
+def load_checkpoint(
+    path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+) -> dict[str, Any]:
+    """Load a checkpoint directory into ``model`` (and ``optimizer``); return its state
+    (step, losses, settings). Missing, truncated or corrupt files raise AmlabError."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        step, losses = int(state["step"]), [float(v) for v in state["losses"]]
+        settings, groups = state["settings"], state["param_groups"]
+    except FileNotFoundError:
+        raise AmlabError(f"{path / STATE_FILE} is missing; {path} is not a checkpoint.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise AmlabError(
+            f"{path / STATE_FILE} is corrupt ({type(exc).__name__}: {exc}); delete the "
+            "checkpoint to start afresh."
+        ) from None
+    tensors = _read_safetensors(path / MODEL_FILE)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise AmlabError(
+            f"{path / MODEL_FILE} does not fit this model ({exc}); resume with the same model "
+            "settings."
+        ) from None
+    if optimizer is not None:
+        opt_tensors = _read_safetensors(path / OPTIMIZER_FILE)
+        try:
+            optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, groups))
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise AmlabError(
+                f"{path / OPTIMIZER_FILE} does not fit this model's optimizer ({exc})."
+            ) from None
+    return {"step": step, "losses": losses, "settings": settings}
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise AmlabError(f"{file} is missing; the checkpoint is incomplete.")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AmlabError(
+            f"{file} is not a readable safetensors file ({exc}); delete the checkpoint to "
+            "start afresh."
+        ) from None
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
+    """An optimizer's state as flat tensors ("<param index>.<name>") and JSON groups."""
+    sd = optimizer.state_dict()
+    tensors = {
+        f"{index}.{name}": (value if isinstance(value, torch.Tensor) else torch.tensor(value))
+        .detach()
+        .contiguous()
+        .cpu()
+        for index, entry in sd["state"].items()
+        for name, value in entry.items()
+    }
+    return tensors, _jsonable(sd["param_groups"])
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list) -> dict[str, Any]:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    for group in groups:
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
+    return {"state": state, "param_groups": groups}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(
+        json.dumps(value, default=lambda v: v if not hasattr(v, "item") else v.item())
+    )
+
+
+# -- distributed ---------------------------------------------------------------------------
+def _join_process_group() -> tuple[int, int]:
+    """(rank, world size); joins the process group when torchrun started several processes."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _broadcast_from_rank0(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(tensor.data, src=0)
+
+
+def _average_gradients(params: list[torch.Tensor], world: int) -> None:
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        p.grad.div_(world)

@@ -1,0 +1,289 @@
+"""The shared training loop: exact resume, atomic checkpoints, clear errors, torchrun."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from amlab.errors import AmlabError
+from amlab.training import (
+    TrainConfig,
+    latest_checkpoint,
+    load_checkpoint,
+    step_generator,
+    train,
+)
+
+
+def make_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+
+
+TARGET = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+
+def regression_loss(model: nn.Module, step: int, gen: torch.Generator):
+    x = torch.randn(8, 4, generator=gen)
+    y = x @ TARGET
+    loss = ((model(x) - y) ** 2).mean()
+    return loss, {"mse": float(loss.detach())}
+
+
+CONFIG = TrainConfig(steps=20, lr=1e-2, warmup=3, checkpoint_every=5, seed=7, clip=1.0)
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb
+        assert torch.equal(va, vb), ka
+
+
+class Kill(Exception):
+    pass
+
+
+def killed_at(step: int, kind=KeyboardInterrupt):
+    def on_step(done, total, metrics):
+        if done == step:
+            raise kind()
+
+    return on_step
+
+
+def test_learning_rate_warmup_then_cosine():
+    cfg = TrainConfig(steps=100, lr=1.0, warmup=10, final_lr_fraction=0.1)
+    assert cfg.learning_rate(0) == pytest.approx(0.1)
+    assert cfg.learning_rate(9) == pytest.approx(1.0)
+    assert cfg.learning_rate(10) == pytest.approx(1.0)
+    assert cfg.learning_rate(55) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert cfg.learning_rate(100) == pytest.approx(0.1)
+    rates = [cfg.learning_rate(s) for s in range(10, 100)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_training_lowers_the_loss_and_reports_every_step(tmp_path):
+    model = make_model()
+    seen = []
+    result = train(model, regression_loss, CONFIG, tmp_path, on_step=lambda *a: seen.append(a))
+    assert [s[0] for s in seen] == list(range(1, 21))
+    assert len(result.losses) == 20 and result.resumed_from is None
+    assert sum(result.losses[-5:]) < sum(result.losses[:5])
+    assert set(seen[-1][2]) == {"loss", "lr", "mse"}
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000020"
+    assert len(list(tmp_path.glob("checkpoint-*"))) == 1  # older ones deleted
+
+
+def test_step_generator_depends_on_seed_step_and_rank():
+    draws = {
+        key: torch.rand(3, generator=step_generator(*key)).tolist()
+        for key in [(0, 0, 0), (0, 1, 0), (1, 0, 0), (0, 0, 1)]
+    }
+    assert len({tuple(v) for v in draws.values()}) == 4
+    assert torch.rand(3, generator=step_generator(0, 1, 0)).tolist() == draws[(0, 1, 0)]
+
+
+@pytest.mark.parametrize("kill_at,kind,resumes_from", [(12, KeyboardInterrupt, 12), (13, Kill, 10)])
+def test_killed_and_resumed_run_reaches_the_same_weights(tmp_path, kill_at, kind, resumes_from):
+    reference = make_model()
+    full = train(reference, regression_loss, CONFIG, tmp_path / "full")
+
+    model = make_model()
+    with pytest.raises(kind):
+        train(model, regression_loss, CONFIG, tmp_path / "run", on_step=killed_at(kill_at, kind))
+    # Ctrl-C saves the step it stopped at; a crash leaves the last periodic checkpoint.
+    assert latest_checkpoint(tmp_path / "run").name == f"checkpoint-{resumes_from:08d}"
+
+    resumed_model = make_model()  # a fresh process: weights start from scratch
+    resumed = train(resumed_model, regression_loss, CONFIG, tmp_path / "run", resume=True)
+    assert resumed.resumed_from == resumes_from
+    assert_same_weights(reference, resumed_model)
+    assert resumed.losses == full.losses
+
+
+def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
+    a, b = make_model(), make_model()
+    train(a, regression_loss, CONFIG, tmp_path / "a")
+    result = train(b, regression_loss, CONFIG, tmp_path / "b", resume=True)
+    assert result.resumed_from is None
+    assert_same_weights(a, b)
+
+
+def test_an_existing_run_is_never_overwritten_without_resume(tmp_path):
+    train(make_model(), regression_loss, CONFIG, tmp_path)
+    with pytest.raises(AmlabError, match="already holds a checkpoint"):
+        train(make_model(), regression_loss, CONFIG, tmp_path)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(make_model(), regression_loss, CONFIG, tmp_path, on_step=killed_at(4))
+    other = TrainConfig(steps=20, lr=5e-3, warmup=3, checkpoint_every=5, seed=7)
+    with pytest.raises(AmlabError, match="other settings"):
+        train(make_model(), regression_loss, other, tmp_path, resume=True)
+    with pytest.raises(AmlabError, match="other settings"):
+        train(make_model(), regression_loss, CONFIG, tmp_path, resume=True, describe={"d": 1})
+
+
+def test_a_half_written_checkpoint_is_ignored(tmp_path):
+    """A crash while writing leaves only a .partial directory; latest still points at the
+    previous complete checkpoint."""
+    with pytest.raises(Kill):
+        train(make_model(), regression_loss, CONFIG, tmp_path, on_step=killed_at(7, Kill))
+    partial = tmp_path / ".checkpoint-00000010.partial"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"\x00" * 10)
+    model = make_model()
+    result = train(model, regression_loss, CONFIG, tmp_path, resume=True)
+    assert result.resumed_from == 5
+    reference = make_model()
+    train(reference, regression_loss, CONFIG, tmp_path / "ref")
+    assert_same_weights(model, reference)
+
+
+def corrupt_truncated_model(ckpt: Path) -> None:
+    data = (ckpt / "model.safetensors").read_bytes()
+    (ckpt / "model.safetensors").write_bytes(data[: len(data) // 2])
+
+
+def corrupt_garbage_model(ckpt: Path) -> None:
+    (ckpt / "model.safetensors").write_bytes(os.urandom(200))
+
+
+def corrupt_truncated_optimizer(ckpt: Path) -> None:
+    data = (ckpt / "optimizer.safetensors").read_bytes()
+    (ckpt / "optimizer.safetensors").write_bytes(data[:40])
+
+
+def corrupt_state_json(ckpt: Path) -> None:
+    text = (ckpt / "state.json").read_text()
+    (ckpt / "state.json").write_text(text[: len(text) // 2])
+
+
+def corrupt_state_fields(ckpt: Path) -> None:
+    (ckpt / "state.json").write_text(json.dumps({"step": 5}))
+
+
+def remove_optimizer(ckpt: Path) -> None:
+    (ckpt / "optimizer.safetensors").unlink()
+
+
+def point_latest_elsewhere(ckpt: Path) -> None:
+    (ckpt.parent / "latest").write_text("checkpoint-99999999\n")
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        corrupt_truncated_model,
+        corrupt_garbage_model,
+        corrupt_truncated_optimizer,
+        corrupt_state_json,
+        corrupt_state_fields,
+        remove_optimizer,
+        point_latest_elsewhere,
+    ],
+)
+def test_damaged_checkpoints_give_a_clear_error(tmp_path, damage):
+    train(make_model(), regression_loss, TrainConfig(steps=5, checkpoint_every=5), tmp_path)
+    damage(latest_checkpoint(tmp_path))
+    with pytest.raises(AmlabError):
+        train(
+            make_model(),
+            regression_loss,
+            TrainConfig(steps=8, checkpoint_every=5),
+            tmp_path,
+            resume=True,
+        )
+
+
+def test_a_checkpoint_of_another_model_is_refused(tmp_path):
+    train(make_model(), regression_loss, CONFIG, tmp_path)
+    with pytest.raises(AmlabError, match="does not fit"):
+        load_checkpoint(latest_checkpoint(tmp_path), nn.Linear(4, 1))
+
+
+def test_bad_settings_and_bad_losses_are_refused(tmp_path):
+    for bad in [dict(steps=0), dict(lr=-1.0), dict(warmup=50, steps=10), dict(clip=0.0)]:
+        with pytest.raises(AmlabError):
+            TrainConfig(**bad)
+    with pytest.raises(AmlabError, match="scalar"):
+        train(make_model(), lambda m, s, g: m(torch.ones(3, 4)), TrainConfig(steps=2))
+
+    def exploding(model, step, gen):
+        return model(torch.ones(1, 4)).sum() * math.inf
+
+    with pytest.raises(AmlabError, match="became"):
+        train(make_model(), exploding, TrainConfig(steps=2))
+    with pytest.raises(AmlabError, match="no trainable"):
+        train(nn.ReLU(), regression_loss, TrainConfig(steps=2))
+
+
+TORCHRUN_SCRIPT = """
+import os, sys, torch
+from torch import nn
+from amlab.training import TrainConfig, step_generator, train
+
+world = int(sys.argv[2])
+TARGET = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+def batch_loss(model, gen):
+    x = torch.randn(8, 4, generator=gen)
+    return ((model(x) - x @ TARGET) ** 2).mean()
+
+def per_rank(model, step, gen):
+    return batch_loss(model, gen)
+
+def all_ranks_in_one(model, step, gen):
+    return sum(batch_loss(model, step_generator(3, step, r)) for r in range(world)) / world
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+cfg = TrainConfig(steps=6, lr=1e-2, seed=3)
+loss = per_rank if sys.argv[3] == "ddp" else all_ranks_in_one
+if os.environ.get("RANK", "0") != "0":
+    # every rank but 0 starts elsewhere: the loop must broadcast rank 0's weights
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+train(model, loss, cfg)
+torch.save({k: v for k, v in model.state_dict().items()},
+           sys.argv[1] + "-" + sys.argv[3] + "-" + os.environ.get("RANK", "0") + ".pt")
+"""
+
+
+def test_torchrun_two_processes_average_gradients_like_one_process(tmp_path):
+    """Two gloo ranks with their own batches reach the same weights as one process whose
+    loss is the average of both ranks' losses; both ranks end identical."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(TORCHRUN_SCRIPT))
+    prefix = str(tmp_path / "w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--standalone", str(script), prefix, "2", "ddp"],
+        check=True, env=env, capture_output=True, timeout=300,
+    )  # fmt: skip
+    subprocess.run(
+        [sys.executable, str(script), prefix, "2", "single"], check=True, env=env, timeout=300
+    )
+    rank0 = torch.load(prefix + "-ddp-0.pt")
+    rank1 = torch.load(prefix + "-ddp-1.pt")
+    single = torch.load(prefix + "-single-0.pt")
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), key
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6)
