@@ -255,5 +255,30 @@ class _progress:
         return self.bar.__exit__(*exc)
 
 
+class training_progress:
+    """A rich progress bar for :func:`amlab.training.train`; yields its ``on_step``."""
+
+    def __init__(self, description: str) -> None:
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("loss {task.fields[loss]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.bar.add_task(description, total=None, loss="-")
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return lambda done, total, metrics: self.bar.update(
+            self.task, completed=done, total=total, loss=f"{metrics['loss']:.4g}"
+        )
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+
 if __name__ == "__main__":
     app()
