@@ -174,6 +174,38 @@ def test_descend_rejects_bad_arguments():
         descend(lambda x, t: (x.sum(1), x), torch.zeros(1, 2), steps=-3, step_size=0.1)
 
 
+def test_differentiable_descent_has_the_closed_form_gradient():
+    """E = 0.5 a |x|^2 with clamped entries: after T steps x_T = (1 - h a)^T x_0 on the
+    free entries, so d(sum x_T)/d(a) = -T h (1 - h a)^(T-1) sum x_0 over free entries."""
+    a = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    x0 = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.25, -1.0]], dtype=torch.float64)
+    clamp = torch.tensor([False, True, False])
+    traj = descend(
+        lambda x, t: (0.5 * a * (x * x).sum(1), a * x),
+        x0,
+        steps=5,
+        step_size=0.3,
+        clamp=clamp,
+        differentiable=True,
+        record_states=True,
+    )
+    free_sum = x0[:, ~clamp].sum()
+    torch.testing.assert_close(traj.states[:, clamp], x0[:, clamp])
+    torch.testing.assert_close(traj.states[:, ~clamp], (1 - 0.21) ** 5 * x0[:, ~clamp])
+    (grad,) = torch.autograd.grad(traj.states.sum(), a)
+    torch.testing.assert_close(grad, -5 * 0.3 * (1 - 0.21) ** 4 * free_sum)
+    assert traj.energies.requires_grad and traj.path.shape == (6, 2, 3)
+    assert traj.steps.tolist() == [5, 5]
+    plain = descend(
+        lambda x, t: (0.5 * a.detach() * (x * x).sum(1), a.detach() * x),
+        x0,
+        steps=5,
+        step_size=0.3,
+        clamp=clamp,
+    )
+    torch.testing.assert_close(plain.states, traj.states.detach())
+
+
 @pytest.mark.parametrize("kind", ["lse", "lsr", "lse_dot"])
 def test_save_load_round_trips_exactly(tmp_path, kind):
     mem = torch.randn(17, 5, dtype=torch.float64)

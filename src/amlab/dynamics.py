@@ -65,6 +65,7 @@ def descend(
     clamp: torch.Tensor | None = None,
     record_states: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    differentiable: bool = False,
 ) -> Trajectory:
     """Run ``x <- x - step_size(t) * direction`` for at most ``steps`` steps.
 
@@ -74,17 +75,24 @@ def descend(
         it then stops (tol = 0 stops only when the state repeats exactly).
     on_step: called as on_step(step, number of queries still moving) after each step
         (for progress bars).
+    differentiable: keep the states in the autograd graph, so a loss on the result can be
+        differentiated through all the steps (training a model whose forward pass is
+        this descent, such as the Energy Transformer). Every query then takes every step
+        (no query is frozen), states are never written in place, and the energies stay
+        differentiable too; ``converged`` reports the last step's move against ``tol``.
     """
     steps = check_positive_int(steps, "steps", allow_zero=True)
     tol = check_positive(tol, "tol", allow_zero=True)
     schedule = (
         step_size if callable(step_size) else _constant(check_positive(step_size, "step_size"))
     )
-    x = x.detach().clone()
-    batch = x.shape[0]
     free = None
     if clamp is not None:
         free = ~torch.broadcast_to(clamp.to(device=x.device, dtype=torch.bool), x.shape)
+    if differentiable:
+        return _descend_all(oracle, x, steps, schedule, tol, free, record_states, on_step)
+    x = x.detach().clone()
+    batch = x.shape[0]
 
     energy, direction = oracle(x, 0)
     energy = energy.detach().clone()
@@ -102,12 +110,7 @@ def descend(
         if free is not None:
             delta = delta * free[active]
         moved_states = x[active] + delta
-        if not bool(torch.isfinite((moved_states * moved_states).sum(1)).all()):
-            raise AmlabError(
-                f"descent diverged at step {t + 1}: the states grew beyond the range of "
-                f"{x.dtype}. Use a smaller step_size (for the LSE energies a step of at most 1 "
-                "is stable)."
-            )
+        _check_finite(moved_states, t)
         x[active] = moved_states
         n_steps[active] += 1
         moved = delta.abs().amax(1) if x.shape[1] else delta.new_zeros(active.numel())
@@ -131,6 +134,50 @@ def descend(
         steps=n_steps,
         path=torch.stack(path) if path is not None else None,
     )
+
+
+def _descend_all(
+    oracle: Oracle,
+    x: torch.Tensor,
+    steps: int,
+    schedule: Callable[[int], float],
+    tol: float,
+    free: torch.Tensor | None,
+    record_states: bool,
+    on_step: Callable[[int, int], None] | None,
+) -> Trajectory:
+    """:func:`descend` with every query taking every step, inside the autograd graph."""
+    energy, direction = oracle(x, 0)
+    energies, path = [energy], [x]
+    moved = x.new_full((x.shape[0],), math.inf)
+    for t in range(steps):
+        delta = direction * -schedule(t)
+        if free is not None:
+            delta = delta * free
+        x = x + delta
+        _check_finite(x, t)
+        moved = delta.detach().abs().amax(1) if x.shape[1] else moved.new_zeros(x.shape[0])
+        energy, direction = oracle(x, t + 1)
+        energies.append(energy)
+        path.append(x)
+        if on_step is not None:
+            on_step(t + 1, x.shape[0])
+    return Trajectory(
+        states=x,
+        energies=torch.stack(energies),
+        converged=(moved <= tol) & torch.isfinite(energy.detach()),
+        steps=torch.full((x.shape[0],), steps, dtype=torch.long, device=x.device),
+        path=torch.stack(path) if record_states else None,
+    )
+
+
+def _check_finite(states: torch.Tensor, t: int) -> None:
+    if not bool(torch.isfinite((states.detach() * states.detach()).sum(1)).all()):
+        raise AmlabError(
+            f"descent diverged at step {t + 1}: the states grew beyond the range of "
+            f"{states.dtype}. Use a smaller step_size (for the LSE energies a step of at most "
+            "1 is stable)."
+        )
 
 
 def _constant(value: float) -> Callable[[int], float]:

@@ -190,7 +190,6 @@ class EnergyTransformer(nn.Module):
         x = self._tokens(x)
         return self._energy_and_grad_g(x, self._allowed(mask, x.shape[1]))[1]
 
-    @torch.no_grad()
     def _energy_and_grad_g(
         self, x: torch.Tensor, allowed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,10 +199,16 @@ class EnergyTransformer(nn.Module):
         return e_att + e_hn, d_att + d_hn
 
     # -- dynamics ------------------------------------------------------------------------
-    @torch.no_grad()
-    def forward(self, x: Any, steps: int | None = None, mask: Any = None) -> ETOutput:
+    def forward(
+        self, x: Any, steps: int | None = None, mask: Any = None, differentiable: bool = False
+    ) -> ETOutput:
         """Run ``x <- x - alpha dE/dg`` for ``steps`` (default ``self.steps``) steps from
-        tokens x (B, N, D); ``mask`` bool (N, N), True where query c may attend key b."""
+        tokens x (B, N, D); ``mask`` bool (N, N), True where query c may attend key b.
+
+        With ``differentiable=True`` the final tokens stay in the autograd graph, so a
+        loss on them trains the weights (and x) through all T steps; the analytic update
+        direction is itself differentiated. Otherwise the run holds no graph.
+        """
         x = self._tokens(x)
         steps = self.steps if steps is None else check_positive_int(steps, "steps")
         b, n, d = x.shape
@@ -213,10 +218,17 @@ class EnergyTransformer(nn.Module):
             e, grad = self._energy_and_grad_g(flat.view(-1, n, d), allowed)
             return e, grad.reshape(flat.shape)
 
-        traj = descend(
-            oracle, x.reshape(b, n * d), steps=steps, step_size=self.alpha, record_states=True
-        )
-        parts = self.energy_parts(traj.path.reshape(-1, n, d), mask)
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            traj = descend(
+                oracle,
+                x.reshape(b, n * d),
+                steps=steps,
+                step_size=self.alpha,
+                record_states=True,
+                differentiable=differentiable,
+            )
+        with torch.no_grad():
+            parts = self.energy_parts(traj.path.detach().reshape(-1, n, d), mask)
         att, hn = (parts[key].view(-1, b) for key in ("attention", "hopfield"))
         return ETOutput(traj.states.view(b, n, d), att + hn, att, hn)
 
