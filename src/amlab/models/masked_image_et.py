@@ -1,0 +1,228 @@
+"""MaskedImageET: masked image completion with one Energy Transformer block.
+
+As in the paper's image experiments (papers.md section 3): an image is cut into square
+patches; each patch becomes a token through a linear encoder; the tokens of masked
+patches are replaced by a learned MASK token; learned position embeddings are added and
+a learned CLS token is put in front; the Energy Transformer's dynamics run for T steps;
+a linear decoder turns each final token back into a patch. Training scores a share of
+the patches: most of them masked, a few left visible (``sample_masks``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from amlab.errors import AmlabError, as_float_tensor, check_positive_int
+from amlab.io import load_model, save_model
+from amlab.models.energy_transformer import EnergyTransformer
+
+
+@dataclass
+class CompletionOutput:
+    """What :meth:`MaskedImageET.forward` returns.
+
+    patches: predicted patches (B, N, P) for every position, masked or not.
+    images: the input images with the masked patches replaced by the prediction (B, D).
+    energies, attention, hopfield: the block's energy and its two parts per step (T+1, B).
+    """
+
+    patches: torch.Tensor
+    images: torch.Tensor
+    energies: torch.Tensor
+    attention: torch.Tensor
+    hopfield: torch.Tensor
+
+
+class MaskedImageET(nn.Module):
+    """Patch tokens, CLS, MASK token, learned positions, linear encoder and decoder
+    around one :class:`EnergyTransformer` block.
+
+    Args:
+        image_shape: (H, W) or (C, H, W) of one image; H and W divisible by ``patch``.
+        patch: side of the square patches.
+        dim, heads, head_dim, hopfield_memories, hopfield, steps, alpha: the block's
+            settings (see EnergyTransformer); hopfield_memories defaults to 4 * dim.
+        seed: seeds every initial weight.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, ...],
+        patch: int = 2,
+        dim: int = 64,
+        heads: int = 4,
+        head_dim: int = 16,
+        hopfield_memories: int | None = None,
+        hopfield: str = "relu",
+        steps: int = 12,
+        alpha: float = 0.1,
+        seed: int = 0,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        shape = tuple(int(s) for s in image_shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        self.patch = check_positive_int(patch, "patch")
+        if len(shape) != 3 or min(shape) < 1 or shape[1] % patch or shape[2] % patch:
+            raise AmlabError(
+                f"image_shape must be (H, W) or (C, H, W) with H and W divisible by the patch "
+                f"size {patch}; got {tuple(image_shape)}."
+            )
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.channels, self.height, self.width = shape
+        self.grid = (shape[1] // patch, shape[2] // patch)
+        self.num_patches = self.grid[0] * self.grid[1]
+        self.patch_dim = shape[0] * patch * patch
+        dim = check_positive_int(dim, "dim")
+        hopfield_memories = 4 * dim if hopfield_memories is None else hopfield_memories
+        self.block = EnergyTransformer(
+            dim,
+            heads,
+            head_dim,
+            hopfield_memories,
+            hopfield,
+            steps=steps,
+            alpha=alpha,
+            seed=seed,
+            init_std=init_std,
+        )
+        gen = torch.Generator().manual_seed(int(seed) + 1)
+
+        def normal(*size: int) -> nn.Parameter:
+            return nn.Parameter(init_std * torch.randn(*size, generator=gen))
+
+        def linear(fan_in: int, fan_out: int) -> nn.Linear:
+            layer = nn.Linear(fan_in, fan_out)
+            bound = 1 / math.sqrt(fan_in)
+            with torch.no_grad():
+                layer.weight.copy_(torch.rand(fan_out, fan_in, generator=gen) * 2 * bound - bound)
+                layer.bias.zero_()
+            return layer
+
+        self.encoder = linear(self.patch_dim, dim)
+        self.decoder = linear(dim, self.patch_dim)
+        self.cls_token = normal(dim)
+        self.mask_token = normal(dim)
+        self.positions = normal(self.num_patches + 1, dim)
+        self._settings = {
+            "image_shape": list(self.image_shape),
+            "patch": self.patch,
+            "dim": dim,
+            "heads": heads,
+            "head_dim": head_dim,
+            "hopfield_memories": hopfield_memories,
+            "hopfield": hopfield,
+            "steps": steps,
+            "alpha": alpha,
+            "seed": seed,
+            "init_std": init_std,
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor's arguments (JSON-able)."""
+        return dict(self._settings)
+
+    # -- patches ---------------------------------------------------------------------------
+    def patches(self, images: torch.Tensor) -> torch.Tensor:
+        """Flat images (B, D) -> patches (B, N, P), row by row, each patch channel-first."""
+        c, p, (gh, gw) = self.channels, self.patch, self.grid
+        x = images.reshape(-1, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5)
+        return x.reshape(-1, self.num_patches, self.patch_dim)
+
+    def images(self, patches: torch.Tensor) -> torch.Tensor:
+        """Patches (B, N, P) -> flat images (B, D); the inverse of :meth:`patches`."""
+        c, p, (gh, gw) = self.channels, self.patch, self.grid
+        x = patches.reshape(-1, gh, gw, c, p, p).permute(0, 3, 1, 4, 2, 5)
+        return x.reshape(patches.shape[0], -1)
+
+    def pixel_mask(self, masked: torch.Tensor) -> torch.Tensor:
+        """Patch mask (B, N) -> pixel mask (B, D), True on the pixels of masked patches."""
+        expanded = masked[..., None].expand(*masked.shape, self.patch_dim)
+        return self.images(expanded.to(torch.float32)) > 0.5
+
+    # -- completion ------------------------------------------------------------------------
+    def forward(
+        self, images: Any, masked: Any, differentiable: bool | None = None
+    ) -> CompletionOutput:
+        """Complete flat images (B, D) whose patches ``masked`` (B, N, bool) are hidden.
+
+        differentiable: keep the graph through the T steps (default: in training mode).
+        """
+        images, masked = self._check(images, masked)
+        differentiable = self.training if differentiable is None else differentiable
+        tokens = self.encoder(self.patches(images))
+        tokens = torch.where(masked[..., None], self.mask_token, tokens)
+        cls = self.cls_token.expand(tokens.shape[0], 1, -1)
+        tokens = torch.cat([cls, tokens], dim=1) + self.positions
+        out = self.block(tokens, differentiable=differentiable)
+        patches = self.decoder(out.tokens[:, 1:])
+        completed = torch.where(self.pixel_mask(masked), self.images(patches), images)
+        return CompletionOutput(patches, completed, out.energies, out.attention, out.hopfield)
+
+    def _check(self, images: Any, masked: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        param = self.positions
+        images = as_float_tensor(images, "images", dtype=param.dtype, device=param.device)
+        d = self.channels * self.height * self.width
+        if images.ndim != 2 or images.shape[1] != d or images.shape[0] == 0:
+            raise AmlabError(
+                f"images must be flat (B, {d}) for image shape {self.image_shape}; got "
+                f"{tuple(images.shape)}."
+            )
+        masked = torch.as_tensor(masked, device=param.device)
+        if masked.dtype != torch.bool or masked.shape != (images.shape[0], self.num_patches):
+            raise AmlabError(
+                f"masked must be a bool tensor (B, {self.num_patches}), True on hidden "
+                f"patches; got dtype {masked.dtype}, shape {tuple(masked.shape)}."
+            )
+        return images, masked
+
+    # -- saving ----------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weights (safetensors) and settings (JSON) into directory ``path``."""
+        save_model(path, "MaskedImageET", self.settings(), dict(self.state_dict()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MaskedImageET:
+        """Load a model written by :meth:`save`."""
+        config, tensors = load_model(path, "MaskedImageET")
+        try:
+            model = cls(**config)
+            model.load_state_dict(tensors)
+        except (TypeError, KeyError, RuntimeError) as exc:
+            raise AmlabError(
+                f"the files in {path} do not fit MaskedImageET ({exc}); re-save the model."
+            ) from None
+        return model.eval()
+
+
+def sample_masks(
+    batch: int,
+    num_patches: int,
+    scored_fraction: float,
+    masked_share: float,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Choose ``round(scored_fraction * N)`` patches per image to score; of those, a
+    share ``masked_share`` (at least one) is hidden behind the MASK token and the rest
+    stay visible. Returns (scored, masked), bool (batch, N), masked a subset of scored.
+
+    The paper's ImageNet setting is 100 of 196 patches scored, 90 of them masked:
+    scored_fraction = 100/196, masked_share = 0.9.
+    """
+    if not 0.0 < scored_fraction <= 1.0 or not 0.0 < masked_share <= 1.0:
+        raise AmlabError(
+            f"scored_fraction and masked_share must lie in (0, 1]; got {scored_fraction!r} "
+            f"and {masked_share!r}."
+        )
+    n_scored = max(1, round(scored_fraction * num_patches))
+    n_masked = max(1, round(masked_share * n_scored))
+    order = torch.rand(batch, num_patches, generator=generator).argsort(dim=1)
+    rank = order.argsort(dim=1)  # position of each patch in the random order
+    return rank < n_scored, rank < n_masked

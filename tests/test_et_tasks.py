@@ -1,0 +1,286 @@
+"""The Energy Transformer's two tasks: masked image completion and graph anomaly detection
+(models, data, training through the shared loop, evaluation, CLI)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import f1_score
+from typer.testing import CliRunner
+
+from amlab.cli import app
+from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
+from amlab.errors import AmlabError
+from amlab.experiments.et_graph import GCN, GraphRunConfig, run_graph_anomaly, tuned_macro_f1
+from amlab.experiments.et_images import ETImageConfig, eval_et, image_splits, train_et
+from amlab.models import GraphET, MaskedImageET
+from amlab.models.masked_image_et import sample_masks
+from amlab.training import latest_checkpoint
+
+runner = CliRunner()
+TINY = dict(patch=2, dim=16, heads=2, head_dim=4, et_steps=3, batch_size=16)
+
+
+def tiny_model(**kw) -> MaskedImageET:
+    return MaskedImageET((8, 8), patch=2, dim=16, heads=2, head_dim=4, steps=3, **kw)
+
+
+# -- masked image completion -------------------------------------------------------------
+def test_patches_cut_the_image_row_by_row_and_invert_exactly():
+    model = MaskedImageET((3, 4, 6), patch=2, dim=8, heads=1, head_dim=2)
+    images = torch.arange(2 * 72, dtype=torch.float32).reshape(2, 72)
+    patches = model.patches(images)
+    assert patches.shape == (2, 6, 12)
+    pictures = images.reshape(2, 3, 4, 6)
+    torch.testing.assert_close(patches[1, 0], pictures[1, :, 0:2, 0:2].reshape(-1))
+    torch.testing.assert_close(patches[0, 4], pictures[0, :, 2:4, 2:4].reshape(-1))
+    torch.testing.assert_close(model.images(patches), images)
+    masked = torch.zeros(2, 6, dtype=torch.bool)
+    masked[0, 4] = True
+    pixels = model.pixel_mask(masked).reshape(2, 3, 4, 6)
+    assert pixels[0, :, 2:4, 2:4].all() and pixels.sum() == 12
+
+
+def test_sample_masks_pick_the_stated_shares_uniformly():
+    gen = torch.Generator().manual_seed(0)
+    scored, masked = sample_masks(4000, 16, 0.5, 0.9, gen)
+    assert (scored.sum(1) == 8).all() and (masked.sum(1) == 7).all()
+    assert not (masked & ~scored).any()
+    share = masked.float().mean(0)  # every position equally likely: 7/16
+    assert (share - 7 / 16).abs().max() < 0.03
+    assert sample_masks(2, 16, 0.01, 0.01, gen)[1].sum(1).tolist() == [1, 1]
+    with pytest.raises(AmlabError):
+        sample_masks(2, 16, 0.0, 0.9, gen)
+
+
+def test_completion_keeps_visible_pixels_and_trains_every_weight():
+    model = tiny_model().train()
+    images = torch.rand(5, 64, generator=torch.Generator().manual_seed(1))
+    _, masked = sample_masks(5, 16, 0.5, 0.9, torch.Generator().manual_seed(2))
+    out = model(images, masked)
+    hidden = model.pixel_mask(masked)
+    torch.testing.assert_close(out.images[~hidden], images[~hidden])
+    torch.testing.assert_close(out.images[hidden], model.images(out.patches)[hidden])
+    out.patches.square().sum().backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert out.energies.shape == (4, 5)
+    with torch.no_grad():
+        assert (model.eval()(images, masked).energies.diff(dim=0) <= 1e-5).all()
+
+
+@pytest.mark.parametrize(
+    "images,masked",
+    [
+        (torch.rand(2, 63), torch.zeros(2, 16, dtype=torch.bool)),
+        (torch.rand(2, 64), torch.zeros(2, 15, dtype=torch.bool)),
+        (torch.rand(2, 64), torch.zeros(2, 16)),
+        (torch.full((2, 64), math.nan), torch.zeros(2, 16, dtype=torch.bool)),
+    ],
+)
+def test_bad_completion_inputs_raise(images, masked):
+    with pytest.raises(AmlabError):
+        tiny_model()(images, masked)
+
+
+def test_bad_image_shapes_raise():
+    with pytest.raises(AmlabError, match="divisible"):
+        MaskedImageET((8, 7), patch=2)
+
+
+def test_save_load_gives_the_same_completions(tmp_path):
+    model = tiny_model(seed=4).eval()
+    model.save(tmp_path / "m")
+    back = MaskedImageET.load(tmp_path / "m")
+    images = torch.rand(3, 64)
+    masked = torch.rand(3, 16) < 0.5
+    torch.testing.assert_close(back(images, masked).images, model(images, masked).images)
+    with pytest.raises(AmlabError):
+        MaskedImageET.load(tmp_path / "nothing")
+
+
+def test_digits_split_is_fixed_and_disjoint():
+    train, test = image_splits("digits", None)
+    assert len(train.labels) + len(test.labels) == 1797 and len(test.labels) == 359
+    pairs = {tuple(r) for r in train.images.tolist()}
+    overlap = sum(tuple(r) in pairs for r in test.images.tolist())
+    again, _ = image_splits("digits", None)
+    assert torch.equal(again.images, train.images)
+    assert overlap < 5  # the digits set holds a few exact duplicates, nothing more
+
+
+def test_killed_and_resumed_et_training_matches_an_uninterrupted_run(tmp_path):
+    config = ETImageConfig(**TINY, train_steps=12, checkpoint_every=4, warmup=2)
+    full = train_et(config, tmp_path / "full")
+
+    def kill(done, total, metrics):
+        if done == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_et(config, tmp_path / "run", on_step=kill)
+    resumed = train_et(config, tmp_path / "run", resume=True)
+    assert resumed["resumed_from"] == 6 and resumed["losses"] == full["losses"]
+    a = MaskedImageET.load(tmp_path / "full" / "model").state_dict()
+    b = MaskedImageET.load(tmp_path / "run" / "model").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_eval_scores_every_method_on_the_same_masked_patches(tmp_path):
+    config = ETImageConfig(**TINY, train_steps=5, checkpoint_every=5)
+    train_et(config, tmp_path / "run")
+    metrics = eval_et(tmp_path / "run", tmp_path / "eval", images=40, seed=1)
+    assert set(metrics["masked_mse"]) == {"energy_transformer", "mean_fill", "dense_am"}
+    assert metrics["masked_patches_per_image"] == 7 and metrics["test_images"] == 40
+    # mean fill, computed independently: the mean training patch at each hidden position
+    model = MaskedImageET.load(tmp_path / "run" / "model")
+    train, test = image_splits("digits", None)
+    _, masked = sample_masks(40, 16, 0.5, 0.9, torch.Generator().manual_seed(1))
+    mean_patches = model.patches(train.images).mean(0)
+    truth = model.patches(test.images[:40])
+    errors = [((mean_patches[j] - truth[i, j]) ** 2).mean() for i, j in masked.nonzero().tolist()]
+    assert metrics["masked_mse"]["mean_fill"] == pytest.approx(float(sum(errors) / len(errors)))
+    assert metrics["dense_am_beta"] in (1.0, 3.0, 10.0, 30.0, 100.0)
+    assert len(metrics["energy_per_step"]) == 4 and metrics["energy_never_rises"]
+    for name in ("metrics.json", "completions.png", "energy.png"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0
+
+
+def test_cli_trains_and_evaluates_et(tmp_path):
+    run = tmp_path / "et"
+    args = ["train", "et", "--out", str(run), "--steps", "3", "--dim", "16", "--heads", "2"]
+    args += ["--head-dim", "4", "--et-steps", "2", "--batch-size", "8"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    again = runner.invoke(app, args)  # an existing run is not overwritten
+    assert again.exit_code == 2 and "--resume" in again.output
+    result = runner.invoke(app, ["eval", "et", "--model", str(run), "--images", "20", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test_images"] == 20
+
+
+# -- graph anomaly detection -------------------------------------------------------------
+def test_generated_graph_has_the_injected_anomalies():
+    graph = anomalous_block_graph(nodes=300, structural=20, contextual=15, clique_size=5, seed=3)
+    assert graph.labels.sum() == 35 and (graph.kind > 0).sum() == 35
+    adjacency = graph.adjacency()
+    assert torch.equal(adjacency, adjacency.T) and not adjacency.diagonal().any()
+    assert (graph.edges[:, 0] < graph.edges[:, 1]).all()
+    structural = (graph.kind == 1).nonzero().flatten()
+    # the structural nodes form 4 complete cliques of 5: each has >= 4 structural neighbours
+    assert (adjacency[structural][:, structural].sum(1) >= 4).all()
+    for node in (graph.kind == 2).nonzero().flatten().tolist():
+        same = (graph.features == graph.features[node]).all(1)
+        assert same.sum() >= 2  # copied from another node
+
+
+def test_graph_files_round_trip_and_bad_files_raise(tmp_path):
+    graph = anomalous_block_graph(nodes=60, structural=10, contextual=5, clique_size=5, seed=1)
+    edges, feats, labels = tmp_path / "e.txt", tmp_path / "f.csv", tmp_path / "l.txt"
+    edges.write_text("# u v\n" + "\n".join(f"{v} {u}" for u, v in graph.edges.tolist()))
+    np.savetxt(feats, graph.features.numpy(), delimiter=",")
+    np.savetxt(labels, graph.labels.numpy(), fmt="%d")
+    back = load_graph(edges, feats, labels)
+    assert torch.equal(back.edges, graph.edges) and torch.equal(back.labels, graph.labels)
+    torch.testing.assert_close(back.features, graph.features)
+    edges.write_text("0 60\n")
+    with pytest.raises(AmlabError, match="outside"):
+        load_graph(edges, feats, labels)
+    edges.write_text("0 x\n")
+    with pytest.raises(AmlabError, match="not a row"):
+        load_graph(edges, feats, labels)
+    with pytest.raises(AmlabError, match="does not exist"):
+        load_graph(tmp_path / "missing", feats, labels)
+    labels.write_text("0\n1\n")
+    with pytest.raises(AmlabError, match="labels"):
+        load_graph(tmp_path / "e.txt", feats, labels)
+
+
+def test_node_split_is_stratified_and_disjoint():
+    labels = torch.tensor([1] * 20 + [0] * 180)
+    train, val, test = split_nodes(labels, (0.4, 0.2), seed=2)
+    assert len(set(train.tolist()) | set(val.tolist()) | set(test.tolist())) == 200
+    assert len(train) + len(val) + len(test) == 200
+    assert labels[train].sum() == 8 and labels[val].sum() == 4 and labels[test].sum() == 8
+
+
+def test_tuned_threshold_is_the_best_on_validation():
+    gen = np.random.default_rng(0)
+    val_y, test_y = gen.integers(0, 2, 60), gen.integers(0, 2, 50)
+    val_s, test_s = val_y + gen.normal(0, 0.8, 60), test_y + gen.normal(0, 0.8, 50)
+    f1, threshold = tuned_macro_f1(val_s, val_y, test_s, test_y)
+    best = max(f1_score(val_y, val_s >= t, average="macro") for t in val_s)
+    assert f1_score(val_y, val_s >= threshold, average="macro") == pytest.approx(best)
+    assert f1 == pytest.approx(f1_score(test_y, test_s >= threshold, average="macro"))
+
+
+def test_gcn_propagates_with_the_symmetric_normalised_adjacency():
+    adjacency = torch.tensor([[0, 1, 0], [1, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    gcn = GCN(2, hidden=4)
+    x = torch.randn(3, 2)
+    a = adjacency.double() + torch.eye(3, dtype=torch.float64)
+    d = torch.diag(a.sum(1) ** -0.5)
+    a_hat = (d @ a @ d).float()
+    h = torch.relu(a_hat @ gcn.first(x))
+    torch.testing.assert_close(gcn(x, adjacency), (a_hat @ gcn.second(h)).squeeze(-1))
+
+
+def test_graph_et_sees_only_what_its_steps_can_reach():
+    """On a path graph, one step of the dynamics moves a token using its neighbours (as
+    queries and keys) and their neighbours: nodes 3 or more hops away change nothing."""
+    n = 8
+    adjacency = torch.zeros(n, n, dtype=torch.bool)
+    idx = torch.arange(n - 1)
+    adjacency[idx, idx + 1] = adjacency[idx + 1, idx] = True
+    model = GraphET(4, dim=8, heads=2, head_dim=4, steps=1, seed=0).eval()
+    x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
+    y = x.clone()
+    y[5:] += 3.0  # nodes 5, 6, 7: at least 3 hops from nodes 0, 1, 2
+    with torch.no_grad():
+        a, b = model(x, adjacency), model(y, adjacency)
+    torch.testing.assert_close(a[:3], b[:3])
+    assert not torch.allclose(a[3:], b[3:])
+    with torch.no_grad():  # without the restriction every node sees every other
+        full = ~torch.eye(n, dtype=torch.bool)
+        assert not torch.allclose(model(x, full)[:3], model(y, full)[:3])
+    with pytest.raises(AmlabError):
+        model(x, adjacency.float())
+
+
+def test_graph_run_reports_auc_and_f1_for_every_detector(tmp_path):
+    config = GraphRunConfig(nodes=120, structural=10, contextual=10, train_steps=8, dim=8)
+    config = GraphRunConfig(**{**config.__dict__, "heads": 2, "head_dim": 4, "et_steps": 2})
+    metrics = run_graph_anomaly(config, tmp_path)
+    assert set(metrics["detectors"]) == {"graph_et", "gcn", "mlp"}
+    for r in metrics["detectors"].values():
+        assert 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["macro_f1"] <= 1.0
+        assert set(r["auc_by_kind"]) == {"structural", "contextual"}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert (tmp_path / "roc.png").stat().st_size > 0
+    assert latest_checkpoint(tmp_path / "graph_et").name == "checkpoint-00000008"
+
+
+def test_cli_graph_from_files_and_missing_files(tmp_path):
+    graph = anomalous_block_graph(nodes=60, structural=10, contextual=5, clique_size=5)
+    files = {"edges": "e.txt", "features": "f.txt", "labels": "l.txt"}
+    np.savetxt(tmp_path / "e.txt", graph.edges.numpy(), fmt="%d")
+    np.savetxt(tmp_path / "f.txt", graph.features.numpy())
+    np.savetxt(tmp_path / "l.txt", graph.labels.numpy(), fmt="%d")
+    args = ["train", "et-graph", "--out", str(tmp_path / "run"), "--steps", "3"]
+    args += ["--et-steps", "1", "--json"]
+    file_args = [a for k, v in files.items() for a in (f"--{k}", str(tmp_path / v))]
+    result = runner.invoke(app, args + file_args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["graph"]["nodes"] == 60
+    result = runner.invoke(app, args + ["--edges", str(tmp_path / "e.txt")])
+    assert result.exit_code == 2 and "all three" in result.output
+
+
+def test_graph_type_checks():
+    with pytest.raises(AmlabError):
+        anomalous_block_graph(nodes=10, structural=7, clique_size=5)
+    with pytest.raises(AmlabError):
+        anomalous_block_graph(nodes=10, structural=10, contextual=5, clique_size=5)
+    assert isinstance(anomalous_block_graph(nodes=40, structural=0, contextual=0), Graph)
