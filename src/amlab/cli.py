@@ -308,7 +308,7 @@ def eval_et(
 @train_app.command("et-graph")
 def train_et_graph(
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/et-graph"),
-    nodes: Annotated[int, typer.Option(help="Nodes of the generated graph.")] = 1000,
+    nodes: Annotated[int, typer.Option(help="Nodes of the generated graph.")] = 600,
     structural: Annotated[int, typer.Option(help="Structural anomalies (in cliques).")] = 30,
     contextual: Annotated[int, typer.Option(help="Contextual anomalies.")] = 30,
     edges: Annotated[

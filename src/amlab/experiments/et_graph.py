@@ -39,7 +39,7 @@ GraphProgress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class GraphRunConfig:
-    nodes: int = 1000
+    nodes: int = 600
     communities: int = 5
     feature_dim: int = 16
     structural: int = 30
