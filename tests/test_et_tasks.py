@@ -148,6 +148,22 @@ def test_eval_scores_every_method_on_the_same_masked_patches(tmp_path):
         assert (tmp_path / "eval" / name).stat().st_size > 0
 
 
+def test_mnist_files_train_with_7x7_patches(tmp_path):
+    from test_data import write_mnist
+
+    write_mnist(tmp_path, "train", n=12)
+    write_mnist(tmp_path, "test", n=6, seed=1)
+    config = ETImageConfig(
+        data="mnist", data_dir=str(tmp_path), **{**TINY, "patch": 7}, train_steps=2
+    )
+    summary = train_et(config, tmp_path / "run")
+    assert summary["train_images"] == 12
+    model = MaskedImageET.load(tmp_path / "run" / "model")
+    assert model.num_patches == 16 and model.patch_dim == 49
+    metrics = eval_et(tmp_path / "run")
+    assert metrics["test_images"] == 6 and metrics["data"] == "mnist"
+
+
 def test_cli_trains_and_evaluates_et(tmp_path):
     run = tmp_path / "et"
     args = ["train", "et", "--out", str(run), "--steps", "3", "--dim", "16", "--heads", "2"]
