@@ -240,29 +240,50 @@ def test_gcn_propagates_with_the_symmetric_normalised_adjacency():
     d = torch.diag(a.sum(1) ** -0.5)
     a_hat = (d @ a @ d).float()
     h = torch.relu(a_hat @ gcn.first(x))
-    torch.testing.assert_close(gcn(x, adjacency), (a_hat @ gcn.second(h)).squeeze(-1))
+    expected = (a_hat @ gcn.second(h)).squeeze(-1)
+    torch.testing.assert_close(gcn(x, adjacency.nonzero().T), expected)
+
+
+def path_graph(n: int) -> Graph:
+    edges = torch.stack([torch.arange(n - 1), torch.arange(1, n)], dim=1)
+    zeros = torch.zeros(n, dtype=torch.long)
+    return Graph(torch.zeros(n, 4), edges, zeros, zeros)
+
+
+def test_graph_pairs_are_the_adjacency_both_ways():
+    graph = anomalous_block_graph(nodes=80, structural=10, contextual=5, clique_size=5)
+    pairs = graph.pairs()
+    dense = torch.zeros(80, 80, dtype=torch.bool)
+    dense[pairs[0], pairs[1]] = True
+    assert torch.equal(dense, graph.adjacency()) and pairs.shape[1] == 2 * len(graph.edges)
 
 
 def test_graph_et_sees_only_what_its_steps_can_reach():
     """On a path graph, one step of the dynamics moves a token using its neighbours (as
     queries and keys) and their neighbours: nodes 3 or more hops away change nothing."""
     n = 8
-    adjacency = torch.zeros(n, n, dtype=torch.bool)
-    idx = torch.arange(n - 1)
-    adjacency[idx, idx + 1] = adjacency[idx + 1, idx] = True
+    pairs = path_graph(n).pairs()
     model = GraphET(4, dim=8, heads=2, head_dim=4, steps=1, seed=0).eval()
     x = torch.randn(n, 4, generator=torch.Generator().manual_seed(0))
     y = x.clone()
     y[5:] += 3.0  # nodes 5, 6, 7: at least 3 hops from nodes 0, 1, 2
     with torch.no_grad():
-        a, b = model(x, adjacency), model(y, adjacency)
-    torch.testing.assert_close(a[:3], b[:3])
-    assert not torch.allclose(a[3:], b[3:])
-    with torch.no_grad():  # without the restriction every node sees every other
-        full = ~torch.eye(n, dtype=torch.bool)
-        assert not torch.allclose(model(x, full)[:3], model(y, full)[:3])
+        a, b = model(x, pairs), model(y, pairs)
+        torch.testing.assert_close(a[:3], b[:3])
+        assert not torch.allclose(a[3:], b[3:])
+        everyone = (~torch.eye(n, dtype=torch.bool)).nonzero().T  # no restriction
+        assert not torch.allclose(model(x, everyone)[:3], model(y, everyone)[:3])
+        # sparse pairs give the same logits as the dense mask they describe
+        dense = torch.zeros(n, n, dtype=torch.bool)
+        dense[pairs[0], pairs[1]] = True
+        tokens = model.encoder(x)[None]
+        torch.testing.assert_close(
+            model.block(tokens, mask=pairs).tokens, model.block(tokens, mask=dense).tokens
+        )
     with pytest.raises(AmlabError):
-        model(x, adjacency.float())
+        model(x, pairs.float())
+    with pytest.raises(AmlabError, match="0..7"):
+        model(x, pairs + 1)
 
 
 def test_graph_run_reports_auc_and_f1_for_every_detector(tmp_path):

@@ -41,6 +41,11 @@ class Graph:
     def num_nodes(self) -> int:
         return self.features.shape[0]
 
+    def pairs(self) -> torch.Tensor:
+        """Both directions of every edge, int64 (2, 2E): row 0 the node that receives,
+        row 1 its neighbour (the (query, key) pairs of sparse graph attention)."""
+        return torch.cat([self.edges.T, self.edges.T.flip(0)], dim=1)
+
     def adjacency(self) -> torch.Tensor:
         """Bool (N, N), symmetric, no self loops."""
         n = self.num_nodes

@@ -82,22 +82,73 @@ def attention_log_partition(
 def attention_energy(
     g: torch.Tensor, w_k: torch.Tensor, w_q: torch.Tensor, beta: float, allowed: torch.Tensor
 ) -> torch.Tensor:
-    """E_ATT (B,) of normalised tokens g (B, N, D); differentiable by autograd."""
+    """E_ATT (B,) of normalised tokens g (B, N, D); differentiable by autograd.
+
+    allowed: a bool mask (N, N) or (B, N, N) from :func:`attention_mask`, or a sparse
+    list of (query, key) pairs, int64 (2, P), shared by the batch (see
+    :func:`pair_attention_energy_grad`)."""
+    if not allowed.dtype == torch.bool:
+        return pair_attention_energy_grad(g, w_k, w_q, beta, allowed, with_grad=False)[0]
     return -attention_log_partition(g, w_k, w_q, beta, allowed)[0].sum((1, 2)) / beta
 
 
 def attention_energy_grad(
     g: torch.Tensor, w_k: torch.Tensor, w_q: torch.Tensor, beta: float, allowed: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """E_ATT (B,) and its analytic gradient dE_ATT/dg (B, N, D).
+    """E_ATT (B,) and its analytic gradient dE_ATT/dg (B, N, D); ``allowed`` as in
+    :func:`attention_energy`.
 
     With P the softmax over keys, each token is pulled as a key and as a query:
     ``dE/dg_a = -sum_h [sum_c P_h[c, a] W_K^T Q_hc + sum_b P_h[a, b] W_Q^T K_hb]``.
     """
+    if not allowed.dtype == torch.bool:
+        return pair_attention_energy_grad(g, w_k, w_q, beta, allowed)  # type: ignore[return-value]
     lse, p, k, q = attention_log_partition(g, w_k, w_q, beta, allowed)
     as_key = torch.einsum("hyd,bhny->bnd", w_k, p.transpose(-1, -2) @ q)
     as_query = torch.einsum("hyd,bhny->bnd", w_q, p @ k)
     return -lse.sum((1, 2)) / beta, -(as_key + as_query)
+
+
+def pair_attention_energy_grad(
+    g: torch.Tensor,
+    w_k: torch.Tensor,
+    w_q: torch.Tensor,
+    beta: float,
+    pairs: torch.Tensor,
+    with_grad: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The attention energy and gradient when only the listed (query c, key b) pairs may
+    attend, pairs int64 (2, P) (rows: queries, keys), as for the edges of a sparse graph.
+
+    The same energy as the dense form with ``allowed[c, b]`` True exactly on the pairs, at
+    a cost of O(P H Y) instead of O(N^2 H Y): the log-sum-exp over each query's keys is a
+    scatter (max, then sum), and the gradient gathers the softmax-weighted keys of each
+    query and queries of each key. Differentiable by autograd as well.
+    """
+    query, key = pairs[0], pairs[1]
+    b, n, _ = g.shape
+    heads = w_k.shape[0]
+    k = torch.einsum("hyd,bnd->bnhy", w_k, g)
+    q = torch.einsum("hyd,bnd->bnhy", w_q, g)
+    scores = beta * (q[:, query] * k[:, key]).sum(-1)  # (B, P, H)
+    index = query[None, :, None].expand_as(scores)
+    peak = scores.new_full((b, n, heads), float("-inf"))
+    peak = peak.scatter_reduce(1, index, scores.detach(), "amax")
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))  # queries w/o keys
+    weights = torch.exp(scores - peak[:, query])
+    total = scores.new_zeros(b, n, heads).index_add(1, query, weights)  # >= 1 where any key
+    has_key = total > 0
+    lse = torch.where(has_key, peak + torch.log(torch.where(has_key, total, 1.0)), 0.0)
+    energy = -lse.sum((1, 2)) / beta
+    if not with_grad:
+        return energy, None
+    p = (weights / total[:, query])[..., None]  # (B, P, H, 1)
+    keys_of_query = k.new_zeros(k.shape).index_add(1, query, p * k[:, key])
+    queries_of_key = q.new_zeros(q.shape).index_add(1, key, p * q[:, query])
+    grad = torch.einsum("bnhy,hyd->bnd", keys_of_query, w_q) + torch.einsum(
+        "bnhy,hyd->bnd", queries_of_key, w_k
+    )
+    return energy, -grad
 
 
 def hopfield_energy_grad(

@@ -203,7 +203,8 @@ class EnergyTransformer(nn.Module):
         self, x: Any, steps: int | None = None, mask: Any = None, differentiable: bool = False
     ) -> ETOutput:
         """Run ``x <- x - alpha dE/dg`` for ``steps`` (default ``self.steps``) steps from
-        tokens x (B, N, D); ``mask`` bool (N, N), True where query c may attend key b.
+        tokens x (B, N, D); ``mask`` bool (N, N), True where query c may attend key b,
+        or int64 (2, P) (query, key) pairs (sparse attention: cost O(P) not O(N^2)).
 
         With ``differentiable=True`` the final tokens stay in the autograd graph, so a
         loss on them trains the weights (and x) through all T steps; the analytic update
@@ -243,11 +244,20 @@ class EnergyTransformer(nn.Module):
         return x
 
     def _allowed(self, mask: Any, n: int) -> torch.Tensor:
+        """The attention pattern: a dense bool mask (N, N), or (query, key) pairs (2, P)."""
         if mask is not None:
             mask = torch.as_tensor(mask, device=self.delta.device)
+            if mask.dtype == torch.int64 and mask.ndim == 2 and mask.shape[0] == 2:
+                if mask.numel() and (mask.min() < 0 or mask.max() >= n):
+                    raise AmlabError(
+                        f"attention pairs must name tokens 0..{n - 1}; got indices from "
+                        f"{int(mask.min())} to {int(mask.max())}."
+                    )
+                return mask[:, mask[0] != mask[1]] if self.exclude_self else mask
             if mask.dtype != torch.bool or mask.shape != (n, n):
                 raise AmlabError(
                     f"mask must be a bool tensor of shape ({n}, {n}) (True where query c may "
-                    f"attend key b); got dtype {mask.dtype}, shape {tuple(mask.shape)}."
+                    f"attend key b), or int64 (2, P) (query, key) pairs for sparse attention; "
+                    f"got dtype {mask.dtype}, shape {tuple(mask.shape)}."
                 )
         return attention_mask(n, self.exclude_self, mask, device=self.delta.device)

@@ -18,7 +18,8 @@ from amlab.models.energy_transformer import EnergyTransformer, ETOutput
 
 
 class GraphET(nn.Module):
-    """Node features (N, F) and a bool adjacency (N, N) -> anomaly logits (N,)."""
+    """Node features (N, F) and the graph's (node, neighbour) pairs (2, P) -> anomaly
+    logits (N,). Attention is sparse: a step costs O(P), not O(N^2)."""
 
     def __init__(
         self,
@@ -48,26 +49,27 @@ class GraphET(nn.Module):
             self.encoder = nn.Linear(self.feature_dim, dim)
             self.head = nn.Linear(dim, 1)
 
-    def run(self, features: Any, adjacency: Any, differentiable: bool | None = None) -> ETOutput:
-        """The block's dynamics on the node tokens; see EnergyTransformer.forward."""
+    def run(self, features: Any, pairs: Any, differentiable: bool | None = None) -> ETOutput:
+        """The block's dynamics on the node tokens; see EnergyTransformer.forward.
+
+        pairs: int64 (2, P), node c attends neighbour b for each column (c, b); give both
+        directions of an undirected edge (``Graph.pairs()``)."""
         features = as_float_tensor(features, "features", dtype=self.encoder.weight.dtype)
         if features.ndim != 2 or features.shape[1] != self.feature_dim or not len(features):
             raise AmlabError(
                 f"features must be (N, {self.feature_dim}); got {tuple(features.shape)}."
             )
-        n = features.shape[0]
-        adjacency = torch.as_tensor(adjacency)
-        if adjacency.dtype != torch.bool or adjacency.shape != (n, n):
+        pairs = torch.as_tensor(pairs)
+        if pairs.dtype != torch.int64 or pairs.ndim != 2 or pairs.shape[0] != 2:
             raise AmlabError(
-                f"adjacency must be a bool tensor ({n}, {n}); got dtype {adjacency.dtype}, "
-                f"shape {tuple(adjacency.shape)}."
+                f"pairs must be int64 (2, P) (node, neighbour) columns; got dtype {pairs.dtype}"
+                f", shape {tuple(pairs.shape)}. Graph.pairs() gives them."
             )
         differentiable = self.training if differentiable is None else differentiable
         tokens = self.encoder(features)[None]
-        # query c attends key b along an edge: mask[b, c]; the adjacency is symmetric
-        return self.block(tokens, mask=adjacency, differentiable=differentiable)
+        return self.block(tokens, mask=pairs, differentiable=differentiable)
 
-    def forward(self, features: Any, adjacency: Any, differentiable: bool | None = None):
+    def forward(self, features: Any, pairs: Any, differentiable: bool | None = None):
         """Anomaly logits (N,): higher means more anomalous."""
-        out = self.run(features, adjacency, differentiable)
+        out = self.run(features, pairs, differentiable)
         return self.head(self.block.layer_norm(out.tokens[0])).squeeze(-1)
