@@ -348,8 +348,9 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list) -> dict
 
 
 def _jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: tensor and numpy scalars become numbers."""
     return json.loads(
-        json.dumps(value, default=lambda v: v if not hasattr(v, "item") else v.item())
+        json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v))
     )
 
 
