@@ -123,8 +123,8 @@ SPEC = RunSpec(
 
 
 def test_training_learns_max_and_stops_early_at_the_target():
-    record = train_run(replace(SPEC, target=0.95))
-    assert record["stopped_by"] == "target"
+    record = train_run(replace(SPEC, stop_at=0.95))
+    assert record["stopped_by"] == "stop_at"
     assert record["steps_done"] < SPEC.steps
     assert record["val_history"][-1][1] >= 0.95
     assert record["test_accuracy"] > 0.9  # chance is about 0.1 (0.4 for the most common value)

@@ -142,9 +142,7 @@ def generate_tree(
     size[0] += 1
     if config.max_length is not None and size[0] > config.max_length:
         raise _TooLong
-    if level >= config.max_depth or (
-        level >= config.min_depth and rng.random() < config.leaf_prob
-    ):
+    if level >= config.max_depth or (level >= config.min_depth and rng.random() < config.leaf_prob):
         return rng.randrange(config.modulus)
     size[0] += 1  # the closing bracket
     n_args = rng.randint(config.min_args, config.max_args)

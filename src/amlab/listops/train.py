@@ -5,7 +5,7 @@ splits for every model size and seed of a mix, drawn from ``data_seed``), builds
 (initialised from ``seed``), trains it with :func:`amlab.training.train` and returns a
 JSON-able record with the exact parameter count and the accuracy per root operation on
 held-out expressions. Early stopping: every ``eval_every`` steps the validation accuracy
-is measured; the run stops when it reaches ``target`` or has not improved for
+is measured; the run stops when it reaches ``stop_at`` or has not improved for
 ``patience`` evaluations.
 """
 
@@ -65,6 +65,11 @@ def longest_expression(config: ListOpsConfig) -> int:
     return tokens if config.max_length is None else min(tokens, config.max_length)
 
 
+#: the data of the study's sweeps: short expressions (at most 2 nested operators with 2..3
+#: arguments, at most 17 tokens) that models of a few thousand parameters can learn on CPU
+STUDY_DATA = {"max_depth": 2, "max_args": 3, "leaf_prob": 0.75, "modulus": 10}
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """One training run. ``ops``: the task mix; ``pretrain_ops``/``pretrain_steps``: an
@@ -84,9 +89,9 @@ class RunSpec:
     batch_size: int = 128
     weight_decay: float = 0.01
     eval_every: int = 100
-    target: float | None = None
+    stop_at: float | None = None
     patience: int | None = None
-    data: dict = field(default_factory=dict)
+    data: dict = field(default_factory=lambda: dict(STUDY_DATA))
     train_size: int = 20000
     val_size: int = 1000
     test_size: int = 2000
@@ -101,11 +106,11 @@ class RunSpec:
             check_positive_int(self.pretrain_steps, "pretrain_steps")
         for name in ("steps", "batch_size", "eval_every", "train_size", "val_size", "test_size"):
             check_positive_int(getattr(self, name), name)
-        if self.target is not None and not 0 < self.target <= 1:
-            raise AmlabError(f"target accuracy must lie in (0, 1]; got {self.target!r}.")
+        if self.stop_at is not None and not 0 < self.stop_at <= 1:
+            raise AmlabError(f"stop_at must be an accuracy in (0, 1]; got {self.stop_at!r}.")
         if self.patience is not None:
             check_positive_int(self.patience, "patience")
-        self.data_config(self.ops)  # validates the data settings
+        self.model_config()  # validates the data and model settings
 
     def data_config(self, ops: tuple[str, ...]) -> ListOpsConfig:
         if "ops" in self.data:
@@ -218,8 +223,8 @@ def fit(
         if done % spec.eval_every and done != total:
             return
         history.append((done, accuracy(model, data["val"])["accuracy"]))
-        if spec.target is not None and history[-1][1] >= spec.target:
-            raise _Stop("target")
+        if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
+            raise _Stop("stop_at")
         p = spec.patience
         if p is not None and len(history) > p:
             before = max(a for _, a in history[:-p])
@@ -252,11 +257,13 @@ def train_run(
     resume: bool = False,
     on_step: OnStep | None = None,
     return_model: bool = False,
+    model_dir: str | os.PathLike | None = None,
 ):
     """Train one run; returns its record (and the model when ``return_model``).
 
     With ``out`` the shared loop checkpoints into ``out/pretrain`` and ``out/train``
-    and the final model is saved to ``out/model``; ``resume`` continues a killed run.
+    and the final model is saved to ``out/model`` (or ``model_dir`` when given);
+    ``resume`` continues a killed run.
     """
     started = time.time()
     torch.manual_seed(spec.seed)
@@ -298,6 +305,8 @@ def train_run(
             "seconds": round(time.time() - started, 2),
         }
     )
-    if out is not None:
-        model.save(Path(out) / "model")
+    if model_dir is None and out is not None:
+        model_dir = Path(out) / "model"
+    if model_dir is not None:
+        model.save(model_dir)
     return (record, model) if return_model else record
