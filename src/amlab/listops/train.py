@@ -271,29 +271,24 @@ def train_run(
     config = spec.data_config(spec.ops)
     data = make_data(config, spec)
     record: dict[str, Any] = {"key": spec.key(), "spec": spec.describe()}
+    phases = [("train", spec, data, spec.steps)]
     if spec.pretrain_ops is not None:
         pre_spec = replace(spec, ops=spec.pretrain_ops)
         held_out = set(data["test"].expressions) | set(data["val"].expressions)
         pre_data = make_data(spec.data_config(spec.pretrain_ops), pre_spec, exclude=held_out)
+        phases.insert(0, ("pretrain", pre_spec, pre_data, spec.pretrain_steps))
+    for name, phase_spec, phase_data, steps in phases:
         phase = fit(
             model,
-            pre_data,
-            pre_spec,
-            spec.pretrain_steps,
-            out=None if out is None else Path(out) / "pretrain",
+            phase_data,
+            phase_spec,
+            steps,
+            out=None if out is None else Path(out) / name,
             resume=resume,
             on_step=on_step,
         )
-        record["pretrain"] = {**phase, "test": accuracy(model, pre_data["test"])}
-    phase = fit(
-        model,
-        data,
-        spec,
-        spec.steps,
-        out=None if out is None else Path(out) / "train",
-        resume=resume,
-        on_step=on_step,
-    )
+        if name == "pretrain":
+            record["pretrain"] = {**phase, "test": accuracy(model, phase_data["test"])}
     test = accuracy(model, data["test"])
     record.update(
         {
