@@ -146,3 +146,25 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
     for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_killed_curriculum_run_with_early_stops_resumes_to_the_same_model(tmp_path):
+    spec = replace(SPEC, steps=60, eval_every=10, pretrain_ops=("min",), pretrain_steps=60)
+    spec = replace(spec, stop_at=0.5)
+    full, model = train_run(spec, out=tmp_path / "full", return_model=True)
+    stopped = full["pretrain"]["steps_done"]
+    assert full["pretrain"]["stopped_by"] == "stop_at" and stopped < 60
+    calls = []
+
+    def kill(done, total, metrics):
+        calls.append(done)
+        if len(calls) == stopped + 5:  # five steps into the second phase
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, out=tmp_path / "killed", on_step=kill)
+    resumed, again = train_run(spec, out=tmp_path / "killed", resume=True, return_model=True)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed["pretrain"] == full["pretrain"]
+    assert resumed["val_history"] == full["val_history"]

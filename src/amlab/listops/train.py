@@ -11,6 +11,7 @@ is measured; the run stops when it reaches ``stop_at`` or has not improved for
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from amlab.errors import AmlabError, check_positive_int
+from amlab.io import atomic_write
 from amlab.listops.data import (
     ListOpsConfig,
     Tokenizer,
@@ -30,7 +32,7 @@ from amlab.listops.data import (
     root_op,
 )
 from amlab.listops.model import ListOpsTransformer, ModelConfig
-from amlab.training import OnStep, TrainConfig, train
+from amlab.training import OnStep, TrainConfig, latest_checkpoint, load_checkpoint, train
 
 
 @dataclass(frozen=True)
@@ -214,7 +216,12 @@ def fit(
         checkpoint_every=spec.eval_every,
         seed=spec.seed,
     )
-    history: list[tuple[int, float]] = []
+    done_file = None if out is None else Path(out) / "done.json"
+    if resume and done_file is not None and done_file.is_file():
+        # this phase ended before the kill (maybe early): its last checkpoint is its end
+        load_checkpoint(latest_checkpoint(out), model)
+        return json.loads(done_file.read_text())
+    history: list[list] = []  # [step, validation accuracy]
     reason = "steps"
 
     def hook(done: int, total: int, metrics: dict[str, float]) -> None:
@@ -222,7 +229,7 @@ def fit(
             on_step(done, total, metrics)
         if done % spec.eval_every and done != total:
             return
-        history.append((done, accuracy(model, data["val"])["accuracy"]))
+        history.append([done, accuracy(model, data["val"])["accuracy"]])
         if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
             raise _Stop("stop_at")
         p = spec.patience
@@ -243,11 +250,15 @@ def fit(
         )
     except _Stop as stop:
         reason = str(stop)
-    return {
+    result = {
         "steps_done": history[-1][0] if history else steps,
         "stopped_by": reason,
         "val_history": history,
     }
+    if done_file is not None:
+        text = json.dumps(result)
+        atomic_write(done_file, lambda tmp: Path(tmp).write_text(text))
+    return result
 
 
 def train_run(
