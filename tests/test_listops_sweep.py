@@ -157,3 +157,24 @@ def test_summary_file_is_json(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["thresholds"] == json.loads(
         json.dumps(summary["thresholds"])
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--ops", "pow"], "unknown operation"),
+        (["train", "--dim", "10", "--heads", "4"], "multiple of heads"),
+        (["train", "--max-args", "1"], "min_args"),
+        (["sweep", "--dims", "8,x"], "comma-separated integers"),
+        (["sweep", "--mix", "max,max"], "twice"),
+    ],
+)
+def test_listops_cli_bad_options_give_one_clear_error(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from amlab.cli import app
+
+    result = CliRunner().invoke(app, ["listops", *args, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "error" in result.output and message in result.output
+    assert "Traceback" not in result.output

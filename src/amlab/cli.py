@@ -429,6 +429,9 @@ def listops_sweep(
         str | None,
         typer.Option("--ray", help="Run on this Ray cluster address ('local': start one)."),
     ] = None,
+    save_models: Annotated[
+        bool, typer.Option("--save-models", help="Keep each trained model in --out/models/.")
+    ] = False,
     out: Annotated[Path, typer.Option("--out", help="Sweep directory (resumable).")] = Path(
         "runs/listops-sweep"
     ),
@@ -472,6 +475,7 @@ def listops_sweep(
                 target,
                 workers=workers,
                 ray_address=ray,
+                save_models=save_models,
                 on_done=lambda r, n, total: progress(f"{n}/{total} runs done", n / total),
             )
     if as_json:
