@@ -114,7 +114,8 @@ def test_generator_honours_depth_argument_and_operation_settings():
 
 def test_generator_leaf_probability_and_defaults_of_the_original():
     config = ListOpsConfig()
-    assert (config.leaf_prob, config.max_args, config.max_depth) == (0.75, 5, 20)
+    # the original's MAX_DEPTH = 20 counts the root as 1: at most 19 nested operators
+    assert (config.leaf_prob, config.max_args, config.max_depth) == (0.75, 5, 19)
     rng = random.Random(3)
     leaves = nodes = 0
     for _ in range(2000):
@@ -123,7 +124,7 @@ def test_generator_leaf_probability_and_defaults_of_the_original():
                 nodes += 1
                 leaves += isinstance(node, int)
     assert abs(leaves / nodes - 0.75) < 0.02
-    assert all(depth(e) <= 20 for e in generate(config, 2000, rng))
+    assert all(depth(e) <= 19 for e in generate(config, 2000, rng))
 
 
 def test_length_bounds_and_lra_preset():
@@ -131,10 +132,10 @@ def test_length_bounds_and_lra_preset():
     for e in generate(config, 200, random.Random(0)):
         assert 20 <= len(e.split()) <= 40
     lra = ListOpsConfig.lra()
-    assert (lra.max_args, lra.max_depth, lra.min_length, lra.max_length) == (10, 10, 500, 2000)
+    assert (lra.max_args, lra.max_depth, lra.min_length, lra.max_length) == (10, 9, 501, 1999)
     for e in generate(lra, 2, random.Random(0)):
-        assert 500 <= len(e.split()) <= 2000
-        assert depth(e) <= 10
+        assert 500 < len(e.split()) < 2000
+        assert depth(e) <= 9
         assert evaluate(e) == reference_value(e, 10)
 
 

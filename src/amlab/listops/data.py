@@ -15,10 +15,12 @@ The generator follows the original's recursion: each child is a value with proba
 ``leaf_prob`` (0.75), otherwise an operator, drawn uniformly from ``ops``, with
 ``min_args``..``max_args`` children (2..5); nodes at nesting ``max_depth`` are always
 values. Here the *depth* of an expression is its number of nested operators (a bare value
-has depth 0, ``[MAX 1 [MIN 2 3 ] ]`` has depth 2); ``min_depth`` (default 1) forces
-operators near the root so that no example is a bare digit (the original allowed them).
-Length bounds count tokens and are met by rejection. :meth:`ListOpsConfig.lra` is Long
-Range Arena's preset (max_args 10, max_depth 10, 500..2000 tokens).
+has depth 0, ``[MAX 1 [MIN 2 3 ] ]`` has depth 2). The original generators count the root
+as depth 1 and allow operators while depth < MAX_DEPTH, so their MAX_DEPTH = 20 is
+``max_depth=19`` here (the default). ``min_depth`` (default 1) forces operators near the
+root so that no example is a bare digit (the original allowed them). Length bounds count
+tokens (without parentheses) and are met by rejection. :meth:`ListOpsConfig.lra` is Long
+Range Arena's preset (its MAX_DEPTH 10, max_args 10, 500 < length < 2000).
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ class ListOpsConfig:
     min_args: int = 2
     max_args: int = 5
     min_depth: int = 1
-    max_depth: int = 20
+    max_depth: int = 19
     min_length: int = 1
     max_length: int | None = None
 
@@ -121,8 +123,9 @@ class ListOpsConfig:
 
     @classmethod
     def lra(cls, **changes) -> ListOpsConfig:
-        """Long Range Arena's ListOps settings (its generator's constants)."""
-        base = {"max_args": 10, "max_depth": 10, "min_length": 500, "max_length": 2000}
+        """Long Range Arena's ListOps settings (lra_benchmarks/data/listops.py: MAX_DEPTH
+        10, i.e. at most 9 nested operators; max_args 10; strictly 500 < tokens < 2000)."""
+        base = {"max_args": 10, "max_depth": 9, "min_length": 501, "max_length": 1999}
         return cls(**{**base, **changes})
 
     def describe(self) -> dict:
