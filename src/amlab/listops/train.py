@@ -1,0 +1,318 @@
+"""Training one ListOps model on one task mix (optionally after a pretraining mix).
+
+:class:`RunSpec` is everything one run needs; :func:`train_run` makes the data (the same
+splits for every model size and seed of a mix, drawn from ``data_seed``), builds the model
+(initialised from ``seed``), trains it with :func:`amlab.training.train` and returns a
+JSON-able record with the exact parameter count and the accuracy per root operation on
+held-out expressions. Early stopping: every ``eval_every`` steps the validation accuracy
+is measured; the run stops when it reaches ``stop_at`` or has not improved for
+``patience`` evaluations.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from amlab.errors import AmlabError, check_positive_int
+from amlab.io import atomic_write
+from amlab.listops.data import (
+    ListOpsConfig,
+    Tokenizer,
+    evaluate,
+    make_splits,
+    parse_ops,
+    root_op,
+)
+from amlab.listops.model import ListOpsTransformer, ModelConfig
+from amlab.training import OnStep, TrainConfig, latest_checkpoint, load_checkpoint, train
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A split as tensors: tokens (N, L), values (N,), and each row's root operation."""
+
+    expressions: list[str]
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    ops: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.expressions)
+
+
+def encode(expressions: list[str], tokenizer: Tokenizer, length: int) -> Encoded:
+    return Encoded(
+        expressions=expressions,
+        tokens=tokenizer.encode(expressions, length),
+        labels=torch.tensor([evaluate(e, tokenizer.modulus) for e in expressions]),
+        ops=[root_op(e) for e in expressions],
+    )
+
+
+def longest_expression(config: ListOpsConfig) -> int:
+    """The most tokens an expression of ``config`` can have."""
+    tokens = 1
+    for _ in range(config.max_depth):
+        tokens = 2 + config.max_args * tokens
+        if config.max_length is not None and tokens >= config.max_length:
+            return config.max_length
+    return tokens if config.max_length is None else min(tokens, config.max_length)
+
+
+#: the data of the study's sweeps: short expressions (at most 2 nested operators with 2..3
+#: arguments, at most 17 tokens) that models of a few thousand parameters can learn on CPU
+STUDY_DATA = {"max_depth": 2, "max_args": 3, "leaf_prob": 0.75, "modulus": 10}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run. ``ops``: the task mix; ``pretrain_ops``/``pretrain_steps``: an
+    optional first phase on another mix (the curriculum); data settings are those of
+    :class:`ListOpsConfig` besides ``ops``."""
+
+    ops: tuple[str, ...] = ("sum",)
+    dim: int = 32
+    layers: int = 2
+    heads: int = 2
+    mlp_ratio: float = 2.0
+    share_weights: bool = False
+    seed: int = 0
+    steps: int = 2000
+    lr: float = 3e-3
+    warmup: int = 100
+    batch_size: int = 128
+    weight_decay: float = 0.01
+    eval_every: int = 100
+    stop_at: float | None = None
+    patience: int | None = None
+    data: dict = field(default_factory=lambda: dict(STUDY_DATA))
+    train_size: int = 20000
+    val_size: int = 1000
+    test_size: int = 2000
+    data_seed: int = 0
+    pretrain_ops: tuple[str, ...] | None = None
+    pretrain_steps: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ops", parse_ops(self.ops))
+        if self.pretrain_ops is not None:
+            object.__setattr__(self, "pretrain_ops", parse_ops(self.pretrain_ops))
+            check_positive_int(self.pretrain_steps, "pretrain_steps")
+        for name in ("steps", "batch_size", "eval_every", "train_size", "val_size", "test_size"):
+            check_positive_int(getattr(self, name), name)
+        if self.stop_at is not None and not 0 < self.stop_at <= 1:
+            raise AmlabError(f"stop_at must be an accuracy in (0, 1]; got {self.stop_at!r}.")
+        if self.patience is not None:
+            check_positive_int(self.patience, "patience")
+        self.model_config()  # validates the data and model settings
+
+    def data_config(self, ops: tuple[str, ...]) -> ListOpsConfig:
+        if "ops" in self.data:
+            raise AmlabError("give the operations as ops=..., not inside data.")
+        return ListOpsConfig(ops=ops, **self.data)
+
+    def model_config(self) -> ModelConfig:
+        config = self.data_config(self.ops)
+        return ModelConfig(
+            vocab_size=len(Tokenizer(config.modulus)),
+            classes=config.modulus,
+            dim=self.dim,
+            layers=self.layers,
+            heads=self.heads,
+            mlp_ratio=self.mlp_ratio,
+            max_len=longest_expression(config) + 1,
+            share_weights=self.share_weights,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ops"] = list(self.ops)
+        d["pretrain_ops"] = None if self.pretrain_ops is None else list(self.pretrain_ops)
+        return d
+
+    def key(self) -> str:
+        """A short readable name, unique within a sweep's grid."""
+        mix = "+".join(self.ops)
+        pre = "" if self.pretrain_ops is None else "+".join(self.pretrain_ops) + "-then-"
+        shared = "-shared" if self.share_weights else ""
+        return (
+            f"{pre}{mix}_d{self.dim}_l{self.layers}_h{self.heads}_m{self.mlp_ratio:g}"
+            f"{shared}_s{self.seed}"
+        )
+
+
+def make_data(
+    config: ListOpsConfig, spec: RunSpec, exclude: set[str] | None = None
+) -> dict[str, Encoded]:
+    """train/val/test splits of one mix; ``exclude`` drops those expressions from train."""
+    tokenizer = Tokenizer(config.modulus)
+    sizes = {"test": spec.test_size, "val": spec.val_size, "train": spec.train_size}
+    splits = make_splits(config, sizes, seed=spec.data_seed)
+    if exclude:
+        splits["train"] = [e for e in splits["train"] if e not in exclude]
+    length = longest_expression(config) + 1
+    return {name: encode(exprs, tokenizer, length) for name, exprs in splits.items()}
+
+
+def batch_loss(data: Encoded, batch_size: int):
+    """The shared loop's loss: a batch drawn with replacement from ``generator``."""
+
+    def loss(model, step, generator):
+        index = torch.randint(len(data), (batch_size,), generator=generator)
+        logits = model(data.tokens[index])
+        labels = data.labels[index]
+        value = F.cross_entropy(logits, labels)
+        return value, {"accuracy": float((logits.argmax(-1) == labels).float().mean())}
+
+    return loss
+
+
+@torch.no_grad()
+def accuracy(model: ListOpsTransformer, data: Encoded, batch: int = 2048) -> dict[str, Any]:
+    """Accuracy on a split: overall and per root operation."""
+    right = torch.cat(
+        [
+            model(data.tokens[i : i + batch]).argmax(-1) == data.labels[i : i + batch]
+            for i in range(0, len(data), batch)
+        ]
+    )
+    per_op: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for op in sorted({o for o in data.ops if o is not None}):
+        mask = torch.tensor([o == op for o in data.ops])
+        per_op[op] = float(right[mask].float().mean())
+        counts[op] = int(mask.sum())
+    return {"accuracy": float(right.float().mean()), "per_op": per_op, "count": counts}
+
+
+class _Stop(Exception):
+    """Raised from the step callback to end training early."""
+
+
+def fit(
+    model: ListOpsTransformer,
+    data: dict[str, Encoded],
+    spec: RunSpec,
+    steps: int,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_step: OnStep | None = None,
+) -> dict[str, Any]:
+    """Train with the shared loop, evaluating on ``data["val"]`` for early stopping."""
+    config = TrainConfig(
+        steps=steps,
+        lr=spec.lr,
+        warmup=min(spec.warmup, steps),
+        weight_decay=spec.weight_decay,
+        checkpoint_every=spec.eval_every,
+        seed=spec.seed,
+    )
+    done_file = None if out is None else Path(out) / "done.json"
+    if resume and done_file is not None and done_file.is_file():
+        # this phase ended before the kill (maybe early): its last checkpoint is its end
+        load_checkpoint(latest_checkpoint(out), model)
+        return json.loads(done_file.read_text())
+    history: list[list] = []  # [step, validation accuracy]
+    reason = "steps"
+
+    def hook(done: int, total: int, metrics: dict[str, float]) -> None:
+        if on_step is not None:
+            on_step(done, total, metrics)
+        if done % spec.eval_every and done != total:
+            return
+        history.append([done, accuracy(model, data["val"])["accuracy"]])
+        if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
+            raise _Stop("stop_at")
+        p = spec.patience
+        if p is not None and len(history) > p:
+            before = max(a for _, a in history[:-p])
+            if max(a for _, a in history[-p:]) <= before + 1e-3:
+                raise _Stop("plateau")
+
+    try:
+        train(
+            model,
+            batch_loss(data["train"], spec.batch_size),
+            config,
+            out,
+            resume=resume,
+            on_step=hook,
+            describe=spec.describe(),
+        )
+    except _Stop as stop:
+        reason = str(stop)
+    result = {
+        "steps_done": history[-1][0] if history else steps,
+        "stopped_by": reason,
+        "val_history": history,
+    }
+    if done_file is not None:
+        text = json.dumps(result)
+        atomic_write(done_file, lambda tmp: Path(tmp).write_text(text))
+    return result
+
+
+def train_run(
+    spec: RunSpec,
+    *,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
+    on_step: OnStep | None = None,
+    return_model: bool = False,
+    model_dir: str | os.PathLike | None = None,
+):
+    """Train one run; returns its record (and the model when ``return_model``).
+
+    With ``out`` the shared loop checkpoints into ``out/pretrain`` and ``out/train``
+    and the final model is saved to ``out/model`` (or ``model_dir`` when given);
+    ``resume`` continues a killed run.
+    """
+    started = time.time()
+    torch.manual_seed(spec.seed)
+    model = ListOpsTransformer(spec.model_config())
+    config = spec.data_config(spec.ops)
+    data = make_data(config, spec)
+    record: dict[str, Any] = {"key": spec.key(), "spec": spec.describe()}
+    phases = [("train", spec, data, spec.steps)]
+    if spec.pretrain_ops is not None:
+        pre_spec = replace(spec, ops=spec.pretrain_ops)
+        held_out = set(data["test"].expressions) | set(data["val"].expressions)
+        pre_data = make_data(spec.data_config(spec.pretrain_ops), pre_spec, exclude=held_out)
+        phases.insert(0, ("pretrain", pre_spec, pre_data, spec.pretrain_steps))
+    for name, phase_spec, phase_data, steps in phases:
+        phase = fit(
+            model,
+            phase_data,
+            phase_spec,
+            steps,
+            out=None if out is None else Path(out) / name,
+            resume=resume,
+            on_step=on_step,
+        )
+        if name == "pretrain":
+            record["pretrain"] = {**phase, "test": accuracy(model, phase_data["test"])}
+    test = accuracy(model, data["test"])
+    record.update(
+        {
+            "parameters": model.num_parameters(),
+            **phase,
+            "test_accuracy": test["accuracy"],
+            "test_per_op": test["per_op"],
+            "test_count": test["count"],
+            "seconds": round(time.time() - started, 2),
+        }
+    )
+    if model_dir is None and out is not None:
+        model_dir = Path(out) / "model"
+    if model_dir is not None:
+        model.save(model_dir)
+    return (record, model) if return_model else record

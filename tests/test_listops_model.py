@@ -1,0 +1,170 @@
+"""The ListOps transformer: exact parameter count, masking, ablation, save/load, training."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from amlab.errors import AmlabError
+from amlab.listops.data import Tokenizer, evaluate
+from amlab.listops.model import ListOpsTransformer, ModelConfig
+from amlab.listops.train import RunSpec, accuracy, encode, train_run
+from amlab.training import latest_checkpoint
+
+
+def closed_form_count(c: ModelConfig) -> int:
+    d, h = c.dim, c.hidden
+    block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d)
+    blocks = 1 if c.share_weights else c.layers
+    return c.vocab_size * d + c.max_len * d + blocks * block + 2 * d + d * c.classes + c.classes
+
+
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize(("dim", "layers", "heads", "ratio"), [(8, 1, 1, 1.0), (24, 3, 4, 2.5)])
+def test_parameter_count_is_exact(dim, layers, heads, ratio, share):
+    config = ModelConfig(
+        vocab_size=18,
+        classes=10,
+        dim=dim,
+        layers=layers,
+        heads=heads,
+        mlp_ratio=ratio,
+        max_len=20,
+        share_weights=share,
+    )
+    model = ListOpsTransformer(config)
+    tensors = sum(t.numel() for t in model.state_dict().values())
+    assert model.num_parameters() == tensors == closed_form_count(config)
+
+
+def small_model(**changes) -> ListOpsTransformer:
+    torch.manual_seed(0)
+    return ListOpsTransformer(ModelConfig(vocab_size=18, classes=10, dim=16, max_len=24, **changes))
+
+
+def test_padding_does_not_change_the_prediction():
+    model = small_model()
+    tok = Tokenizer(10)
+    exprs = ["[MAX 2 9 [MIN 4 7 ] 0 ]", "[SM 1 2 ]"]
+    tight, padded = tok.encode(exprs), tok.encode(exprs, length=24)
+    assert torch.allclose(model(tight), model(padded), atol=1e-5)
+
+
+def test_shared_weights_loop_one_block():
+    model = small_model(layers=3, share_weights=True)
+    assert len(model.blocks) == 1
+    tokens = Tokenizer(10).encode(["[SM 1 2 ]"])
+    x = model.embed(tokens) + model.position.weight[: tokens.shape[1]]
+    keep = tokens != 0
+    for _ in range(3):
+        x = model.blocks[0](x, keep, frozenset())
+    assert torch.allclose(model.hidden_states(tokens), x)
+
+
+def test_ablating_everything_leaves_only_the_class_token():
+    model = small_model()
+    model.ablate = frozenset({"attention", "mlp"})
+    logits = model(Tokenizer(10).encode(["[SM 1 2 ]", "[MAX 9 [MIN 3 4 ] ]", "[MED 5 5 5 ]"]))
+    assert torch.allclose(logits, logits[:1].expand_as(logits))
+    model.ablate = frozenset({"attention"})  # without attention, tokens cannot mix either
+    logits = model(Tokenizer(10).encode(["[SM 1 2 ]", "[SM 7 7 7 ]"]))
+    assert torch.allclose(logits[0], logits[1])
+
+
+def test_save_load_round_trip(tmp_path):
+    model = small_model(layers=2, share_weights=True)
+    model.save(tmp_path / "m")
+    again = ListOpsTransformer.load(tmp_path / "m")
+    assert again.config == model.config
+    tokens = Tokenizer(10).encode(["[MAX 2 9 [MIN 4 7 ] 0 ]"])
+    assert torch.equal(model(tokens), again(tokens))
+
+
+def test_bad_configs_and_inputs_raise():
+    with pytest.raises(AmlabError, match="multiple of heads"):
+        ModelConfig(vocab_size=18, classes=10, dim=10, heads=4)
+    with pytest.raises(AmlabError):
+        ModelConfig(vocab_size=18, classes=10, dim=0)
+    model = small_model()
+    with pytest.raises(AmlabError, match="max_len"):
+        model(torch.ones(1, 30, dtype=torch.long))
+    with pytest.raises(AmlabError, match="int64"):
+        model(torch.ones(1, 5))
+
+
+def test_accuracy_per_operation_matches_a_direct_count():
+    model = small_model()
+    exprs = ["[SM 1 2 ]", "[MAX 3 4 ]", "[SM 5 5 ]", "[MED 1 2 3 ]", "[MAX 9 0 ]", "[SM 0 0 ]"]
+    data = encode(exprs, Tokenizer(10), 24)
+    result = accuracy(model, data)
+    predicted = model(data.tokens).argmax(-1).tolist()
+    for op, token in (("sum", "[SM"), ("max", "[MAX"), ("med", "[MED")):
+        rows = [i for i, e in enumerate(exprs) if e.startswith(token)]
+        right = [predicted[i] == evaluate(exprs[i]) for i in rows]
+        assert result["per_op"][op] == pytest.approx(sum(right) / len(right))
+        assert result["count"][op] == len(rows)
+
+
+SPEC = RunSpec(
+    ops=("max",),
+    dim=16,
+    steps=120,
+    eval_every=40,
+    lr=1e-2,
+    warmup=10,
+    batch_size=64,
+    data={"max_depth": 1, "max_args": 3},
+    train_size=600,
+    val_size=100,
+    test_size=200,
+)
+
+
+def test_training_learns_max_and_stops_early_at_the_target():
+    record = train_run(replace(SPEC, stop_at=0.95))
+    assert record["stopped_by"] == "stop_at"
+    assert record["steps_done"] < SPEC.steps
+    assert record["val_history"][-1][1] >= 0.95
+    assert record["test_accuracy"] > 0.9  # chance is about 0.1 (0.4 for the most common value)
+    assert record["parameters"] == ListOpsTransformer(SPEC.model_config()).num_parameters()
+
+
+def test_killed_run_resumes_to_the_same_model(tmp_path):
+    spec = replace(SPEC, steps=40, eval_every=20)
+    full, model = train_run(spec, out=tmp_path / "full", return_model=True)
+
+    def kill(done, total, metrics):
+        if done == 20:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, out=tmp_path / "killed", on_step=kill)
+    assert latest_checkpoint(tmp_path / "killed" / "train").name.endswith("20")
+    resumed, again = train_run(spec, out=tmp_path / "killed", resume=True, return_model=True)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_killed_curriculum_run_with_early_stops_resumes_to_the_same_model(tmp_path):
+    spec = replace(SPEC, steps=60, eval_every=10, pretrain_ops=("min",), pretrain_steps=60)
+    spec = replace(spec, stop_at=0.5)
+    full, model = train_run(spec, out=tmp_path / "full", return_model=True)
+    stopped = full["pretrain"]["steps_done"]
+    assert full["pretrain"]["stopped_by"] == "stop_at" and stopped < 60
+    calls = []
+
+    def kill(done, total, metrics):
+        calls.append(done)
+        if len(calls) == stopped + 5:  # five steps into the second phase
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, out=tmp_path / "killed", on_step=kill)
+    resumed, again = train_run(spec, out=tmp_path / "killed", resume=True, return_model=True)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert resumed["pretrain"] == full["pretrain"]
+    assert resumed["val_history"] == full["val_history"]
