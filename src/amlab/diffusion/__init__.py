@@ -3,8 +3,13 @@
 - :mod:`~amlab.diffusion.schedules`: VE and VP noise schedules.
 - :mod:`~amlab.diffusion.samplers`: probability-flow ODE (Euler, Heun) and reverse SDE
   (Euler-Maruyama) samplers for any score function.
+- :class:`Denoiser`: D(x, t), its score and energy, classifier-free guidance.
+- :class:`EmpiricalDenoiser`: the exact denoiser of a finite set, an LSE DenseAM with
+  beta_t = 1 / s_t^2 (one denoising step is one attention update).
 """
 
+from amlab.diffusion.denoiser import NO_CLASS, Denoiser
+from amlab.diffusion.empirical import EmpiricalDenoiser
 from amlab.diffusion.samplers import SAMPLERS, Samples, ScoreFn, sample
 from amlab.diffusion.schedules import (
     SCHEDULES,
@@ -15,6 +20,9 @@ from amlab.diffusion.schedules import (
 )
 
 __all__ = [
+    "NO_CLASS",
+    "Denoiser",
+    "EmpiricalDenoiser",
     "SAMPLERS",
     "SCHEDULES",
     "Samples",
