@@ -81,6 +81,13 @@ def sample(
             )
         return schedule.drift(t) * state - weight * schedule.diffusion_sq(t) * s
 
+    with torch.no_grad():  # energy-parameterised models turn gradients on for themselves
+        x, path = _integrate(velocity, schedule, x, times, method, generator, path, on_step)
+    return Samples(states=x, times=times, path=None if path is None else torch.stack(path))
+
+
+def _integrate(velocity, schedule, x, times, method, generator, path, on_step):
+    steps = len(times) - 1
     for i in range(steps):
         t, t_next = float(times[i]), float(times[i + 1])
         dt = t_next - t  # negative: time runs backwards
@@ -102,4 +109,4 @@ def sample(
             path.append(x.clone())
         if on_step is not None:
             on_step(i + 1, steps)
-    return Samples(states=x, times=times, path=None if path is None else torch.stack(path))
+    return x, path
