@@ -150,6 +150,8 @@ DataDirOpt = Annotated[
 PAPERS = {
     "lsr": "Epanechnikov (LSR) DenseAM: exact minima, emergent memories, log-likelihood.",
     "drdam": "DrDAM: the memory in a fixed-size random-feature tensor, its errors and retrieval.",
+    "diffusion": "Diffusion as associative memory: the optimal denoiser is a DenseAM; circle toy, "
+    "memorisation on digits, sampler vs descent.",
 }
 
 

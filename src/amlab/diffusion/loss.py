@@ -1,7 +1,8 @@
 """Training a learned denoiser with the shared loop (:func:`amlab.training.train`).
 
 The loss is denoising score matching with the EDM weighting: draw training examples, a
-noise level s log-uniformly over the schedule's range [s(t_end), s(1)] and Gaussian noise,
+noise level s log-uniformly over the schedule's range [s(t_end), s(1)] (or log-normally)
+and Gaussian noise,
 and regress the denoiser onto the clean example,
 
     loss = mean over the batch of (s^2 + sd^2) / (s sd)^2 * ||D(x_0 + s z, s) - x_0||^2 / D,
@@ -32,9 +33,15 @@ def denoising_loss(
     *,
     batch_size: int = 128,
     label_dropout: float = 0.1,
+    log_normal: tuple[float, float] | None = None,
 ) -> LossFn:
     """The loss ``loss(model, step, generator)`` of :func:`amlab.training.train` for a
-    :class:`~amlab.diffusion.networks.LearnedDenoiser` on ``data`` (N, D) (and ``labels`` (N,))."""
+    :class:`~amlab.diffusion.networks.LearnedDenoiser` on ``data`` (N, D) (and ``labels`` (N,)).
+
+    log_normal: (mean, std) to draw log(s) from a normal distribution instead (EDM uses
+    (-1.2, 1.2)), clipped to the schedule's range; it spends the steps on the middle noise
+    levels, where the structure of the samples is decided.
+    """
     data = as_float_tensor(data, "data")
     if data.ndim != 2 or data.shape[0] == 0:
         raise AmlabError(f"data must have shape (N, D) with N >= 1; got {tuple(data.shape)}.")
@@ -58,9 +65,12 @@ def denoising_loss(
         lo = math.log(schedule.noise_level(schedule.t_end))
         hi = math.log(schedule.noise_level(1.0))
         index = torch.randint(data.shape[0], (batch_size,), generator=generator)
-        s = torch.exp(
-            lo + (hi - lo) * torch.rand(batch_size, generator=generator, dtype=torch.float64)
-        )
+        if log_normal is None:
+            u = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+            s = torch.exp(lo + (hi - lo) * u)
+        else:
+            z = torch.randn(batch_size, generator=generator, dtype=torch.float64)
+            s = torch.exp((log_normal[0] + log_normal[1] * z).clamp(lo, hi))
         noise = torch.randn(batch_size, data.shape[1], generator=generator, dtype=data.dtype)
         ref = model._reference()
         clean = data[index].to(ref)
@@ -86,19 +96,23 @@ def train_denoiser(
     labels: Any = None,
     batch_size: int = 128,
     label_dropout: float = 0.1,
+    log_normal: tuple[float, float] | None = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
     on_step: OnStep | None = None,
     describe: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data`` through :func:`amlab.training.train` (checkpoints in out)."""
-    loss = denoising_loss(data, labels, batch_size=batch_size, label_dropout=label_dropout)
+    loss = denoising_loss(
+        data, labels, batch_size=batch_size, label_dropout=label_dropout, log_normal=log_normal
+    )
     facts = {
         "model": type(model).__name__,
         "config": model.config(),
         "data_shape": list(torch.as_tensor(data).shape),
         "batch_size": batch_size,
         "label_dropout": label_dropout,
+        "log_normal": None if log_normal is None else list(log_normal),
         **(describe or {}),
     }
     return train(model, loss, config, out, resume=resume, on_step=on_step, describe=facts)
