@@ -143,6 +143,17 @@ def test_a_trained_energy_model_samples_the_two_points():
     assert 0.25 < (out.states[:, 0] > 0).float().mean() < 0.75  # both points, not one
 
 
+def test_loss_draws_everything_from_the_generator():
+    model = small_mlp(energy=False)
+    for log_normal in (None, (-1.2, 1.2)):
+        loss = denoising_loss(two_points(), batch_size=8, log_normal=log_normal)
+        first = loss(model, 0, torch.Generator().manual_seed(5))[0]
+        again = loss(model, 0, torch.Generator().manual_seed(5))[0]
+        other = loss(model, 0, torch.Generator().manual_seed(6))[0]
+        assert torch.equal(first, again) and not torch.equal(first, other)
+        assert torch.isfinite(first)
+
+
 def test_loss_and_model_input_checks():
     model = mlp(num_classes=2)
     x = states(model)

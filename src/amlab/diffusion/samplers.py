@@ -11,6 +11,9 @@ grad_x log p_t(x) (a denoiser's :meth:`~amlab.diffusion.Denoiser.score`, a close
 For a VE schedule the ODE step in log sigma is ``x <- x - h (x - D(x))`` with D the denoiser:
 a damped step towards the denoised state, which for K stored points is one attention
 (Hopfield) update of an LSE DenseAM (papers.md section 4).
+
+The samplers run without autograd (``torch.no_grad``); a score that needs gradients, such as
+an energy-parameterised network's, turns them on for itself.
 """
 
 from __future__ import annotations

@@ -63,11 +63,11 @@ class Grid:
     circle_starts: int = 21  # minima search from a starts x starts grid
     minima_steps: int = 1000
     # (c) digits
-    digit_sizes: tuple[int, ...] = (10, 30, 100, 300, 1000)
+    digit_sizes: tuple[int, ...] = (10, 50, 200, 1000)
     holdout: int = 297
     digit_channels: int = 32
     digit_blocks: int = 2
-    digit_steps: int = 3000
+    digit_steps: int = 4000
     digit_batch: int = 64
     digit_samples: int = 200
     digit_log_normal: tuple[float, float] = (-1.2, 1.2)  # EDM's noise-level distribution
@@ -376,7 +376,7 @@ def _section_circle(
                     k,
                     sigma,
                     f"{len(emp_min)} ({emp_min.num_emergent})",
-                    f"{net_min[0]} ({net_min[0] - net_min[1]})",
+                    f"{net_min[0]} ({net_min[0] - net_min[1]}); {net_min[2]:.0%} converged",
                     ring_dev["empirical"],
                     ring_dev["learned"],
                 ]
@@ -427,7 +427,7 @@ def _section_circle(
             "K",
             "sigma",
             "empirical minima (spurious)",
-            "learned minima (spurious)",
+            "learned minima (spurious); starts converged",
             "max abs(E - ½(R-1)²), empirical",
             "same, learned",
         ],
@@ -726,6 +726,16 @@ def _section_trajectory(
     flow = sample(
         empirical.score_fn(), schedule, start, steps=grid.sampler_steps, method="heun", record=True
     )
+    progress("reverse SDE", 0.3)
+    noisy = sample(
+        empirical.score_fn(),
+        schedule,
+        start,
+        steps=grid.sampler_steps,
+        method="euler_maruyama",
+        generator=g,
+        record=True,
+    )
     progress("descent", 0.5)
     plain = final.retrieve(
         start,
@@ -739,6 +749,7 @@ def _section_trajectory(
     dim = data.shape[1]
     e_flow = final.energy(flow.path.reshape(-1, dim)).reshape(n_flow, -1)
     e_plain = plain.energies
+    e_noisy = final.energy(noisy.path.reshape(-1, dim)).reshape(n_flow, -1)
     e_own = torch.stack(
         [empirical.energy(flow.path[i], float(t)) for i, t in enumerate(flow.times)]
     )
@@ -746,6 +757,7 @@ def _section_trajectory(
     idx_plain, d_plain = final.nearest(plain.states)
     rises_flow = _rises(e_flow)
     rises_plain = _rises(e_plain)
+    rises_noisy = _rises(e_noisy)
     same = (idx_flow == idx_plain).float().mean().item()
     metrics = {
         "final_distance_sampler": d_flow.mean().item(),
@@ -753,6 +765,8 @@ def _section_trajectory(
         "same_memory": same,
         "energy_rises_sampler": rises_flow.mean().item(),
         "energy_rises_descent": rises_plain.mean().item(),
+        "energy_rises_sde": rises_noisy.mean().item(),
+        "final_distance_sde": final.nearest(noisy.states)[1].mean().item(),
         "start_distance": final.nearest(start)[1].mean().item(),
         "example": {
             "final_distance_sampler": d_flow[0].item(),
@@ -766,6 +780,7 @@ def _section_trajectory(
     axes[0].plot(fx, e_flow[:, 0], "o-", ms=3, label="sampler path, energy of the final DenseAM")
     axes[0].plot(fx, e_own[:, 0], "--", label="sampler path, its own E_t")
     axes[0].plot(px, e_plain[:, 0], label="plain descent on the final DenseAM")
+    axes[0].plot(fx, e_noisy[:, 0], ":", label="reverse SDE path, energy of the final DenseAM")
     axes[0].set_yscale("symlog")
     axes[0].set_xlabel("fraction of the path")
     axes[0].set_ylabel("energy")
@@ -804,25 +819,31 @@ def _section_trajectory(
         f"denoiser (Heun, {grid.sampler_steps} steps, so beta_t grows from "
         f"{schedule.beta(1.0):.3g} to {schedule.beta(0.0):.3g}), and plain gradient descent "
         f"(step {grid.descent_step_size}, {grid.descent_steps} steps) on the DenseAM the sampler "
-        f"ends in, beta = 1/sigma_min^2 = {final.beta:g}. Energies are that final DenseAM's.",
+        f"ends in, beta = 1/sigma_min^2 = {final.beta:g}; and the reverse SDE (Euler-Maruyama, "
+        "same steps) from the same starts. Energies are that final DenseAM's. The ODE stops at "
+        "sigma_min, so its end points keep noise of size about sigma_min sqrt(D).",
     )
     report.table(
-        ["", "sampler", "plain descent"],
+        ["", "probability-flow ODE", "reverse SDE", "plain descent"],
         [
             [
                 "mean final distance to the nearest memory",
                 metrics["final_distance_sampler"],
+                metrics["final_distance_sde"],
                 metrics["final_distance_descent"],
             ],
             [
-                "mean number of steps where the final energy rises",
+                f"mean number of steps (of {n_flow - 1}, {n_flow - 1}, {n_plain - 1}) where the "
+                "final DenseAM's energy rises",
                 metrics["energy_rises_sampler"],
+                metrics["energy_rises_sde"],
                 metrics["energy_rises_descent"],
             ],
-            ["end at the same memory", f"{same:.0%}", f"{same:.0%}"],
+            ["ODE and descent end at the same memory", f"{same:.0%}", "", f"{same:.0%}"],
             [
                 "example start: final distance",
                 metrics["example"]["final_distance_sampler"],
+                "",
                 metrics["example"]["final_distance_descent"],
             ],
         ],
@@ -836,13 +857,17 @@ def _section_trajectory(
     report.claim(
         "Reverse diffusion is descent on a time-dependent energy; plain AM dynamics make E a "
         "Lyapunov function, diffusion trades that guarantee for noise and step-size schedules",
-        f"plain descent: energy rises in {metrics['energy_rises_descent']:.1f} steps on average; "
-        f"the sampler's path rises in the final energy in {metrics['energy_rises_sampler']:.1f} "
-        f"of {n_flow - 1} steps; both end on memories (mean distance "
-        f"{metrics['final_distance_sampler']:.3f} and {metrics['final_distance_descent']:.3f}), "
+        f"plain descent: the energy rises in {metrics['energy_rises_descent']:.1f} steps on "
+        f"average (a Lyapunov function); along the reverse SDE's path the same energy rises in "
+        f"{metrics['energy_rises_sde']:.1f} of {n_flow - 1} steps, along the (noise-free) ODE's "
+        f"in {metrics['energy_rises_sampler']:.1f}; ODE and descent end on memories (mean "
+        f"distance {metrics['final_distance_sampler']:.3f}, about sigma_min sqrt(D) = "
+        f"{grid.sigma_min * math.sqrt(dim):.3f}, and {metrics['final_distance_descent']:.2g}), "
         f"the same one for {same:.0%} of starts",
         "reproduced"
-        if metrics["energy_rises_descent"] == 0 and metrics["final_distance_sampler"] < 0.1
+        if metrics["energy_rises_descent"] == 0
+        and metrics["energy_rises_sde"] > 0
+        and metrics["final_distance_sampler"] < 2 * grid.sigma_min * math.sqrt(dim)
         else "partly",
     )
     progress("figures", 1.0)
