@@ -102,7 +102,7 @@ def test_bad_options_give_one_clear_error(args, message):
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("paper", ["lsr", "drdam"])
+@pytest.mark.parametrize("paper", ["lsr", "drdam", "diffusion"])
 def test_repro_with_a_missing_data_dir_fails_before_any_work(tmp_path, paper):
     out = tmp_path / paper
     result = runner.invoke(

@@ -151,6 +151,8 @@ PAPERS = {
     "lsr": "Epanechnikov (LSR) DenseAM: exact minima, emergent memories, log-likelihood.",
     "drdam": "DrDAM: the memory in a fixed-size random-feature tensor, its errors and retrieval.",
     "listops": "ListOps: fewest parameters per task mix, curriculum, embeddings, ablation.",
+    "diffusion": "Diffusion as associative memory: the optimal denoiser is a DenseAM; circle toy, "
+    "memorisation on digits, sampler vs descent.",
 }
 
 

@@ -1,0 +1,44 @@
+"""Diffusion models as associative memories (papers.md section 4).
+
+- :mod:`~amlab.diffusion.schedules`: VE and VP noise schedules.
+- :mod:`~amlab.diffusion.samplers`: probability-flow ODE (Euler, Heun) and reverse SDE
+  (Euler-Maruyama) samplers for any score function.
+- :class:`Denoiser`: D(x, t), its score and energy, classifier-free guidance.
+- :class:`EmpiricalDenoiser`: the exact denoiser of a finite set, an LSE DenseAM with
+  beta_t = 1 / s_t^2 (one denoising step is one attention update).
+- :class:`MLPDenoiser`, :class:`ConvDenoiser`: learned denoisers, optionally energy-
+  parameterised and class-conditional; :func:`train_denoiser` trains them with the shared loop.
+"""
+
+from amlab.diffusion.denoiser import NO_CLASS, Denoiser
+from amlab.diffusion.empirical import EmpiricalDenoiser
+from amlab.diffusion.loss import denoising_loss, train_denoiser
+from amlab.diffusion.networks import ConvDenoiser, LearnedDenoiser, MLPDenoiser
+from amlab.diffusion.samplers import SAMPLERS, Samples, ScoreFn, sample
+from amlab.diffusion.schedules import (
+    SCHEDULES,
+    Schedule,
+    VESchedule,
+    VPSchedule,
+    schedule_from_config,
+)
+
+__all__ = [
+    "ConvDenoiser",
+    "LearnedDenoiser",
+    "MLPDenoiser",
+    "denoising_loss",
+    "train_denoiser",
+    "NO_CLASS",
+    "Denoiser",
+    "EmpiricalDenoiser",
+    "SAMPLERS",
+    "SCHEDULES",
+    "Samples",
+    "Schedule",
+    "ScoreFn",
+    "VESchedule",
+    "VPSchedule",
+    "sample",
+    "schedule_from_config",
+]

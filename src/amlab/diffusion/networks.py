@@ -1,0 +1,257 @@
+"""Learned denoisers: a residual MLP (for points in a few dimensions) and a small conv net
+(for images), optionally class-conditional and optionally *energy-parameterised*.
+
+Both use the preconditioning of Karras et al. (EDM) in the scaled coordinates y = x_0 + s z:
+
+    c_in = 1 / sqrt(s^2 + sd^2),  c_skip = sd^2 / (s^2 + sd^2),  c_out = s sd / sqrt(s^2 + sd^2)
+
+with sd the data's standard deviation (``sigma_data``) and F the network's output (B, D):
+
+- ``energy=False``: the network *is* the denoiser, D(y) = c_skip y + c_out F(c_in y, s, class);
+- ``energy=True``: the network defines a scalar energy and the denoiser is its descent step,
+
+      E(y) = 1/2 ||y - G(y)||^2,  G = c_skip y + c_out F(c_in y, s, class),  D(y) = y - grad_y E
+
+  (the "L2" energy of Du et al. 2023), in the units of the empirical LSE energy E_t, so a
+  learned model has a landscape that can be plotted next to the DenseAM's and descended.
+
+Classes: an embedding with one extra row for "no class" (label -1), which classifier-free
+guidance uses as the unconditional model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from amlab.diffusion.denoiser import NO_CLASS, Denoiser
+from amlab.diffusion.schedules import Schedule, schedule_from_config
+from amlab.errors import AmlabError, check_positive, check_positive_int
+from amlab.io import load_model, save_model
+
+
+class NoiseEmbedding(nn.Module):
+    """Embedding (B, E) of the noise level through sines and cosines of log(s) / 4."""
+
+    def __init__(self, dim: int, frequencies: int = 16) -> None:
+        super().__init__()
+        self.register_buffer("freqs", math.pi * torch.logspace(0, 3, frequencies, base=2.0))
+        self.net = nn.Sequential(nn.Linear(2 * frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        angle = (s.log() / 4)[:, None] * self.freqs.to(s.dtype)
+        return self.net(torch.cat([angle.sin(), angle.cos()], 1))
+
+
+class LearnedDenoiser(Denoiser):
+    """Base of the networks: preconditioning, noise and class embeddings, energy option.
+
+    Subclasses build ``self.body(u (B, D), emb (B, E)) -> F (B, D)``.
+    """
+
+    def __init__(
+        self,
+        schedule: Schedule,
+        dim: int,
+        *,
+        energy: bool = False,
+        num_classes: int = 0,
+        sigma_data: float = 0.5,
+        embed_dim: int = 64,
+    ) -> None:
+        super().__init__(schedule, check_positive_int(dim, "dim"), num_classes)
+        check_positive_int(num_classes, "num_classes", allow_zero=True)
+        self.has_energy = bool(energy)
+        self.sigma_data = check_positive(sigma_data, "sigma_data")
+        self.embed_dim = check_positive_int(embed_dim, "embed_dim")
+        self.noise_embedding = NoiseEmbedding(self.embed_dim)
+        self.class_embedding = (
+            nn.Embedding(num_classes + 1, self.embed_dim) if num_classes > 0 else None
+        )
+
+    def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _reference(self) -> torch.Tensor:
+        return self.noise_embedding.freqs
+
+    def _preconditioned(self, y: torch.Tensor, s: float | torch.Tensor, labels):
+        """G = c_skip y + c_out F(c_in y, s, class) (B, D) and c_skip (B, 1)."""
+        s = torch.as_tensor(s, dtype=y.dtype, device=y.device).reshape(-1).expand(y.shape[0])
+        sd2 = self.sigma_data**2
+        c_in = (s * s + sd2).rsqrt()[:, None]
+        c_skip = sd2 / (s * s + sd2)[:, None]
+        c_out = s[:, None] * self.sigma_data * c_in
+        emb = self.noise_embedding(s)
+        if self.class_embedding is not None:
+            lab = torch.full((y.shape[0],), NO_CLASS, device=y.device) if labels is None else labels
+            emb = emb + self.class_embedding(lab + 1)
+        elif labels is not None:
+            raise AmlabError("this network is unconditional; pass labels=None.")
+        return c_skip * y + c_out * self.body(c_in * y, emb)
+
+    def denoise_scaled(
+        self, y: torch.Tensor, s: float | torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if not self.has_energy:
+            return self._preconditioned(y, s, labels)
+        create_graph = torch.is_grad_enabled()  # training differentiates through grad E
+        with torch.enable_grad():
+            state = y if y.requires_grad else y.detach().requires_grad_(True)
+            e = self.energy_scaled(state, s, labels)
+            (grad,) = torch.autograd.grad(e.sum(), state, create_graph=create_graph)
+        return y - grad
+
+    def energy_scaled(
+        self, y: torch.Tensor, s: float | torch.Tensor, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if not self.has_energy:
+            return super().energy_scaled(y, s, labels)
+        return 0.5 * ((y - self._preconditioned(y, s, labels)) ** 2).sum(1)
+
+    # -- saving --------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """JSON-able constructor arguments (the schedule as its config)."""
+        return {
+            "schedule": self.schedule.config(),
+            "energy": self.has_energy,
+            "num_classes": self.num_classes,
+            "sigma_data": self.sigma_data,
+            "embed_dim": self.embed_dim,
+            **self._body_config(),
+        }
+
+    def _body_config(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the weights (safetensors) and the configuration (JSON) into directory path."""
+        save_model(path, type(self).__name__, self.config(), self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LearnedDenoiser:
+        """Load a network written by :meth:`save`."""
+        config, tensors = load_model(path, cls.__name__)
+        try:
+            schedule = schedule_from_config(config.pop("schedule"))
+            model = cls(schedule=schedule, **config)
+            model.load_state_dict(tensors)
+        except (TypeError, KeyError, RuntimeError) as exc:
+            raise AmlabError(
+                f"the files in {path} do not fit {cls.__name__} ({exc}); re-save the model."
+            ) from None
+        return model
+
+
+class MLPDenoiser(LearnedDenoiser):
+    """A residual MLP denoiser for states (B, dim): ``layers`` blocks of width ``hidden``."""
+
+    def __init__(
+        self,
+        dim: int,
+        schedule: Schedule,
+        *,
+        hidden: int = 128,
+        layers: int = 3,
+        energy: bool = False,
+        num_classes: int = 0,
+        sigma_data: float = 0.5,
+        embed_dim: int = 64,
+    ) -> None:
+        super().__init__(
+            schedule,
+            dim,
+            energy=energy,
+            num_classes=num_classes,
+            sigma_data=sigma_data,
+            embed_dim=embed_dim,
+        )
+        self.hidden = check_positive_int(hidden, "hidden")
+        self.layers = check_positive_int(layers, "layers")
+        self.inp = nn.Linear(dim, hidden)
+        self.emb = nn.ModuleList(nn.Linear(self.embed_dim, hidden) for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+            )
+            for _ in range(layers)
+        )
+        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
+
+    def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.inp(u)
+        for block, proj in zip(self.blocks, self.emb, strict=True):
+            h = h + block(h + proj(emb))
+        return self.out(h)
+
+    def _body_config(self) -> dict[str, Any]:
+        return {"dim": self.dim, "hidden": self.hidden, "layers": self.layers}
+
+
+class ConvDenoiser(LearnedDenoiser):
+    """A small residual conv net for images of ``shape`` (H, W) or (C, H, W), flattened to
+    states (B, C*H*W); ``blocks`` residual blocks of ``channels`` 3x3 convolutions."""
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        schedule: Schedule,
+        *,
+        channels: int = 32,
+        blocks: int = 3,
+        energy: bool = False,
+        num_classes: int = 0,
+        sigma_data: float = 0.5,
+        embed_dim: int = 64,
+    ) -> None:
+        shape = tuple(int(v) for v in shape)
+        if len(shape) == 2:
+            shape = (1, *shape)
+        if len(shape) != 3 or min(shape) < 1:
+            raise AmlabError(f"shape must be (H, W) or (C, H, W); got {shape}.")
+        super().__init__(
+            schedule,
+            math.prod(shape),
+            energy=energy,
+            num_classes=num_classes,
+            sigma_data=sigma_data,
+            embed_dim=embed_dim,
+        )
+        self.shape = shape
+        self.channels = check_positive_int(channels, "channels")
+        self.num_blocks = check_positive_int(blocks, "blocks")
+        groups = math.gcd(8, channels)
+        self.inp = nn.Conv2d(shape[0], channels, 3, padding=1)
+        self.emb = nn.ModuleList(nn.Linear(self.embed_dim, channels) for _ in range(blocks))
+        self.first = nn.ModuleList(
+            nn.Sequential(
+                nn.GroupNorm(groups, channels),
+                nn.SiLU(),
+                nn.Conv2d(channels, channels, 3, padding=1),
+            )
+            for _ in range(blocks)
+        )
+        self.second = nn.ModuleList(
+            nn.Sequential(
+                nn.GroupNorm(groups, channels),
+                nn.SiLU(),
+                nn.Conv2d(channels, channels, 3, padding=1),
+            )
+            for _ in range(blocks)
+        )
+        self.out = nn.Sequential(
+            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, shape[0], 3, padding=1)
+        )
+
+    def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.inp(u.reshape(-1, *self.shape))
+        for first, second, proj in zip(self.first, self.second, self.emb, strict=True):
+            h = h + second(first(h) + proj(emb)[:, :, None, None])
+        return self.out(h).reshape(u.shape[0], -1)
+
+    def _body_config(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "channels": self.channels, "blocks": self.num_blocks}
