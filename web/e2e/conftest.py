@@ -51,9 +51,7 @@ class Offline:
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
 
     def _route(self, route):
         url = route.request.url
@@ -75,3 +73,11 @@ def offline(browser):
     session.context.close()
     assert session.blocked == [], f"the app tried to reach the network: {session.blocked}"
     assert session.errors == [], f"errors in the page: {session.errors}"
+
+
+def set_range(page, testid: str, value: float) -> None:
+    """Move a range input as a user's drag does (value, then an input event)."""
+    page.locator(f"[data-testid={testid}]").evaluate(
+        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+        str(value),
+    )

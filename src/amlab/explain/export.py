@@ -115,7 +115,7 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
         dense["lsr"].append(_dense_case(mem, x, "lsr", beta))
 
     minima = []
-    for m, beta in ((6, 10.0), (10, 25.0), (14, 40.0), (18, 60.0), (25, 12.0)):
+    for m, beta in ((6, 10.0), (10, 25.0), (14, 40.0), (18, 60.0), (25, 30.0)):
         mem = uniform(m, 2)
         found = lsr_minima(mem, beta)
         order = sorted(range(len(found)), key=lambda i: found.points[i].tolist())
