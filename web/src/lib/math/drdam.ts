@@ -20,6 +20,23 @@ function project(x: ArrayLike<number>, proj: Projections, j: number, root: numbe
   return h * root;
 }
 
+/** out[j] += scale cos h_j(x), out[Y + j] += scale sin h_j(x) for the first Y projections. */
+function addTrig(
+  out: Float64Array,
+  x: ArrayLike<number>,
+  proj: Projections,
+  y: number,
+  beta: number,
+  scale: number,
+): void {
+  const root = Math.sqrt(beta);
+  for (let j = 0; j < y; j++) {
+    const h = project(x, proj, j, root);
+    out[j] += Math.cos(h) * scale;
+    out[y + j] += Math.sin(h) * scale;
+  }
+}
+
 /** phi(x) (2Y,) for the first Y projections. */
 export function features(
   x: ArrayLike<number>,
@@ -28,13 +45,7 @@ export function features(
   beta: number,
 ): Float64Array {
   const phi = new Float64Array(2 * y);
-  const root = Math.sqrt(beta);
-  const norm = 1 / Math.sqrt(y);
-  for (let j = 0; j < y; j++) {
-    const h = project(x, proj, j, root);
-    phi[j] = Math.cos(h) * norm;
-    phi[y + j] = Math.sin(h) * norm;
-  }
+  addTrig(phi, x, proj, y, beta, 1 / Math.sqrt(y));
   return phi;
 }
 
@@ -49,15 +60,8 @@ export function featureSums(
   beta: number,
 ): Float64Array {
   const sums = new Float64Array(2 * y);
-  const root = Math.sqrt(beta);
-  const row = new Float64Array(mem.d);
   for (let mu = 0; mu < mem.m; mu++) {
-    for (let k = 0; k < mem.d; k++) row[k] = mem.data[mu * mem.d + k];
-    for (let j = 0; j < y; j++) {
-      const h = project(row, proj, j, root);
-      sums[j] += Math.cos(h);
-      sums[y + j] += Math.sin(h);
-    }
+    addTrig(sums, mem.data.subarray(mu * mem.d, (mu + 1) * mem.d), proj, y, beta, 1);
   }
   return sums;
 }

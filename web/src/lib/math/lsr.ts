@@ -41,6 +41,29 @@ export function lsrEnergyFromZ(z: number, beta: number, eps = 0): number {
   return eps + z > 0 ? -Math.log(eps + z) / beta : Infinity;
 }
 
+/**
+ * Energy and a descent direction from one pass: the gradient sum_active (x - xi) / (eps + Z)
+ * (`centroid` false), or LSR's exact solver x - centroid(active set), taken with step 1
+ * (`centroid` true, amlab.models.DenseAM's "fixed_point"); zero outside every support.
+ */
+function lsrOracle(
+  x: ArrayLike<number>,
+  mem: Memories,
+  beta: number,
+  eps: number,
+  weights: Float64Array | undefined,
+  centroid: boolean,
+): EnergyGrad & LsrStats {
+  const stats = lsrStats(x, mem, beta, weights);
+  const { z, count, activeSum } = stats;
+  const grad = new Float64Array(mem.d);
+  if (count > 0) {
+    const denom = centroid ? count : Math.max(eps + z, Number.MIN_VALUE);
+    for (let k = 0; k < mem.d; k++) grad[k] = (count * x[k] - activeSum[k]) / denom;
+  }
+  return { ...stats, energy: lsrEnergyFromZ(z, beta, eps), grad };
+}
+
 export function lsrEnergyGrad(
   x: ArrayLike<number>,
   mem: Memories,
@@ -48,20 +71,9 @@ export function lsrEnergyGrad(
   eps = 0,
   weights?: Float64Array,
 ): EnergyGrad & LsrStats {
-  const stats = lsrStats(x, mem, beta, weights);
-  const { z, count, activeSum } = stats;
-  const grad = new Float64Array(mem.d);
-  if (count > 0) {
-    const denom = Math.max(eps + z, Number.MIN_VALUE);
-    for (let k = 0; k < mem.d; k++) grad[k] = (count * x[k] - activeSum[k]) / denom;
-  }
-  return { ...stats, energy: lsrEnergyFromZ(z, beta, eps), grad };
+  return lsrOracle(x, mem, beta, eps, weights, false);
 }
 
-/**
- * LSR's exact solver as a descent direction: x - centroid(active set), taken with step 1
- * (zero outside every support), as amlab.models.DenseAM's "fixed_point" method.
- */
 export function lsrFixedPointDirection(
   x: ArrayLike<number>,
   mem: Memories,
@@ -69,10 +81,5 @@ export function lsrFixedPointDirection(
   eps = 0,
   weights?: Float64Array,
 ): EnergyGrad & LsrStats {
-  const stats = lsrStats(x, mem, beta, weights);
-  const dir = new Float64Array(mem.d);
-  if (stats.count > 0) {
-    for (let k = 0; k < mem.d; k++) dir[k] = x[k] - stats.activeSum[k] / stats.count;
-  }
-  return { ...stats, energy: lsrEnergyFromZ(stats.z, beta, eps), grad: dir };
+  return lsrOracle(x, mem, beta, eps, weights, true);
 }
