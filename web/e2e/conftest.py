@@ -1,17 +1,18 @@
-"""Browser tests of the explainer: `amlab explain`'s server, Debian's headless Chromium driven by
-Playwright, and every request that does not go to 127.0.0.1 aborted (and recorded), which
-proves the app works offline. Screenshots go to web/test-artifacts/ (git-ignored)."""
+"""Browser tests of the explainer: the app served by `amlab explain`, Debian's headless
+Chromium driven by Playwright, and every request that does not go to 127.0.0.1 aborted (and
+recorded), which proves the app works offline. Screenshots go to web/test-artifacts/
+(git-ignored)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
-
-from amlab.explain import serve
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 CHROMIUM = os.environ.get("AMLAB_CHROMIUM", "/usr/bin/chromium")
@@ -20,10 +21,19 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 @pytest.fixture(scope="session")
 def base_url():
-    server = serve(0, background=True)
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    """The app as a user gets it: `amlab explain --port 0 --no-browser` in its own process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amlab.cli", "explain", "--port", "0", "--no-browser"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stderr.readline()
+    if "serving http://127.0.0.1:" not in line:
+        proc.kill()
+        raise RuntimeError(f"amlab explain did not start: {line}{proc.stderr.read()}")
+    yield line.split("serving ")[1].split()[0]
+    proc.terminate()
+    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +86,12 @@ def offline(browser):
 
 
 def set_range(page, testid: str, value: float) -> None:
-    """Move a range input as a user's drag does (value, then an input event)."""
+    """Move a range input as a user's drag does: value, input event, change on release."""
     page.locator(f"[data-testid={testid}]").evaluate(
-        "(el, v) => { el.value = v; el.dispatchEvent(new Event('input', {bubbles: true})); }",
+        """(el, v) => {
+            el.value = v;
+            el.dispatchEvent(new Event('input', {bubbles: true}));
+            el.dispatchEvent(new Event('change', {bubbles: true}));
+        }""",
         str(value),
     )

@@ -91,6 +91,13 @@ def test_lsr_exact_solver_and_active_set(offline, base_url):
     expected = am.retrieve(x0, method="fixed_point", steps=2)
     torch.testing.assert_close(state(page), expected.states, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(energies(page), expected.energies.numpy(), rtol=1e-9)
+
+    # fewer memories: the active set is counted over the first 200 only
+    set_range(page, "count", 200)
+    expect(page.locator("[data-testid=step-count]")).to_have_text("0")
+    x0 = state(page)
+    active = int(((mem[:200] - x0) ** 2).sum(1).lt(2 / 0.15).sum())
+    assert int(page.text_content("[data-testid=active-count]")) == active
     offline.screenshot("images-lsr")
 
 
