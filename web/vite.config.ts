@@ -26,6 +26,10 @@ export default defineConfig({
     emptyOutDir: true,
     assetsInlineLimit: 0,
     reportCompressedSize: false,
+    // KaTeX (the equations) in its own chunk, shared by the views
+    rollupOptions: {
+      output: { manualChunks: (id) => (id.includes("node_modules/katex/") ? "katex" : undefined) },
+    },
   },
   test: { include: ["src/**/*.test.ts"] },
 });
