@@ -96,6 +96,10 @@ def _dense_case(mem: torch.Tensor, x: torch.Tensor, energy: str, beta: float) ->
         case["attention_next"] = _rows(am.retrieve(x, method="attention", steps=1).states)
     else:
         case["fixed_point_next"] = _rows(am.retrieve(x, method="fixed_point", steps=1).states)
+        # the whole exact solve: it stops when the state repeats exactly
+        run = am.retrieve(x, method="fixed_point", steps=100)
+        case["fixed_point_steps"] = run.steps.tolist()
+        case["fixed_point_end"] = _rows(run.states)
     return case
 
 

@@ -57,8 +57,11 @@ function lsrOracle(
   const stats = lsrStats(x, mem, beta, weights);
   const { z, count, activeSum } = stats;
   const grad = new Float64Array(mem.d);
-  if (count > 0) {
-    const denom = centroid ? count : Math.max(eps + z, Number.MIN_VALUE);
+  if (count > 0 && centroid) {
+    // x - mean, as amlab computes it: exactly zero at a fixed point, where the solver stops
+    for (let k = 0; k < mem.d; k++) grad[k] = x[k] - activeSum[k] / count;
+  } else if (count > 0) {
+    const denom = Math.max(eps + z, Number.MIN_VALUE);
     for (let k = 0; k < mem.d; k++) grad[k] = (count * x[k] - activeSum[k]) / denom;
   }
   return { ...stats, energy: lsrEnergyFromZ(z, beta, eps), grad };

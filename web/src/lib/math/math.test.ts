@@ -5,6 +5,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import {
+  descend,
   descentStep,
   featureSums,
   featureTensor,
@@ -58,6 +59,16 @@ describe("LSR energy", () => {
         close(descentStep(x, grad, c.gd_step_size), c.gd_next[i]);
         const fixed = lsrFixedPointDirection(x, mem, c.beta);
         close(descentStep(x, fixed.grad, 1), c.fixed_point_next[i]);
+      });
+    });
+  }
+  for (const [n, c] of vectors.lsr.entries()) {
+    it(`case ${n}: the exact solver stops where amlab's does, after as many steps`, () => {
+      const mem = memories(c.memories);
+      c.x.forEach((x: number[], i: number) => {
+        const path = descend((s) => lsrFixedPointDirection(s, mem, c.beta), x, 100, 1, 0);
+        expect(path.states.length - 1).toBe(c.fixed_point_steps[i]);
+        close(path.states[path.states.length - 1], c.fixed_point_end[i]);
       });
     });
   }
