@@ -85,7 +85,7 @@ def offline(browser):
     assert session.errors == [], f"errors in the page: {session.errors}"
 
 
-def set_range(page, testid: str, value: float) -> None:
+def move_range(page, testid: str, value: float) -> None:
     """Move a range input as a user's drag does: value, input event, change on release."""
     page.locator(f"[data-testid={testid}]").evaluate(
         """(el, v) => {
@@ -95,3 +95,8 @@ def set_range(page, testid: str, value: float) -> None:
         }""",
         str(value),
     )
+
+
+@pytest.fixture
+def set_range():
+    return move_range

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import torch
-from conftest import set_range
 from playwright.sync_api import expect
 
 from amlab.data import digits
@@ -45,8 +44,8 @@ def open_images(offline, base_url, model="lse"):
     return offline.page
 
 
-def test_lse_completion_steps_are_amlabs(offline, base_url):
-    page = open_images(offline, base_url)
+def test_lse_completion_steps_are_amlabs(offline, base_url, set_range):
+    page = open_images(offline, base_url, set_range)
     mem = memories()
     page.click("[data-testid=digit-3]")
     set_range(page, "sigma", 0)
@@ -78,7 +77,7 @@ def test_lse_completion_steps_are_amlabs(offline, base_url):
     offline.screenshot("images-lse")
 
 
-def test_lsr_exact_solver_and_active_set(offline, base_url):
+def test_lsr_exact_solver_and_active_set(offline, base_url, set_range):
     page = open_images(offline, base_url, "lsr")
     mem = memories()
     page.click("[data-testid=digit-7]")
@@ -101,7 +100,7 @@ def test_lsr_exact_solver_and_active_set(offline, base_url):
     offline.screenshot("images-lsr")
 
 
-def test_drdam_feature_slider_and_energy(offline, base_url):
+def test_drdam_feature_slider_and_energy(offline, base_url, set_range):
     page = open_images(offline, base_url, "drdam")
     mem = memories()
     set_range(page, "features", 8)

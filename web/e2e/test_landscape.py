@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import torch
-from conftest import set_range
 from playwright.sync_api import expect
 
 from amlab.analysis import lsr_minima
@@ -53,7 +52,7 @@ def test_lsr_minima_counts_equal_python_for_random_memories(offline, base_url):
     offline.screenshot("landscape-random")
 
 
-def test_controls_add_memory_change_beta_drag_query(offline, base_url):
+def test_controls_add_memory_change_beta_drag_query(offline, base_url, set_range):
     memories = [[0.2, 0.25], [0.34, 0.31], [0.27, 0.45], [0.7, 0.72], [0.8, 0.62]]
     page = open_landscape(offline, base_url, memories, 25)
     assert_minima_match_python(page)
