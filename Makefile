@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # This machine has a CPU build of torch 2.13.0 on disk; the package itself asks only torch>=2.3.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test fuzz lint bench clean
+.PHONY: setup demo test fuzz lint bench clean web web-test browser-deps
 
 setup: $(STAMP)
 
@@ -19,10 +19,12 @@ $(STAMP): pyproject.toml Makefile
 
 demo: setup
 	$(BIN)/amlab retrieve --out runs/demo
+	$(BIN)/amlab explain
 
-test: setup
+test: setup web-test browser-deps
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest web/e2e
 
 fuzz: setup
 	AMLAB_FUZZ_PROFILE=explore $(BIN)/python -m pytest tests/test_fuzz.py
@@ -31,8 +33,44 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup
+bench: setup browser-deps
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf web/node_modules web/public/data web/test-vectors web/test-artifacts
+
+# -- the browser explainer: web/ (Svelte + TypeScript) built into src/amlab/explain/static ------
+# The build is committed, so `pip install` and `make demo` need no node; `make test` rebuilds it
+# from web/ and the exported data, runs vitest, then the browser tests (Playwright + Chromium).
+NPM_STAMP    := web/node_modules/.installed
+PW_STAMP     := $(VENV)/.playwright
+CHROMIUM     := /usr/bin/chromium
+EXPORTED     := web/test-vectors/.exported
+
+$(NPM_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || { echo "installing node and npm (apt)"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# the app's data (web/public/data) and the test vectors of its math, from the Python package
+$(EXPORTED): $(STAMP) $(shell find src/amlab -name '*.py')
+	$(BIN)/amlab export --out web/public/data --vectors web/test-vectors/vectors.json
+	touch $@
+
+web: $(NPM_STAMP) $(EXPORTED)
+	cd web && npm run --silent build -- --logLevel warn
+	@if [ -n "$$CI" ] && git rev-parse --git-dir >/dev/null 2>&1 && [ -n "$$(git status --porcelain -- src/amlab/explain/static)" ]; then \
+		echo "error: the committed build in src/amlab/explain/static is stale: run make web and commit it"; exit 1; fi
+
+web-test: web
+	cd web && npx vitest run
+
+$(CHROMIUM):
+	apt-get update -qq && apt-get install -y -qq chromium
+
+$(PW_STAMP): $(STAMP)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e ".[browser]"
+	touch $@
+
+browser-deps: $(CHROMIUM) $(PW_STAMP)

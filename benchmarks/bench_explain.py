@@ -1,0 +1,146 @@
+"""The explainer in headless Chromium: time to the first interactive view, time per descent
+step with 1,000 digit memories, and the size of the built app.
+
+- first interactive: a fresh browser context (cold cache) opens #/<view>; the time is the
+  page's performance.now() (milliseconds since navigation start) when the view marks itself
+  ready (data-ready=true: data loaded, first landscape or first state computed). Median of
+  --repeats loads.
+- per step: the images view with M = 1000 stored digits plays (one step per animation frame)
+  from 8 noisy queries; "step" is what the page times itself (the update x <- x - h d plus the
+  model's energy and direction at the new x), averaged over up to 60 steps of each run; also
+  the steps per second the animation reached (it is capped by the display's frame rate).
+- bundle: bytes of JS and CSS in the build (raw and gzip), fonts and data apart.
+
+    python benchmarks/bench_explain.py [--json] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import time
+
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+from amlab.explain import STATIC_DIR, serve
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+def offline_page(browser):
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    context.route(
+        "**/*",
+        lambda route: (
+            route.continue_()
+            if route.request.url.startswith(("http://127.0.0.1:", "data:"))
+            else route.abort()
+        ),
+    )
+    return context, context.new_page()
+
+
+def first_interactive(browser, url: str, selector: str) -> float:
+    context, page = offline_page(browser)
+    page.goto(url)
+    page.wait_for_function(f"document.querySelector('{selector}')", polling="raf")
+    ms = page.evaluate("performance.now()")
+    context.close()
+    return ms
+
+
+def step_time(browser, url: str, model: str, runs: int = 8) -> dict:
+    """Play from `runs` noisy queries (seeds 0..runs-1), each until it stops or for 2 s."""
+    context, page = offline_page(browser)
+    # a small step keeps gradient descent going; LSR's exact solver stops after a few steps
+    page.goto(f"{url}#/images?model={model}&n=1000&eta=0.02&sigma=0.5")
+    page.wait_for_selector("[data-testid=images][data-ready=true]", timeout=60_000)
+    timed_ms, timed_steps, steps, wall = 0.0, 0, 0, 0.0
+    for seed in range(runs):
+        page.fill("[data-testid=seed]", str(seed))
+        page.wait_for_function(
+            "document.querySelector('[data-testid=step-count]').textContent === '0'"
+        )
+        t0 = time.perf_counter()
+        page.click("[data-testid=play]")
+        try:
+            page.wait_for_selector("[data-testid=step]:disabled", timeout=2000)
+        except PlaywrightTimeout:
+            page.click("[data-testid=play]")  # pause
+        wall += time.perf_counter() - t0
+        n = int(page.text_content("[data-testid=step-count]"))
+        ms = float(page.text_content("[data-testid=step-ms]").split()[0])
+        timed_ms += ms * min(n, 60)  # the page averages its last 60 steps
+        timed_steps += min(n, 60)
+        steps += n
+    context.close()
+    return {"ms_per_step": timed_ms / timed_steps, "steps": steps, "steps_per_s": steps / wall}
+
+
+def bundle_sizes() -> dict:
+    sizes: dict[str, dict[str, int]] = {}
+    for path in STATIC_DIR.rglob("*"):
+        if not path.is_file():
+            continue
+        kind = {".js": "js", ".css": "css", ".woff2": "fonts", ".html": "html"}.get(
+            path.suffix, "data"
+        )
+        raw = path.read_bytes()
+        entry = sizes.setdefault(kind, {"bytes": 0, "gzip_bytes": 0, "files": 0})
+        entry["bytes"] += len(raw)
+        entry["gzip_bytes"] += len(gzip.compress(raw, 9))
+        entry["files"] += 1
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    server = serve(0, background=True)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    result: dict = {"bundle": bundle_sizes(), "first_interactive_ms": {}, "step": {}}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        for view in ("landscape", "images"):
+            times = [
+                first_interactive(
+                    browser, f"{url}#/{view}", f"[data-testid={view}][data-ready=true]"
+                )
+                for _ in range(args.repeats)
+            ]
+            result["first_interactive_ms"][view] = {
+                "median": statistics.median(times),
+                "min": min(times),
+                "max": max(times),
+            }
+        for model in ("lse", "lsr", "drdam"):
+            result["step"][model] = step_time(browser, url, model)
+        browser.close()
+    server.shutdown()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    for kind, size in result["bundle"].items():
+        print(
+            f"bundle {kind}: {size['bytes'] / 1024:.1f} KiB raw, "
+            f"{size['gzip_bytes'] / 1024:.1f} KiB gzip, {size['files']} files"
+        )
+    for view, t in result["first_interactive_ms"].items():
+        print(
+            f"first interactive #{view}: median {t['median']:.0f} ms "
+            f"(min {t['min']:.0f}, max {t['max']:.0f})"
+        )
+    for model, s in result["step"].items():
+        print(
+            f"step, M=1000 digits, {model}: {s['ms_per_step']:.3f} ms/step; "
+            f"play reached {s['steps_per_s']:.0f} steps/s"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""What the explainer needs from the Python package, written as JSON and raw float32.
+
+- :func:`export_app_data`: the data the app computes with (the embedded digits and the
+  DrDAM random projections), so the browser and the Python models share their numbers.
+- :func:`export_test_vectors`: energies, gradients, one descent step, LSR minima and DrDAM
+  features computed here, against which the app's TypeScript math is tested (vitest).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from amlab.analysis.minima import lsr_minima
+from amlab.data.images import digits
+from amlab.energy.random_features import draw_projections, features
+from amlab.errors import check_positive_int
+from amlab.io import atomic_write
+from amlab.models import DenseAM, RandomFeatureAM
+
+#: DrDAM projections shipped with the app; the feature slider uses the first Y rows of S.
+MAX_FEATURES = 4096
+PROJECTION_SEED = 0
+
+
+def _write_json(path: Path, value: Any) -> None:
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> list[Path]:
+    """Write ``digits.json``, ``projections.bin`` and ``manifest.json`` into ``out``.
+
+    digits.json: the 1797 embedded 8x8 digits as pixel counts 0..16 (the app divides by 16,
+    as :func:`amlab.data.digits` does). projections.bin: S ~ N(0, I) (max_features, 64) of
+    :func:`amlab.energy.random_features.draw_projections` with seed 0, float32 little-endian.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    max_features = check_positive_int(max_features, "max_features")
+    data = digits(dtype=torch.float64)
+    counts = torch.round(data.images * 16).to(torch.int64)
+    _write_json(
+        out / "digits.json",
+        {
+            "shape": list(data.shape),
+            "scale": 16,
+            "labels": data.labels.tolist(),
+            "pixels": counts.reshape(-1).tolist(),
+        },
+    )
+    S, _ = draw_projections(data.images.shape[1], max_features, PROJECTION_SEED)
+    raw = S.numpy().astype("<f4").tobytes()
+    atomic_write(out / "projections.bin", lambda tmp: Path(tmp).write_bytes(raw))
+    manifest = {
+        "digits": {"file": "digits.json", "count": len(data), "shape": list(data.shape)},
+        "projections": {
+            "file": "projections.bin",
+            "rows": max_features,
+            "dim": int(S.shape[1]),
+            "seed": PROJECTION_SEED,
+            "dtype": "float32",
+            "kernel": "sincos",
+        },
+    }
+    _write_json(out / "manifest.json", manifest)
+    return [out / name for name in ("digits.json", "projections.bin", "manifest.json")]
+
+
+def _rows(t: torch.Tensor) -> list:
+    return t.tolist()
+
+
+def _finite_or_none(t: torch.Tensor) -> list:
+    """Energies as a list, +inf (LSR outside every support) as None."""
+    return [v if math.isfinite(v) else None for v in t.tolist()]
+
+
+def _dense_case(mem: torch.Tensor, x: torch.Tensor, energy: str, beta: float) -> dict:
+    am = DenseAM(mem, energy=energy, beta=beta)
+    e, g = am.energy_and_grad(x)
+    case = {
+        "memories": _rows(mem),
+        "beta": beta,
+        "x": _rows(x),
+        "energy": _finite_or_none(e),
+        "grad": _rows(g),
+        "gd_step_size": 0.1,
+        "gd_next": _rows(am.retrieve(x, method="gd", steps=1, step_size=0.1).states),
+    }
+    if energy == "lse":
+        case["attention_next"] = _rows(am.retrieve(x, method="attention", steps=1).states)
+    else:
+        case["fixed_point_next"] = _rows(am.retrieve(x, method="fixed_point", steps=1).states)
+        # the whole exact solve: it stops when the state repeats exactly
+        run = am.retrieve(x, method="fixed_point", steps=100)
+        case["fixed_point_steps"] = run.steps.tolist()
+        case["fixed_point_end"] = _rows(run.states)
+    return case
+
+
+def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
+    """Write the test vectors (one JSON file) for the app's math; float64 throughout."""
+    g = torch.Generator().manual_seed(check_positive_int(seed, "seed", allow_zero=True))
+    f64 = torch.float64
+
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=g, dtype=f64)
+
+    dense = {"lse": [], "lsr": []}
+    for m, d, beta in ((5, 2, 8.0), (12, 2, 30.0), (20, 7, 2.0), (40, 64, 3.0)):
+        mem = uniform(m, d)
+        x = torch.cat([mem[:2] + 0.05 * uniform(2, d), uniform(4, d)])
+        dense["lse"].append(_dense_case(mem, x, "lse", beta))
+        dense["lsr"].append(_dense_case(mem, x, "lsr", beta))
+
+    minima = []
+    for m, beta in ((6, 10.0), (10, 25.0), (14, 40.0), (18, 60.0), (25, 30.0)):
+        mem = uniform(m, 2)
+        found = lsr_minima(mem, beta)
+        order = sorted(range(len(found)), key=lambda i: found.points[i].tolist())
+        minima.append(
+            {
+                "memories": _rows(mem),
+                "beta": beta,
+                "points": [found.points[i].tolist() for i in order],
+                "supports": [found.supports[i].nonzero().squeeze(1).tolist() for i in order],
+                "stored": found.num_stored,
+                "emergent": found.num_emergent,
+            }
+        )
+
+    drdam = []
+    for m, d, num_features, beta in ((6, 3, 16, 2.0), (30, 64, 256, 3.0)):
+        mem = uniform(m, d)
+        x = torch.cat([mem[:2] + 0.05 * uniform(2, d), uniform(2, d)])
+        rf = RandomFeatureAM(d, num_features, beta, seed=seed, dtype=f64).add(mem)
+        e, grad = rf.energy_and_grad(x)
+        drdam.append(
+            {
+                "memories": _rows(mem),
+                "beta": beta,
+                "kernel": rf.kernel,
+                "eps": rf.eps,
+                "S": _rows(rf.S),
+                "x": _rows(x),
+                "features": _rows(features(x, rf.S, rf.b, beta, rf.kernel)),
+                "T": _rows(rf.T),
+                "energy": _rows(e),
+                "grad": _rows(grad),
+                "gd_step_size": 0.1,
+                "gd_next": _rows(rf.retrieve(x, steps=1, step_size=0.1).states),
+            }
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(path, {"seed": seed, **dense, "lsr_minima": minima, "drdam": drdam})
+    return path

@@ -1,0 +1,157 @@
+"""amlab.explain: the exported data and test vectors, the server, the CLI commands.
+
+The app itself is tested in the browser (web/e2e, `make test`) and its math by vitest against
+the vectors checked here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from amlab.analysis.minima import lsr_minima_brute_force
+from amlab.cli import app
+from amlab.data import digits
+from amlab.energy.lse import lse_energy
+from amlab.energy.random_features import draw_projections
+from amlab.errors import AmlabError
+from amlab.explain import STATIC_DIR, export_app_data, export_test_vectors, serve
+from amlab.explain.export import MAX_FEATURES, PROJECTION_SEED
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory):
+    path = export_test_vectors(tmp_path_factory.mktemp("vectors") / "vectors.json")
+    return json.loads(path.read_text())
+
+
+def test_app_data_is_the_packages_data(tmp_path):
+    export_app_data(tmp_path, max_features=64)
+    raw = json.loads((tmp_path / "digits.json").read_text())
+    images = torch.tensor(raw["pixels"], dtype=torch.float64).reshape(-1, 64) / raw["scale"]
+    data = digits(dtype=torch.float64)
+    assert torch.equal(images, data.images) and raw["labels"] == data.labels.tolist()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    info = manifest["projections"]
+    assert (info["rows"], info["dim"], info["seed"]) == (64, 64, PROJECTION_SEED)
+    S = np.frombuffer((tmp_path / info["file"]).read_bytes(), dtype="<f4").reshape(64, 64)
+    assert np.array_equal(S, draw_projections(64, 64, PROJECTION_SEED)[0].numpy())
+
+
+def test_shipped_data_matches_an_export(tmp_path):
+    """The committed build carries the data the current package exports."""
+    export_app_data(tmp_path)
+    for name in ("digits.json", "manifest.json", "projections.bin"):
+        assert (STATIC_DIR / "data" / name).read_bytes() == (tmp_path / name).read_bytes(), name
+    assert json.loads((tmp_path / "manifest.json").read_text())["projections"]["rows"] == (
+        MAX_FEATURES
+    )
+
+
+def test_vectors_lse_gradients_are_autograd(vectors):
+    for case in vectors["lse"]:
+        mem = torch.tensor(case["memories"], dtype=torch.float64)
+        x = torch.tensor(case["x"], dtype=torch.float64, requires_grad=True)
+        energy = lse_energy(x, mem, case["beta"])
+        (grad,) = torch.autograd.grad(energy.sum(), x)
+        np.testing.assert_allclose(case["energy"], energy.detach().numpy(), rtol=1e-12)
+        np.testing.assert_allclose(case["grad"], grad.numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(
+            case["gd_next"], (x - 0.1 * grad).detach().numpy(), rtol=1e-9, atol=1e-12
+        )
+
+
+def test_vectors_lsr_minima_are_the_brute_force_ones(vectors):
+    assert sum(case["emergent"] for case in vectors["lsr_minima"]) > 0
+    for case in vectors["lsr_minima"][:4]:  # M <= 18: 2^M subsets
+        oracle = lsr_minima_brute_force(case["memories"], case["beta"])
+        assert (case["stored"], case["emergent"]) == (oracle.num_stored, oracle.num_emergent)
+        want = sorted(tuple(s.nonzero().squeeze(1).tolist()) for s in oracle.supports)
+        assert sorted(tuple(s) for s in case["supports"]) == want
+
+
+def test_vectors_lsr_cover_both_sides_of_the_supports(vectors):
+    energies = [e for case in vectors["lsr"] for e in case["energy"]]
+    assert None in energies and any(e is not None for e in energies)
+
+
+def test_vectors_drdam_energy_is_the_feature_formula(vectors):
+    for case in vectors["drdam"]:
+        phi = torch.tensor(case["features"], dtype=torch.float64)
+        T = torch.tensor(case["T"], dtype=torch.float64)
+        expected = -torch.log((phi @ T).clamp_min(case["eps"])) / case["beta"]
+        np.testing.assert_allclose(case["energy"], expected.numpy(), rtol=1e-10)
+
+
+def test_serve_serves_the_built_app():
+    server = serve(0, background=True)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        with urllib.request.urlopen(url) as response:
+            assert b'<div id="app">' in response.read()
+        with urllib.request.urlopen(url + "data/manifest.json") as response:
+            assert response.headers["Content-Type"] == "application/json"
+        scripts = list((STATIC_DIR / "assets").glob("*.js"))
+        with urllib.request.urlopen(url + f"assets/{scripts[0].name}") as response:
+            assert response.headers["Content-Type"] == "text/javascript"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("port", [-1, 70000, "http"])
+def test_serve_rejects_bad_ports(port):
+    with pytest.raises(AmlabError, match="port"):
+        serve(port)
+
+
+def test_serve_needs_a_build(tmp_path):
+    with pytest.raises(AmlabError, match="make web"):
+        serve(0, tmp_path)
+
+
+def test_serve_reports_a_taken_port():
+    first = serve(0, background=True)
+    try:
+        with pytest.raises(AmlabError, match="--port"):
+            serve(first.server_address[1])
+    finally:
+        first.shutdown()
+        first.server_close()
+
+
+def test_cli_explain_serves_until_stopped():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "amlab.cli", "explain", "--port", "0", "--no-browser"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stderr.readline()
+        assert "serving http://127.0.0.1:" in line
+        url = line.split("serving ")[1].split()[0]
+        with urllib.request.urlopen(url) as response:
+            assert response.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_cli_export_writes_data_and_vectors(tmp_path):
+    result = CliRunner().invoke(
+        app, ["export", "--out", str(tmp_path / "data"), "--vectors", str(tmp_path / "v.json")]
+    )
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "data" / "projections.bin").stat().st_size == MAX_FEATURES * 64 * 4
+    assert set(json.loads((tmp_path / "v.json").read_text())) >= {"lse", "lsr", "lsr_minima"}
+
+
+def test_cli_explain_bad_port_is_a_clean_error():
+    result = CliRunner().invoke(app, ["explain", "--port", "70000", "--no-browser"])
+    assert result.exit_code == 2 and "port" in result.output

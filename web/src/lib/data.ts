@@ -1,0 +1,49 @@
+/** The data `amlab export` writes into public/data/, loaded once per page. */
+import type { Projections } from "./math";
+
+export interface Digits {
+  /** (N, D) pixel values in [0, 1] (counts / 16, as amlab.data.digits) */
+  images: Float64Array;
+  labels: number[];
+  count: number;
+  dim: number;
+  shape: [number, number];
+}
+
+let manifest: Promise<Record<string, Record<string, unknown>>> | null = null;
+let digits: Promise<Digits> | null = null;
+let projections: Promise<Projections> | null = null;
+
+async function fetchOk(file: string): Promise<Response> {
+  const response = await fetch(`data/${file}`);
+  if (!response.ok) throw new Error(`data/${file}: HTTP ${response.status} (run \`amlab export\`)`);
+  return response;
+}
+
+function getManifest() {
+  manifest ??= fetchOk("manifest.json").then((r) => r.json());
+  return manifest;
+}
+
+export function loadDigits(): Promise<Digits> {
+  digits ??= fetchOk("digits.json")
+    .then((r) => r.json())
+    .then((raw: { shape: [number, number]; scale: number; labels: number[]; pixels: number[] }) => {
+      const dim = raw.shape[0] * raw.shape[1];
+      const images = Float64Array.from(raw.pixels, (p) => p / raw.scale);
+      return { images, labels: raw.labels, count: raw.labels.length, dim, shape: raw.shape };
+    });
+  return digits;
+}
+
+/** DrDAM's projections S (rows, D) as float32, drawn by amlab with the manifest's seed. */
+export function loadProjections(): Promise<Projections> {
+  projections ??= getManifest().then(async (m) => {
+    const info = m.projections as { file: string; rows: number; dim: number };
+    const buffer = await (await fetchOk(info.file)).arrayBuffer();
+    const S = new Float32Array(buffer);
+    if (S.length !== info.rows * info.dim) throw new Error("projections.bin does not match manifest.json");
+    return { S, rows: info.rows, d: info.dim };
+  });
+  return projections;
+}

@@ -1,0 +1,127 @@
+/**
+ * The app's math against vectors computed by the Python package (`amlab export --vectors`):
+ * energies, gradients, one descent step, LSR minima and DrDAM features, to float32 tolerance.
+ */
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import {
+  descend,
+  descentStep,
+  featureSums,
+  featureTensor,
+  features,
+  lseEnergyGrad,
+  lsrEnergyGrad,
+  lsrFixedPointDirection,
+  lsrMinima,
+  memories,
+  rfEnergyGrad,
+} from "./index";
+
+const path = new URL("../../../test-vectors/vectors.json", import.meta.url);
+const vectors = JSON.parse(readFileSync(path, "utf8"));
+
+/** |a - b| <= atol + rtol |b| entrywise (float32 tolerance). */
+function close(a: ArrayLike<number>, b: ArrayLike<number>, rtol = 1e-5, atol = 1e-6) {
+  expect(a.length).toBe(b.length);
+  for (let i = 0; i < b.length; i++) {
+    const err = Math.abs(a[i] - b[i]);
+    if (!(err <= atol + rtol * Math.abs(b[i]))) {
+      throw new Error(`entry ${i}: ${a[i]} vs ${b[i]} (error ${err})`);
+    }
+  }
+}
+
+describe("LSE energy", () => {
+  for (const [n, c] of vectors.lse.entries()) {
+    it(`case ${n}: energy, gradient, gd step, attention step (M=${c.memories.length})`, () => {
+      const mem = memories(c.memories);
+      c.x.forEach((x: number[], i: number) => {
+        const { energy, grad } = lseEnergyGrad(x, mem, c.beta);
+        close([energy], [c.energy[i]]);
+        close(grad, c.grad[i]);
+        close(descentStep(x, grad, c.gd_step_size), c.gd_next[i]);
+        close(descentStep(x, grad, 1), c.attention_next[i]);
+      });
+    });
+  }
+});
+
+describe("LSR energy", () => {
+  for (const [n, c] of vectors.lsr.entries()) {
+    it(`case ${n}: energy, gradient, gd step, fixed-point step (M=${c.memories.length})`, () => {
+      const mem = memories(c.memories);
+      c.x.forEach((x: number[], i: number) => {
+        const { energy, grad } = lsrEnergyGrad(x, mem, c.beta);
+        if (c.energy[i] === null) expect(energy).toBe(Infinity);
+        else close([energy], [c.energy[i]]);
+        close(grad, c.grad[i]);
+        close(descentStep(x, grad, c.gd_step_size), c.gd_next[i]);
+        const fixed = lsrFixedPointDirection(x, mem, c.beta);
+        close(descentStep(x, fixed.grad, 1), c.fixed_point_next[i]);
+      });
+    });
+  }
+  for (const [n, c] of vectors.lsr.entries()) {
+    it(`case ${n}: the exact solver stops where amlab's does, after as many steps`, () => {
+      const mem = memories(c.memories);
+      c.x.forEach((x: number[], i: number) => {
+        const path = descend((s) => lsrFixedPointDirection(s, mem, c.beta), x, 100, 1, 0);
+        expect(path.states.length - 1).toBe(c.fixed_point_steps[i]);
+        close(path.states[path.states.length - 1], c.fixed_point_end[i]);
+      });
+    });
+  }
+  it("has cases inside and outside the supports", () => {
+    const all = vectors.lsr.flatMap((c: { energy: (number | null)[] }) => c.energy);
+    expect(all.some((e: number | null) => e === null)).toBe(true);
+    expect(all.some((e: number | null) => e !== null)).toBe(true);
+  });
+});
+
+describe("LSR minima", () => {
+  for (const [n, c] of vectors.lsr_minima.entries()) {
+    it(`case ${n}: same minima as amlab.analysis.lsr_minima (M=${c.memories.length})`, () => {
+      const found = lsrMinima(memories(c.memories), c.beta);
+      expect(found.stored).toBe(c.stored);
+      expect(found.emergent).toBe(c.emergent);
+      const key = (s: number[]) => [...s].sort((a, b) => a - b).join(",");
+      const ours = new Map(found.minima.map((mn) => [key(mn.support), mn.point]));
+      expect(ours.size).toBe(c.supports.length);
+      c.supports.forEach((s: number[], i: number) => {
+        const point = ours.get(key(s));
+        expect(point, `support {${s}}`).toBeDefined();
+        close(point as Float64Array, c.points[i]);
+      });
+    });
+  }
+  it("the cases hold emergent minima", () => {
+    expect(vectors.lsr_minima.some((c: { emergent: number }) => c.emergent > 0)).toBe(true);
+  });
+});
+
+describe("DrDAM (sincos random features)", () => {
+  for (const [n, c] of vectors.drdam.entries()) {
+    it(`case ${n}: features, T, energy, gradient, gd step (Y=${c.S.length})`, () => {
+      const proj = { S: Float64Array.from(c.S.flat()), rows: c.S.length, d: c.S[0].length };
+      const y = proj.rows;
+      const T = featureTensor(featureSums(memories(c.memories), proj, y, c.beta), y);
+      close(T, c.T, 1e-5, 1e-5);
+      c.x.forEach((x: number[], i: number) => {
+        close(features(x, proj, y, c.beta), c.features[i]);
+        const { energy, grad } = rfEnergyGrad(x, proj, T, c.beta, c.eps);
+        close([energy], [c.energy[i]]);
+        close(grad, c.grad[i], 1e-5, 1e-5);
+        close(descentStep(x, grad, c.gd_step_size), c.gd_next[i], 1e-5, 1e-5);
+      });
+    });
+  }
+  it("T of the first Y' projections is a rescaled prefix of the sums", () => {
+    const c = vectors.drdam[1];
+    const proj = { S: Float64Array.from(c.S.flat()), rows: c.S.length, d: c.S[0].length };
+    const mem = memories(c.memories);
+    const half = proj.rows / 2;
+    const direct = featureTensor(featureSums(mem, proj, half, c.beta), half);
+    close(featureTensor(featureSums(mem, proj, proj.rows, c.beta), half), direct, 1e-12, 1e-12);
+  });
+});

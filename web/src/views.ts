@@ -1,0 +1,38 @@
+/**
+ * The views of the explainer. Adding one is a new module under src/views/ plus one entry
+ * here: the app lazy-loads it (its own JS chunk) when its route #/<id> opens.
+ */
+import type { Component } from "svelte";
+
+export interface ViewProps {
+  /** the query part of the route (#/<id>?a=1&b=2): a view's shareable state */
+  params: URLSearchParams;
+  /** write the view's state back into the route (no reload, no history entry) */
+  setParams: (params: URLSearchParams) => void;
+}
+
+export interface ViewEntry {
+  id: string;
+  title: string;
+  summary: string;
+  load: () => Promise<{ default: Component<ViewProps> }>;
+}
+
+export const VIEWS: ViewEntry[] = [
+  {
+    id: "landscape",
+    title: "Energy landscape (2-D)",
+    summary:
+      "Place memories, drag a query, compare the log-sum-exp and log-sum-ReLU energies side by " +
+      "side: basins, descent, supports and the emergent minima of LSR.",
+    load: () => import("./views/landscape/Landscape.svelte"),
+  },
+  {
+    id: "images",
+    title: "Image memory",
+    summary:
+      "Store handwritten digits, corrupt one, and watch retrieval step by step: the state, the " +
+      "energy, and how much each memory pulls. Exact LSE, LSR, and DrDAM's random features.",
+    load: () => import("./views/images/ImageMemory.svelte"),
+  },
+];
