@@ -156,13 +156,19 @@ def run(
         seconds[name] = time.perf_counter() - lap
         done += share
     metrics["seconds"] = time.perf_counter() - started
+    trainings = [v["training"] for v in metrics["circle_toy"].values()] + [
+        r["training"] for r in metrics["digits"]["by_N"]
+    ]
+    reused = sum(t["resumed_from"] == t["steps"] for t in trainings)
     metrics["section_seconds"] = seconds
     report.section(
         "Run",
         f"Seed {seed}, {'quick' if quick else 'full'} grid, {metrics['seconds']:.0f} s on "
         f"{torch.get_num_threads()} CPU thread(s) (sections: "
         + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
-        + "). The grid:\n\n"
+        + f"). {reused} of the {len(trainings)} networks were loaded from finished checkpoints "
+        f"in {checkpoints} rather than trained in this run (training in this run: "
+        f"{sum(t['seconds'] for t in trainings):.0f} s). The grid:\n\n"
         + "\n".join(f"- `{k}` = {v}" for k, v in asdict(grid).items()),
     )
     progress("done", 1.0)
