@@ -110,3 +110,20 @@ def test_repro_with_a_missing_data_dir_fails_before_any_work(tmp_path, paper):
     )
     assert result.exit_code == 2 and "nowhere" in result.output
     assert not out.exists()  # nothing was run, nothing written
+
+
+def test_diffusion_train_writes_model_samples_and_resumes(tmp_path):
+    out = tmp_path / "diffusion"
+    args = ["diffusion-train", "--images", "20", "--steps", "4", "--channels", "8"]
+    args += ["--blocks", "1", "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert metrics["resumed_from"] is None and metrics["steps"] == 4
+    assert (out / "samples.png").stat().st_size > 1000
+    assert (out / "model" / "config.json").is_file()
+    again = runner.invoke(app, args)  # the checkpoint exists: refuse to overwrite it
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["resumed_from"] == 4

@@ -129,6 +129,10 @@ def test_bad_input_raises_clear_errors():
         VESchedule(1.0, 0.5)
     with pytest.raises(AmlabError, match="t_end"):
         VPSchedule(t_end=1.5)
+    with pytest.raises(AmlabError, match="sigma_max must be at most"):
+        VESchedule(0.01, 1e7)
+    with pytest.raises(AmlabError, match="shrink alpha_1"):
+        VPSchedule(1.0, 2839.0)
     with pytest.raises(AmlabError, match="unknown schedule"):
         schedule_from_config({"name": "cosine"})
     with pytest.raises(AmlabError, match="time t must lie"):

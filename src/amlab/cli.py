@@ -133,6 +133,58 @@ def retrieve(
         console.print(f"wrote {out / 'retrieval.png'} and {out / 'metrics.json'}")
 
 
+@app.command("diffusion-train")
+def diffusion_train(
+    data: Annotated[
+        str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")
+    ] = "digits",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Directory holding the data files (for all but digits).")
+    ] = None,
+    images: Annotated[int, typer.Option(help="Number of training images.")] = 1000,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    channels: Annotated[int, typer.Option(help="Channels of the conv net.")] = 32,
+    blocks: Annotated[int, typer.Option(help="Residual blocks of the conv net.")] = 2,
+    energy: Annotated[
+        bool, typer.Option("--energy/--no-energy", help="Energy-parameterised (D = x - grad E).")
+    ] = False,
+    guidance: Annotated[float, typer.Option(help="Guidance scale of the samples.")] = 2.0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the checkpoints in --out.")
+    ] = False,
+    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/diffusion"),
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a class-conditional diffusion model (checkpoints, resume) and sample each class."""
+    from amlab.experiments.diffusion import train_image_model
+
+    with _errors(), training_progress("training the denoiser") as on_step:
+        metrics = train_image_model(
+            out,
+            data=data,
+            data_dir=None if data_dir is None else str(data_dir),
+            images=images,
+            steps=steps,
+            batch_size=batch_size,
+            channels=channels,
+            blocks=blocks,
+            energy=energy,
+            guidance=guidance,
+            seed=seed,
+            resume=resume,
+            on_step=on_step,
+        )
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    console.print(
+        f"wrote {metrics['model']}, {metrics['samples']} and {out / 'metrics.json'} "
+        f"(final loss {metrics['final_loss']:.4g})"
+    )
+
+
 repro_app = typer.Typer(
     help="Reproduce a paper: writes report.md, PNG figures and metrics.json to --out.",
     no_args_is_help=True,
@@ -437,19 +489,19 @@ class training_progress:
         self.bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+            TextColumn("step {task.completed:.0f}/{task.fields[steps]}"),
             TextColumn("loss {task.fields[loss]}"),
             TimeElapsedColumn(),
             console=console,
             transient=True,
         )
-        # the total is known at the first step; rich cannot format a None total as a number
-        self.task = self.bar.add_task(description, total=0, loss="-")
+        # the total is known only at the first step; a None total cannot be formatted
+        self.task = self.bar.add_task(description, total=None, loss="-", steps="?")
 
     def __enter__(self):
         self.bar.__enter__()
         return lambda done, total, metrics: self.bar.update(
-            self.task, completed=done, total=total, loss=f"{metrics['loss']:.4g}"
+            self.task, completed=done, total=total, steps=total, loss=f"{metrics['loss']:.4g}"
         )
 
     def __exit__(self, *exc):

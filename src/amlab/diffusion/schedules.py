@@ -25,6 +25,9 @@ import torch
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
 
+#: largest noise level s_t = sigma_t / alpha_t a schedule may reach
+MAX_NOISE_LEVEL = 1e6
+
 
 class Schedule:
     """Base class: a forward process x_t = alpha(t) x_0 + sigma(t) z for t in [t_end, 1]."""
@@ -102,6 +105,11 @@ class VESchedule(Schedule):
         self.sigma_max = check_positive(sigma_max, "sigma_max")
         if not self.sigma_min < self.sigma_max:
             raise AmlabError(f"sigma_min must be below sigma_max; got {sigma_min} and {sigma_max}.")
+        if self.sigma_max > MAX_NOISE_LEVEL:
+            raise AmlabError(
+                f"sigma_max must be at most {MAX_NOISE_LEVEL:g} (states of that size overflow "
+                f"float32 energies); got {sigma_max}. Rescale the data instead."
+            )
         self.t_end = 0.0
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
@@ -147,6 +155,12 @@ class VPSchedule(Schedule):
             raise AmlabError(f"beta_min must not exceed beta_max; got {beta_min} and {beta_max}.")
         if not self.t_end < 1.0:
             raise AmlabError(f"t_end must lie in (0, 1); got {t_end}.")
+        if self._integral(1.0) > 2 * math.log(MAX_NOISE_LEVEL):
+            raise AmlabError(
+                f"beta_min = {beta_min} and beta_max = {beta_max} shrink alpha_1 to "
+                f"{self.alpha(1.0):.3g}, a noise level beyond {MAX_NOISE_LEVEL:g}; keep "
+                "beta_min + beta_max below about 50 (the usual values are 0.1 and 20)."
+            )
 
     def _beta_t(self, t: float) -> float:
         return self.beta_min + t * (self.beta_max - self.beta_min)
