@@ -14,3 +14,30 @@ settings.load_profile(os.environ.get("AMLAB_FUZZ_PROFILE", "ci"))
 def _deterministic():
     torch.manual_seed(0)
     yield
+
+
+def run_tiny_repro(run, out, grid):
+    """Run a paper's reproduction on a tiny grid; returns (out, metrics, progress calls)."""
+    calls = []
+    metrics = run(out=out, seed=0, grid=grid, progress=lambda s, f: calls.append((s, f)))
+    return out, metrics, calls
+
+
+def check_written_report(out, sections, figures, calls):
+    """The report has the claims table, every section and figure; metrics.json is strict
+    JSON; progress only moves forward and ends at 1. Returns (report text, metrics)."""
+    import json
+
+    report = (out / "report.md").read_text()
+    assert "## Claims, one by one" in report
+    for section in sections:
+        assert f"## {section}" in report
+    for name in figures:
+        assert (out / name).stat().st_size > 5000, name
+        assert f"]({name})" in report
+    on_disk = json.loads(
+        (out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")
+    )
+    fractions = [f for _, f in calls]
+    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] == 1.0
+    return report, on_disk

@@ -1,9 +1,8 @@
 """``amlab repro diffusion`` on a tiny grid: it writes the report, figures and metrics, the
 correspondence holds exactly, and a rerun reuses the checkpointed networks."""
 
-import json
-
 import pytest
+from conftest import check_written_report, run_tiny_repro
 
 from amlab.experiments.diffusion import Grid, circle_points, run
 
@@ -44,27 +43,15 @@ FIGURES = (
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("diffusion")
-    calls = []
-    metrics = run(out=out, seed=0, grid=TINY, progress=lambda s, f: calls.append((s, f)))
-    return out, metrics, calls
+    return run_tiny_repro(run, tmp_path_factory.mktemp("diffusion"), TINY)
 
 
 def test_writes_report_figures_and_metrics(tiny_run):
     out, metrics, calls = tiny_run
-    report = (out / "report.md").read_text()
-    assert "## Claims, one by one" in report
-    for section in ("(a)", "(b)", "(c)", "(c')", "(d)"):
-        assert f"## {section}" in report
-    for name in FIGURES:
-        assert (out / name).stat().st_size > 5000, name
-        assert f"]({name})" in report
-    on_disk = json.loads(
-        (out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")
+    report, on_disk = check_written_report(
+        out, ("(a)", "(b)", "(c)", "(c')", "(d)"), FIGURES, calls
     )
     assert on_disk["correspondence"]["max_diff_attention"] == 0.0
-    fractions = [f for _, f in calls]
-    assert fractions == sorted(fractions) and fractions[-1] == 1.0
     claims = report.split("## Claims, one by one")[1].split("\n## ")[0]
     assert claims.count("\n| ") >= 7  # header + one row per claim
     del metrics

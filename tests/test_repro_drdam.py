@@ -3,11 +3,11 @@
 The quick grid takes about a minute on 2 cores, so the test passes a smaller ``grid``.
 """
 
-import json
 import math
 
 import pytest
 import torch
+from conftest import check_written_report, run_tiny_repro
 
 from amlab.experiments.drdam import Grid, binarize, fit_inverse_sqrt, flip_bits, hamming, run
 
@@ -44,27 +44,13 @@ FIGURES = (
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("drdam")
-    calls = []
-    metrics = run(out=out, seed=0, grid=TINY, progress=lambda s, f: calls.append((s, f)))
-    return out, metrics, calls
+    return run_tiny_repro(run, tmp_path_factory.mktemp("drdam"), TINY)
 
 
 def test_writes_report_figures_and_metrics(tiny_run):
     out, metrics, calls = tiny_run
-    report = (out / "report.md").read_text()
-    assert "## Claims, one by one" in report
-    for section in ("(a)", "(b)", "(c)", "(d)", "(e)"):
-        assert f"## {section}" in report
-    for name in FIGURES:
-        assert (out / name).stat().st_size > 5000, name
-        assert f"]({name})" in report
-    on_disk = json.loads(
-        (out / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON")
-    )
+    report, on_disk = check_written_report(out, ("(a)", "(b)", "(c)", "(d)", "(e)"), FIGURES, calls)
     assert on_disk["fitted_b"] == pytest.approx(metrics["fitted_b"])
-    fractions = [f for _, f in calls]
-    assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] == 1.0
 
 
 def test_errors_fall_as_features_grow(tiny_run):

@@ -40,7 +40,7 @@ from amlab.diffusion import (
 from amlab.dynamics import descend
 from amlab.energy.distances import nearest_memory
 from amlab.experiments.figures import image_grid, plt
-from amlab.experiments.report import Progress, Report, no_progress
+from amlab.experiments.report import Progress, Report, no_progress, run_sections
 from amlab.training import TrainConfig
 
 PAPER = "Hoover et al., *Memory in Plain Sight: Surveying the Uncanny Resemblances of "
@@ -130,32 +130,27 @@ def run(
     )
     tag = f"{'quick' if quick else 'full'}-seed{seed}"
     checkpoints = Path(out) / "checkpoints"
-    sections = [
-        ("correspondence", _section_correspondence, 0.02),
-        ("circle toy", _section_circle, 0.38),
-        ("digits", _section_digits, 0.5),
-        ("trajectory", _section_trajectory, 0.1),
-    ]
-    metrics: dict[str, Any] = {"quick": quick, "seed": seed, "grid": asdict(grid)}
-    seconds: dict[str, float] = {}
-    done = 0.0
-    for name, section, share in sections:
 
-        def scaled(stage: str, fraction: float, start=done, share=share, name=name) -> None:
-            progress(f"{name}: {stage}", min(start + share * min(max(fraction, 0.0), 1.0), 0.999))
-
-        lap = time.perf_counter()
-        metrics[name.replace(" ", "_")] = section(
+    def section(run_section):
+        return lambda p: run_section(
             report,
             grid=grid,
             seed=seed,
             images=images,
-            progress=scaled,
+            progress=p,
             checkpoints=checkpoints,
             tag=tag,
         )
-        seconds[name] = time.perf_counter() - lap
-        done += share
+
+    sections = [
+        ("correspondence", section(_section_correspondence), 0.02),
+        ("circle toy", section(_section_circle), 0.38),
+        ("digits", section(_section_digits), 0.5),
+        ("trajectory", section(_section_trajectory), 0.1),
+    ]
+    metrics: dict[str, Any] = {"quick": quick, "seed": seed, "grid": asdict(grid)}
+    results, seconds = run_sections(sections, progress)
+    metrics.update({name.replace(" ", "_"): result for name, result in results.items()})
     metrics["seconds"] = time.perf_counter() - started
     trainings = [v["training"] for v in metrics["circle_toy"].values()] + [
         r["training"] for r in metrics["digits"]["by_N"]

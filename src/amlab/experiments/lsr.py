@@ -20,7 +20,7 @@ from amlab.data import ImageSet, load
 from amlab.energy.distances import nearest_memory
 from amlab.experiments import lsr_kernels, lsr_loglik
 from amlab.experiments.figures import image_grid, plt
-from amlab.experiments.report import Progress, Report, no_progress
+from amlab.experiments.report import Progress, Report, no_progress, run_sections
 from amlab.models import DenseAM
 
 PAPER = "Hoover et al., *Dense Associative Memory with Epanechnikov Energy*, arXiv 2506.10801"
@@ -44,22 +44,20 @@ def run(
         intro=f"Source: {PAPER}. Mode: {'quick (reduced grid)' if quick else 'full'}"
         f", seed {seed}. Every number below was measured by this run.",
     )
+    common = {"quick": quick, "seed": seed}
     sections = [
-        ("1-D picture and kernels", lsr_kernels.section, 0.05),
-        ("minima against beta", counts_section, 0.35),
-        ("log-likelihood", lsr_loglik.section, 0.40),
-        ("images", images_section, 0.20),
+        (
+            "1-D picture and kernels",
+            lambda p: lsr_kernels.section(report, **common, progress=p),
+            0.05,
+        ),
+        ("minima against beta", lambda p: counts_section(report, **common, progress=p), 0.35),
+        ("log-likelihood", lambda p: lsr_loglik.section(report, **common, progress=p), 0.40),
+        ("images", lambda p: images_section(report, **common, progress=p, data=data), 0.20),
     ]
     metrics: dict = {"quick": quick, "seed": seed}
-    done = 0.0
-    for name, section, share in sections:
-
-        def scaled(stage: str, fraction: float, start=done, share=share, name=name) -> None:
-            progress(f"{name}: {stage}", start + share * min(max(fraction, 0.0), 1.0))
-
-        kwargs = {"data": data} if section is images_section else {}
-        metrics.update(section(report, quick=quick, seed=seed, progress=scaled, **kwargs))
-        done += share
+    for result in run_sections(sections, progress)[0].values():
+        metrics.update(result)
     metrics["seconds"] = time.perf_counter() - started
     report.text(f"Run time: {metrics['seconds']:.0f} s.")
     progress("done", 1.0)

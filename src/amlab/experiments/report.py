@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,29 @@ Progress = Callable[[str, float], None]
 
 def no_progress(stage: str, fraction: float) -> None:
     """The progress callback used when nobody is watching."""
+
+
+def run_sections(
+    sections: Sequence[tuple[str, Callable[[Progress], Any], float]], progress: Progress
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Run (name, section(progress), share of the whole run) in order.
+
+    Each section reports its own progress in [0, 1]; it is scaled into the section's share
+    and prefixed with its name. Returns ({name: what the section returned}, {name: seconds}).
+    """
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    done = 0.0
+    for name, section, share in sections:
+
+        def scaled(stage: str, fraction: float, start=done, share=share, name=name) -> None:
+            progress(f"{name}: {stage}", min(start + share * min(max(fraction, 0.0), 1.0), 0.999))
+
+        lap = time.perf_counter()
+        results[name] = section(scaled)
+        seconds[name] = time.perf_counter() - lap
+        done += share
+    return results, seconds
 
 
 class Report:
