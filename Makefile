@@ -53,8 +53,14 @@ $(NPM_STAMP): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# the app's data (web/public/data) and the test vectors of its math, from the Python package
-$(EXPORTED): $(STAMP) $(shell find src/amlab -name '*.py')
+# the app's data (web/public/data) and the test vectors of its math, from the Python package;
+# the Energy Transformer goes out as ONNX (the onnx extra: exporter and runtime for the tests)
+ONNX_STAMP   := $(VENV)/.onnx
+$(ONNX_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[onnx]"
+	touch $@
+
+$(EXPORTED): $(STAMP) $(ONNX_STAMP) $(shell find src/amlab -name '*.py') $(wildcard src/amlab/explain/models/*/*)
 	$(BIN)/amlab export --out web/public/data --vectors web/test-vectors/vectors.json
 	touch $@
 

@@ -9,7 +9,9 @@ step with 1,000 digit memories, and the size of the built app.
   from 8 noisy queries; "step" is what the page times itself (the update x <- x - h d plus the
   model's energy and direction at the new x), averaged over up to 60 steps of each run; also
   the steps per second the animation reached (it is capped by the display's frame rate).
-- bundle: bytes of JS and CSS in the build (raw and gzip), fonts and data apart.
+- bundle: bytes of JS and CSS in the build (raw and gzip), fonts, wasm and data apart.
+- ET forward: the Energy Transformer view's whole T-step completion (one ONNX Runtime Web
+  call, wasm, single thread) as the page times it, over 20 inputs after the first (warm-up).
 
     python benchmarks/bench_explain.py [--json] [--repeats N]
 """
@@ -80,14 +82,38 @@ def step_time(browser, url: str, model: str, runs: int = 8) -> dict:
     return {"ms_per_step": timed_ms / timed_steps, "steps": steps, "steps_per_s": steps / wall}
 
 
+def et_forward_time(browser, url: str, runs: int = 20) -> dict:
+    """The page's own time per ET forward, over `runs` digit and mask changes."""
+    context, page = offline_page(browser)
+    page.goto(f"{url}#/et")
+    page.wait_for_selector("[data-testid=et][data-ready=true]", timeout=60_000)
+    shown = "[data-testid=completed]"
+    for k in range(runs):  # the mask alternates (right half first; the default is the lower)
+        before = page.get_attribute(shown, "data-for")
+        page.click(f"[data-testid=digit-{k % 10}]")
+        page.click(f"[data-testid=hide-{('right', 'lower')[k % 2]}]")
+        page.wait_for_function(
+            f"document.querySelector('{shown}').dataset.for !== {json.dumps(before)}"
+        )
+    times = page.evaluate(
+        "JSON.parse(document.querySelector('[data-testid=forward-ms]').dataset.times)"
+    )
+    context.close()
+    return {"median_ms": statistics.median(times[1:]), "min_ms": min(times), "runs": len(times)}
+
+
 def bundle_sizes() -> dict:
     sizes: dict[str, dict[str, int]] = {}
     for path in STATIC_DIR.rglob("*"):
         if not path.is_file():
             continue
-        kind = {".js": "js", ".css": "css", ".woff2": "fonts", ".html": "html"}.get(
-            path.suffix, "data"
-        )
+        kind = {
+            ".js": "js",
+            ".css": "css",
+            ".woff2": "fonts",
+            ".html": "html",
+            ".wasm": "wasm",
+        }.get(path.suffix, "data")
         raw = path.read_bytes()
         entry = sizes.setdefault(kind, {"bytes": 0, "gzip_bytes": 0, "files": 0})
         entry["bytes"] += len(raw)
@@ -106,7 +132,7 @@ def main() -> None:
     result: dict = {"bundle": bundle_sizes(), "first_interactive_ms": {}, "step": {}}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        for view in ("landscape", "images"):
+        for view in ("landscape", "images", "et"):
             times = [
                 first_interactive(
                     browser, f"{url}#/{view}", f"[data-testid={view}][data-ready=true]"
@@ -120,6 +146,7 @@ def main() -> None:
             }
         for model in ("lse", "lsr", "drdam"):
             result["step"][model] = step_time(browser, url, model)
+        result["et_forward"] = et_forward_time(browser, url)
         browser.close()
     server.shutdown()
     if args.json:
@@ -140,6 +167,11 @@ def main() -> None:
             f"step, M=1000 digits, {model}: {s['ms_per_step']:.3f} ms/step; "
             f"play reached {s['steps_per_s']:.0f} steps/s"
         )
+    et = result["et_forward"]
+    print(
+        f"ET forward (12 steps, ONNX Runtime Web wasm, 1 thread): median {et['median_ms']:.2f} "
+        f"ms, min {et['min_ms']:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from amlab.energy.lse import lse_energy
 from amlab.energy.random_features import draw_projections
 from amlab.errors import AmlabError
 from amlab.explain import STATIC_DIR, export_app_data, export_test_vectors, serve
+from amlab.explain.et_onnx import OUTPUTS, SHIPPED_ET, et_onnx_bytes, export_et_onnx
 from amlab.explain.export import MAX_FEATURES, PROJECTION_SEED
+from amlab.models.masked_image_et import MaskedImageET
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def test_app_data_is_the_packages_data(tmp_path):
 def test_shipped_data_matches_an_export(tmp_path):
     """The committed build carries the data the current package exports."""
     export_app_data(tmp_path)
-    for name in ("digits.json", "manifest.json", "projections.bin"):
+    for name in ("digits.json", "manifest.json", "projections.bin", "et-digits.onnx"):
         assert (STATIC_DIR / "data" / name).read_bytes() == (tmp_path / name).read_bytes(), name
     assert json.loads((tmp_path / "manifest.json").read_text())["projections"]["rows"] == (
         MAX_FEATURES
@@ -155,3 +157,55 @@ def test_cli_export_writes_data_and_vectors(tmp_path):
 def test_cli_explain_bad_port_is_a_clean_error():
     result = CliRunner().invoke(app, ["explain", "--port", "70000", "--no-browser"])
     assert result.exit_code == 2 and "port" in result.output
+
+
+@pytest.fixture(scope="module")
+def et_session():
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(et_onnx_bytes(MaskedImageET.load(SHIPPED_ET)))
+
+
+def test_et_onnx_is_the_python_model(et_session):
+    """ONNX Runtime's run of the exported graph equals MaskedImageET: the completed image,
+    both energy parts at every step, and the image after every step t (the model run for t
+    steps); attention rows are distributions over the other tokens."""
+    model = MaskedImageET.load(SHIPPED_ET)
+    images = digits().images[[0, 7, 500]].float()
+    g = torch.Generator().manual_seed(0)
+    masks = [torch.arange(16) >= 8, torch.rand(16, generator=g) < 0.4, torch.ones(16).bool()]
+    for image, masked in zip(images, masks, strict=True):
+        image, masked = image[None], masked[None]
+        run = dict(
+            zip(
+                OUTPUTS,
+                et_session.run(None, {"image": image.numpy(), "masked": masked.numpy()}),
+                strict=True,
+            )
+        )
+        with torch.no_grad():
+            out = model(image, masked)
+        np.testing.assert_allclose(run["completed"][-1], out.images[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(run["attention_energy"], out.attention[:, 0], rtol=1e-5)
+        np.testing.assert_allclose(run["hopfield_energy"], out.hopfield[:, 0], rtol=1e-5)
+        pixels = model.pixel_mask(masked)[0]
+        np.testing.assert_allclose(
+            run["decoded"][-1][pixels], out.images[0][pixels], rtol=1e-5, atol=1e-6
+        )
+        probs = run["attention"]  # (T+1, H, N+1, N+1)
+        assert probs.shape == (13, 4, 17, 17)
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+        assert (np.diagonal(probs, axis1=-2, axis2=-1) == 0).all()
+    for t in (1, 5):  # the image after step t is the model's run of t steps
+        model.block.steps = t
+        with torch.no_grad():
+            out = model(image, masked)
+        np.testing.assert_allclose(run["completed"][t], out.images[0], rtol=1e-5, atol=1e-6)
+
+
+def test_et_onnx_bad_inputs(tmp_path):
+    with pytest.raises(AmlabError):
+        export_et_onnx(tmp_path / "et.onnx", tmp_path)  # no saved model there
+    model = MaskedImageET((8, 8))
+    with pytest.raises(AmlabError, match="float32"):
+        et_onnx_bytes(model.double())

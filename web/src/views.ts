@@ -35,4 +35,12 @@ export const VIEWS: ViewEntry[] = [
       "energy, and how much each memory pulls. Exact LSE, LSR, and DrDAM's random features.",
     load: () => import("./views/images/ImageMemory.svelte"),
   },
+  {
+    id: "et",
+    title: "Energy Transformer",
+    summary:
+      "Hide patches of a digit and watch a trained Energy Transformer fill them in: tokens " +
+      "descending one energy over T steps, its attention and Hopfield parts, attention per head.",
+    load: () => import("./views/et/EnergyTransformer.svelte"),
+  },
 ];

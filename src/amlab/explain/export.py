@@ -1,7 +1,8 @@
 """What the explainer needs from the Python package, written as JSON and raw float32.
 
-- :func:`export_app_data`: the data the app computes with (the embedded digits and the
-  DrDAM random projections), so the browser and the Python models share their numbers.
+- :func:`export_app_data`: the data the app computes with (the embedded digits, the
+  DrDAM random projections, the trained Energy Transformer as ONNX), so the browser and
+  the Python models share their numbers.
 - :func:`export_test_vectors`: energies, gradients, one descent step, LSR minima and DrDAM
   features computed here, against which the app's TypeScript math is tested (vitest).
 """
@@ -19,6 +20,8 @@ from amlab.analysis.minima import lsr_minima
 from amlab.data.images import digits
 from amlab.energy.random_features import draw_projections, features
 from amlab.errors import check_positive_int
+from amlab.experiments.et_images import digits_split
+from amlab.explain.et_onnx import export_et_onnx
 from amlab.io import atomic_write
 from amlab.models import DenseAM, RandomFeatureAM
 
@@ -35,6 +38,7 @@ def _write_json(path: Path, value: Any) -> None:
 def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> list[Path]:
     """Write ``digits.json``, ``projections.bin`` and ``manifest.json`` into ``out``.
 
+    Also ``et-digits.onnx``: the shipped trained MaskedImageET (:mod:`amlab.explain.et_onnx`).
     digits.json: the 1797 embedded 8x8 digits as pixel counts 0..16 (the app divides by 16,
     as :func:`amlab.data.digits` does). projections.bin: S ~ N(0, I) (max_features, 64) of
     :func:`amlab.energy.random_features.draw_projections` with seed 0, float32 little-endian.
@@ -67,8 +71,13 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
             "kernel": "sincos",
         },
     }
+    et = export_et_onnx(out / "et-digits.onnx")
+    # the digits the ET never saw in training (amlab train et's held-out fifth)
+    et["held_out"] = sorted(digits_split(len(data))[1].tolist())
+    manifest["et"] = et
     _write_json(out / "manifest.json", manifest)
-    return [out / name for name in ("digits.json", "projections.bin", "manifest.json")]
+    names = ("digits.json", "projections.bin", "et-digits.onnx", "manifest.json")
+    return [out / name for name in names]
 
 
 def _rows(t: torch.Tensor) -> list:

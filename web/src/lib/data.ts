@@ -47,3 +47,30 @@ export function loadProjections(): Promise<Projections> {
   });
   return projections;
 }
+
+/** The Energy Transformer's entry in manifest.json (written by amlab.explain.et_onnx). */
+export interface ETInfo {
+  file: string;
+  settings: { image_shape: number[]; patch: number; dim: number; steps: number; alpha: number; hopfield_memories: number };
+  patches: number;
+  grid: [number, number];
+  heads: number;
+  head_dim: number;
+  beta: number;
+  inputs: string[];
+  outputs: string[];
+  /** digits the model never saw in training */
+  held_out: number[];
+}
+
+let et: Promise<{ info: ETInfo; model: Uint8Array }> | null = null;
+
+/** The trained Energy Transformer: its manifest entry and the ONNX model's bytes. */
+export function loadET(): Promise<{ info: ETInfo; model: Uint8Array }> {
+  et ??= getManifest().then(async (m) => {
+    const info = m.et as unknown as ETInfo;
+    const model = new Uint8Array(await (await fetchOk(info.file)).arrayBuffer());
+    return { info, model };
+  });
+  return et;
+}
