@@ -55,9 +55,12 @@ $(NPM_STAMP): web/package.json web/package-lock.json
 
 # the app's data (web/public/data) and the test vectors of its math, from the Python package;
 # the Energy Transformer goes out as ONNX (the onnx extra: exporter and runtime for the tests)
+# pinned: the committed et-digits.onnx is compared byte for byte with a fresh export, and
+# another onnx release may serialise the same graph differently (the package asks onnx>=1.16)
+ONNX_PINS    ?= onnx==1.23.2 onnxruntime==1.32.0
 ONNX_STAMP   := $(VENV)/.onnx
 $(ONNX_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[onnx]"
+	$(BIN)/python -m pip install --quiet -e ".[onnx]" $(ONNX_PINS)
 	touch $@
 
 $(EXPORTED): $(STAMP) $(ONNX_STAMP) $(shell find src/amlab -name '*.py') $(wildcard src/amlab/explain/models/*/*)
