@@ -67,7 +67,7 @@ def digits_split(count: int) -> tuple[torch.Tensor, torch.Tensor]:
     return order[n_test:], order[:n_test]
 
 
-def image_splits(data: str, data_dir: str | None, seed: int = 0) -> tuple[ImageSet, ImageSet]:
+def image_splits(data: str, data_dir: str | None) -> tuple[ImageSet, ImageSet]:
     """(train, test). The embedded digits have no split: a fixed shuffle (seed 0) keeps
     a fifth of them for testing. File data sets use their own train and test files."""
     if data != "digits":
