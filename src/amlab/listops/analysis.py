@@ -92,7 +92,9 @@ def embedding_structure(model: ListOpsTransformer, modulus: int) -> dict[str, An
     """Does the number-token embedding order the values, separate parity?
 
     ``order``: the largest |rank correlation| between a top-2 principal coordinate and the
-    value; ``parity``: :func:`partition_rank` of the even/odd split (about 0.5 by chance).
+    value; ``parity`` and ``low_high``: :func:`partition_rank` of the even/odd split and of
+    the split 0..n/2-1 | n/2..n-1 (each about 0.5 by chance). On a number line the low/high
+    split ranks near 1 and the even/odd split near 0 (neighbours differ in parity).
     """
     emb = number_embeddings(model, modulus)
     coords, explained = pca(emb)
@@ -103,6 +105,7 @@ def embedding_structure(model: ListOpsTransformer, modulus: int) -> dict[str, An
         "explained": explained.tolist(),
         "order": order,
         "parity": partition_rank(emb, torch.tensor(values % 2)),
+        "low_high": partition_rank(emb, torch.tensor(values >= modulus // 2).long()),
     }
 
 
