@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -164,6 +165,7 @@ def _save_accuracy_plot(fig, ax, report: Report, name: str, grid: Grid, ylabel: 
     """Accuracy (mean over seeds) against parameters, log x, the target as a dashed line."""
     ax.axhline(grid.target, color="grey", ls="--", lw=1)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels overlapped
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{ylabel}, mean over seeds")
     ax.legend(fontsize=8)
