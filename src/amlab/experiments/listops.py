@@ -60,7 +60,7 @@ class Grid:
         return sweep_grid(self.base(), MIXES, self.dims, self.seeds, self.curriculum_steps)
 
 
-FULL = Grid(dims=(8, 16, 32, 48), seeds=(0, 1), steps=2500, curriculum_steps=1000)
+FULL = Grid(dims=(8, 16, 32, 48), seeds=(0, 1, 2), steps=2500, curriculum_steps=1000)
 QUICK = Grid(dims=(8, 16, 32), seeds=(0,), steps=800, curriculum_steps=400)
 
 
