@@ -16,8 +16,8 @@ from amlab.experiments import listops as experiment
 from amlab.listops.analysis import (
     ablation,
     embedding_structure,
-    leave_one_out_probe,
     linear_probe,
+    partition_rank,
     pca,
     rank_correlation,
 )
@@ -49,27 +49,35 @@ def test_probes_find_a_linear_label_and_not_a_random_one():
     x = torch.randn(400, 5, generator=g)
     assert linear_probe(x, (x[:, 2] > 0).long()) > 0.95
     assert abs(linear_probe(x, torch.randint(0, 2, (400,), generator=g)) - 0.5) < 0.1
+
+
+def test_partition_rank_is_one_for_the_clearest_split_and_uniform_otherwise():
+    g = torch.Generator().manual_seed(2)
     parity = torch.arange(10) % 2
-    line = torch.stack([parity.float(), torch.randn(10, generator=g)], 1)
-    assert leave_one_out_probe(line, parity) == 1.0
+    points = torch.stack([3.0 * parity, 0.1 * torch.randn(10, generator=g)], 1)
+    assert partition_rank(points, parity) == 1.0
+    # labels unrelated to the points: the rank is uniform over splits, mean about 0.5
+    ranks = [partition_rank(torch.randn(10, 6, generator=g), parity) for _ in range(20)]
+    assert 0.3 < sum(ranks) / len(ranks) < 0.7
 
 
-def model_with_number_line() -> ListOpsTransformer:
+def model_with_number_line(step: float = 0.3, parity: float = 3.0) -> ListOpsTransformer:
     torch.manual_seed(0)
     model = ListOpsTransformer(ModelConfig(vocab_size=18, classes=10, dim=8, max_len=20))
     tok = Tokenizer(10)
     with torch.no_grad():
-        for v in range(10):  # values in order along axis 0, parity on axis 1
+        for v in range(10):  # values in order along axis 0, parity (wider) on axis 1
             row = torch.zeros(8)
-            row[0], row[1] = 2.0 * v, 3.0 * (v % 2)
+            row[0], row[1] = step * v, parity * (v % 2)
             model.embed.weight[tok.value_id(v)] = row
     return model
 
 
 def test_embedding_structure_sees_order_and_parity():
+    line = embedding_structure(model_with_number_line(parity=0.0), 10)
+    assert line["order"] == pytest.approx(1.0)
     structure = embedding_structure(model_with_number_line(), 10)
-    assert structure["order"] == pytest.approx(1.0)
-    assert structure["parity_loo"] == 1.0
+    assert structure["parity"] == 1.0
     assert len(structure["pca"]) == 10 and sum(structure["explained"]) == pytest.approx(1.0)
 
 

@@ -58,24 +58,43 @@ def linear_probe(
     return float(probe.score(x[test], y[test]))
 
 
-def leave_one_out_probe(features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Accuracy of a logistic-regression probe predicting each row from all the others
-    (classes weighted to balance: leaving one row out would otherwise tilt the probe
-    towards the other class and score below chance)."""
-    x, y = features.double().numpy(), labels.numpy()
-    right = 0
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        probe = LogisticRegression(max_iter=2000, class_weight="balanced").fit(x[keep], y[keep])
-        right += int(probe.predict(x[i : i + 1])[0] == y[i])
-    return right / len(y)
+def partition_rank(points: torch.Tensor, labels: torch.Tensor) -> float:
+    """How well a two-class labelling separates points, against every other balanced split.
+
+    Score of a split: mean distance between the groups minus mean distance within them.
+    Returns the fraction of all splits into two groups of the same sizes whose score is at
+    most the labelling's (1.0: no split separates the points better; about 0.5 expected
+    for labels unrelated to the points). Exact, by enumeration (N up to ~16)."""
+    from itertools import combinations
+
+    n, k = len(labels), int(labels.sum())
+    if not 0 < k < n or n > 16:
+        raise AmlabError(f"partition_rank needs 2..16 points in two classes; got {n}.")
+    d = torch.cdist(points.double(), points.double())
+
+    def score(group: torch.Tensor) -> float:
+        between = d[group][:, ~group].mean()
+        within = (d[group][:, group].sum() + d[~group][:, ~group].sum()) / (
+            k * (k - 1) + (n - k) * (n - k - 1)
+        )
+        return float(between - within)
+
+    mine = score(labels.bool())
+    scores = []
+    for chosen in combinations(range(n), k):
+        group = torch.zeros(n, dtype=torch.bool)
+        group[list(chosen)] = True
+        scores.append(score(group))
+    return sum(s <= mine + 1e-12 for s in scores) / len(scores)
 
 
 def embedding_structure(model: ListOpsTransformer, modulus: int) -> dict[str, Any]:
     """Does the number-token embedding order the values, separate parity?
 
     ``order``: the largest |rank correlation| between a top-2 principal coordinate and the
-    value; ``parity_loo``: leave-one-out parity probe on the embeddings (chance 0.5).
+    value; ``parity`` and ``low_high``: :func:`partition_rank` of the even/odd split and of
+    the split 0..n/2-1 | n/2..n-1 (each about 0.5 by chance). On a number line the low/high
+    split ranks near 1 and the even/odd split near 0 (neighbours differ in parity).
     """
     emb = number_embeddings(model, modulus)
     coords, explained = pca(emb)
@@ -85,7 +104,8 @@ def embedding_structure(model: ListOpsTransformer, modulus: int) -> dict[str, An
         "pca": coords.tolist(),
         "explained": explained.tolist(),
         "order": order,
-        "parity_loo": leave_one_out_probe(emb, torch.tensor(values % 2)),
+        "parity": partition_rank(emb, torch.tensor(values % 2)),
+        "low_high": partition_rank(emb, torch.tensor(values >= modulus // 2).long()),
     }
 
 
