@@ -18,6 +18,8 @@ FIELDS = {
     "peak_bytes",
     "plain_peak_bytes",
     "max_abs_difference",
+    "largest_tensor_bytes",
+    "plain_largest_tensor_bytes",
 }
 
 
@@ -39,6 +41,10 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
     for name in ("lse_784", "lse_64", "energy_transformer"):
         assert rows[name]["max_abs_difference"] < 1e-3, name
     assert rows["lsr_index"]["max_abs_difference"] < 1e-3
+    # the streaming pass never makes the (B, M) score matrix; the plain one does
+    lse = rows["lse_64"]["shape"]
+    assert rows["lse_64"]["plain_largest_tensor_bytes"] >= 4 * lse["B"] * lse["M"]
+    assert rows["lse_64"]["largest_tensor_bytes"] < 4 * lse["B"] * lse["M"] // 4
     assert rows["lsr_index"]["index_balls"] > 1 and rows["lsr_index"]["mean_support"] > 1
 
 

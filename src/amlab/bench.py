@@ -4,8 +4,9 @@ Every workload is timed in the same run as the machine's 2048 x 2048 matmul rate
 plain implementation of the same computation, so the ratios hold even on a busy machine
 (the absolute times do not). Each workload reports its time, GFLOP/s (flops counted
 analytically, or by torch's flop counter where marked), the fraction of the matmul rate,
-the speed-up over the plain implementation, both peak memories and the largest difference
-between the two results.
+the speed-up over the plain implementation, both peak memories (growth of the process's
+peak resident memory on a CPU, the allocator's peak on CUDA), the largest tensor each one
+makes, and the largest difference between the two results.
 
 Workloads (full size; ``quick`` shrinks each for a smoke test):
 
@@ -37,7 +38,7 @@ from amlab.energy.lsr import lsr_support_stats
 from amlab.energy.transformer import attention_energy, attention_mask, hopfield_energy
 from amlab.errors import AmlabError, check_choice, check_positive_int
 from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
-from amlab.profiling import peak_memory_bytes
+from amlab.profiling import LargestTensor, peak_memory_bytes
 
 WORKLOADS = ("lse_784", "lse_64", "lsr_index", "drdam", "energy_transformer")
 CLOCKS = ("wall", "cpu")
@@ -115,9 +116,17 @@ def _measure(work: Workload, timer: _Timer, matmul_gflops: float) -> dict[str, A
     row["speedup_vs_plain"] = plain_seconds / seconds
     row["peak_bytes"] = peak_memory_bytes(work.run, timer.device)
     row["plain_peak_bytes"] = peak_memory_bytes(work.plain, timer.device)
+    row["largest_tensor_bytes"] = _largest_tensor_bytes(work.run)
+    row["plain_largest_tensor_bytes"] = _largest_tensor_bytes(work.plain)
     row["max_abs_difference"] = float((ours.double() - theirs.double()).abs().max())
     row.update(work.extra)
     return row
+
+
+def _largest_tensor_bytes(fn: Callable[[], object]) -> int:
+    with LargestTensor() as probe:
+        fn()
+    return probe.largest_bytes
 
 
 class _Timer:

@@ -353,6 +353,8 @@ def bench(
         "x plain",
         "peak MiB",
         "plain peak MiB",
+        "largest MiB",
+        "plain largest MiB",
     ):
         table.add_column(column, justify="left" if column == "workload" else "right")
     for row in report["workloads"]:
@@ -365,6 +367,8 @@ def bench(
             f"{row['speedup_vs_plain']:.2f}",
             _fmt(row["peak_bytes"], ".1f", 2**-20),
             _fmt(row["plain_peak_bytes"], ".1f", 2**-20),
+            _fmt(row["largest_tensor_bytes"], ".1f", 2**-20),
+            _fmt(row["plain_largest_tensor_bytes"], ".1f", 2**-20),
         )
     Console(width=140).print(table)
 
