@@ -38,8 +38,10 @@ LEAF_SIZE = 128
 #: Use the index when its estimated work, the candidate (query, memory) pairs plus a fixed
 #: cost per visited ball counted in pairs, is below this fraction of the dense B * M pairs.
 DENSE_FALLBACK_FRACTION = 0.5
-#: Python and launch overhead of visiting one ball, in (query, memory) pairs of dense work.
-_BALL_OVERHEAD_PAIRS = 32768
+#: Overhead of visiting one ball, in (query, memory) pairs of dense work.
+_BALL_OVERHEAD_PAIRS = 4096
+#: Elements of the gathered members (pairs x ball size x D) scored at once.
+_PAIR_BLOCK_ELEMENTS = 1 << 22
 
 
 class BallIndex:
@@ -132,7 +134,15 @@ class BallIndex:
         self.order = torch.argsort(self.labels, stable=True)
         sizes = torch.bincount(self.labels, minlength=self.num_clusters)
         self.sizes = sizes
-        self.offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]).tolist()
+        offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+        self.offsets = offsets.tolist()
+        # slots (K, largest ball): the ids of each ball's members, padded with -1
+        rank = torch.arange(self.num_memories, device=sizes.device)
+        rank -= offsets[self.labels[self.order]]
+        self.slots = torch.full(
+            (self.num_clusters, int(sizes.max())), -1, dtype=torch.long, device=sizes.device
+        )
+        self.slots[self.labels[self.order], rank] = self.order
 
     @torch.no_grad()
     def candidates(self, x: torch.Tensor, radius: float, x_sq: torch.Tensor) -> torch.Tensor:
@@ -185,17 +195,26 @@ class BallIndex:
         z = x.new_zeros(x.shape[0])
         count = x.new_zeros(x.shape[0])
         active_sum = x.new_zeros(x.shape)
-        # the candidate queries of each visited cluster
-        queries = mask.T.nonzero()[:, 1].split(per_cluster[visited].tolist())
-        for k, q in zip(visited.tolist(), queries, strict=True):
-            ids = self.order[self.offsets[k] : self.offsets[k + 1]]
-            members = memories[ids]
-            weight = sq_distances(x[q], members, x_sq[q], mem_sq[ids]).mul_(-0.5 * beta)
-            weight.add_(1.0)
-            active = (weight > 0).to(x.dtype)
-            z.index_add_(0, q, weight.clamp_min_(0.0).sum(1))
+        # (ball, query) candidate pairs, a block at a time: each pair scores the ball's
+        # members (padded to the largest ball) with one batched matmul
+        balls, queries = mask.T.nonzero(as_tuple=True)
+        block = max(1, _PAIR_BLOCK_ELEMENTS // (self.slots.shape[1] * x.shape[1]))
+        for k, q in zip(balls.split(block), queries.split(block), strict=True):
+            ids = self.slots[k]
+            valid = ids >= 0
+            ids = ids.clamp_min(0)
+            members = memories[ids]  # (P, L, D)
+            d2 = torch.baddbmm(
+                (x_sq[q, None] + mem_sq[ids])[:, None, :],
+                x[q, None, :],
+                members.transpose(1, 2),
+                alpha=-2.0,
+            ).squeeze(1)
+            weight = d2.clamp_min_(0.0).mul_(-0.5 * beta).add_(1.0)
+            active = ((weight > 0) & valid).to(x.dtype)
+            z.index_add_(0, q, weight.clamp_min_(0.0).mul_(valid).sum(1))
             count.index_add_(0, q, active.sum(1))
-            active_sum.index_add_(0, q, active @ members)
+            active_sum.index_add_(0, q, torch.bmm(active[:, None, :], members).squeeze(1))
         return z, count, active_sum
 
 
