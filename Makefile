@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # This machine has a CPU build of torch 2.13.0 on disk; the package itself asks only torch>=2.3.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup demo test fuzz lint bench clean web web-test browser-deps
+.PHONY: setup demo test fuzz lint bench bench-scripts clean web web-test browser-deps
 
 setup: $(STAMP)
 
@@ -33,7 +33,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-bench: setup browser-deps
+bench: setup
+	$(BIN)/amlab bench
+
+bench-scripts: setup browser-deps
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:

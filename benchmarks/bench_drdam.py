@@ -17,35 +17,12 @@ import argparse
 import json
 import math
 import time
-from pathlib import Path
 
 import torch
 from common import best_time
 
 from amlab import DenseAM, RandomFeatureAM
-from amlab.profiling import LargestTensor
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def peak_rss_bytes(fn) -> int | None:
-    """Peak resident memory of the process while fn runs (None where /proc cannot tell):
-    VmHWM after resetting it to the current RSS. Includes the model and torch itself."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return None
-    fn()
-    peak = _status_kib("VmHWM")
-    return None if peak is None else peak * 1024
+from amlab.profiling import LargestTensor, peak_rss_bytes
 
 
 def patterns(num: int, dim: int, seed: int, block: int = 1 << 16):

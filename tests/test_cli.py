@@ -114,7 +114,7 @@ def test_repro_with_a_missing_data_dir_fails_before_any_work(tmp_path, paper):
 
 def test_diffusion_train_writes_model_samples_and_resumes(tmp_path):
     out = tmp_path / "diffusion"
-    args = ["diffusion-train", "--images", "20", "--steps", "4", "--channels", "8"]
+    args = ["train", "diffusion", "--images", "20", "--steps", "4", "--channels", "8"]
     args += ["--blocks", "1", "--out", str(out), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -133,7 +133,117 @@ def retrieve(
         console.print(f"wrote {out / 'retrieval.png'} and {out / 'metrics.json'}")
 
 
-@app.command("diffusion-train")
+train_app = typer.Typer(
+    help="Train a model through the shared loop (progress bar, checkpoints, --resume).",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+eval_app = typer.Typer(help="Evaluate a trained model against baselines.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
+]
+
+
+@train_app.command("et")
+def train_et(
+    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/et"),
+    data: Annotated[str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")] = (
+        "digits"
+    ),
+    data_dir: DataDirOpt = None,
+    patch: Annotated[int, typer.Option(help="Side of the square patches.")] = 2,
+    dim: Annotated[int, typer.Option(help="Token dimension D.")] = 64,
+    heads: Annotated[int, typer.Option(help="Attention heads H.")] = 4,
+    head_dim: Annotated[int, typer.Option(help="Head dimension Y.")] = 16,
+    et_steps: Annotated[int, typer.Option(help="Steps T of the block's dynamics.")] = 12,
+    alpha: Annotated[float, typer.Option(help="Step size of the dynamics.")] = 0.1,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 3000,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
+    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100,
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
+    clip: Annotated[float, typer.Option(help="Gradient-norm clip.")] = 1.0,
+    scored_fraction: Annotated[
+        float, typer.Option(help="Share of patches scored per image.")
+    ] = 0.5,
+    masked_share: Annotated[
+        float, typer.Option(help="Share of the scored patches hidden behind MASK.")
+    ] = 0.9,
+    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 250,
+    seed: SeedOpt = 0,
+    resume: ResumeOpt = False,
+) -> None:
+    """Masked image completion with the Energy Transformer (writes OUT/model/)."""
+    from amlab.experiments.et_images import ETImageConfig
+    from amlab.experiments.et_images import train_et as run
+
+    with _errors():
+        config = ETImageConfig(
+            data=data,
+            data_dir=None if data_dir is None else str(data_dir),
+            patch=patch,
+            dim=dim,
+            heads=heads,
+            head_dim=head_dim,
+            et_steps=et_steps,
+            alpha=alpha,
+            scored_fraction=scored_fraction,
+            masked_share=masked_share,
+            batch_size=batch_size,
+            train_steps=steps,
+            lr=lr,
+            warmup=warmup,
+            weight_decay=weight_decay,
+            clip=clip,
+            checkpoint_every=checkpoint_every,
+            seed=seed,
+        )
+        with training_progress("training ET") as on_step:
+            summary = run(config, out, resume=resume, on_step=on_step)
+    console.print(
+        f"trained {summary['parameters']} parameters; final loss {summary['final_loss']:.4g}; "
+        f"model in {out / 'model'}. Next: amlab eval et --model {out}"
+    )
+
+
+@eval_app.command("et")
+def eval_et(
+    model: Annotated[Path, typer.Option("--model", help="Run directory of amlab train et.")] = (
+        Path("runs/et")
+    ),
+    out: OutOpt = None,
+    data_dir: DataDirOpt = None,
+    images: Annotated[int, typer.Option(help="Test images (0: all).")] = 0,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Masked-patch MSE of a trained ET beside mean fill and a DenseAM, same masks."""
+    from amlab.experiments.et_images import eval_et as run
+
+    with _errors():
+        metrics = run(
+            model,
+            out,
+            data_dir=None if data_dir is None else str(data_dir),
+            images=images,
+            seed=seed,
+        )
+    if as_json:
+        typer.echo(json.dumps(metrics, indent=2))
+        return
+    table = Table(title=f"masked-patch MSE, {metrics['test_images']} held-out {metrics['data']}")
+    table.add_column("method")
+    table.add_column("MSE", justify="right")
+    table.add_column("vs mean fill", justify="right")
+    for name, value in metrics["masked_mse"].items():
+        table.add_row(name, f"{value:.5f}", f"{value / metrics['masked_mse']['mean_fill']:.2f}x")
+    Console().print(table)
+    if out is not None:
+        console.print(f"wrote {out / 'metrics.json'}, completions.png and energy.png")
+
+
+@train_app.command("diffusion")
 def diffusion_train(
     data: Annotated[
         str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")
@@ -248,116 +358,6 @@ def _run_repro(
         f"{len(list(out.glob('*.png')))} figures"
     )
     del metrics
-
-
-train_app = typer.Typer(
-    help="Train a model through the shared loop (progress bar, checkpoints, --resume).",
-    no_args_is_help=True,
-)
-app.add_typer(train_app, name="train")
-eval_app = typer.Typer(help="Evaluate a trained model against baselines.", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
-]
-
-
-@train_app.command("et")
-def train_et(
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/et"),
-    data: Annotated[str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")] = (
-        "digits"
-    ),
-    data_dir: DataDirOpt = None,
-    patch: Annotated[int, typer.Option(help="Side of the square patches.")] = 2,
-    dim: Annotated[int, typer.Option(help="Token dimension D.")] = 64,
-    heads: Annotated[int, typer.Option(help="Attention heads H.")] = 4,
-    head_dim: Annotated[int, typer.Option(help="Head dimension Y.")] = 16,
-    et_steps: Annotated[int, typer.Option(help="Steps T of the block's dynamics.")] = 12,
-    alpha: Annotated[float, typer.Option(help="Step size of the dynamics.")] = 0.1,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 3000,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
-    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
-    clip: Annotated[float, typer.Option(help="Gradient-norm clip.")] = 1.0,
-    scored_fraction: Annotated[
-        float, typer.Option(help="Share of patches scored per image.")
-    ] = 0.5,
-    masked_share: Annotated[
-        float, typer.Option(help="Share of the scored patches hidden behind MASK.")
-    ] = 0.9,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 250,
-    seed: SeedOpt = 0,
-    resume: ResumeOpt = False,
-) -> None:
-    """Masked image completion with the Energy Transformer (writes OUT/model/)."""
-    from amlab.experiments.et_images import ETImageConfig
-    from amlab.experiments.et_images import train_et as run
-
-    with _errors():
-        config = ETImageConfig(
-            data=data,
-            data_dir=None if data_dir is None else str(data_dir),
-            patch=patch,
-            dim=dim,
-            heads=heads,
-            head_dim=head_dim,
-            et_steps=et_steps,
-            alpha=alpha,
-            scored_fraction=scored_fraction,
-            masked_share=masked_share,
-            batch_size=batch_size,
-            train_steps=steps,
-            lr=lr,
-            warmup=warmup,
-            weight_decay=weight_decay,
-            clip=clip,
-            checkpoint_every=checkpoint_every,
-            seed=seed,
-        )
-        with training_progress("training ET") as on_step:
-            summary = run(config, out, resume=resume, on_step=on_step)
-    console.print(
-        f"trained {summary['parameters']} parameters; final loss {summary['final_loss']:.4g}; "
-        f"model in {out / 'model'}. Next: amlab eval et --model {out}"
-    )
-
-
-@eval_app.command("et")
-def eval_et(
-    model: Annotated[Path, typer.Option("--model", help="Run directory of amlab train et.")] = (
-        Path("runs/et")
-    ),
-    out: OutOpt = None,
-    data_dir: DataDirOpt = None,
-    images: Annotated[int, typer.Option(help="Test images (0: all).")] = 0,
-    seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
-) -> None:
-    """Masked-patch MSE of a trained ET beside mean fill and a DenseAM, same masks."""
-    from amlab.experiments.et_images import eval_et as run
-
-    with _errors():
-        metrics = run(
-            model,
-            out,
-            data_dir=None if data_dir is None else str(data_dir),
-            images=images,
-            seed=seed,
-        )
-    if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
-        return
-    table = Table(title=f"masked-patch MSE, {metrics['test_images']} held-out {metrics['data']}")
-    table.add_column("method")
-    table.add_column("MSE", justify="right")
-    table.add_column("vs mean fill", justify="right")
-    for name, value in metrics["masked_mse"].items():
-        table.add_row(name, f"{value:.5f}", f"{value / metrics['masked_mse']['mean_fill']:.2f}x")
-    Console().print(table)
-    if out is not None:
-        console.print(f"wrote {out / 'metrics.json'}, completions.png and energy.png")
 
 
 @train_app.command("et-graph")
@@ -764,6 +764,103 @@ def export(
             written.append(export_test_vectors(vectors, seed=seed))
     for path in written:
         console.print(f"wrote {path}")
+
+
+# -- amlab bench (issue 8) ---------------------------------------------------------------
+
+
+@app.command()
+def bench(
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small sizes: a smoke test in seconds.")
+    ] = False,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--workload",
+            help="Run only these (repeatable): lse_784, lse_64, lsr_index, drdam, "
+            "energy_transformer.",
+        ),
+    ] = None,
+    repeats: Annotated[int, typer.Option(help="Timed runs per measurement (best kept).")] = 3,
+    device: Annotated[
+        str | None, typer.Option(help="cpu or cuda (default: cuda when present).")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+    ] = None,
+    clock: Annotated[
+        str,
+        typer.Option(
+            help="wall, or cpu: the process's CPU time (with --threads 1, robust to a busy "
+            "machine)."
+        ),
+    ] = "wall",
+    seed: SeedOpt = 0,
+    out: OutOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Time amlab's hot paths against plain implementations and the matmul rate."""
+    import torch
+
+    from amlab.bench import WORKLOADS, run_bench
+    from amlab.io import atomic_write
+
+    with _errors():
+        if threads is not None:
+            torch.set_num_threads(max(1, threads))
+        with _stage_progress() as progress:
+            report = run_bench(
+                quick=quick,
+                workloads=tuple(workload) if workload else WORKLOADS,
+                repeats=repeats,
+                device=device,
+                clock=clock,
+                seed=seed,
+                progress=progress,
+            )
+    text = json.dumps(report, indent=2)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "bench.json", lambda tmp: Path(tmp).write_text(text))
+    if as_json:
+        typer.echo(text)
+        return
+    table = Table(
+        title=f"amlab bench on {report['device']}, {report['threads']} threads, {clock} clock, "
+        f"matmul {report['matmul_gflops']:.0f} GFLOP/s, load {report['load_average_before']}"
+    )
+    for column in (
+        "workload",
+        "ms",
+        "GFLOP/s",
+        "of matmul",
+        "plain ms",
+        "x plain",
+        "peak MiB",
+        "plain peak MiB",
+        "largest MiB",
+        "plain largest MiB",
+    ):
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    for row in report["workloads"]:
+        table.add_row(
+            row["name"],
+            f"{row['seconds'] * 1e3:.1f}",
+            _fmt(row["gflops"], ".0f"),
+            _fmt(row["fraction_of_matmul"], ".2f"),
+            f"{row['plain_seconds'] * 1e3:.1f}",
+            f"{row['speedup_vs_plain']:.2f}",
+            _fmt(row["peak_bytes"], ".1f", 2**-20),
+            _fmt(row["plain_peak_bytes"], ".1f", 2**-20),
+            _fmt(row["largest_tensor_bytes"], ".1f", 2**-20),
+            _fmt(row["plain_largest_tensor_bytes"], ".1f", 2**-20),
+        )
+    Console(width=140).print(table)
+
+
+def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
+    return "-" if value is None else format(value * scale, spec)
 
 
 if __name__ == "__main__":

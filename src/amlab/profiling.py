@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -25,3 +28,40 @@ class LargestTensor(TorchDispatchMode):
                 self.largest = max(self.largest, t.numel())
                 self.largest_bytes = max(self.largest_bytes, t.numel() * t.element_size())
         return out
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes(fn: Callable[[], object]) -> int | None:
+    """Peak resident memory of the process while fn runs (None where /proc cannot tell):
+    VmHWM after resetting it to the current RSS. Includes the model and torch itself."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return None
+    fn()
+    peak = _status_kib("VmHWM")
+    return None if peak is None else peak * 1024
+
+
+def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | None:
+    """How much memory fn adds at its peak: on CUDA the allocator's peak above what was
+    allocated before; on a CPU the growth of the process's peak resident memory (Linux)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    before = _status_kib("VmRSS")
+    peak = peak_rss_bytes(fn)
+    return None if peak is None or before is None else max(0, peak - before * 1024)

@@ -15,10 +15,15 @@ constant), and descent leaves such a state where it is.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from amlab.energy.chunks import chunk_ranges
+from amlab.energy.chunks import chunk_ranges, score_block
 from amlab.energy.distances import sq_distances, sq_norms
+
+if TYPE_CHECKING:
+    from amlab.energy.lsr_index import BallIndex
 
 
 def lsr_energy(
@@ -50,18 +55,24 @@ def lsr_support_stats(
     *,
     mem_sq: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    index: BallIndex | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One pass over the memories: Z (B,), active count (B,) and sum of active memories (B, D).
 
     Energy, gradient and the exact fixed-point (centroid) update all follow from these.
+    With an ``index`` (:class:`~amlab.energy.lsr_index.BallIndex` over these memories) the
+    pass visits only the clusters that can hold an active memory; the result is the same.
     """
+    if index is not None:
+        return index.support_stats(x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size)
     if mem_sq is None:
         mem_sq = sq_norms(memories)
     x_sq = (x * x).sum(1)
     z = x.new_zeros(x.shape[0])
     count = x.new_zeros(x.shape[0])
     active_sum = x.new_zeros(x.shape)
-    for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size):
+    block = score_block(x.device)
+    for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size, block):
         chunk = memories[lo:hi]
         weight = sq_distances(x, chunk, x_sq, mem_sq[lo:hi]).mul_(-0.5 * beta).add_(1.0)
         active = (weight > 0).to(x.dtype)
@@ -84,10 +95,11 @@ def lsr_energy_grad(
     eps: float = 0.0,
     mem_sq: torch.Tensor | None = None,
     chunk_size: int | None = None,
+    index: BallIndex | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """LSR energy (B,) and analytic gradient (B, D); the gradient is zero outside the supports."""
     z, count, active_sum = lsr_support_stats(
-        x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size
+        x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size, index=index
     )
     denom = (eps + z).clamp_min(torch.finfo(x.dtype).tiny)
     grad = (count[:, None] * x - active_sum) / denom[:, None]

@@ -880,7 +880,7 @@ def _section_trajectory(
     return metrics
 
 
-# -- `amlab diffusion-train`: one class-conditional model, trained with checkpoints ---------
+# -- `amlab train diffusion`: one class-conditional model, trained with checkpoints ---------
 def train_image_model(
     out: str | Path,
     *,

@@ -16,6 +16,11 @@ Retrieval methods, all through the one descent engine (:func:`amlab.dynamics.des
 - ``"fixed_point"`` (LSR): x <- mean of the memories active at x, LSR's exact solver
   (a step of 1 along the gradient rescaled by (eps + Z) / count). It stops when the
   active set, hence the state, repeats.
+
+LSR's passes can go through an exact index (:class:`~amlab.energy.lsr_index.BallIndex`):
+memories grouped into balls, so a query visits only the balls that can reach its support.
+Results are those of the dense pass; ``index="auto"`` (the default) builds it, on first use,
+for M >= ``AUTO_INDEX_MIN_MEMORIES`` when a sample shows small supports.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from typing import Any
 import torch
 
 from amlab.dynamics import Oracle
-from amlab.energy.distances import nearest_memory, sq_norms
+from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
 from amlab.energy.lse import lse_energy, lse_energy_grad, memory_bias
 from amlab.energy.lsr import lsr_energy, lsr_energy_from_stats, lsr_energy_grad, lsr_support_stats
+from amlab.energy.lsr_index import BallIndex
 from amlab.errors import (
     AmlabError,
     as_float_tensor,
@@ -40,6 +46,13 @@ from amlab.errors import (
 from amlab.models.base import AssociativeMemory
 
 ENERGIES = ("lse", "lsr", "lse_dot")
+INDEXES = ("auto", "clusters", "none")
+
+#: ``index="auto"`` indexes LSR memories from this many on (below, a dense pass is cheap).
+AUTO_INDEX_MIN_MEMORIES = 50_000
+#: ... when, on a sample of memories, the first queries' supports hold at most this fraction.
+AUTO_INDEX_MAX_SUPPORT_FRACTION = 0.05
+_SUPPORT_SAMPLE = 2048
 
 
 class DenseAM(AssociativeMemory):
@@ -52,6 +65,11 @@ class DenseAM(AssociativeMemory):
         eps: LSR's floor inside the log (>= 0); ignored by the LSE energies.
         chunk_size: memories processed at once (None picks it from the batch size);
             peak memory grows with the chunk, not with M.
+        index: LSR only: "clusters" passes through an exact ball index (built on first use,
+            extended by :meth:`add`), "none" always scans every memory, "auto" indexes from
+            ``AUTO_INDEX_MIN_MEMORIES`` memories on when the supports are small. Either way
+            the results are those of the dense pass, which is also used whenever a batch's
+            supports are too large for the index to skip much.
     """
 
     METHODS = {"gd": (0.1, 1e-6), "attention": (1.0, 1e-6), "fixed_point": (1.0, 0.0)}
@@ -63,9 +81,11 @@ class DenseAM(AssociativeMemory):
         beta: float = 1.0,
         eps: float = 0.0,
         chunk_size: int | None = None,
+        index: str = "auto",
     ) -> None:
         super().__init__()
         self.energy_name = check_choice(energy, "energy", ENERGIES)
+        self.index = check_choice(index, "index", INDEXES)
         self.beta = check_positive(beta, "beta")
         self.eps = check_positive(eps, "eps", allow_zero=True)
         self.chunk_size = (
@@ -78,6 +98,35 @@ class DenseAM(AssociativeMemory):
                 f"{tuple(mem.shape)}. Stack your patterns as rows."
             )
         self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
+        self._norms: tuple[tuple, torch.Tensor] | None = None  # (memories key, squared norms)
+        self._ball_index: tuple[tuple, BallIndex | None] | None = None  # (key, index)
+
+    def add(self, patterns: Any) -> DenseAM:
+        """Store more memories (N, D) (or one (D,)) after the existing ones; returns self.
+
+        A built LSR index takes them in (each joins its nearest ball) instead of being rebuilt.
+        """
+        new = as_float_tensor(patterns, "patterns", dtype=self.memories.dtype)
+        new = new.to(self.memories.device)
+        if new.ndim == 1:
+            new = new[None]
+        if new.ndim != 2 or new.shape[1] != self.dim:
+            raise AmlabError(
+                f"patterns must have shape (N, {self.dim}) or ({self.dim},) to match the "
+                f"memories; got {tuple(new.shape)}."
+            )
+        new = check_squares_finite(new, "patterns")
+        old_key = _key(self.memories)
+        self.memories = torch.cat([self.memories, new])
+        key = _key(self.memories)
+        if self._norms is not None and self._norms[0] == old_key:
+            self._norms = (key, torch.cat([self._norms[1], sq_norms(new)]))
+        if self._ball_index is not None and self._ball_index[0][1:] == old_key:
+            index = self._ball_index[1]
+            if index is not None:
+                index.add(new)
+            self._ball_index = ((self.beta, *key), index)
+        return self
 
     @property
     def num_memories(self) -> int:
@@ -87,6 +136,41 @@ class DenseAM(AssociativeMemory):
     def dim(self) -> int:
         return self.memories.shape[1]
 
+    def memory_sq_norms(self) -> torch.Tensor:
+        """Squared norms (M,) of the memories, computed once per memory set."""
+        key = _key(self.memories)
+        if self._norms is None or self._norms[0] != key:
+            self._norms = (key, sq_norms(self.memories))
+        return self._norms[1]
+
+    def lsr_index(self, x: torch.Tensor | None = None) -> BallIndex | None:
+        """The LSR ball index (None: dense passes), built on first use, rebuilt if the
+        memories were changed other than by :meth:`add`. With ``index="auto"`` the states x
+        (B, D) about to be evaluated decide whether an index is worth building."""
+        if self.index == "none" or self.energy_name != "lsr":
+            return None
+        key = (self.beta, *_key(self.memories))
+        if self._ball_index is not None and self._ball_index[0] == key:
+            return self._ball_index[1]
+        index = None
+        if self.index == "clusters" or (
+            self.num_memories >= AUTO_INDEX_MIN_MEMORIES
+            and x is not None
+            and self._support_fraction(x) <= AUTO_INDEX_MAX_SUPPORT_FRACTION
+        ):
+            index = BallIndex.build(self.memories)
+        self._ball_index = (key, index)
+        return index
+
+    @torch.no_grad()
+    def _support_fraction(self, x: torch.Tensor) -> float:
+        """Fraction of a fixed sample of memories within the support radius of states x."""
+        gen = torch.Generator().manual_seed(0)
+        ids = torch.randperm(self.num_memories, generator=gen)[:_SUPPORT_SAMPLE]
+        sample = self.memories[ids.to(self.memories.device)]
+        d2 = sq_distances(x, sample, (x * x).sum(1), self.memory_sq_norms()[ids])
+        return float((d2 < self.support_radius**2).to(x.dtype).mean())
+
     @property
     def support_radius(self) -> float:
         """LSR's support radius sqrt(2/beta)."""
@@ -95,7 +179,8 @@ class DenseAM(AssociativeMemory):
     def extra_repr(self) -> str:
         return (
             f"energy={self.energy_name!r}, beta={self.beta:g}, eps={self.eps:g}, "
-            f"memories=({self.num_memories}, {self.dim}), dtype={self.memories.dtype}"
+            f"memories=({self.num_memories}, {self.dim}), dtype={self.memories.dtype}, "
+            f"index={self.index!r}"
         )
 
     def nearest(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,20 +216,23 @@ class DenseAM(AssociativeMemory):
                 'use method="attention" or "gd".'
             )
         mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
+        mem_sq = self.memory_sq_norms()
         if self.energy_name != "lsr":  # gd and attention: the gradient, steps 0.1 and 1
             form = self._lse_form
-            bias = memory_bias(mem, form)
+            bias = memory_bias(mem, form, mem_sq)
             return lambda x, t: lse_energy_grad(
-                x, mem, beta, form=form, bias=bias, chunk_size=chunk
+                x, mem, beta, form=form, bias=bias, mem_sq=mem_sq, chunk_size=chunk
             )
-        mem_sq = sq_norms(mem)
+
         if method == "gd":
             return lambda x, t: lsr_energy_grad(
-                x, mem, beta, eps=eps, mem_sq=mem_sq, chunk_size=chunk
+                x, mem, beta, eps=eps, mem_sq=mem_sq, chunk_size=chunk, index=self.lsr_index(x)
             )
 
         def centroid_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            z, count, active_sum = lsr_support_stats(x, mem, beta, mem_sq=mem_sq, chunk_size=chunk)
+            z, count, active_sum = lsr_support_stats(
+                x, mem, beta, mem_sq=mem_sq, chunk_size=chunk, index=self.lsr_index(x)
+            )
             centroid = active_sum / count.clamp_min(1)[:, None]
             direction = torch.where((count > 0)[:, None], x - centroid, torch.zeros_like(x))
             return lsr_energy_from_stats(z, beta, eps), direction
@@ -158,6 +246,7 @@ class DenseAM(AssociativeMemory):
             "beta": self.beta,
             "eps": self.eps,
             "chunk_size": self.chunk_size,
+            "index": self.index,
         }
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -170,3 +259,14 @@ class DenseAM(AssociativeMemory):
                 f"expected only the tensor 'memories', found {sorted(tensors)}; re-save the model."
             )
         return cls(tensors["memories"], **config)
+
+
+def _key(memories: torch.Tensor) -> tuple:
+    """What identifies a memory set's contents: a change in place bumps ``_version``."""
+    return (
+        memories.data_ptr(),
+        memories._version,
+        tuple(memories.shape),
+        memories.dtype,
+        memories.device,
+    )

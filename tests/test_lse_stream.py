@@ -1,0 +1,118 @@
+"""The streaming LSE pass against the plain computation (whole score matrix, float64)."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amlab import DenseAM
+from amlab.energy.lse import lse_energy_grad, lse_softmax_mean, memory_bias
+from amlab.profiling import LargestTensor
+
+
+def plain(x, memories, beta, bias):
+    """logsumexp and softmax mean from the whole (B, M) score matrix, in float64."""
+    x, memories = x.double(), memories.double()
+    scores = beta * (x @ memories.T + (0.0 if bias is None else bias.double()))
+    return torch.logsumexp(scores, 1), torch.softmax(scores, 1) @ memories
+
+
+def check(x, memories, beta, form, chunk, rtol):
+    bias = memory_bias(memories, form)
+    lse, mean = lse_softmax_mean(x, memories, beta, bias=bias, chunk_size=chunk)
+    ref_lse, ref_mean = plain(x, memories, beta, bias)
+    assert lse.dtype == x.dtype and mean.dtype == x.dtype
+    # lse is compared relative to beta times the scores' scale (it grows with beta)
+    scale = beta * float((x.double().abs().sum(1).max() + 1) * (memories.abs().max() + 1) ** 2)
+    torch.testing.assert_close(lse.double(), ref_lse, rtol=rtol, atol=rtol * scale)
+    torch.testing.assert_close(mean.double(), ref_mean, rtol=rtol, atol=rtol * 10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 9),
+    m=st.integers(1, 150),
+    d=st.integers(1, 20),
+    chunk=st.one_of(st.none(), st.integers(1, 160)),
+    log_beta=st.floats(-6, 4),
+    form=st.sampled_from(["distance", "dot"]),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_random_shapes_match_the_plain_computation(b, m, d, chunk, log_beta, form, dtype, seed):
+    g = torch.Generator().manual_seed(seed)
+    memories = torch.rand(m, d, generator=g, dtype=dtype)
+    x = torch.rand(b, d, generator=g, dtype=dtype)
+    rtol = 1e-4 if dtype == torch.float32 else 1e-10
+    check(x, memories, 10.0**log_beta, form, chunk, rtol)
+
+
+@pytest.mark.parametrize("beta", [1e-8, 1e-3, 1.0, 1e2, 1e4])
+@pytest.mark.parametrize("chunk", [1, 7, 33, 99, 100, 1000])  # M = 100: most do not divide M
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_extreme_beta_and_chunks_that_do_not_divide_m(beta, chunk, dtype):
+    g = torch.Generator().manual_seed(int(math.log10(beta)) + 20)
+    memories = torch.rand(100, 6, generator=g, dtype=dtype)
+    x = memories[:5] + 0.05 * torch.randn(5, 6, generator=g, dtype=dtype)
+    rtol = 1e-4 if dtype == torch.float32 else 1e-10
+    for form in ("distance", "dot"):
+        check(x, memories, beta, form, chunk, rtol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_far_better_match_late_in_the_memories_redoes_only_that_chunk(dtype):
+    """Memories sorted from far to near: every chunk beats the last by more than exp's range,
+    so every chunk takes the exact path for every row (and the rows differ in where)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(3, 4, dtype=dtype)
+    x[1, 0] = 0.5
+    x[2] = 2.0
+    direction = torch.randn(200, 4, generator=g, dtype=dtype)
+    direction /= direction.norm(dim=1, keepdim=True)
+    radius = torch.linspace(3.0, 0.01, 200, dtype=dtype)[:, None]
+    memories = radius * direction
+    for beta in (1e3, 1e5):
+        check(x, memories, beta, "distance", 10, 1e-4 if dtype == torch.float32 else 1e-10)
+
+
+def test_energy_grad_takes_precomputed_norms_and_bias():
+    g = torch.Generator().manual_seed(1)
+    memories = torch.rand(50, 5, generator=g, dtype=torch.float64)
+    x = torch.rand(4, 5, generator=g, dtype=torch.float64)
+    mem_sq = (memories * memories).sum(1)
+    for form in ("distance", "dot"):
+        plain_e, plain_g = lse_energy_grad(x, memories, 3.0, form=form)
+        e, grad = lse_energy_grad(
+            x, memories, 3.0, form=form, mem_sq=mem_sq, bias=memory_bias(memories, form)
+        )
+        torch.testing.assert_close(e, plain_e, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grad, plain_g, rtol=1e-12, atol=1e-12)
+
+
+def test_peak_memory_is_bounded_by_the_chunk():
+    g = torch.Generator().manual_seed(2)
+    memories = torch.rand(20_000, 8, generator=g)
+    x = torch.rand(64, 8, generator=g)
+    bias, mem_sq = memory_bias(memories, "distance"), (memories * memories).sum(1)
+    for chunk in (100, 1000):
+        with LargestTensor() as probe:
+            lse_softmax_mean(x, memories, 2.0, bias=bias, mem_sq=mem_sq, chunk_size=chunk)
+        # the score block (B x chunk) and the scaled (M,) bias are the largest things made
+        assert probe.largest <= max(64 * chunk, 20_000), (chunk, probe.largest)
+
+
+def test_dense_am_caches_the_norms_and_notices_changed_memories():
+    g = torch.Generator().manual_seed(3)
+    memories = torch.rand(30, 4, generator=g, dtype=torch.float64)
+    x = torch.rand(5, 4, generator=g, dtype=torch.float64)
+    am = DenseAM(memories.clone(), beta=2.0)
+    first = am.energy_and_grad(x)
+    assert am.memory_sq_norms() is am.memory_sq_norms()  # computed once
+    with torch.no_grad():
+        am.memories.mul_(0.5)  # changed in place: the cached norms must not be reused
+    expected = DenseAM(memories * 0.5, beta=2.0).energy_and_grad(x)
+    for a, b in zip(am.energy_and_grad(x), expected, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(first[0], expected[0])

@@ -1,0 +1,136 @@
+"""The LSR ball index gives the dense pass's results: active sets, Z, gradients, fixed points."""
+
+import math
+
+import pytest
+import torch
+
+from amlab import DenseAM
+from amlab.energy.lsr import lsr_support_stats
+from amlab.energy.lsr_index import BallIndex
+
+F64 = torch.float64
+
+
+def clustered(num_clusters, per_cluster, dim, spread, seed, dtype=F64):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(num_clusters, dim, generator=g, dtype=dtype)
+    points = centres.repeat_interleave(per_cluster, 0)
+    points = points + spread * torch.randn(points.shape, generator=g, dtype=dtype)
+    return points[torch.randperm(points.shape[0], generator=g)]
+
+
+def assert_same_stats(x, memories, beta, index):
+    dense = lsr_support_stats(x, memories, beta)
+    indexed = lsr_support_stats(x, memories, beta, index=index)
+    assert torch.equal(indexed[1], dense[1])  # the same number of active memories
+    tol = 1e-10 if x.dtype == F64 else 1e-4
+    torch.testing.assert_close(indexed[0], dense[0], rtol=tol, atol=tol)  # Z
+    torch.testing.assert_close(indexed[2], dense[2], rtol=tol, atol=tol)  # sum of the active
+    return dense
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+@pytest.mark.parametrize("data", ["uniform", "clustered"])
+def test_indexed_stats_equal_dense_stats(dtype, data):
+    g = torch.Generator().manual_seed(0)
+    if data == "uniform":
+        memories = torch.rand(3000, 6, generator=g, dtype=dtype)
+    else:
+        memories = clustered(60, 50, 8, 0.02, seed=1, dtype=dtype)
+    index = BallIndex.build(memories, leaf_size=16)
+    x = memories[:40] + 0.03 * torch.randn(40, memories.shape[1], generator=g, dtype=dtype)
+    x = torch.cat([x, torch.rand(20, memories.shape[1], generator=g, dtype=dtype)])
+    for beta in (3.0, 30.0, 300.0, 3e4):  # supports from large (dense fallback) to tiny
+        dense = assert_same_stats(x, memories, beta, index)
+    assert (dense[1] == 0).any()  # at beta = 3e4 some states are outside every support
+
+
+def test_pruning_skips_most_balls_on_clustered_data():
+    memories = clustered(100, 40, 16, 0.02, seed=2)
+    index = BallIndex.build(memories, leaf_size=16)
+    x = memories[:50]
+    beta = 2.0 / 0.3**2  # r = 0.3: a state's support is (part of) its own cluster
+    keep = index.candidates(x, math.sqrt(2.0 / beta), (x * x).sum(1))
+    assert keep.sum(1).float().mean() < 0.05 * index.num_clusters
+    assert_same_stats(x, memories, beta, index)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_memories_on_the_support_boundary_are_never_skipped(dtype):
+    """Memories at distance r (1 -+ a few ulps) from a state: the margin in the pruning test
+    keeps every ball the dense pass could count."""
+    g = torch.Generator().manual_seed(3)
+    dim, beta = 10, 2.0
+    r = math.sqrt(2.0 / beta)
+    directions = torch.randn(400, dim, generator=g, dtype=F64)
+    directions /= directions.norm(dim=1, keepdim=True)
+    factors = 1 + torch.linspace(-8, 8, 400, dtype=F64) * torch.finfo(dtype).eps
+    centre = torch.rand(dim, generator=g, dtype=F64)
+    memories = (centre + r * factors[:, None] * directions).to(dtype)
+    memories = torch.cat([memories, torch.rand(600, dim, generator=g, dtype=dtype) + 3.0])
+    index = BallIndex.build(memories, leaf_size=8)
+    assert_same_stats(centre[None].to(dtype), memories, beta, index)
+
+
+def test_added_memories_are_indexed():
+    memories = clustered(40, 30, 8, 0.02, seed=4)
+    g = torch.Generator().manual_seed(4)
+    later = torch.cat(
+        [
+            memories[:50] + 0.01 * torch.randn(50, 8, generator=g, dtype=F64),  # near old balls
+            torch.full((1, 8), 5.0, dtype=F64),  # far from every ball: its ball must grow
+        ]
+    )
+    index = BallIndex.build(memories, leaf_size=16)
+    index.add(later)
+    everything = torch.cat([memories, later])
+    x = torch.cat([everything[-60:], everything[:20] + 0.01])
+    for beta in (50.0, 500.0):
+        dense = assert_same_stats(x, everything, beta, index)
+    assert dense[1][59] >= 1  # the far memory is found at its own position
+
+
+def test_dense_am_index_gives_the_dense_fixed_points_and_takes_added_memories():
+    memories = clustered(50, 40, 8, 0.03, seed=5)
+    g = torch.Generator().manual_seed(5)
+    queries = memories[:30] + 0.05 * torch.randn(30, 8, generator=g, dtype=F64)
+    queries = torch.cat([queries, torch.full((2, 8), -4.0, dtype=F64)])  # outside every support
+    beta = 2.0 / 0.15**2
+    indexed = DenseAM(memories[:1500], energy="lsr", beta=beta, index="clusters")
+    dense = DenseAM(memories[:1500], energy="lsr", beta=beta, index="none")
+    for step in range(2):
+        if step == 1:  # memories added after the index was built
+            indexed.add(memories[1500:])
+            dense.add(memories[1500:])
+            assert indexed.lsr_index().num_memories == memories.shape[0]
+        a = indexed.retrieve(queries, method="fixed_point")
+        b = dense.retrieve(queries, method="fixed_point")
+        assert torch.equal(a.steps, b.steps) and torch.equal(a.converged, b.converged)
+        torch.testing.assert_close(a.states, b.states, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a.energies, b.energies, rtol=1e-12, atol=1e-12)
+        for x in (queries, a.states):
+            ea, ga = indexed.energy_and_grad(x)
+            eb, gb = dense.energy_and_grad(x)
+            torch.testing.assert_close(ea, eb, rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+    assert torch.isinf(ea[-1]) and torch.equal(ga[-1], torch.zeros(8, dtype=F64))
+
+
+def test_auto_index_is_built_only_for_many_memories_with_small_supports(monkeypatch):
+    import amlab.models.dense_am as dense_am
+
+    monkeypatch.setattr(dense_am, "AUTO_INDEX_MIN_MEMORIES", 1000)
+    memories = clustered(30, 40, 8, 0.02, seed=6)
+    x = memories[:10]
+    small = DenseAM(memories, energy="lsr", beta=2.0 / 0.1**2)
+    small.energy_and_grad(x)
+    assert small.lsr_index(x) is not None
+    wide = DenseAM(memories, energy="lsr", beta=2.0 / 3.0**2)  # supports hold everything
+    wide.energy_and_grad(x)
+    assert wide.lsr_index(x) is None
+    few = DenseAM(memories[:500], energy="lsr", beta=2.0 / 0.1**2)
+    assert few.lsr_index(x) is None
+    with torch.no_grad():  # a change in place is noticed: the index is rebuilt
+        small.memories[:5] += 1.0
+    assert_same_stats(x, small.memories, small.beta, small.lsr_index(x))
