@@ -40,7 +40,14 @@ from amlab.diffusion import (
 from amlab.dynamics import descend
 from amlab.energy.distances import nearest_memory
 from amlab.experiments.figures import image_grid, plt
-from amlab.experiments.report import Progress, Report, no_progress, run_sections
+from amlab.experiments.report import (
+    Progress,
+    Report,
+    no_progress,
+    paper_images,
+    reproduction_report,
+    run_sections,
+)
 from amlab.training import TrainConfig
 
 PAPER = "Hoover et al., *Memory in Plain Sight: Surveying the Uncanny Resemblances of "
@@ -120,13 +127,9 @@ def run(
     """
     grid = grid if grid is not None else (QUICK if quick else FULL)
     started = time.perf_counter()
-    # loaded first so that a wrong data directory fails at once
-    images = load("mnist", data_dir, split="test") if data_dir else load("digits")
-    report = Report(
-        out,
-        "Reproduction: diffusion models as associative memories",
-        intro=f"Source: {PAPER}. Mode: {'quick (reduced grid)' if quick else 'full'}, seed "
-        f"{seed}. Every number below was measured by this run.",
+    images = paper_images(data_dir)
+    report = reproduction_report(
+        out, "diffusion models as associative memories", PAPER, quick, seed
     )
     tag = f"{'quick' if quick else 'full'}-seed{seed}"
     checkpoints = Path(out) / "checkpoints"

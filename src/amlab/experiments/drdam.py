@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from amlab.data import ImageSet, block_mask, load  # noqa: E402
+from amlab.data import ImageSet, block_mask  # noqa: E402
 from amlab.experiments.figures import image_grid  # noqa: E402
-from amlab.experiments.report import Progress, Report, no_progress  # noqa: E402
+from amlab.experiments.report import Progress, Report, no_progress, paper_images  # noqa: E402
 from amlab.models import DenseAM, RandomFeatureAM  # noqa: E402
 from amlab.models.random_feature_am import compare_with_dense  # noqa: E402
 
@@ -113,7 +113,7 @@ def run(
     grid = grid if grid is not None else (QUICK if quick else FULL)
     start = time.perf_counter()
     # loaded first so that a wrong data directory fails at once, not after the other sections
-    images = load("mnist", data_dir, split="test") if data_dir else load("digits")
+    images = paper_images(data_dir)
     report = Report(out, "DrDAM: Dense Associative Memory through random features", _INTRO)
     stages = _Stages(progress, grid)
     kernels = ("sincos", "cos", "exp", "expexp")

@@ -20,7 +20,14 @@ from amlab.data import ImageSet, load
 from amlab.energy.distances import nearest_memory
 from amlab.experiments import lsr_kernels, lsr_loglik
 from amlab.experiments.figures import image_grid, plt
-from amlab.experiments.report import Progress, Report, no_progress, run_sections
+from amlab.experiments.report import (
+    Progress,
+    Report,
+    no_progress,
+    paper_images,
+    reproduction_report,
+    run_sections,
+)
 from amlab.models import DenseAM
 
 PAPER = "Hoover et al., *Dense Associative Memory with Epanechnikov Energy*, arXiv 2506.10801"
@@ -35,14 +42,9 @@ def run(
 ) -> dict:
     """Run every section; write report.md, figures and metrics.json into ``out``."""
     started = time.perf_counter()
-    # images: the MNIST test split from data_dir, else the embedded digits; loaded first so
-    # that a wrong directory fails at once, not after the other sections
-    data = load("mnist", data_dir, split="test") if data_dir else load("digits")
-    report = Report(
-        out,
-        "Reproduction: Dense Associative Memory with Epanechnikov (LSR) energy",
-        intro=f"Source: {PAPER}. Mode: {'quick (reduced grid)' if quick else 'full'}"
-        f", seed {seed}. Every number below was measured by this run.",
+    data = paper_images(data_dir)
+    report = reproduction_report(
+        out, "Dense Associative Memory with Epanechnikov (LSR) energy", PAPER, quick, seed
     )
     common = {"quick": quick, "seed": seed}
     sections = [

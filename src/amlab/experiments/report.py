@@ -14,12 +14,31 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from amlab.data import ImageSet, load
+
 #: progress(stage description, fraction of the whole run done in [0, 1])
 Progress = Callable[[str, float], None]
 
 
 def no_progress(stage: str, fraction: float) -> None:
     """The progress callback used when nobody is watching."""
+
+
+def reproduction_report(out: str | Path, title: str, source: str, quick: bool, seed: int) -> Report:
+    """The report of ``amlab repro <paper>``: the title, the source and the run's mode."""
+    mode = "quick (reduced grid)" if quick else "full"
+    return Report(
+        out,
+        f"Reproduction: {title}",
+        intro=f"Source: {source}. Mode: {mode}, seed {seed}. Every number below was measured "
+        "by this run.",
+    )
+
+
+def paper_images(data_dir: str | None) -> ImageSet:
+    """The images of a reproduction: MNIST's test split from ``data_dir``, else the
+    embedded digits. Load them first, so that a wrong directory fails at once."""
+    return load("mnist", data_dir, split="test") if data_dir else load("digits")
 
 
 def run_sections(
