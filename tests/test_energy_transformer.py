@@ -201,6 +201,23 @@ def test_training_gradient_through_the_dynamics_matches_an_autograd_unroll(hopfi
     torch.testing.assert_close(plain.energies, out.energies)
 
 
+def test_energy_parts_when_one_sequence_stops_early():
+    """A sequence at a fixed point stops after one step while the other runs on; the
+    energy parts per step are still reported for both (from the recorded path)."""
+    model = EnergyTransformer(4, 1, 2, 1, seed=0, dtype=F64)
+    with torch.no_grad():
+        model.xi.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0]]))
+    # one token: no key to attend; token 0 points away from xi (ReLU 0: no force)
+    x = torch.tensor([[[-1.0, 1.0, 0.0, 0.0]], [[1.0, -1.0, 0.5, 0.0]]], dtype=F64)
+    out = model(x, steps=5)
+    assert out.energies.shape == (6, 2)
+    torch.testing.assert_close(out.tokens[0], x[0])
+    assert (out.energies[:, 0] == out.energies[0, 0]).all()
+    assert (out.energies[1:, 1] < out.energies[:-1, 1]).all()
+    torch.testing.assert_close(out.energies[-1], model.energy(out.tokens))
+    torch.testing.assert_close(out.energies, out.attention + out.hopfield)
+
+
 def test_block_mask_separates_token_groups():
     model = make_model(0)
     mask = torch.zeros(6, 6, dtype=torch.bool)

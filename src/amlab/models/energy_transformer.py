@@ -188,15 +188,16 @@ class EnergyTransformer(nn.Module):
     def grad_g(self, x: Any, mask: Any = None) -> torch.Tensor:
         """The analytic update direction dE/dg (B, N, D) at tokens x (B, N, D)."""
         x = self._tokens(x)
-        return self._energy_and_grad_g(x, self._allowed(mask, x.shape[1]))[1]
+        return self._energy_and_grad_g(x, self._allowed(mask, x.shape[1]))[2]
 
     def _energy_and_grad_g(
         self, x: torch.Tensor, allowed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(E_ATT (B,), E_HN (B,), dE/dg (B, N, D)) at tokens x."""
         g = self.layer_norm(x)
         e_att, d_att = attention_energy_grad(g, self.w_k, self.w_q, self.beta, allowed)
         e_hn, d_hn = hopfield_energy_grad(g, self.xi, self.hopfield, self.hopfield_beta)
-        return e_att + e_hn, d_att + d_hn
+        return e_att, e_hn, d_att + d_hn
 
     # -- dynamics ------------------------------------------------------------------------
     def forward(
@@ -215,9 +216,12 @@ class EnergyTransformer(nn.Module):
         b, n, d = x.shape
         allowed = self._allowed(mask, n)
 
+        parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (E_ATT, E_HN) of each state
+
         def oracle(flat: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            e, grad = self._energy_and_grad_g(flat.view(-1, n, d), allowed)
-            return e, grad.reshape(flat.shape)
+            e_att, e_hn, grad = self._energy_and_grad_g(flat.view(-1, n, d), allowed)
+            parts.append((e_att.detach(), e_hn.detach()))
+            return e_att + e_hn, grad.reshape(flat.shape)
 
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             traj = descend(
@@ -228,9 +232,12 @@ class EnergyTransformer(nn.Module):
                 record_states=True,
                 differentiable=differentiable,
             )
-        with torch.no_grad():
-            parts = self.energy_parts(traj.path.detach().reshape(-1, n, d), mask)
-        att, hn = (parts[key].view(-1, b) for key in ("attention", "hopfield"))
+        if all(a.shape[0] == b for a, _ in parts):
+            att, hn = (torch.stack(p) for p in zip(*parts, strict=True))
+        else:  # some queries stopped early (their state repeated): evaluate the path
+            with torch.no_grad():
+                by_part = self.energy_parts(traj.path.detach().reshape(-1, n, d), mask)
+            att, hn = (by_part[key].view(-1, b) for key in ("attention", "hopfield"))
         return ETOutput(traj.states.view(b, n, d), att + hn, att, hn)
 
     # -- input checks --------------------------------------------------------------------
