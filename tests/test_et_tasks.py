@@ -222,13 +222,20 @@ def test_node_split_is_stratified_and_disjoint():
     assert labels[train].sum() == 8 and labels[val].sum() == 4 and labels[test].sum() == 8
 
 
-def test_tuned_threshold_is_the_best_on_validation():
-    gen = np.random.default_rng(0)
+@pytest.mark.parametrize("seed,rounding", [(0, None), (1, 1), (2, 0)])
+def test_tuned_threshold_is_the_best_on_validation(seed, rounding):
+    """Against sklearn at every candidate (rounded scores give ties, one class may be
+    absent above a threshold): the same best macro-F1 and the same (smallest) threshold."""
+    gen = np.random.default_rng(seed)
     val_y, test_y = gen.integers(0, 2, 60), gen.integers(0, 2, 50)
     val_s, test_s = val_y + gen.normal(0, 0.8, 60), test_y + gen.normal(0, 0.8, 50)
+    if rounding is not None:
+        val_s = np.round(val_s, rounding)
     f1, threshold = tuned_macro_f1(val_s, val_y, test_s, test_y)
-    best = max(f1_score(val_y, val_s >= t, average="macro") for t in val_s)
-    assert f1_score(val_y, val_s >= threshold, average="macro") == pytest.approx(best)
+    candidates = np.unique(val_s)
+    scores = [f1_score(val_y, val_s >= t, average="macro", zero_division=0) for t in candidates]
+    assert threshold == candidates[int(np.argmax(scores))]
+    assert f1_score(val_y, val_s >= threshold, average="macro") == pytest.approx(max(scores))
     assert f1 == pytest.approx(f1_score(test_y, test_s >= threshold, average="macro"))
 
 

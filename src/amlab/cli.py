@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -28,6 +29,14 @@ OutOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
+]
+QuickOpt = Annotated[bool, typer.Option("--quick", help="A reduced grid that runs in minutes.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Directory with MNIST IDX files (default: embedded digits)."),
+]
 
 
 @app.callback()
@@ -140,9 +149,6 @@ train_app = typer.Typer(
 app.add_typer(train_app, name="train")
 eval_app = typer.Typer(help="Evaluate a trained model against baselines.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
-ResumeOpt = Annotated[
-    bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
-]
 
 
 @train_app.command("et")
@@ -260,9 +266,7 @@ def diffusion_train(
         bool, typer.Option("--energy/--no-energy", help="Energy-parameterised (D = x - grad E).")
     ] = False,
     guidance: Annotated[float, typer.Option(help="Guidance scale of the samples.")] = 2.0,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the checkpoints in --out.")
-    ] = False,
+    resume: ResumeOpt = False,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/diffusion"),
     as_json: JsonOpt = False,
@@ -300,12 +304,6 @@ repro_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(repro_app, name="repro")
-
-QuickOpt = Annotated[bool, typer.Option("--quick", help="A reduced grid that runs in minutes.")]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Directory with MNIST IDX files (default: embedded digits)."),
-]
 
 
 #: paper -> one-line description; each is ``amlab.experiments.<paper>.run``
@@ -422,30 +420,6 @@ def train_et_graph(
     console.print(f"wrote {out / 'metrics.json'} and {out / 'roc.png'}")
 
 
-class _stage_progress:
-    """A rich progress bar over a whole run; yields ``progress(stage, fraction)``."""
-
-    def __init__(self) -> None:
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self.task = self.bar.add_task("starting", total=1.0)
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda stage, fraction: self.bar.update(
-            self.task, description=stage, completed=fraction
-        )
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-
 class _errors:
     """Turn an AmlabError into a one-line message and exit status 2."""
 
@@ -459,56 +433,55 @@ class _errors:
         return False
 
 
-class _progress:
-    """A rich progress bar on stderr; yields ``advance(step, still_moving)``."""
+@contextmanager
+def _bar(description: str, total: float | None, *columns: TextColumn, **fields: Any):
+    """A transient rich progress bar on stderr with ``columns`` between the bar and the
+    elapsed time; yields ``update(**changes)`` for its one task."""
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        *columns,
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task(description, total=total, **fields)
+        yield lambda **changes: bar.update(task, **changes)
 
-    def __init__(self, description: str, total: int) -> None:
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
-            TextColumn("{task.fields[moving]} moving"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
+
+@contextmanager
+def _stage_progress():
+    """A bar over a whole run; yields ``progress(stage, fraction)``."""
+    with _bar("starting", 1.0, TextColumn("{task.percentage:>3.0f}%")) as update:
+        yield lambda stage, fraction: update(description=stage, completed=fraction)
+
+
+@contextmanager
+def _progress(description: str, total: int):
+    """A bar over descent steps; yields ``advance(step, still_moving)``."""
+    columns = (
+        TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[moving]} moving"),
+    )
+    with _bar(description, total, *columns, moving="-") as update:
+        yield lambda step, moving: update(completed=step, moving=moving)
+
+
+@contextmanager
+def training_progress(description: str):
+    """A bar for :func:`amlab.training.train`; yields its ``on_step``. The total is known
+    only at the first step (a None total cannot be formatted, hence the ``steps`` field)."""
+    columns = (
+        TextColumn("step {task.completed:.0f}/{task.fields[steps]}"),
+        TextColumn("loss {task.fields[loss]}"),
+    )
+    with _bar(description, None, *columns, loss="-", steps="?") as update:
+        yield lambda done, total, metrics: update(
+            completed=done, total=total, steps=total, loss=f"{metrics['loss']:.4g}"
         )
-        self.task = self.bar.add_task(description, total=total, moving="-")
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda step, moving: self.bar.update(self.task, completed=step, moving=moving)
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
 
 
-class training_progress:
-    """A rich progress bar for :func:`amlab.training.train`; yields its ``on_step``."""
-
-    def __init__(self, description: str) -> None:
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("step {task.completed:.0f}/{task.fields[steps]}"),
-            TextColumn("loss {task.fields[loss]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        # the total is known only at the first step; a None total cannot be formatted
-        self.task = self.bar.add_task(description, total=None, loss="-", steps="?")
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return lambda done, total, metrics: self.bar.update(
-            self.task, completed=done, total=total, steps=total, loss=f"{metrics['loss']:.4g}"
-        )
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-
-# -- listops: the ListOps parameter-threshold study (issue 9) --------------------------------
 listops_app = typer.Typer(
     help="ListOps: how few parameters a small transformer needs, per task mix and curriculum.",
     no_args_is_help=True,
@@ -559,9 +532,7 @@ def listops_train(
     modulus: ModulusOpt = 10,
     train_size: TrainSizeOpt = 20000,
     test_size: TestSizeOpt = 2000,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run checkpointed in --out.")
-    ] = False,
+    resume: ResumeOpt = False,
     seed: SeedOpt = 0,
     out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/listops"),
     as_json: JsonOpt = False,

@@ -181,7 +181,6 @@ def train(
         _broadcast_from_rank0(model)
 
     metrics: dict[str, float] = {}
-    step = start
     try:
         for step in range(start, config.steps):
             lr = config.learning_rate(step)
@@ -192,9 +191,10 @@ def train(
             value, extra = value if isinstance(value, tuple) else (value, {})
             if not (isinstance(value, torch.Tensor) and value.ndim == 0):
                 raise AmlabError("the loss function must return a scalar tensor.")
-            if not torch.isfinite(value):
+            loss_value = float(value.detach())
+            if not math.isfinite(loss_value):
                 raise AmlabError(
-                    f"the loss became {value.item()} at step {step}; lower the learning rate "
+                    f"the loss became {loss_value} at step {step}; lower the learning rate "
                     "or check the data."
                 )
             value.backward()
@@ -203,7 +203,7 @@ def train(
             if config.clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.clip)
             optimizer.step()
-            losses.append(float(value.detach()))
+            losses.append(loss_value)
             metrics = {"loss": losses[-1], "lr": lr, **{k: float(v) for k, v in extra.items()}}
             done = step + 1
             if (
@@ -214,7 +214,6 @@ def train(
                 save_checkpoint(out, done, model, optimizer, losses, settings)
             if on_step is not None and rank == 0:
                 on_step(done, config.steps, metrics)
-        step = config.steps
     except KeyboardInterrupt:
         if out is not None and rank == 0 and len(losses) > start:
             save_checkpoint(out, len(losses), model, optimizer, losses, settings)

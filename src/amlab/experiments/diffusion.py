@@ -182,17 +182,23 @@ def circle_points(k: int, seed: int) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], 1).float()
 
 
+def denoiser_schedule(steps: int, seed: int, checkpoints: int) -> TrainConfig:
+    """How every denoiser here trains: lr 3e-3, warm-up over a tenth of the steps (at most
+    50), cosine decay to 5%, ``checkpoints`` checkpoints along the way."""
+    return TrainConfig(
+        steps=steps,
+        lr=3e-3,
+        warmup=min(50, steps // 10),
+        final_lr_fraction=0.05,
+        checkpoint_every=max(steps // checkpoints, 1),
+        seed=seed,
+    )
+
+
 def _train(
     model, data, labels, grid_steps, batch, seed, out: Path, on_step, log_normal=None
 ) -> dict[str, Any]:
-    config = TrainConfig(
-        steps=grid_steps,
-        lr=3e-3,
-        warmup=min(50, grid_steps // 10),
-        final_lr_fraction=0.05,
-        checkpoint_every=max(grid_steps // 4, 1),
-        seed=seed,
-    )
+    config = denoiser_schedule(grid_steps, seed, checkpoints=4)
     started = time.perf_counter()
     result = train_denoiser(
         model,
@@ -921,14 +927,7 @@ def train_image_model(
         sigma_data=0.4,
     )
     out = Path(out)
-    config = TrainConfig(
-        steps=steps,
-        lr=3e-3,
-        warmup=min(50, steps // 10),
-        final_lr_fraction=0.05,
-        checkpoint_every=max(steps // 10, 1),
-        seed=seed,
-    )
+    config = denoiser_schedule(steps, seed, checkpoints=10)
     result = train_denoiser(
         model,
         train_set.images,

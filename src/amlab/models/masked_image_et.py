@@ -144,8 +144,7 @@ class MaskedImageET(nn.Module):
 
     def pixel_mask(self, masked: torch.Tensor) -> torch.Tensor:
         """Patch mask (B, N) -> pixel mask (B, D), True on the pixels of masked patches."""
-        expanded = masked[..., None].expand(*masked.shape, self.patch_dim)
-        return self.images(expanded.to(torch.float32)) > 0.5
+        return self.images(masked[..., None].expand(*masked.shape, self.patch_dim))
 
     # -- completion ------------------------------------------------------------------------
     def forward(
