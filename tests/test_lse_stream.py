@@ -116,3 +116,58 @@ def test_dense_am_caches_the_norms_and_notices_changed_memories():
     for a, b in zip(am.energy_and_grad(x), expected, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     assert not torch.allclose(first[0], expected[0])
+
+
+def spy_on_unshifted_pass(monkeypatch) -> list:
+    """A list that gets one entry per call of the offset-free pass."""
+    from amlab.energy import lse
+
+    taken, original = [], lse._unshifted_pass
+    monkeypatch.setattr(lse, "_unshifted_pass", lambda *a: taken.append(True) or original(*a))
+    return taken
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("batch", [3, 40])  # below and above the dimension (two scalings)
+@pytest.mark.parametrize("form", ["distance", "dot"])
+def test_both_passes_equal_the_plain_computation_where_both_apply(dtype, batch, form, monkeypatch):
+    """At moderate beta both the offset-free pass and the running-offset pass are valid; each
+    must equal the float64 plain computation, and the dispatcher must take the first."""
+    from amlab.energy import lse
+
+    g = torch.Generator().manual_seed(batch)
+    memories = torch.rand(300, 16, generator=g, dtype=dtype) * 2
+    x = torch.rand(batch, 16, generator=g, dtype=dtype) * 2
+    beta = 0.7
+    bias = memory_bias(memories, form)
+    bs = None if bias is None else bias * beta
+    ref_lse, ref_mean = plain(x, memories, beta, bias)
+    safe = math.sqrt(torch.finfo(dtype).max) / 4
+    results = {
+        "unshifted": lse._unshifted_pass(x * beta, memories, bs, lse.chunk_ranges(300, 1, 37)),
+        "running": lse._running_offset_pass(
+            x * beta,
+            memories,
+            memories.new_zeros(300) if bs is None else bs,
+            lse.chunk_ranges(300, 1, 37),
+            safe,
+            None,
+        ),
+    }
+    rtol = 1e-5 if dtype == torch.float32 else 1e-12
+    for got_lse, got_mean in results.values():
+        torch.testing.assert_close(got_lse.double(), ref_lse, rtol=rtol, atol=rtol)
+        torch.testing.assert_close(got_mean.double(), ref_mean, rtol=rtol, atol=rtol)
+    taken = spy_on_unshifted_pass(monkeypatch)
+    lse_softmax_mean(x, memories, beta, bias=bias, chunk_size=37)
+    assert taken == [True]
+
+
+def test_the_offset_free_pass_is_not_taken_where_an_exponential_could_overflow(monkeypatch):
+    memories = torch.full((4, 2), 30.0)
+    x = torch.full((1, 2), 30.0)  # beta x . xi = 1800: exp overflows without an offset
+    taken = spy_on_unshifted_pass(monkeypatch)
+    lse_val, mean = lse_softmax_mean(x, memories, 1.0)
+    assert taken == []
+    assert torch.isfinite(lse_val).all()
+    torch.testing.assert_close(mean, memories[:1])

@@ -68,7 +68,77 @@ def lse_softmax_mean(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One streaming pass: ``logsumexp_mu(s_mu)`` (B,) and ``sum_mu softmax(s)_mu xi_mu`` (B, D).
 
-    The softmax-weighted mean of the memories is the attention (Hopfield) update.
+    The softmax-weighted mean of the memories is the attention (Hopfield) update. beta is
+    folded into x and b once, not into every score block. ``bias`` (M,) and the memories'
+    squared norms ``mem_sq`` (M,) may be passed precomputed.
+
+    Two passes compute the same sums. When a Cauchy-Schwarz bound shows that every
+    ``exp(beta x . xi)`` and ``exp(beta (b - max b))`` is a normal float and no sum can
+    overflow (moderate beta and norms), :func:`_unshifted_pass` needs no per-query offset at
+    all. Otherwise :func:`_running_offset_pass` keeps one per query.
+    """
+    batch = x.shape[0]
+    if batch == 0:
+        return x.new_zeros(0), x.new_zeros(x.shape)
+    xs = x * beta
+    bs = None if bias is None else bias * beta
+    # total <= safe keeps acc <= safe * max|xi| < the dtype's maximum: |xi|^2 is finite
+    safe = math.sqrt(torch.finfo(x.dtype).max) / 4
+    # exponents below log(tiny) give subnormals or zeros, which torch's CPU exp and the
+    # matmuls that read them handle up to 100x slower; clamped, such a weight is at most
+    # exp(floor) (1e-35 in float32), nothing next to a total >= 1
+    floor = math.log(torch.finfo(x.dtype).tiny) + 8.0
+    if mem_sq is None:
+        mem_sq = sq_norms(memories)
+    # |beta x . xi| <= reach for every pair (Cauchy-Schwarz), and the scaled bias spans width
+    reach = float(beta * torch.linalg.vector_norm(x, dim=1).max() * mem_sq.max().sqrt())
+    width = 0.0 if bs is None else float(bs.max() - bs.min())
+    chunks = chunk_ranges(memories.shape[0], batch, chunk_size, score_block(x.device))
+    if reach + width <= -floor and reach <= math.log(safe / max(memories.shape[0], 1)):
+        return _unshifted_pass(xs, memories, bs, chunks)
+    # no score lies more than 2 reach + width below its row's maximum; when that spread is
+    # above the floor, the clamp pass is skipped
+    clamp = 2 * reach + width > -floor
+    if bs is None:
+        bs = memories.new_zeros(memories.shape[0])
+    return _running_offset_pass(xs, memories, bs, chunks, safe, floor if clamp else None)
+
+
+def _unshifted_pass(xs, memories, bs, chunks):
+    """The sums with no offset: ``w = exp(xs . xi) exp(b - max b)``, each factor a normal
+    float by the caller's bound, so no exponential under- or overflows and the largest
+    weight of a row needs no tracking. One matmul, one exp, one weighted row sum and one
+    matmul per chunk. The factor ``exp(b - max b)`` scales the chunk's memories when the
+    batch is at least the dimension (fewer numbers than the score block), else the block.
+    """
+    batch, dim = xs.shape
+    weight = None if bs is None else torch.exp(bs - bs.max())
+    total = xs.new_zeros(batch)
+    acc = xs.new_zeros(xs.shape)
+    blocks = scaled = None
+    for lo, hi in chunks:
+        chunk = memories[lo:hi]
+        if blocks is None:
+            blocks = xs.new_empty(batch * (hi - lo))
+            scaled = xs.new_empty(chunk.shape) if weight is not None and batch >= dim else None
+        scores = torch.mm(xs, chunk.T, out=blocks[: batch * (hi - lo)].view(batch, hi - lo))
+        scores.exp_()
+        if weight is None:
+            total += scores.sum(1)
+        elif scaled is not None:
+            total.addmv_(scores, weight[lo:hi])
+            chunk = torch.mul(chunk, weight[lo:hi, None], out=scaled[: hi - lo])
+        else:
+            total += scores.mul_(weight[lo:hi]).sum(1)
+        acc.addmm_(scores, chunk)
+    lse = total.log()
+    if bs is not None:
+        lse += bs.max()
+    return lse, acc.div_(total[:, None])
+
+
+def _running_offset_pass(xs, memories, bs, chunks, safe, floor):
+    """The sums against a per-query offset, for any beta and norms.
 
     The pass keeps, per query, an offset and the sums ``total = sum exp(s - offset)`` and
     ``acc = sum exp(s - offset) xi`` over the chunks seen so far. The first chunk sets the
@@ -76,64 +146,47 @@ def lse_softmax_mean(
     stands, with no maximum pass: one matmul (into a block holding ``b - offset``), one exp,
     one row sum, one matmul. A row whose total would leave the safe range (a score far
     above the offset: a much better match later in the memories, at a large beta) has just
-    that chunk redone with its offset raised to the new maximum. beta is folded into x and
-    b once, not into every score block. ``bias`` (M,) and the memories' squared norms
-    ``mem_sq`` (M,) may be passed precomputed.
+    that chunk redone with its offset raised to the new maximum. Exponents are first raised
+    to ``floor`` unless it is None.
     """
-    batch = x.shape[0]
-    if batch == 0:
-        return x.new_zeros(0), x.new_zeros(x.shape)
-    xs = x * beta
-    bs = memories.new_zeros(memories.shape[0]) if bias is None else bias * beta
-    # total <= safe keeps acc <= safe * max|xi| < the dtype's maximum: |xi|^2 is finite
-    safe = math.sqrt(torch.finfo(x.dtype).max) / 4
-    # exponents below log(tiny) give subnormals or zeros, which torch's CPU exp and the
-    # matmuls that read them handle up to 100x slower; clamped, such a weight is at most
-    # exp(floor) (1e-35 in float32), nothing next to a total >= 1
-    floor = math.log(torch.finfo(x.dtype).tiny) + 8.0
-    # no score lies more than beta (2 |x| max|xi| + max b - min b) below its row's maximum
-    # (Cauchy-Schwarz); when that spread is above the floor, the clamp pass is skipped
-    if mem_sq is None:
-        mem_sq = sq_norms(memories)
-    spread = 2 * beta * float(torch.linalg.vector_norm(x, dim=1).max()) * math.sqrt(
-        float(mem_sq.max())
-    ) + float(bs.max() - bs.min())
-    clamp = spread > -floor
-    offset = x.new_full((batch, 1), float("-inf"))
-    total = x.new_zeros((batch, 1))
-    acc = x.new_zeros(x.shape)
-    buffer = None
-    for lo, hi in chunk_ranges(memories.shape[0], batch, chunk_size, score_block(x.device)):
+    batch = xs.shape[0]
+    offset = xs.new_full((batch, 1), float("-inf"))
+    total = xs.new_zeros((batch, 1))
+    acc = xs.new_zeros(xs.shape)
+    blocks = None
+    for lo, hi in chunks:
         chunk, chunk_bias = memories[lo:hi], bs[lo:hi]
-        if buffer is None:
-            buffer = x.new_empty(batch * (hi - lo))
-        scores = buffer[: batch * (hi - lo)].view(batch, hi - lo)
+        if blocks is None:
+            blocks = xs.new_empty(batch * (hi - lo))
+        scores = blocks[: batch * (hi - lo)].view(batch, hi - lo)
         if lo == 0:
             torch.addmm(chunk_bias, xs, chunk.T, out=scores)
             offset = scores.amax(1, keepdim=True)
-            total = _exp(scores.sub_(offset), clamp, floor).sum(1, keepdim=True)
+            total = _exp(scores.sub_(offset), floor).sum(1, keepdim=True)
         else:
-            _exp(torch.sub(chunk_bias, offset, out=scores).addmm_(xs, chunk.T), clamp, floor)
+            _exp(torch.sub(chunk_bias, offset, out=scores).addmm_(xs, chunk.T), floor)
             chunk_total = scores.sum(1, keepdim=True)
-            jumped = ~(total + chunk_total <= safe).squeeze(1)
-            if bool(jumped.any()):
-                rows = jumped.nonzero().squeeze(1)
+            grown = total + chunk_total
+            # one comparison on the largest total; NaN (an overflow) also fails it
+            if not bool(grown.max() <= safe):
+                rows = (~(grown <= safe)).squeeze(1).nonzero().squeeze(1)
                 exact = torch.addmm(chunk_bias, xs[rows], chunk.T)
                 new_offset = torch.maximum(offset[rows], exact.amax(1, keepdim=True))
                 rescale = torch.exp(offset[rows] - new_offset)
                 total[rows] *= rescale
                 acc[rows] *= rescale
                 offset[rows] = new_offset
-                scores[rows] = _exp(exact.sub_(new_offset), clamp, floor)
+                scores[rows] = _exp(exact.sub_(new_offset), floor)
                 chunk_total[rows] = scores[rows].sum(1, keepdim=True)
-            total += chunk_total
+                grown = total + chunk_total
+            total = grown
         acc.addmm_(scores, chunk)
     return (offset + total.log()).squeeze(1), acc.div_(total)
 
 
-def _exp(scores: torch.Tensor, clamp: bool, floor: float) -> torch.Tensor:
-    """exp of scores in place, first raised to ``floor`` where ``clamp``."""
-    return (scores.clamp_min_(floor) if clamp else scores).exp_()
+def _exp(scores: torch.Tensor, floor: float | None) -> torch.Tensor:
+    """exp of scores in place, first raised to ``floor`` unless it is None."""
+    return (scores if floor is None else scores.clamp_min_(floor)).exp_()
 
 
 def lse_energy_grad(
