@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from amlab import DenseAM
-from amlab.energy.lsr import lsr_support_stats
+from amlab.energy.lsr import lsr_energy, lsr_support_stats
 from amlab.energy.lsr_index import BallIndex
 
 F64 = torch.float64
@@ -134,3 +134,28 @@ def test_auto_index_is_built_only_for_many_memories_with_small_supports(monkeypa
     with torch.no_grad():  # a change in place is noticed: the index is rebuilt
         small.memories[:5] += 1.0
     assert_same_stats(x, small.memories, small.beta, small.lsr_index(x))
+
+
+def test_energy_goes_through_the_index_and_equals_the_formula(monkeypatch):
+    memories = clustered(40, 30, 6, 0.03, seed=7)
+    g = torch.Generator().manual_seed(7)
+    x = memories[:25] + 0.04 * torch.randn(25, 6, generator=g, dtype=F64)
+    x = torch.cat([x, torch.full((2, 6), -5.0, dtype=F64)])  # outside every support: +inf
+    beta = 2.0 / 0.12**2
+    am = DenseAM(memories, energy="lsr", beta=beta, index="clusters")
+    visits = []
+    index = am.lsr_index()
+    original = index.support_stats
+    monkeypatch.setattr(
+        index, "support_stats", lambda *a, **k: visits.append(1) or original(*a, **k)
+    )
+    energy = am.energy(x)
+    assert visits == [1]  # the index answered, not a dense pass
+    expected = lsr_energy(x, memories, beta)
+    assert torch.isinf(energy[-2:]).all() and torch.isinf(expected[-2:]).all()
+    torch.testing.assert_close(energy, expected, rtol=1e-12, atol=1e-12)
+    # a state that needs autograd takes the formula; its gradient is the analytic one
+    inside = x[:25].clone().requires_grad_(True)
+    am.energy(inside).sum().backward()
+    assert visits == [1]
+    torch.testing.assert_close(inside.grad, am.grad(x[:25]), rtol=1e-10, atol=1e-10)

@@ -19,7 +19,8 @@ Retrieval methods, all through the one descent engine (:func:`amlab.dynamics.des
 
 LSR's passes can go through an exact index (:class:`~amlab.energy.lsr_index.BallIndex`):
 memories grouped into balls, so a query visits only the balls that can reach its support.
-Results are those of the dense pass; ``index="auto"`` (the default) builds it, on first use,
+Results are those of the dense pass (energy, gradient and retrieval; an energy that autograd
+must follow takes the dense formula); ``index="auto"`` (the default) builds it, on first use,
 for M >= ``AUTO_INDEX_MIN_MEMORIES`` when a sample shows small supports.
 """
 
@@ -199,7 +200,19 @@ class DenseAM(AssociativeMemory):
 
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         if self.energy_name == "lsr":
-            return lsr_energy(x, self.memories, self.beta, eps=self.eps, chunk_size=self.chunk_size)
+            if torch.is_grad_enabled() and x.requires_grad:  # autograd follows the formula
+                return lsr_energy(
+                    x, self.memories, self.beta, eps=self.eps, chunk_size=self.chunk_size
+                )
+            z, _, _ = lsr_support_stats(  # through the index, when there is one
+                x,
+                self.memories,
+                self.beta,
+                mem_sq=self.memory_sq_norms(),
+                chunk_size=self.chunk_size,
+                index=self.lsr_index(x),
+            )
+            return lsr_energy_from_stats(z, self.beta, self.eps)
         return lse_energy(
             x, self.memories, self.beta, form=self._lse_form, chunk_size=self.chunk_size
         )
