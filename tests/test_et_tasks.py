@@ -205,13 +205,24 @@ def test_graph_files_round_trip_and_bad_files_raise(tmp_path):
     with pytest.raises(AmlabError, match="outside"):
         load_graph(edges, feats, labels)
     edges.write_text("0 x\n")
-    with pytest.raises(AmlabError, match="not a row"):
+    with pytest.raises(AmlabError, match="not rows of numbers"):
+        load_graph(edges, feats, labels)
+    edges.write_text("0 1\n1 2 3\n")
+    with pytest.raises(AmlabError, match="same length"):
+        load_graph(edges, feats, labels)
+    edges.write_text("# nothing but a comment\n\n")
+    assert load_graph(edges, feats, labels).edges.shape == (0, 2)
+    edges.write_text("0 1.5\n")
+    with pytest.raises(AmlabError, match="whole node numbers"):
         load_graph(edges, feats, labels)
     with pytest.raises(AmlabError, match="does not exist"):
         load_graph(tmp_path / "missing", feats, labels)
     labels.write_text("0\n1\n")
     with pytest.raises(AmlabError, match="labels"):
         load_graph(tmp_path / "e.txt", feats, labels)
+    feats.write_text("1, nan\n" * 60)
+    with pytest.raises(AmlabError, match="NaN or infinite"):
+        load_graph(edges, feats, labels)
 
 
 def test_node_split_is_stratified_and_disjoint():

@@ -13,7 +13,9 @@ their community's mean, then injects the two standard kinds of anomaly (Ding et 
 
 from __future__ import annotations
 
+import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,14 +128,14 @@ def load_graph(
     """Read a graph from text files: ``edges`` one ``u v`` pair per line (0-based node
     numbers, whitespace or comma separated, ``#`` comments); ``features`` one row of
     numbers per node; ``labels`` one 0/1 per node."""
-    feats = _read_matrix(features, "features", float)
+    feats = _read_matrix(features, "features")
     n = feats.shape[0]
-    labs = _read_matrix(labels, "labels", float).reshape(-1)
+    labs = _read_matrix(labels, "labels").reshape(-1)
     if labs.shape[0] != n:
         raise AmlabError(f"{labels} has {labs.shape[0]} labels but {features} has {n} nodes.")
     if not np.isin(labs, (0, 1)).all():
         raise AmlabError(f"{labels} must hold only 0 (normal) and 1 (anomalous).")
-    pairs = _read_matrix(edges, "edges", float, allow_empty=True)
+    pairs = _read_matrix(edges, "edges", allow_empty=True)
     if pairs.size and (pairs.shape[1] != 2 or (pairs != np.round(pairs)).any()):
         raise AmlabError(f"{edges} must hold two whole node numbers per line.")
     pairs = pairs.astype(np.int64).reshape(-1, 2)
@@ -150,26 +152,26 @@ def load_graph(
     )
 
 
-def _read_matrix(path, what: str, dtype, allow_empty: bool = False) -> np.ndarray:
+def _read_matrix(path, what: str, allow_empty: bool = False) -> np.ndarray:
+    """The rows of numbers in a text file (whitespace or commas, ``#`` comments), parsed by
+    numpy's C reader: float64 (rows, columns)."""
     path = Path(path)
     if not path.is_file():
         raise AmlabError(f"the {what} file {path} does not exist.")
-    rows = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].replace(",", " ").strip()
-        if not line:
-            continue
+    text = path.read_text().replace(",", " ")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # numpy's "empty input" warning
         try:
-            rows.append([dtype(v) for v in line.split()])
-        except ValueError:
-            raise AmlabError(f"{path}, line {number}: {line!r} is not a row of numbers.") from None
-    if not rows:
+            matrix = np.loadtxt(io.StringIO(text), dtype=np.float64, comments="#", ndmin=2)
+        except ValueError as exc:
+            raise AmlabError(
+                f"{path} is not rows of numbers of the same length ({exc}; rows count "
+                "from 0 and skip comments and blank lines)."
+            ) from None
+    if matrix.size == 0:
         if allow_empty:
             return np.zeros((0, 2))
         raise AmlabError(f"the {what} file {path} holds no rows.")
-    if len({len(r) for r in rows}) != 1:
-        raise AmlabError(f"the rows of {path} do not all have the same length.")
-    matrix = np.asarray(rows, dtype=np.float64)
     if not np.isfinite(matrix).all():
         raise AmlabError(f"{path} holds NaN or infinite values.")
     return matrix
