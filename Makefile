@@ -45,7 +45,8 @@ clean:
 
 # -- the browser explainer: web/ (Svelte + TypeScript) built into src/amlab/explain/static ------
 # The build is committed, so `pip install` and `make demo` need no node; `make test` rebuilds it
-# from web/ and the exported data, runs vitest, then the browser tests (Playwright + Chromium).
+# from web/ and the exported data, type-checks it (svelte-check), runs vitest, then the browser
+# tests (Playwright + Chromium).
 NPM_STAMP    := web/node_modules/.installed
 PW_STAMP     := $(VENV)/.playwright
 CHROMIUM     := /usr/bin/chromium
@@ -76,6 +77,7 @@ web: $(NPM_STAMP) $(EXPORTED)
 		echo "error: the committed build in src/amlab/explain/static is stale: run make web and commit it"; exit 1; fi
 
 web-test: web
+	cd web && npm run --silent check
 	cd web && npx vitest run
 
 $(CHROMIUM):

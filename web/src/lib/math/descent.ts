@@ -34,7 +34,7 @@ export function descend(
   tol: number,
   clamp?: ArrayLike<boolean | number>,
 ): Path {
-  let x = Float64Array.from(x0);
+  let x: Float64Array = Float64Array.from(x0);
   let { energy, grad } = oracle(x);
   const states = [x];
   const energies = [energy];
