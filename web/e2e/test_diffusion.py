@@ -120,3 +120,16 @@ def test_diffusion_runs_are_the_python_samplers(offline, base_url, set_range):
     with torch.no_grad():
         d = model.denoise(x, float(times[20]), torch.tensor([-1]), 1.0)[0]
     np.testing.assert_allclose(learned_d[20], d.numpy(), rtol=1e-4, atol=2e-5)
+
+
+def test_diffusion_state_lives_in_the_address(offline, base_url):
+    page = offline.page
+    page.goto(f"{base_url}#/diffusion?a=1&b=4&seed=3&w=1.5&k=7")
+    expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
+    wait_for_run(page, "1:4:3:1.5")
+    expect(page.locator("[data-testid=k]")).to_have_text("7")
+    expect(page.locator("[data-testid=prompt-a-1]")).to_have_class("on")
+    expect(page.locator("[data-testid=prompt-b-4]")).to_have_class("on")
+    page.click("[data-testid=prompt-a-0]")
+    wait_for_run(page, "0:4:3:1.5")
+    assert "a=0&b=4&seed=3&w=1.5&k=7" in page.url
