@@ -12,6 +12,10 @@ step with 1,000 digit memories, and the size of the built app.
 - bundle: bytes of JS and CSS in the build (raw and gzip), fonts, wasm and data apart.
 - ET forward: the Energy Transformer view's whole T-step completion (one ONNX Runtime Web
   call, wasm, single thread) as the page times it, over 20 inputs after the first (warm-up).
+- diffusion step: the diffusion view's time per sampler step (Heun, both prompts) as the page
+  times it, for the learned denoiser (two ONNX Runtime Web calls of 4 rows: two prompts,
+  conditional and unconditional) and the empirical memory (TypeScript, ~180 digits a class),
+  over 10 seeds after the first (warm-up).
 
     python benchmarks/bench_explain.py [--json] [--repeats N]
 """
@@ -102,6 +106,23 @@ def et_forward_time(browser, url: str, runs: int = 20) -> dict:
     return {"median_ms": statistics.median(times[1:]), "min_ms": min(times), "runs": len(times)}
 
 
+def diffusion_step_time(browser, url: str, runs: int = 10) -> dict:
+    """The diffusion view's own time per sampler step, over `runs` new seeds."""
+    context, page = offline_page(browser)
+    page.goto(f"{url}#/diffusion")
+    page.wait_for_selector("[data-testid=diffusion][data-ready=true]", timeout=60_000)
+    times: dict[str, list[float]] = {"learned": [], "empirical": []}
+    for seed in range(1, runs + 1):
+        page.fill("[data-testid=seed]", str(seed))
+        page.wait_for_function(
+            f"document.querySelector('[data-testid=run]').dataset.for.split(':')[2] === '{seed}'"
+        )
+        for kind, values in times.items():
+            values.append(float(page.text_content(f"[data-testid=ms-{kind}]")))
+    context.close()
+    return {kind: statistics.median(values) for kind, values in times.items()}
+
+
 def bundle_sizes() -> dict:
     sizes: dict[str, dict[str, int]] = {}
     for path in STATIC_DIR.rglob("*"):
@@ -132,7 +153,7 @@ def main() -> None:
     result: dict = {"bundle": bundle_sizes(), "first_interactive_ms": {}, "step": {}}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        for view in ("landscape", "images", "et"):
+        for view in ("landscape", "images", "et", "diffusion"):
             times = [
                 first_interactive(
                     browser, f"{url}#/{view}", f"[data-testid={view}][data-ready=true]"
@@ -147,6 +168,7 @@ def main() -> None:
         for model in ("lse", "lsr", "drdam"):
             result["step"][model] = step_time(browser, url, model)
         result["et_forward"] = et_forward_time(browser, url)
+        result["diffusion_step_ms"] = diffusion_step_time(browser, url)
         browser.close()
     server.shutdown()
     if args.json:
@@ -171,6 +193,11 @@ def main() -> None:
     print(
         f"ET forward (12 steps, ONNX Runtime Web wasm, 1 thread): median {et['median_ms']:.2f} "
         f"ms, min {et['min_ms']:.2f} ms"
+    )
+    step = result["diffusion_step_ms"]
+    print(
+        f"diffusion sampler step (Heun, both prompts): learned (ONNX Runtime Web) "
+        f"{step['learned']:.2f} ms, empirical memory {step['empirical']:.3f} ms"
     )
 
 

@@ -120,6 +120,8 @@ def test_diffusion_train_writes_model_samples_and_resumes(tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout)
     assert metrics["resumed_from"] is None and metrics["steps"] == 4
+    # its quality figure: 20 guided samples per class, the share nearest to their class
+    assert metrics["prompted_samples"] % 20 == 0 and 0 <= metrics["prompted_accuracy"] <= 1
     assert (out / "samples.png").stat().st_size > 1000
     assert (out / "model" / "config.json").is_file()
     again = runner.invoke(app, args)  # the checkpoint exists: refuse to overwrite it

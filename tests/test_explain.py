@@ -6,6 +6,7 @@ the vectors checked here."""
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import urllib.request
@@ -18,12 +19,18 @@ from typer.testing import CliRunner
 from amlab.analysis.minima import lsr_minima_brute_force
 from amlab.cli import app
 from amlab.data import digits
+from amlab.diffusion import ConvDenoiser, MLPDenoiser, VESchedule
 from amlab.energy.lse import lse_energy
 from amlab.energy.random_features import draw_projections
 from amlab.errors import AmlabError
 from amlab.explain import STATIC_DIR, export_app_data, export_test_vectors, serve
+from amlab.explain.diffusion_onnx import (
+    SHIPPED_DENOISER,
+    denoiser_onnx_bytes,
+    export_denoiser_onnx,
+)
 from amlab.explain.et_onnx import OUTPUTS, SHIPPED_ET, et_onnx_bytes, export_et_onnx
-from amlab.explain.export import MAX_FEATURES, PROJECTION_SEED
+from amlab.explain.export import MAX_FEATURES, PROJECTION_SEED, principal_axes
 from amlab.models.masked_image_et import MaskedImageET
 
 
@@ -49,7 +56,8 @@ def test_app_data_is_the_packages_data(tmp_path):
 def test_shipped_data_matches_an_export(tmp_path):
     """The committed build carries the data the current package exports."""
     export_app_data(tmp_path)
-    for name in ("digits.json", "manifest.json", "projections.bin", "et-digits.onnx"):
+    names = ("digits.json", "manifest.json", "projections.bin", "et-digits.onnx")
+    for name in (*names, "diffusion-digits.onnx"):
         assert (STATIC_DIR / "data" / name).read_bytes() == (tmp_path / name).read_bytes(), name
     assert json.loads((tmp_path / "manifest.json").read_text())["projections"]["rows"] == (
         MAX_FEATURES
@@ -209,3 +217,111 @@ def test_et_onnx_bad_inputs(tmp_path):
     model = MaskedImageET((8, 8))
     with pytest.raises(AmlabError, match="float32"):
         et_onnx_bytes(model.double())
+
+
+# -- the diffusion view: the trained denoiser as ONNX, the vectors of its math -----------------
+@pytest.fixture(scope="module")
+def denoiser_session():
+    import onnxruntime
+
+    model = ConvDenoiser.load(SHIPPED_DENOISER)
+    return model, onnxruntime.InferenceSession(denoiser_onnx_bytes(model))
+
+
+def test_denoiser_onnx_is_the_python_model(denoiser_session):
+    """ONNX Runtime's run of the exported graph equals ConvDenoiser.denoise_scaled at noise
+    levels across the schedule, for class labels and "no class" (-1) in one batch, at batch
+    sizes 1 and 6; and guided combinations of its rows equal Denoiser.denoise with guidance."""
+    model, session = denoiser_session
+    g = torch.Generator().manual_seed(1)
+    clean = digits().images[:6].float()
+    for s in (0.01, 0.1, 0.5, 2.0, 10.0):
+        y = clean + s * torch.randn(clean.shape, generator=g)
+        labels = torch.tensor([3, -1, 0, 9, -1, 7])
+        for rows in (slice(0, 1), slice(0, 6)):
+            feeds = {
+                "y": y[rows].numpy(),
+                "s": np.full(len(labels[rows]), s, dtype=np.float32),
+                "labels": labels[rows].numpy(),
+            }
+            (out,) = session.run(None, feeds)
+            with torch.no_grad():
+                expected = model.denoise_scaled(y[rows], s, labels[rows])
+            np.testing.assert_allclose(out, expected.numpy(), rtol=1e-5, atol=1e-5)
+    # guidance as the page does it: conditional and unconditional rows in one batch
+    x, t, w = y[:2], 0.6, 2.5
+    s = model.schedule.noise_level(t)
+    feeds = {"y": torch.cat([x, x]).numpy(), "s": np.full(4, s, dtype=np.float32)}
+    feeds["labels"] = np.array([4, 8, -1, -1])
+    cond, uncond = np.split(session.run(None, feeds)[0], 2)
+    with torch.no_grad():
+        expected = model.denoise(x, t, torch.tensor([4, 8]), guidance=w)
+    np.testing.assert_allclose(uncond + w * (cond - uncond), expected.numpy(), atol=2e-5)
+
+
+def test_denoiser_onnx_export_is_deterministic_and_checks_the_model(tmp_path):
+    entry = export_denoiser_onnx(tmp_path / "d.onnx")
+    assert (tmp_path / "d.onnx").read_bytes() == denoiser_onnx_bytes(
+        ConvDenoiser.load(SHIPPED_DENOISER)
+    )
+    assert entry["config"]["schedule"]["name"] == "ve" and entry["sampler"]["method"] == "heun"
+    with pytest.raises(AmlabError):
+        export_denoiser_onnx(tmp_path / "x.onnx", tmp_path)  # no saved model there
+    schedule = VESchedule()
+    with pytest.raises(AmlabError, match="float32"):
+        denoiser_onnx_bytes(MLPDenoiser(4, schedule, num_classes=2).double())
+    with pytest.raises(AmlabError, match="no-energy"):
+        denoiser_onnx_bytes(MLPDenoiser(4, schedule, num_classes=2, energy=True))
+    with pytest.raises(AmlabError, match="class-conditional"):
+        denoiser_onnx_bytes(MLPDenoiser(4, schedule))
+
+
+def test_vectors_empirical_denoiser_is_the_brute_force_posterior_mean(vectors):
+    for case in vectors["diffusion"]["empirical"]:
+        mem = torch.tensor(case["memories"], dtype=torch.float64)
+        y = torch.tensor(case["y"], dtype=torch.float64)
+        d2 = ((y[:, None] - mem[None]) ** 2).sum(-1)
+        for level in case["levels"]:
+            s = level["s"]
+            weights = torch.softmax(-d2 / (2 * s * s), 1)
+            np.testing.assert_allclose(level["denoised"], (weights @ mem).numpy(), atol=1e-12)
+            energy = -(s * s) * torch.logsumexp(-d2 / (2 * s * s), 1)
+            np.testing.assert_allclose(level["energy"], energy.numpy(), rtol=1e-12)
+
+
+def test_vectors_sampler_is_heuns_method_on_the_flow(vectors):
+    """Each recorded step of the VE cases is Heun's step of dx/dt = log(max/min) (x - D)."""
+    for case in vectors["diffusion"]["sampler"]:
+        if case["schedule"]["name"] != "ve":
+            continue
+        mem = torch.tensor(case["memories"], dtype=torch.float64)
+        schedule = VESchedule(case["schedule"]["sigma_min"], case["schedule"]["sigma_max"])
+        rate = math.log(schedule.sigma_max / schedule.sigma_min)
+
+        def velocity(x, t, mem=mem, schedule=schedule, rate=rate):
+            d2 = ((x[:, None] - mem[None]) ** 2).sum(-1)
+            weights = torch.softmax(-d2 / (2 * schedule.sigma(t) ** 2), 1)
+            return rate * (x - weights @ mem)
+
+        path = torch.tensor(case["path"], dtype=torch.float64)
+        assert torch.equal(path[0], torch.tensor(case["start"], dtype=torch.float64))
+        times = torch.linspace(1, 0, case["steps"] + 1, dtype=torch.float64).tolist()
+        for k in range(case["steps"]):
+            x, t, t1 = path[k], times[k], times[k + 1]
+            v = velocity(x, t)
+            moved = x + v * (t1 - t)
+            expected = x + 0.5 * (v + velocity(moved, t1)) * (t1 - t)
+            np.testing.assert_allclose(path[k + 1], expected, rtol=1e-10, atol=1e-12)
+
+
+def test_principal_axes_are_the_covariance_eigenvectors():
+    x = digits(dtype=torch.float64).images
+    pca = principal_axes(x)
+    axes = torch.tensor(pca["axes"], dtype=torch.float64)
+    np.testing.assert_allclose(axes @ axes.T, np.eye(2), atol=1e-6)
+    values, vectors = np.linalg.eigh(np.cov(x.numpy().T))
+    top = vectors[:, ::-1][:, :2].T
+    np.testing.assert_allclose(np.abs(axes.numpy() @ top.T), np.eye(2), atol=1e-5)
+    np.testing.assert_allclose(pca["explained"], values[::-1][:2] / values.sum(), atol=1e-4)
+    assert all(a[int(np.abs(a).argmax())] > 0 for a in pca["axes"])
+    np.testing.assert_allclose(pca["mean"], x.mean(0).numpy(), atol=1e-7)

@@ -36,6 +36,14 @@ export const VIEWS: ViewEntry[] = [
     load: () => import("./views/images/ImageMemory.svelte"),
   },
   {
+    id: "diffusion",
+    title: "Diffusion as memory",
+    summary:
+      "Two class prompts denoised from the same noise, by a trained denoiser and by the exact " +
+      "denoiser of the stored digits (one attention step): steps, energies, guidance, paths.",
+    load: () => import("./views/diffusion/Diffusion.svelte"),
+  },
+  {
     id: "et",
     title: "Energy Transformer",
     summary:

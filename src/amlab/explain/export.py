@@ -1,10 +1,11 @@
 """What the explainer needs from the Python package, written as JSON and raw float32.
 
 - :func:`export_app_data`: the data the app computes with (the embedded digits, the
-  DrDAM random projections, the trained Energy Transformer as ONNX), so the browser and
-  the Python models share their numbers.
-- :func:`export_test_vectors`: energies, gradients, one descent step, LSR minima and DrDAM
-  features computed here, against which the app's TypeScript math is tested (vitest).
+  DrDAM random projections, the trained Energy Transformer and the trained denoiser as ONNX,
+  the digits' principal axes), so the browser and the Python models share their numbers.
+- :func:`export_test_vectors`: energies, gradients, one descent step, LSR minima, DrDAM
+  features, the diffusion schedules, the empirical denoiser and its sampler computed here,
+  against which the app's TypeScript math is tested (vitest).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ import torch
 
 from amlab.analysis.minima import lsr_minima
 from amlab.data.images import digits
+from amlab.diffusion import EmpiricalDenoiser, Schedule, VESchedule, VPSchedule, sample
 from amlab.energy.random_features import draw_projections, features
 from amlab.errors import check_positive_int
 from amlab.experiments.et_images import digits_split
+from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
 from amlab.io import atomic_write
 from amlab.models import DenseAM, RandomFeatureAM
@@ -38,7 +41,10 @@ def _write_json(path: Path, value: Any) -> None:
 def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> list[Path]:
     """Write ``digits.json``, ``projections.bin`` and ``manifest.json`` into ``out``.
 
-    Also ``et-digits.onnx``: the shipped trained MaskedImageET (:mod:`amlab.explain.et_onnx`).
+    Also ``et-digits.onnx``: the shipped trained MaskedImageET (:mod:`amlab.explain.et_onnx`),
+    and ``diffusion-digits.onnx``: the shipped class-conditional denoiser
+    (:mod:`amlab.explain.diffusion_onnx`), its manifest entry carrying its training metrics
+    and the digits' two principal axes (the diffusion view's 2-D projection).
     digits.json: the 1797 embedded 8x8 digits as pixel counts 0..16 (the app divides by 16,
     as :func:`amlab.data.digits` does). projections.bin: S ~ N(0, I) (max_features, 64) of
     :func:`amlab.energy.random_features.draw_projections` with seed 0, float32 little-endian.
@@ -75,9 +81,36 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     # the digits the ET never saw in training (amlab train et's held-out fifth)
     et["held_out"] = sorted(digits_split(len(data))[1].tolist())
     manifest["et"] = et
+    diffusion = export_denoiser_onnx(out / "diffusion-digits.onnx")
+    diffusion["metrics"] = json.loads((SHIPPED_DENOISER / "metrics.json").read_text())
+    diffusion["pca"] = principal_axes(data.images)
+    manifest["diffusion"] = diffusion
     _write_json(out / "manifest.json", manifest)
-    names = ("digits.json", "projections.bin", "et-digits.onnx", "manifest.json")
+    names = (
+        "digits.json",
+        "projections.bin",
+        "et-digits.onnx",
+        "diffusion-digits.onnx",
+        "manifest.json",
+    )
     return [out / name for name in names]
+
+
+def principal_axes(x: torch.Tensor, k: int = 2) -> dict:
+    """The mean (D,) and top-k principal axes (k, D) of the rows of x, rounded to float32 (so
+    the export is the same on every machine's LAPACK), each axis signed so that its largest
+    entry is positive; and the fraction of the variance each axis explains."""
+    centred = x.double() - x.double().mean(0)
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
+    axes = vh[:k]
+    peak = axes.abs().argmax(1)
+    axes = axes * axes[torch.arange(k), peak].sign()[:, None]
+    explained = (s[:k] ** 2 / (s**2).sum()).float()
+    return {
+        "mean": _rows(x.double().mean(0).float().double()),
+        "axes": _rows(axes.float().double()),
+        "explained": [round(v, 4) for v in explained.tolist()],
+    }
 
 
 def _rows(t: torch.Tensor) -> list:
@@ -165,7 +198,80 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
                 "gd_next": _rows(rf.retrieve(x, steps=1, step_size=0.1).states),
             }
         )
+    diffusion = {
+        "schedules": [_schedule_case(VESchedule(0.01, 10.0)), _schedule_case(VPSchedule())],
+        "empirical": [_empirical_case(uniform(m, d), uniform, s) for m, d, s in _EMPIRICAL],
+        "sampler": [
+            _sampler_case(uniform(12, 5), VESchedule(0.01, 10.0), 6, g),
+            _sampler_case(uniform(30, 64), VESchedule(0.01, 10.0), 8, g),
+            _sampler_case(uniform(12, 5), VPSchedule(), 6, g),
+        ],
+    }
+    mem = digits(dtype=f64).images
+    pca = principal_axes(mem)
+    x = mem[:5]
+    axes = torch.tensor(pca["axes"], dtype=f64)
+    pca["x"] = _rows(x)
+    pca["coords"] = _rows((x - torch.tensor(pca["mean"], dtype=f64)) @ axes.T)
+    diffusion["pca"] = pca
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(path, {"seed": seed, **dense, "lsr_minima": minima, "drdam": drdam})
+    _write_json(
+        path,
+        {"seed": seed, **dense, "lsr_minima": minima, "drdam": drdam, "diffusion": diffusion},
+    )
     return path
+
+
+#: the empirical denoiser's cases: (memories K, dimension D, noise levels s)
+_EMPIRICAL = ((5, 2, (0.05, 0.3, 2.0)), (40, 64, (0.02, 0.5, 10.0)))
+
+
+def _schedule_case(schedule: Schedule, steps: int = 8) -> dict:
+    times = schedule.times(steps).tolist()
+    return {
+        "config": schedule.config(),
+        "steps": steps,
+        "times": times,
+        "alpha": [schedule.alpha(t) for t in times],
+        "sigma": [schedule.sigma(t) for t in times],
+        "noise_level": [schedule.noise_level(t) for t in times],
+        "drift": [schedule.drift(t) for t in times],
+        "diffusion_sq": [schedule.diffusion_sq(t) for t in times],
+        "prior_scale": math.hypot(schedule.alpha(1.0), schedule.sigma(1.0)),
+    }
+
+
+def _empirical_case(mem: torch.Tensor, uniform, levels) -> dict:
+    """EmpiricalDenoiser's D(y) and E_t(y) at scaled states y near and far from the memories."""
+    denoiser = EmpiricalDenoiser(mem, VESchedule())
+    y = torch.cat([mem[:2] + 0.05 * uniform(2, mem.shape[1]), 3 * uniform(2, mem.shape[1])])
+    return {
+        "memories": _rows(mem),
+        "y": _rows(y),
+        "levels": [
+            {
+                "s": s,
+                "denoised": _rows(denoiser.denoise_scaled(y, s)),
+                "energy": _rows(denoiser.energy_scaled(y, s)),
+            }
+            for s in levels
+        ],
+    }
+
+
+def _sampler_case(mem: torch.Tensor, schedule: Schedule, steps: int, g) -> dict:
+    """The probability-flow sampler (Heun, as the explainer's) with the empirical denoiser of
+    mem: every state from the prior to t_end, and the final denoising step."""
+    denoiser = EmpiricalDenoiser(mem, schedule)
+    start = schedule.prior(3, mem.shape[1], g, dtype=torch.float64)
+    run = sample(denoiser.score_fn(), schedule, start, steps=steps, method="heun", record=True)
+    return {
+        "memories": _rows(mem),
+        "schedule": schedule.config(),
+        "steps": steps,
+        "method": "heun",
+        "start": _rows(start),
+        "path": _rows(run.path),
+        "final": _rows(denoiser.denoise(run.states, schedule.t_end)),
+    }

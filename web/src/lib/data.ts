@@ -1,5 +1,5 @@
 /** The data `amlab export` writes into public/data/, loaded once per page. */
-import type { Projections } from "./math";
+import type { Axes, Projections, ScheduleConfig } from "./math";
 
 export interface Digits {
   /** (N, D) pixel values in [0, 1] (counts / 16, as amlab.data.digits) */
@@ -63,14 +63,35 @@ export interface ETInfo {
   held_out: number[];
 }
 
-let et: Promise<{ info: ETInfo; model: Uint8Array }> | null = null;
+/** The trained denoiser's entry in manifest.json (written by amlab.explain.diffusion_onnx). */
+export interface DiffusionInfo {
+  file: string;
+  config: { schedule: ScheduleConfig; num_classes: number; sigma_data: number; shape: number[] };
+  sampler: { method: "euler" | "heun"; steps: number };
+  inputs: string[];
+  outputs: string[];
+  /** the training run's metrics.json (amlab train diffusion) */
+  metrics: { images: number; steps: number; guidance: number; prompted_accuracy: number; prompted_samples: number; final_loss: number };
+  /** the embedded digits' two principal axes (the view's 2-D projection) */
+  pca: Axes & { explained: number[] };
+}
+
+const models = new Map<string, Promise<{ info: unknown; model: Uint8Array }>>();
+
+/** A trained model's manifest entry and its ONNX bytes. */
+function loadModel<Info>(key: string): Promise<{ info: Info; model: Uint8Array }> {
+  if (!models.has(key)) {
+    models.set(key, getManifest().then(async (m) => {
+      const info = m[key] as unknown as { file: string };
+      const model = new Uint8Array(await (await fetchOk(info.file)).arrayBuffer());
+      return { info, model };
+    }));
+  }
+  return models.get(key) as Promise<{ info: Info; model: Uint8Array }>;
+}
 
 /** The trained Energy Transformer: its manifest entry and the ONNX model's bytes. */
-export function loadET(): Promise<{ info: ETInfo; model: Uint8Array }> {
-  et ??= getManifest().then(async (m) => {
-    const info = m.et as unknown as ETInfo;
-    const model = new Uint8Array(await (await fetchOk(info.file)).arrayBuffer());
-    return { info, model };
-  });
-  return et;
-}
+export const loadET = () => loadModel<ETInfo>("et");
+
+/** The trained class-conditional denoiser: its manifest entry and the ONNX model's bytes. */
+export const loadDiffusion = () => loadModel<DiffusionInfo>("diffusion");

@@ -4,3 +4,4 @@ export * from "./lsr";
 export * from "./drdam";
 export * from "./minima";
 export * from "./descent";
+export * from "./diffusion";

@@ -1,6 +1,7 @@
 /**
  * The app's math against vectors computed by the Python package (`amlab export --vectors`):
- * energies, gradients, one descent step, LSR minima and DrDAM features, to float32 tolerance.
+ * energies, gradients, one descent step, LSR minima and DrDAM features, the diffusion
+ * schedules, the empirical denoiser and its sampler, to float32 tolerance.
  */
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
@@ -17,6 +18,17 @@ import {
   memories,
   rfEnergyGrad,
 } from "./index";
+import {
+  empiricalDenoise,
+  empiricalDenoiser,
+  flowVelocity,
+  makeSchedule,
+  noiseLevel,
+  priorScale,
+  project,
+  sampleFlow,
+  sampleTimes,
+} from "./diffusion";
 
 const path = new URL("../../../test-vectors/vectors.json", import.meta.url);
 const vectors = JSON.parse(readFileSync(path, "utf8"));
@@ -123,5 +135,62 @@ describe("DrDAM (sincos random features)", () => {
     const half = proj.rows / 2;
     const direct = featureTensor(featureSums(mem, proj, half, c.beta), half);
     close(featureTensor(featureSums(mem, proj, proj.rows, c.beta), half), direct, 1e-12, 1e-12);
+  });
+});
+
+describe("diffusion (amlab.diffusion)", () => {
+  const d = vectors.diffusion;
+  for (const c of d.schedules) {
+    it(`${c.config.name} schedule: times, alpha, sigma, s_t, f, g^2, prior scale`, () => {
+      const sched = makeSchedule(c.config);
+      const times = sampleTimes(sched, c.steps);
+      close(times, c.times, 1e-12, 1e-15);
+      close(times.map(sched.alpha), c.alpha);
+      close(times.map(sched.sigma), c.sigma);
+      close(times.map((t) => noiseLevel(sched, t)), c.noise_level);
+      close(times.map(sched.drift), c.drift);
+      close(times.map(sched.diffusionSq), c.diffusion_sq);
+      close([priorScale(sched)], [c.prior_scale]);
+    });
+  }
+  for (const [n, c] of d.empirical.entries()) {
+    it(`case ${n}: the empirical denoiser and its energy E_t (K=${c.memories.length})`, () => {
+      const mem = memories(c.memories);
+      for (const level of c.levels) {
+        c.y.forEach((y: number[], i: number) => {
+          const { denoised, energy, weights } = empiricalDenoise(y, mem, level.s);
+          close(denoised, level.denoised[i]);
+          close([energy], [level.energy[i]]);
+          close([weights.reduce((a, b) => a + b, 0)], [1], 1e-12, 1e-12);
+        });
+      }
+    });
+  }
+  for (const [n, c] of d.sampler.entries()) {
+    it(`case ${n}: the ${c.method} sampler with the empirical denoiser (${c.schedule.name}, ${c.steps} steps)`, async () => {
+      const sched = makeSchedule(c.schedule);
+      const mem = memories(c.memories);
+      let calls = 0;
+      const empirical = empiricalDenoiser(sched, c.start.map(() => mem));
+      const denoise = (x: Float64Array[], t: number) => {
+        calls++;
+        return empirical(x, t);
+      };
+      const start = c.start.map((row: number[]) => Float64Array.from(row));
+      const run = await sampleFlow(sched, start, c.steps, c.method, denoise);
+      expect(calls).toBe(2 * c.steps + 1);
+      run.states.forEach((rows, k) => rows.forEach((row, i) => close(row, c.path[k][i])));
+      run.denoised[c.steps].forEach((row, i) => close(row, c.final[i]));
+    });
+  }
+  it("VE: the flow's velocity is log(sigma_max / sigma_min) (x - D(x))", () => {
+    const sched = makeSchedule({ name: "ve", sigma_min: 0.01, sigma_max: 10 });
+    const x = [1, -2, 0.5];
+    const D = [0.2, 0.1, 0.4];
+    const v = flowVelocity(sched, x, D, 0.7);
+    close(v, x.map((xi, k) => Math.log(1000) * (xi - D[k])), 1e-12, 1e-12);
+  });
+  it("projects onto the digits' principal axes as numpy does", () => {
+    d.pca.x.forEach((x: number[], i: number) => close(project(x, d.pca), d.pca.coords[i]));
   });
 });

@@ -1,10 +1,9 @@
 /**
- * The trained Energy Transformer, run in the page by ONNX Runtime Web (its plain wasm build,
- * single-threaded, served from this app's own assets: no network).
+ * The trained Energy Transformer, run in the page by ONNX Runtime Web (lib/onnx: its plain
+ * wasm build, single-threaded, served from this app's own assets: no network).
  */
-import * as ort from "onnxruntime-web/wasm";
-import wasmUrl from "onnxruntime-web/ort-wasm-simd-threaded.wasm?url";
 import type { ETInfo } from "../../lib/data";
+import { onnxSession, ort } from "../../lib/onnx";
 
 /** One completion, every step t = 0..T kept (see amlab.explain.et_onnx.UnrolledCompletion). */
 export interface Completion {
@@ -26,9 +25,7 @@ export interface ETRunner {
 }
 
 export async function makeRunner(info: ETInfo, model: Uint8Array): Promise<ETRunner> {
-  ort.env.wasm.numThreads = 1;
-  ort.env.wasm.wasmPaths = { wasm: new URL(wasmUrl, document.baseURI).href };
-  const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"] });
+  const session = await onnxSession(model);
   const n = info.patches;
   return {
     info,

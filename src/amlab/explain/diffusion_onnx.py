@@ -1,0 +1,100 @@
+"""The explainer's learned denoiser: a trained class-conditional ConvDenoiser exported to ONNX,
+for the browser (ONNX Runtime Web) to run inside its sampler.
+
+The shipped model is ``models/diffusion-digits/`` beside this file, trained on all 1,797
+embedded digits (CI cannot afford to train it); ``models/README.md`` gives the command and its
+quality. The graph is the network's denoiser in the scaled coordinates of
+:mod:`amlab.diffusion.schedules`,
+
+    denoised = D(y, s, label)   (B, D),  y = x / alpha_t (B, D),  s = s_t (B,),  label (B,)
+
+with label -1 for "no class" (the unconditional model). Classifier-free guidance
+``D_uncond + w (D_cond - D_uncond)`` is done by the page: it runs the conditional and the
+unconditional rows in one batch (the batch size is free).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from amlab.diffusion import ConvDenoiser, LearnedDenoiser
+from amlab.errors import AmlabError
+from amlab.io import atomic_write
+
+SHIPPED_DENOISER = Path(__file__).parent / "models" / "diffusion-digits"
+
+#: the ONNX graph's inputs and outputs, in order (the app reads them by these names)
+INPUTS = ("y", "s", "labels")
+OUTPUTS = ("denoised",)
+OPSET = 17
+#: the sampler the page runs (the one amlab.experiments.diffusion samples with)
+SAMPLER = {"method": "heun", "steps": 40}
+
+
+class ScaledDenoiser(nn.Module):
+    """forward(y (B, D) float32, s (B,) float32, labels (B,) int64) -> D(y, s, labels) (B, D):
+    ``model.denoise_scaled`` of a network that is its own denoiser (energy=False)."""
+
+    def __init__(self, model: LearnedDenoiser) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, y: torch.Tensor, s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.model.denoise_scaled(y, s, labels)
+
+
+def denoiser_onnx_bytes(model: LearnedDenoiser) -> bytes:
+    """The ONNX model (bytes) of :class:`ScaledDenoiser` around ``model`` (float32,
+    class-conditional, not energy-parameterised: the graph has no autograd)."""
+    if model._reference().dtype != torch.float32:
+        raise AmlabError(f"the ONNX export needs a float32 model; got {model._reference().dtype}.")
+    if model.has_energy:
+        raise AmlabError("the ONNX export takes a direct denoiser; train it with --no-energy.")
+    if model.num_classes == 0:
+        raise AmlabError("the explainer prompts by class; the model must be class-conditional.")
+    model = model.eval()
+    batch = 2
+    inputs = (
+        torch.zeros(batch, model.dim),
+        torch.ones(batch),
+        torch.full((batch,), -1, dtype=torch.int64),
+    )
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes on tracing
+        torch.onnx.export(
+            ScaledDenoiser(model),
+            inputs,
+            buffer,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def export_denoiser_onnx(path: str | Path, model_dir: str | Path = SHIPPED_DENOISER) -> dict:
+    """Write the ONNX model of the ConvDenoiser saved in ``model_dir`` to ``path``.
+
+    Returns its manifest entry: file name, the model's config (its schedule among it), the
+    sampler the page runs, the inputs and outputs.
+    """
+    model = ConvDenoiser.load(model_dir)
+    raw = denoiser_onnx_bytes(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
+    return {
+        "file": path.name,
+        "config": model.config(),
+        "sampler": dict(SAMPLER),
+        "inputs": list(INPUTS),
+        "outputs": list(OUTPUTS),
+    }
