@@ -11,6 +11,7 @@ FIELDS = {
     "shape",
     "seconds",
     "gflops",
+    "matmul_gflops",
     "fraction_of_matmul",
     "plain_seconds",
     "plain_gflops",
@@ -36,6 +37,10 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
     for row in report["workloads"]:
         assert FIELDS <= set(row), row["name"]
         assert row["seconds"] > 0 and row["plain_seconds"] > 0 and row["gflops"] > 0
+        # each row's share is against the matmul rate measured just before it
+        assert 0 < row["matmul_gflops"] <= report["matmul_gflops"]
+        if row["fraction_of_matmul"] is not None:
+            assert row["fraction_of_matmul"] == row["gflops"] / row["matmul_gflops"]
     rows = {row["name"]: row for row in report["workloads"]}
     # amlab and the plain implementations compute the same thing (DrDAM approximates)
     for name in ("lse_784", "lse_64", "energy_transformer"):
