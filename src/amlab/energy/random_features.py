@@ -45,7 +45,7 @@ import math
 
 import torch
 
-from amlab.energy.chunks import SCORE_BLOCK_ELEMENTS, chunk_ranges
+from amlab.energy.chunks import SCORE_BLOCK_ELEMENTS, chunk_ranges, score_block
 
 KERNELS = ("sincos", "cos", "exp", "expexp")
 #: rows of S drawn at once in float64 and cast: bounds the float64 temporary, and makes S for
@@ -175,13 +175,14 @@ def rf_energy_grad(
     c = beta * (x * x).sum(1, keepdim=True) if kernel in ("exp", "expexp") else None
     z = x.new_zeros(x.shape[0])
     dz = x.new_zeros(x.shape)
-    for lo, hi in chunk_ranges(num_features, x.shape[0], chunk_size):
+    xb = x * math.sqrt(beta)  # h = sqrt(beta) S x, with the factor folded in once
+    for lo, hi in chunk_ranges(num_features, x.shape[0], chunk_size, score_block(x.device)):
         t = Tp[:, lo:hi]
-        h = torch.matmul(x, S[lo:hi].T).mul_(math.sqrt(beta))
+        h = torch.matmul(xb, S[lo:hi].T)
         if kernel == "sincos":  # d/dh [cos, sin] = [-sin, cos]
             cos, sin = torch.cos(h), torch.sin(h)
             z += cos @ t[0] + sin @ t[1]
-            g = cos.mul_(t[1]).sub_(sin.mul_(t[0]))
+            g = cos.mul_(t[1]).addcmul_(sin, t[0], value=-1.0)
         elif kernel == "cos":  # d/dh cos(h + b) = -sin(h + b)
             a = h.add_(b[lo:hi])
             z += torch.cos(a) @ t[0]
