@@ -1,7 +1,9 @@
-"""`amlab bench --quick` runs every workload and reports every field (no timing checks)."""
+"""`amlab bench --quick` runs every workload and reports every field (no timing checks); the
+device check that a session with a GPU runs works here."""
 
 import json
 
+import torch
 from typer.testing import CliRunner
 
 from amlab.cli import app
@@ -57,3 +59,37 @@ def test_bench_rejects_an_unknown_workload():
     result = CliRunner().invoke(app, ["bench", "--quick", "--workload", "nope"])
     assert result.exit_code == 2
     assert "workload" in result.output
+
+
+def load_device_check():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "check_device.py"
+    spec = importlib.util.spec_from_file_location("check_device", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_device_check_passes_on_the_cpu_and_catches_a_wrong_pass(monkeypatch):
+    """benchmarks/check_device.py is what a session with a GPU runs; it must run here, and a
+    pass that computes the wrong thing must fail it."""
+    check = load_device_check()
+    rows = check.run_checks("cpu", "small")
+    assert [row["name"] for row in rows] == [
+        "lse_float32",
+        "lse_float64",
+        "lsr_index",
+        "retrieval",
+        "energy_transformer",
+        "drdam",
+    ]
+    assert all(row["ok"] for row in rows), rows
+    real = check.lse_softmax_mean
+    monkeypatch.setattr(
+        check, "lse_softmax_mean", lambda *a, **k: tuple(t * 1.001 for t in real(*a, **k))
+    )
+    assert (
+        not check.check_lse(torch.device("cpu"), torch.float64, 500)["max_rel_difference"] <= 1e-10
+    )
