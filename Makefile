@@ -47,20 +47,21 @@ clean:
 # The build is committed, so `pip install` and `make demo` need no node; `make test` rebuilds it
 # from web/ and the exported data, type-checks it (svelte-check), runs vitest, then the browser
 # tests (Playwright + Chromium).
+APT_INSTALL  := apt-get update -qq && apt-get install -y -qq
 NPM_STAMP    := web/node_modules/.installed
 PW_STAMP     := $(VENV)/.playwright
 CHROMIUM     := /usr/bin/chromium
 EXPORTED     := web/test-vectors/.exported
 
 $(NPM_STAMP): web/package.json web/package-lock.json
-	@command -v npm >/dev/null || { echo "installing node and npm (apt)"; apt-get update -qq && apt-get install -y -qq nodejs npm; }
+	@command -v npm >/dev/null || { echo "installing node and npm (apt)"; $(APT_INSTALL) nodejs npm; }
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 # the app's data (web/public/data) and the test vectors of its math, from the Python package;
-# the Energy Transformer goes out as ONNX (the onnx extra: exporter and runtime for the tests)
-# pinned: the committed et-digits.onnx is compared byte for byte with a fresh export, and
-# another onnx release may serialise the same graph differently (the package asks onnx>=1.16)
+# the Energy Transformer and the denoiser go out as ONNX (the onnx extra: exporter and runtime
+# for the tests), pinned: the committed ONNX files are compared byte for byte with a fresh
+# export, and another onnx release may serialise the same graph differently
 ONNX_PINS    ?= onnx==1.23.2 onnxruntime==1.32.0
 ONNX_STAMP   := $(VENV)/.onnx
 $(ONNX_STAMP): $(STAMP)
@@ -81,7 +82,7 @@ web-test: web
 	cd web && npx vitest run
 
 $(CHROMIUM):
-	apt-get update -qq && apt-get install -y -qq chromium
+	$(APT_INSTALL) chromium
 
 $(PW_STAMP): $(STAMP)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e ".[browser]"
