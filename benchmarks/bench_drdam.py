@@ -74,8 +74,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--max-memories", type=int, default=1_000_000)
     args = parser.parse_args()
-    sizes = [m for m in (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)]
-    sizes = [m for m in sizes if m <= args.max_memories]
+    sizes = [
+        m
+        for m in (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
+        if m <= args.max_memories
+    ]
     x = torch.rand(args.batch, args.dim, generator=torch.Generator().manual_seed(1))
     x /= math.sqrt(args.dim)
     beta = 10.0

@@ -59,12 +59,18 @@ def first_interactive(browser, url: str, selector: str) -> float:
     return ms
 
 
+def open_view(browser, url: str, view: str, query: str = ""):
+    """A fresh page on #/<view><query>, once the view marks itself ready."""
+    context, page = offline_page(browser)
+    page.goto(f"{url}#/{view}{query}")
+    page.wait_for_selector(f"[data-testid={view}][data-ready=true]", timeout=60_000)
+    return context, page
+
+
 def step_time(browser, url: str, model: str, runs: int = 8) -> dict:
     """Play from `runs` noisy queries (seeds 0..runs-1), each until it stops or for 2 s."""
-    context, page = offline_page(browser)
     # a small step keeps gradient descent going; LSR's exact solver stops after a few steps
-    page.goto(f"{url}#/images?model={model}&n=1000&eta=0.02&sigma=0.5")
-    page.wait_for_selector("[data-testid=images][data-ready=true]", timeout=60_000)
+    context, page = open_view(browser, url, "images", f"?model={model}&n=1000&eta=0.02&sigma=0.5")
     timed_ms, timed_steps, played, wall = 0.0, 0, 0, 0.0
     for seed in range(runs):
         page.fill("[data-testid=seed]", str(seed))
@@ -92,9 +98,7 @@ def step_time(browser, url: str, model: str, runs: int = 8) -> dict:
 
 def et_forward_time(browser, url: str, runs: int = 20) -> dict:
     """The page's own time per ET forward, over `runs` digit and mask changes."""
-    context, page = offline_page(browser)
-    page.goto(f"{url}#/et")
-    page.wait_for_selector("[data-testid=et][data-ready=true]", timeout=60_000)
+    context, page = open_view(browser, url, "et")
     shown = "[data-testid=completed]"
     for k in range(runs):  # the mask alternates (right half first; the default is the lower)
         before = page.get_attribute(shown, "data-for")
@@ -112,9 +116,7 @@ def et_forward_time(browser, url: str, runs: int = 20) -> dict:
 
 def diffusion_step_time(browser, url: str, runs: int = 10) -> dict:
     """The diffusion view's own time per sampler step, over `runs` new seeds."""
-    context, page = offline_page(browser)
-    page.goto(f"{url}#/diffusion")
-    page.wait_for_selector("[data-testid=diffusion][data-ready=true]", timeout=60_000)
+    context, page = open_view(browser, url, "diffusion")
     times: dict[str, list[float]] = {"learned": [], "empirical": []}
     for seed in range(1, runs + 1):
         page.fill("[data-testid=seed]", str(seed))

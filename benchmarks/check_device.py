@@ -26,6 +26,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -33,6 +34,7 @@ from amlab import DenseAM, EnergyTransformer, RandomFeatureAM
 from amlab.energy.lse import lse_softmax_mean, memory_bias
 from amlab.energy.lsr import lsr_support_stats
 from amlab.energy.lsr_index import BallIndex
+from amlab.io import atomic_write
 
 F64 = torch.float64
 
@@ -151,8 +153,8 @@ def main() -> int:
             f"(tolerance {row['tolerance']:.0e})  {'ok' if row['ok'] else 'FAILED'}"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "checks": rows}, f, indent=2)
+        text = json.dumps({"device": name, "torch": torch.__version__, "checks": rows}, indent=2)
+        atomic_write(Path(args.json), lambda tmp: Path(tmp).write_text(text))
     return 0 if all(row["ok"] for row in rows) else 1
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from amlab import DenseAM
+from amlab import AmlabError, DenseAM
 from amlab.energy.lsr import lsr_energy, lsr_support_stats
 from amlab.energy.lsr_index import BallIndex
 
@@ -115,6 +115,22 @@ def test_dense_am_index_gives_the_dense_fixed_points_and_takes_added_memories():
             torch.testing.assert_close(ea, eb, rtol=1e-12, atol=1e-12)
             torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
     assert torch.isinf(ea[-1]) and torch.equal(ga[-1], torch.zeros(8, dtype=F64))
+
+
+def test_dense_am_add_takes_one_pattern_or_rows_and_rejects_bad_patterns():
+    am = DenseAM(torch.zeros(2, 3, dtype=F64), energy="lsr", beta=2.0)
+    am.add([1, 2, 3]).add(torch.ones(2, 3, dtype=torch.float32))  # (D,), other dtype: cast
+    assert am.memories.dtype == F64
+    expected = torch.tensor([[1.0, 2, 3], [1, 1, 1], [1, 1, 1]], dtype=F64)
+    torch.testing.assert_close(am.memories[2:], expected)
+    for bad, match in (
+        (torch.ones(2, 4), r"shape \(B, 3\) or \(3,\)"),
+        ([[0.0, float("nan"), 0.0]], "NaN"),
+        (torch.full((1, 3), 1e200, dtype=F64), "squared norm overflows"),
+    ):
+        with pytest.raises(AmlabError, match=match):
+            am.add(bad)
+    assert am.num_memories == 5  # a rejected add stores nothing
 
 
 def test_auto_index_is_built_only_for_many_memories_with_small_supports(monkeypatch):

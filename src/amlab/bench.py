@@ -87,7 +87,7 @@ def run_bench(
         "load_average_before": _load_average(),
     }
     size = 2048 if not quick else 512
-    a = torch.randn(size, size, device=dev, generator=None)
+    a = torch.randn(size, size, device=dev)
 
     def matmul_gflops() -> float:
         return 2 * size**3 / timer.best(lambda: a @ a) / 1e9

@@ -7,9 +7,9 @@ Both forms are one computation. With scores ``s_mu = beta * (x . xi_mu + b_mu)``
 - distance form, ``b_mu = -1/2 ||xi_mu||^2``: E = -(1/beta) logsumexp(-(beta/2) ||x - xi_mu||^2)
 - dot form, ``b_mu = 0``: E = -(1/beta) logsumexp(beta xi_mu . x) + 1/2 ||x||^2
 
-The sum over memories streams chunk by chunk with an online log-sum-exp (running
-maximum), so the (B, M) score matrix never exists in full and no exponential
-overflows at any beta.
+The sum over memories streams chunk by chunk (an online log-sum-exp; the gradient pass,
+:func:`lse_softmax_mean`, drops the per-query offset where a bound shows it is not needed),
+so the (B, M) score matrix never exists in full and no exponential overflows at any beta.
 """
 
 from __future__ import annotations

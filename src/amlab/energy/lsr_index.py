@@ -49,17 +49,14 @@ class BallIndex:
 
     Build with :meth:`build`; :meth:`add` takes memories appended later (each joins the
     ball with the nearest centre, whose radius grows to hold it). The index holds ids, not
-    copies of the memories: ``order`` (M,) lists memory ids ball by ball, ball k owning
-    ``order[offsets[k]:offsets[k + 1]]``.
+    copies of the memories: row k of ``slots`` (K, largest ball) lists the ids of ball k's
+    members, padded with -1.
     """
 
-    def __init__(
-        self, centres: torch.Tensor, radii: torch.Tensor, labels: torch.Tensor, built_size: int
-    ) -> None:
+    def __init__(self, centres: torch.Tensor, radii: torch.Tensor, labels: torch.Tensor) -> None:
         self.centres = centres  # (K, D)
         self.radii = radii  # (K,)
         self.labels = labels  # (M,) ball of each memory
-        self.built_size = built_size
         self._sort()
 
     @property
@@ -79,7 +76,7 @@ class BallIndex:
         m = memories.shape[0]
         gen = torch.Generator().manual_seed(seed)
         coarse = _kmeans(memories, max(1, round(math.sqrt(m / leaf_size))), gen)
-        top = _assign(memories, coarse)[0]
+        top = _assign(memories, coarse)
         order = torch.argsort(top)
         sizes = torch.bincount(top, minlength=coarse.shape[0]).tolist()
         labels = torch.empty_like(top)
@@ -90,13 +87,12 @@ class BallIndex:
                 continue
             rows = memories[ids]
             fine = _kmeans(rows, math.ceil(ids.numel() / leaf_size), gen)
-            labels[ids] = _assign(rows, fine)[0] + first
+            labels[ids] = _assign(rows, fine) + first
             centres.append(fine)
             first += fine.shape[0]
         centres = torch.cat(centres)
         for _ in range(_SPLIT_ROUNDS):  # split balls that k-means left spanning two clusters
-            dist = _distances(memories, centres, labels)
-            radii = dist.new_zeros(centres.shape[0]).scatter_reduce_(0, labels, dist, "amax")
+            radii = _radii(memories, centres, labels)
             sizes = torch.bincount(labels, minlength=centres.shape[0])
             wide = ((radii > _SPLIT_RADIUS * radii.median()) & (sizes > 1)).nonzero()
             if wide.numel() == 0:
@@ -108,41 +104,38 @@ class BallIndex:
                 ids = order[starts[k] : starts[k + 1]]
                 rows = memories[ids]
                 halves = _kmeans(rows, 2, gen)
-                side = _assign(rows, halves)[0]
+                side = _assign(rows, halves)
                 centres[k] = halves[0]
                 moved = ids[side == 1]
                 if moved.numel():
                     labels[moved] = centres.shape[0] + len(extra)
                     extra.append(halves[1:2])
             centres = torch.cat([centres, *extra])
-        dist = _distances(memories, centres, labels)
-        radii = dist.new_zeros(centres.shape[0]).scatter_reduce_(0, labels, dist, "amax")
-        return cls(centres, radii, labels, built_size=m)
+        return cls(centres, _radii(memories, centres, labels), labels)
 
     @torch.no_grad()
     def add(self, new_memories: torch.Tensor) -> None:
         """Take memories appended after the last build or add (their ids follow on)."""
         if new_memories.shape[0] == 0:
             return
-        labels = _assign(new_memories, self.centres)[0]
+        labels = _assign(new_memories, self.centres)
         dist = _distances(new_memories, self.centres, labels)
         self.radii = self.radii.scatter_reduce(0, labels, dist, "amax")
         self.labels = torch.cat([self.labels, labels])
         self._sort()
 
     def _sort(self) -> None:
-        self.order = torch.argsort(self.labels, stable=True)
+        """Ball sizes (K,) and ``slots`` from ``labels``."""
+        order = torch.argsort(self.labels, stable=True)
         sizes = torch.bincount(self.labels, minlength=self.num_clusters)
         self.sizes = sizes
         offsets = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
-        self.offsets = offsets.tolist()
-        # slots (K, largest ball): the ids of each ball's members, padded with -1
-        rank = torch.arange(self.num_memories, device=sizes.device)
-        rank -= offsets[self.labels[self.order]]
+        ball = self.labels[order]
+        rank = torch.arange(self.num_memories, device=sizes.device) - offsets[ball]
         self.slots = torch.full(
             (self.num_clusters, int(sizes.max())), -1, dtype=torch.long, device=sizes.device
         )
-        self.slots[self.labels[self.order], rank] = self.order
+        self.slots[ball, rank] = order
 
     @torch.no_grad()
     def candidates(self, x: torch.Tensor, radius: float, x_sq: torch.Tensor) -> torch.Tensor:
@@ -241,10 +234,15 @@ def _kmeans(rows: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     return centres
 
 
-def _assign(rows: torch.Tensor, centres: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centre (N,) of each row and the (expanded-form) distance (N,) to it."""
-    parts = [nearest_memory(part, centres) for part in rows.split(_ASSIGN_BLOCK)]
-    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+def _assign(rows: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Nearest centre (N,) of each row."""
+    return torch.cat([nearest_memory(part, centres)[0] for part in rows.split(_ASSIGN_BLOCK)])
+
+
+def _radii(memories: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Radius (K,) of each ball: its largest member distance (0 for an empty ball)."""
+    dist = _distances(memories, centres, labels)
+    return dist.new_zeros(centres.shape[0]).scatter_reduce_(0, labels, dist, "amax")
 
 
 def _distances(rows: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

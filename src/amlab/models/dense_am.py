@@ -107,16 +107,10 @@ class DenseAM(AssociativeMemory):
 
         A built LSR index takes them in (each joins its nearest ball) instead of being rebuilt.
         """
-        new = as_float_tensor(patterns, "patterns", dtype=self.memories.dtype)
-        new = new.to(self.memories.device)
-        if new.ndim == 1:
-            new = new[None]
-        if new.ndim != 2 or new.shape[1] != self.dim:
-            raise AmlabError(
-                f"patterns must have shape (N, {self.dim}) or ({self.dim},) to match the "
-                f"memories; got {tuple(new.shape)}."
-            )
-        new = check_squares_finite(new, "patterns")
+        new = as_float_tensor(
+            patterns, "patterns", dtype=self.memories.dtype, device=self.memories.device
+        )
+        new, _ = self._states(new, "patterns")
         old_key = _key(self.memories)
         self.memories = torch.cat([self.memories, new])
         key = _key(self.memories)
