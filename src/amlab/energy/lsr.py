@@ -44,7 +44,7 @@ def lsr_energy(
     for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size):
         d2 = sq_distances(x, memories[lo:hi], x_sq, mem_sq[lo:hi])
         z = z + torch.relu(1.0 - 0.5 * beta * d2).sum(1)
-    return -torch.log(eps + z) / beta
+    return lsr_energy_from_stats(z, beta, eps)
 
 
 @torch.no_grad()

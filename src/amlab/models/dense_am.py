@@ -207,8 +207,14 @@ class DenseAM(AssociativeMemory):
                 index=self.lsr_index(x),
             )
             return lsr_energy_from_stats(z, self.beta, self.eps)
+        form = self._lse_form
         return lse_energy(
-            x, self.memories, self.beta, form=self._lse_form, chunk_size=self.chunk_size
+            x,
+            self.memories,
+            self.beta,
+            form=form,
+            bias=memory_bias(self.memories, form, self.memory_sq_norms()),
+            chunk_size=self.chunk_size,
         )
 
     def _oracle(self, method: str) -> Oracle:
