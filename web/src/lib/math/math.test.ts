@@ -13,7 +13,6 @@ import {
   features,
   lseEnergyGrad,
   lsrEnergyGrad,
-  lsrFixedPointDirection,
   lsrMinima,
   memories,
   rfEnergyGrad,
@@ -69,7 +68,7 @@ describe("LSR energy", () => {
         else close([energy], [c.energy[i]]);
         close(grad, c.grad[i]);
         close(descentStep(x, grad, c.gd_step_size), c.gd_next[i]);
-        const fixed = lsrFixedPointDirection(x, mem, c.beta);
+        const fixed = lsrEnergyGrad(x, mem, c.beta, { fixedPoint: true });
         close(descentStep(x, fixed.grad, 1), c.fixed_point_next[i]);
       });
     });
@@ -78,7 +77,7 @@ describe("LSR energy", () => {
     it(`case ${n}: the exact solver stops where amlab's does, after as many steps`, () => {
       const mem = memories(c.memories);
       c.x.forEach((x: number[], i: number) => {
-        const path = descend((s) => lsrFixedPointDirection(s, mem, c.beta), x, 100, 1, 0);
+        const path = descend((s) => lsrEnergyGrad(s, mem, c.beta, { fixedPoint: true }), x, 100, 1, 0);
         expect(path.states.length - 1).toBe(c.fixed_point_steps[i]);
         close(path.states[path.states.length - 1], c.fixed_point_end[i]);
       });

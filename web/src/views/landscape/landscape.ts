@@ -6,7 +6,7 @@ import {
   descend,
   type EnergyGrad,
   lseEnergyGrad,
-  lsrFixedPointDirection,
+  lsrEnergyGrad,
   lsrMinima,
   type Memories,
   type Path,
@@ -27,7 +27,7 @@ export interface Minimum {
 export function oracle(kind: Kind, mem: Memories, beta: number): (x: Float64Array) => EnergyGrad {
   return kind === "lse"
     ? (x) => lseEnergyGrad(x, mem, beta)
-    : (x) => lsrFixedPointDirection(x, mem, beta);
+    : (x) => lsrEnergyGrad(x, mem, beta, { fixedPoint: true });
 }
 
 export const LSE_STEPS = 500;
