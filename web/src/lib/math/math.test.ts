@@ -15,6 +15,7 @@ import {
   lsrEnergyGrad,
   lsrMinima,
   memories,
+  nearestMemory,
   rfEnergyGrad,
 } from "./index";
 import {
@@ -42,6 +43,24 @@ function close(a: ArrayLike<number>, b: ArrayLike<number>, rtol = 1e-5, atol = 1
     }
   }
 }
+
+describe("nearest memory", () => {
+  it("is the first memory at the smallest distance, by brute force over the rows", () => {
+    for (const c of vectors.lse) {
+      const rows: number[][] = c.memories;
+      c.x.forEach((x: number[]) => {
+        const dist = rows.map((r) => Math.hypot(...r.map((v, k) => v - x[k])));
+        const best = Math.min(...dist);
+        const found = nearestMemory(x, memories(rows));
+        expect(found.index).toBe(dist.indexOf(best));
+        close([found.distance], [best], 1e-12, 0);
+      });
+    }
+    const tie = memories([[1, 0], [0, 1], [0, 0.5], [0, 0.5]]);
+    expect(nearestMemory([0.1, 0.5], tie)).toEqual({ index: 2, distance: Math.sqrt(0.1 * 0.1) });
+    expect(nearestMemory([0, 0], memories([], 2))).toEqual({ index: -1, distance: Infinity });
+  });
+});
 
 describe("LSE energy", () => {
   for (const [n, c] of vectors.lse.entries()) {

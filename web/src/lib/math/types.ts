@@ -34,3 +34,20 @@ export function sqDistance(x: ArrayLike<number>, mem: Memories, mu: number): num
   }
   return s;
 }
+
+/** The memory nearest to x (the first of equals) and its distance; index -1 if there are none. */
+export function nearestMemory(
+  x: ArrayLike<number>,
+  mem: Memories,
+): { index: number; distance: number } {
+  let index = -1;
+  let best = Infinity;
+  for (let mu = 0; mu < mem.m; mu++) {
+    const d2 = sqDistance(x, mem, mu);
+    if (d2 < best) {
+      best = d2;
+      index = mu;
+    }
+  }
+  return { index, distance: Math.sqrt(best) };
+}
