@@ -9,6 +9,7 @@ import {
   lsrEnergyGrad,
   lsrMinima,
   type Memories,
+  nearestMemory,
   type Path,
   sqDistance,
 } from "../../lib/math";
@@ -17,9 +18,8 @@ export type Kind = "lse" | "lsr";
 
 export interface Minimum {
   point: Float64Array;
+  /** a single memory's minimum (else emergent) */
   stored: boolean;
-  /** LSR: the memories active at the minimum */
-  support: number[];
 }
 
 /** The descent the view draws: LSE by gradient descent with step eta, LSR by its exact
@@ -117,11 +117,7 @@ export function lseBasins(mem: Memories, beta: number, eta: number, n: number): 
         (mn) => Math.hypot(mn.point[0] - end[0], mn.point[1] - end[1]) < merge,
       );
       if (label < 0) {
-        let nearest = -1;
-        for (let mu = 0; mu < mem.m; mu++) {
-          if (Math.sqrt(sqDistance(end, mem, mu)) < storedRadius) nearest = mu;
-        }
-        minima.push({ point: end, stored: nearest >= 0, support: nearest >= 0 ? [nearest] : [] });
+        minima.push({ point: end, stored: nearestMemory(end, mem).distance < storedRadius });
         label = minima.length - 1;
       }
       labels[j * n + i] = label;
