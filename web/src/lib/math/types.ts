@@ -23,6 +23,11 @@ export function memories(rows: ArrayLike<number>[] | Float64Array, d?: number): 
   return { data, m, d: dim };
 }
 
+/** Memory mu (D,): a view into `data`. */
+export function row(mem: Memories, mu: number): Float64Array {
+  return mem.data.subarray(mu * mem.d, (mu + 1) * mem.d);
+}
+
 /** ||x - xi_mu||^2 by direct differences. */
 export function sqDistance(x: ArrayLike<number>, mem: Memories, mu: number): number {
   const { data, d } = mem;

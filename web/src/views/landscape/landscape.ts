@@ -11,6 +11,7 @@ import {
   type Memories,
   nearestMemory,
   type Path,
+  row,
   sqDistance,
 } from "../../lib/math";
 
@@ -73,7 +74,7 @@ function minPairDistance(mem: Memories): number {
   let best = Infinity;
   for (let a = 0; a < mem.m; a++) {
     for (let b = a + 1; b < mem.m; b++) {
-      best = Math.min(best, Math.sqrt(sqDistance(mem.data.subarray(a * 2, a * 2 + 2), mem, b)));
+      best = Math.min(best, Math.sqrt(sqDistance(row(mem, a), mem, b)));
     }
   }
   return Number.isFinite(best) ? best : 1;
