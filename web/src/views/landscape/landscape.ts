@@ -25,15 +25,15 @@ export interface Minimum {
 
 /** The descent the view draws: LSE by gradient descent with step eta, LSR by its exact
  * solver (the centroid of the active set, step 1), as DenseAM's "gd" and "fixed_point". */
-export function oracle(kind: Kind, mem: Memories, beta: number): (x: Float64Array) => EnergyGrad {
+function oracle(kind: Kind, mem: Memories, beta: number): (x: Float64Array) => EnergyGrad {
   return kind === "lse"
     ? (x) => lseEnergyGrad(x, mem, beta)
     : (x) => lsrEnergyGrad(x, mem, beta, { fixedPoint: true });
 }
 
-export const LSE_STEPS = 500;
-export const LSE_TOL = 1e-7;
-export const LSR_STEPS = 100;
+const LSE_STEPS = 500;
+const LSE_TOL = 1e-7;
+const LSR_STEPS = 100;
 
 export function trajectory(
   kind: Kind,
