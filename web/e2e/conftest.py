@@ -5,12 +5,14 @@ recorded), which proves the app works offline. Screenshots go to web/test-artifa
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
@@ -100,3 +102,13 @@ def move_range(page, testid: str, value: float) -> None:
 @pytest.fixture
 def set_range():
     return move_range
+
+
+def read_array(page, testid: str, attribute: str) -> np.ndarray:
+    """The JSON array the page writes into an attribute of [data-testid=<testid>]."""
+    return np.array(json.loads(page.get_attribute(f"[data-testid={testid}]", attribute)))
+
+
+@pytest.fixture
+def read():
+    return read_array

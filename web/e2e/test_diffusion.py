@@ -6,8 +6,6 @@ the energies shown are E_t of the class memory."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 from playwright.sync_api import expect
@@ -19,15 +17,11 @@ from amlab.explain.diffusion_onnx import SAMPLER, SHIPPED_DENOISER
 STEPS = SAMPLER["steps"]
 
 
-def read(page, testid: str, attribute: str) -> np.ndarray:
-    return np.array(json.loads(page.get_attribute(f"[data-testid={testid}]", attribute)))
-
-
 def wait_for_run(page, key: str) -> None:
     expect(page.locator("[data-testid=run]")).to_have_attribute("data-for", key, timeout=60_000)
 
 
-def test_diffusion_runs_are_the_python_samplers(offline, base_url, set_range):
+def test_diffusion_runs_are_the_python_samplers(offline, base_url, set_range, read):
     page = offline.page
     page.goto(f"{base_url}#/diffusion")
     expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)

@@ -14,11 +14,7 @@ from amlab.explain.et_onnx import SHIPPED_ET
 from amlab.models.masked_image_et import MaskedImageET
 
 
-def read(page, testid: str, attribute: str) -> np.ndarray:
-    return np.array(json.loads(page.get_attribute(f"[data-testid={testid}]", attribute)))
-
-
-def test_et_completion_is_the_python_models(offline, base_url):
+def test_et_completion_is_the_python_models(offline, base_url, read):
     page = offline.page
     page.goto(f"{base_url}#/et")
     expect(page.locator("[data-testid=et][data-ready=true]")).to_be_visible(timeout=60_000)

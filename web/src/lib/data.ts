@@ -10,6 +10,11 @@ export interface Digits {
   shape: [number, number];
 }
 
+/** Digit i's pixels (D,): a view into `images`. */
+export function digitImage(digits: Digits, i: number): Float64Array {
+  return digits.images.subarray(i * digits.dim, (i + 1) * digits.dim);
+}
+
 let manifest: Promise<Record<string, Record<string, unknown>>> | null = null;
 let digits: Promise<Digits> | null = null;
 let projections: Promise<Projections> | null = null;

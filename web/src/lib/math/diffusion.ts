@@ -97,17 +97,24 @@ export function empiricalDenoise(
   return { denoised, energy, weights };
 }
 
+/** empiricalDenoise at a state x (not scaled) at time t: y = x / alpha_t, s = s_t. */
+export function empiricalDenoiseAt(
+  schedule: Schedule,
+  x: Float64Array,
+  mem: Memories,
+  t: number,
+): { denoised: Float64Array; energy: number; weights: Float64Array } {
+  const alpha = schedule.alpha(t);
+  return empiricalDenoise(x.map((v) => v / alpha), mem, noiseLevel(schedule, t));
+}
+
 /** D(x, t) for every row of x (states at time t, not scaled). */
 export type DenoiseFn = (x: Float64Array[], t: number) => Float64Array[] | Promise<Float64Array[]>;
 
 /** The empirical denoiser as a DenoiseFn, row i denoised by memory mems[i]: D(x, t) is the
  * attention step at y = x / alpha_t, beta = 1 / s_t^2. */
 export function empiricalDenoiser(schedule: Schedule, mems: Memories[]): DenoiseFn {
-  return (x, t) => {
-    const alpha = schedule.alpha(t);
-    const s = noiseLevel(schedule, t);
-    return x.map((row, i) => empiricalDenoise(row.map((v) => v / alpha), mems[i], s).denoised);
-  };
+  return (x, t) => x.map((row, i) => empiricalDenoiseAt(schedule, row, mems[i], t).denoised);
 }
 
 /** dx/dt of the probability-flow ODE at x, given its denoised estimate D(x, t). */

@@ -4,7 +4,7 @@
  *   E~(x) = -(1/beta) log(max(phi(x) . T, eps)),  gradient zero where phi(x) . T <= eps.
  * S is (rows, D) row-major; a model uses its first Y rows. T is laid out [cos (Y), sin (Y)].
  */
-import type { EnergyGrad, Memories } from "./types";
+import { type EnergyGrad, type Memories, row } from "./types";
 
 export interface Projections {
   S: Float32Array | Float64Array;
@@ -61,7 +61,7 @@ export function featureSums(
 ): Float64Array {
   const sums = new Float64Array(2 * y);
   for (let mu = 0; mu < mem.m; mu++) {
-    addTrig(sums, mem.data.subarray(mu * mem.d, (mu + 1) * mem.d), proj, y, beta, 1);
+    addTrig(sums, row(mem, mu), proj, y, beta, 1);
   }
   return sums;
 }

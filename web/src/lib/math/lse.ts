@@ -35,7 +35,3 @@ export function lseEnergyGrad(
   }
   return { energy: -(max + Math.log(sum)) / beta, grad };
 }
-
-export function lseEnergy(x: ArrayLike<number>, mem: Memories, beta: number): number {
-  return lseEnergyGrad(x, mem, beta).energy;
-}

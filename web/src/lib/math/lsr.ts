@@ -14,7 +14,7 @@ export interface LsrStats {
 }
 
 /** One pass over the memories; `weights` (M,) receives ReLU(1 - (beta/2) d^2) per memory. */
-export function lsrStats(
+function lsrStats(
   x: ArrayLike<number>,
   mem: Memories,
   beta: number,
@@ -37,27 +37,33 @@ export function lsrStats(
   return { z, count, activeSum };
 }
 
-export function lsrEnergyFromZ(z: number, beta: number, eps = 0): number {
+function lsrEnergyFromZ(z: number, beta: number, eps = 0): number {
   return eps + z > 0 ? -Math.log(eps + z) / beta : Infinity;
 }
 
+/** Options of `lsrEnergyGrad`: eps (default 0), `weights` (M,) to receive each memory's ReLU
+ * term, and `fixedPoint` for the exact solver's direction instead of the gradient. */
+export interface LsrOptions {
+  eps?: number;
+  weights?: Float64Array;
+  fixedPoint?: boolean;
+}
+
 /**
- * Energy and a descent direction from one pass: the gradient sum_active (x - xi) / (eps + Z)
- * (`centroid` false), or LSR's exact solver x - centroid(active set), taken with step 1
- * (`centroid` true, amlab.models.DenseAM's "fixed_point"); zero outside every support.
+ * Energy and a descent direction from one pass: the gradient sum_active (x - xi) / (eps + Z),
+ * or with `fixedPoint` LSR's exact solver x - centroid(active set), taken with step 1
+ * (amlab.models.DenseAM's "fixed_point"); zero outside every support.
  */
-function lsrOracle(
+export function lsrEnergyGrad(
   x: ArrayLike<number>,
   mem: Memories,
   beta: number,
-  eps: number,
-  weights: Float64Array | undefined,
-  centroid: boolean,
+  { eps = 0, weights, fixedPoint = false }: LsrOptions = {},
 ): EnergyGrad & LsrStats {
   const stats = lsrStats(x, mem, beta, weights);
   const { z, count, activeSum } = stats;
   const grad = new Float64Array(mem.d);
-  if (count > 0 && centroid) {
+  if (count > 0 && fixedPoint) {
     // x - mean, as amlab computes it: exactly zero at a fixed point, where the solver stops
     for (let k = 0; k < mem.d; k++) grad[k] = x[k] - activeSum[k] / count;
   } else if (count > 0) {
@@ -65,24 +71,4 @@ function lsrOracle(
     for (let k = 0; k < mem.d; k++) grad[k] = (count * x[k] - activeSum[k]) / denom;
   }
   return { ...stats, energy: lsrEnergyFromZ(z, beta, eps), grad };
-}
-
-export function lsrEnergyGrad(
-  x: ArrayLike<number>,
-  mem: Memories,
-  beta: number,
-  eps = 0,
-  weights?: Float64Array,
-): EnergyGrad & LsrStats {
-  return lsrOracle(x, mem, beta, eps, weights, false);
-}
-
-export function lsrFixedPointDirection(
-  x: ArrayLike<number>,
-  mem: Memories,
-  beta: number,
-  eps = 0,
-  weights?: Float64Array,
-): EnergyGrad & LsrStats {
-  return lsrOracle(x, mem, beta, eps, weights, true);
 }

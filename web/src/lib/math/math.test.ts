@@ -13,9 +13,9 @@ import {
   features,
   lseEnergyGrad,
   lsrEnergyGrad,
-  lsrFixedPointDirection,
   lsrMinima,
   memories,
+  nearestMemory,
   rfEnergyGrad,
 } from "./index";
 import {
@@ -44,6 +44,24 @@ function close(a: ArrayLike<number>, b: ArrayLike<number>, rtol = 1e-5, atol = 1
   }
 }
 
+describe("nearest memory", () => {
+  it("is the first memory at the smallest distance, by brute force over the rows", () => {
+    for (const c of vectors.lse) {
+      const rows: number[][] = c.memories;
+      c.x.forEach((x: number[]) => {
+        const dist = rows.map((r) => Math.hypot(...r.map((v, k) => v - x[k])));
+        const best = Math.min(...dist);
+        const found = nearestMemory(x, memories(rows));
+        expect(found.index).toBe(dist.indexOf(best));
+        close([found.distance], [best], 1e-12, 0);
+      });
+    }
+    const tie = memories([[1, 0], [0, 1], [0, 0.5], [0, 0.5]]);
+    expect(nearestMemory([0.1, 0.5], tie)).toEqual({ index: 2, distance: Math.sqrt(0.1 * 0.1) });
+    expect(nearestMemory([0, 0], memories([], 2))).toEqual({ index: -1, distance: Infinity });
+  });
+});
+
 describe("LSE energy", () => {
   for (const [n, c] of vectors.lse.entries()) {
     it(`case ${n}: energy, gradient, gd step, attention step (M=${c.memories.length})`, () => {
@@ -69,7 +87,7 @@ describe("LSR energy", () => {
         else close([energy], [c.energy[i]]);
         close(grad, c.grad[i]);
         close(descentStep(x, grad, c.gd_step_size), c.gd_next[i]);
-        const fixed = lsrFixedPointDirection(x, mem, c.beta);
+        const fixed = lsrEnergyGrad(x, mem, c.beta, { fixedPoint: true });
         close(descentStep(x, fixed.grad, 1), c.fixed_point_next[i]);
       });
     });
@@ -78,7 +96,7 @@ describe("LSR energy", () => {
     it(`case ${n}: the exact solver stops where amlab's does, after as many steps`, () => {
       const mem = memories(c.memories);
       c.x.forEach((x: number[], i: number) => {
-        const path = descend((s) => lsrFixedPointDirection(s, mem, c.beta), x, 100, 1, 0);
+        const path = descend((s) => lsrEnergyGrad(s, mem, c.beta, { fixedPoint: true }), x, 100, 1, 0);
         expect(path.states.length - 1).toBe(c.fixed_point_steps[i]);
         close(path.states[path.states.length - 1], c.fixed_point_end[i]);
       });

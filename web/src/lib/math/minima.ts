@@ -6,7 +6,7 @@
  * Members of such a set lie pairwise within 2r, so only the cliques of the graph joining
  * memories closer than 2r are walked (each once, members added in increasing index order).
  */
-import { type Memories, sqDistance } from "./types";
+import { type Memories, row, sqDistance } from "./types";
 
 export interface LsrMinimum {
   point: Float64Array;
@@ -31,7 +31,7 @@ export function lsrMinima(mem: Memories, beta: number, maxCliques = 1 << 22): Ls
   for (let a = 0; a < m; a++) {
     adjacent.push([]);
     for (let b = 0; b < m; b++) {
-      adjacent[a].push(a !== b && sqDistance(data.subarray(a * d, a * d + d), mem, b) < 4 * r2);
+      adjacent[a].push(a !== b && sqDistance(row(mem, a), mem, b) < 4 * r2);
     }
   }
   const minima: LsrMinimum[] = [];

@@ -23,6 +23,11 @@ export function memories(rows: ArrayLike<number>[] | Float64Array, d?: number): 
   return { data, m, d: dim };
 }
 
+/** Memory mu (D,): a view into `data`. */
+export function row(mem: Memories, mu: number): Float64Array {
+  return mem.data.subarray(mu * mem.d, (mu + 1) * mem.d);
+}
+
 /** ||x - xi_mu||^2 by direct differences. */
 export function sqDistance(x: ArrayLike<number>, mem: Memories, mu: number): number {
   const { data, d } = mem;
@@ -33,4 +38,21 @@ export function sqDistance(x: ArrayLike<number>, mem: Memories, mu: number): num
     s += diff * diff;
   }
   return s;
+}
+
+/** The memory nearest to x (the first of equals) and its distance; index -1 if there are none. */
+export function nearestMemory(
+  x: ArrayLike<number>,
+  mem: Memories,
+): { index: number; distance: number } {
+  let index = -1;
+  let best = Infinity;
+  for (let mu = 0; mu < mem.m; mu++) {
+    const d2 = sqDistance(x, mem, mu);
+    if (d2 < best) {
+      best = d2;
+      index = mu;
+    }
+  }
+  return { index, distance: Math.sqrt(best) };
 }

@@ -2,7 +2,7 @@
  * The trained class-conditional denoiser (amlab.explain.diffusion_onnx), run in the page by
  * ONNX Runtime Web, and the empirical memory it is compared with.
  */
-import type { DiffusionInfo, Digits } from "../../lib/data";
+import { type DiffusionInfo, type Digits, digitImage } from "../../lib/data";
 import { type Memories, noiseLevel, type Schedule } from "../../lib/math";
 import { onnxSession, ort } from "../../lib/onnx";
 
@@ -58,6 +58,6 @@ export async function makeDenoiser(
 export function classMemory(digits: Digits, label: number): Memories & { index: number[] } {
   const index = digits.labels.flatMap((l, i) => (l === label ? [i] : []));
   const data = new Float64Array(index.length * digits.dim);
-  index.forEach((i, r) => data.set(digits.images.subarray(i * digits.dim, (i + 1) * digits.dim), r * digits.dim));
+  index.forEach((i, r) => data.set(digitImage(digits, i), r * digits.dim));
   return { data, m: index.length, d: digits.dim, index };
 }

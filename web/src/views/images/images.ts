@@ -1,7 +1,7 @@
 /** The models of view 2 over stored digits: the oracle each descends with, and its step. */
 import {
   lseEnergyGrad,
-  lsrFixedPointDirection,
+  lsrEnergyGrad,
   type Memories,
   type Projections,
   rfEnergyGrad,
@@ -37,7 +37,7 @@ export function makeModel(
     }
     if (model === "lsr") {
       const weights = new Float64Array(mem.m);
-      const r = lsrFixedPointDirection(x, mem, beta, 0, weights);
+      const r = lsrEnergyGrad(x, mem, beta, { weights, fixedPoint: true });
       if (r.z > 0) for (let mu = 0; mu < mem.m; mu++) weights[mu] /= r.z;
       return { energy: r.energy, grad: r.grad, weights };
     }

@@ -6,10 +6,12 @@ import {
   descend,
   type EnergyGrad,
   lseEnergyGrad,
-  lsrFixedPointDirection,
+  lsrEnergyGrad,
   lsrMinima,
   type Memories,
+  nearestMemory,
   type Path,
+  row,
   sqDistance,
 } from "../../lib/math";
 
@@ -17,22 +19,21 @@ export type Kind = "lse" | "lsr";
 
 export interface Minimum {
   point: Float64Array;
+  /** a single memory's minimum (else emergent) */
   stored: boolean;
-  /** LSR: the memories active at the minimum */
-  support: number[];
 }
 
 /** The descent the view draws: LSE by gradient descent with step eta, LSR by its exact
  * solver (the centroid of the active set, step 1), as DenseAM's "gd" and "fixed_point". */
-export function oracle(kind: Kind, mem: Memories, beta: number): (x: Float64Array) => EnergyGrad {
+function oracle(kind: Kind, mem: Memories, beta: number): (x: Float64Array) => EnergyGrad {
   return kind === "lse"
     ? (x) => lseEnergyGrad(x, mem, beta)
-    : (x) => lsrFixedPointDirection(x, mem, beta);
+    : (x) => lsrEnergyGrad(x, mem, beta, { fixedPoint: true });
 }
 
-export const LSE_STEPS = 500;
-export const LSE_TOL = 1e-7;
-export const LSR_STEPS = 100;
+const LSE_STEPS = 500;
+const LSE_TOL = 1e-7;
+const LSR_STEPS = 100;
 
 export function trajectory(
   kind: Kind,
@@ -73,7 +74,7 @@ function minPairDistance(mem: Memories): number {
   let best = Infinity;
   for (let a = 0; a < mem.m; a++) {
     for (let b = a + 1; b < mem.m; b++) {
-      best = Math.min(best, Math.sqrt(sqDistance(mem.data.subarray(a * 2, a * 2 + 2), mem, b)));
+      best = Math.min(best, Math.sqrt(sqDistance(row(mem, a), mem, b)));
     }
   }
   return Number.isFinite(best) ? best : 1;
@@ -117,11 +118,7 @@ export function lseBasins(mem: Memories, beta: number, eta: number, n: number): 
         (mn) => Math.hypot(mn.point[0] - end[0], mn.point[1] - end[1]) < merge,
       );
       if (label < 0) {
-        let nearest = -1;
-        for (let mu = 0; mu < mem.m; mu++) {
-          if (Math.sqrt(sqDistance(end, mem, mu)) < storedRadius) nearest = mu;
-        }
-        minima.push({ point: end, stored: nearest >= 0, support: nearest >= 0 ? [nearest] : [] });
+        minima.push({ point: end, stored: nearestMemory(end, mem).distance < storedRadius });
         label = minima.length - 1;
       }
       labels[j * n + i] = label;
