@@ -3,10 +3,10 @@
 /** v with `digits` decimals, or "–" where it is not finite. */
 export const fmt = (v: number, digits = 3): string => (Number.isFinite(v) ? v.toFixed(digits) : "–");
 
-/** v with `digits` decimals, or where it is not finite (an LSR energy outside every support)
- * "+∞" when positive, else "−∞". */
+/** As fmt, but an infinity (an LSR energy outside every support) shows as "+∞" or "−∞"; NaN
+ * still shows as "–". */
 export const fmtInfinity = (v: number, digits = 4): string =>
-  Number.isFinite(v) ? v.toFixed(digits) : v > 0 ? "+∞" : "−∞";
+  v === Infinity ? "+∞" : v === -Infinity ? "−∞" : fmt(v, digits);
 
 /** the JSON array of a vector, for a data- attribute the browser tests read */
 export const list = (a: ArrayLike<number>): string => JSON.stringify(Array.from(a));
