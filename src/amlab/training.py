@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 
 #: loss(model, step, generator) -> loss tensor, or (loss tensor, {metric: float})
 LossFn = Callable[[nn.Module, int, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
@@ -252,7 +252,7 @@ def save_checkpoint(
     state = {"step": step, "losses": losses, "settings": settings, "param_groups": opt_groups}
     (partial / STATE_FILE).write_text(json.dumps(state) + "\n")
     os.replace(partial, target)
-    atomic_write(out / LATEST_FILE, lambda tmp: Path(tmp).write_text(target.name + "\n"))
+    atomic_write_text(out / LATEST_FILE, target.name + "\n")
     for old in out.glob("checkpoint-*"):
         if old != target and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

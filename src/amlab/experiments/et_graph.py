@@ -28,7 +28,7 @@ from torch import nn
 from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
 from amlab.errors import AmlabError
 from amlab.experiments.figures import plt
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 from amlab.models.graph_et import GraphET
 from amlab.training import TrainConfig, train
 
@@ -226,8 +226,7 @@ def run_graph_anomaly(
     if out is not None:
         out = Path(out)
         _roc_figure(curves, results, out / "roc.png")
-        text = json.dumps(metrics, indent=2)
-        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -37,7 +37,7 @@ from amlab.errors import (
     check_positive,
     check_positive_int,
 )
-from amlab.io import load_model, save_model
+from amlab.io import load_module, save_model
 
 
 @dataclass
@@ -153,16 +153,12 @@ class EnergyTransformer(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> EnergyTransformer:
         """Load an EnergyTransformer written by :meth:`save`."""
-        config, tensors = load_model(path, "EnergyTransformer")
-        try:
+
+        def build(config: dict[str, Any]) -> EnergyTransformer:
             dtype = {"float32": torch.float32, "float64": torch.float64}[config.pop("dtype")]
-            model = cls(**config, dtype=dtype)
-            model.load_state_dict(tensors)
-        except (TypeError, KeyError, RuntimeError) as exc:
-            raise AmlabError(
-                f"the files in {path} do not fit EnergyTransformer ({exc}); re-save the model."
-            ) from None
-        return model
+            return cls(**config, dtype=dtype)
+
+        return load_module(path, "EnergyTransformer", build)
 
     # -- energy --------------------------------------------------------------------------
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from amlab.errors import AmlabError, as_float_tensor, check_positive_int
-from amlab.io import load_model, save_model
+from amlab.io import load_module, save_model
 from amlab.models.energy_transformer import EnergyTransformer
 
 
@@ -190,15 +190,7 @@ class MaskedImageET(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> MaskedImageET:
         """Load a model written by :meth:`save`."""
-        config, tensors = load_model(path, "MaskedImageET")
-        try:
-            model = cls(**config)
-            model.load_state_dict(tensors)
-        except (TypeError, KeyError, RuntimeError) as exc:
-            raise AmlabError(
-                f"the files in {path} do not fit MaskedImageET ({exc}); re-save the model."
-            ) from None
-        return model.eval()
+        return load_module(path, "MaskedImageET", lambda config: cls(**config)).eval()
 
 
 def sample_masks(
