@@ -1,6 +1,7 @@
 """Energy Transformer: layer norm, attention and Hopfield energies against autograd and
 explicit formulas, and the dynamics (energy never rises, masks, input checks)."""
 
+import json
 import math
 
 import pytest
@@ -309,3 +310,9 @@ def test_save_load_round_trips_exactly(tmp_path, dtype):
     DenseAM(torch.ones(2, 12)).save(tmp_path / "dense")
     with pytest.raises(AmlabError, match="DenseAM"):
         EnergyTransformer.load(tmp_path / "dense")
+    config_file = tmp_path / "et" / "config.json"
+    saved = json.loads(config_file.read_text())
+    for tampered in ({**saved, "heads": 2}, {k: v for k, v in saved.items() if k != "dtype"}):
+        config_file.write_text(json.dumps(tampered))  # weights of another shape; no dtype
+        with pytest.raises(AmlabError, match="do not fit EnergyTransformer"):
+            EnergyTransformer.load(tmp_path / "et")

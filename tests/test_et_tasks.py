@@ -99,6 +99,10 @@ def test_save_load_gives_the_same_completions(tmp_path):
     torch.testing.assert_close(back(images, masked).images, model(images, masked).images)
     with pytest.raises(AmlabError):
         MaskedImageET.load(tmp_path / "nothing")
+    config_file = tmp_path / "m" / "config.json"
+    config_file.write_text(config_file.read_text().replace('"dim": 16', '"dim": 8'))
+    with pytest.raises(AmlabError, match="do not fit MaskedImageET"):
+        MaskedImageET.load(tmp_path / "m")
 
 
 def test_digits_split_is_fixed_and_disjoint():
