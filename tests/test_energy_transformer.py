@@ -217,6 +217,11 @@ def test_energy_parts_when_one_sequence_stops_early():
     assert (out.energies[1:, 1] < out.energies[:-1, 1]).all()
     torch.testing.assert_close(out.energies[-1], model.energy(out.tokens))
     torch.testing.assert_close(out.energies, out.attention + out.hopfield)
+    # each part, step by step: the stopped one keeps its own, the other's are its run alone
+    alone = model(x[1:], steps=5)
+    for part in ("attention", "hopfield"):
+        assert (getattr(out, part)[:, 0] == getattr(out, part)[0, 0]).all()
+        torch.testing.assert_close(getattr(out, part)[:, 1], getattr(alone, part)[:, 0])
 
 
 def test_block_mask_separates_token_groups():

@@ -225,15 +225,17 @@ class EnergyTransformer(nn.Module):
                 x.reshape(b, n * d),
                 steps=steps,
                 step_size=self.alpha,
-                record_states=True,
                 differentiable=differentiable,
             )
-        if all(a.shape[0] == b for a, _ in parts):
-            att, hn = (torch.stack(p) for p in zip(*parts, strict=True))
-        else:  # some queries stopped early (their state repeated): evaluate the path
-            with torch.no_grad():
-                by_part = self.energy_parts(traj.path.detach().reshape(-1, n, d), mask)
-            att, hn = (by_part[key].view(-1, b) for key in ("attention", "hopfield"))
+        # oracle call c evaluated, in order, the queries that took at least c steps; one
+        # that stopped earlier (its state repeated; never when differentiable) keeps its
+        # last energies
+        energies = x.new_empty(len(parts), 2, b)
+        for c, (e_att, e_hn) in enumerate(parts):
+            if c:
+                energies[c] = energies[c - 1]
+            energies[c, :, traj.steps >= c] = torch.stack([e_att, e_hn])
+        att, hn = energies.unbind(1)
         return ETOutput(traj.states.view(b, n, d), att + hn, att, hn)
 
     # -- input checks --------------------------------------------------------------------
