@@ -173,18 +173,19 @@ def run_graph_anomaly(
     def loss(model: nn.Module, step: int, gen: torch.Generator) -> torch.Tensor:
         return bce(model(features, pairs)[train_idx], target)
 
+    loop = TrainConfig(
+        steps=config.train_steps,
+        lr=config.lr,
+        warmup=min(20, config.train_steps),
+        weight_decay=config.weight_decay,
+        checkpoint_every=max(config.train_steps // 4, 1),
+        seed=config.seed,
+    )
+    y = labels.numpy()
     results: dict[str, Any] = {}
     curves = {}
     for name in DETECTORS:
         model = build_detector(name, features.shape[1], config).train()
-        loop = TrainConfig(
-            steps=config.train_steps,
-            lr=config.lr,
-            warmup=min(20, config.train_steps),
-            weight_decay=config.weight_decay,
-            checkpoint_every=max(config.train_steps // 4, 1),
-            seed=config.seed,
-        )
         on_step = None if progress is None else (lambda d, t, m, n=name: progress(n, d, t))
         train(
             model,
@@ -197,7 +198,6 @@ def run_graph_anomaly(
         )
         with torch.no_grad():
             scores = model.eval()(features, pairs).numpy()
-        y = labels.numpy()
         f1, threshold = tuned_macro_f1(scores[val_idx], y[val_idx], scores[test_idx], y[test_idx])
         results[name] = {
             "auc": float(roc_auc_score(y[test_idx], scores[test_idx])),
