@@ -309,8 +309,8 @@ def test_graph_et_sees_only_what_its_steps_can_reach():
 
 
 def test_graph_run_reports_auc_and_f1_for_every_detector(tmp_path):
-    config = GraphRunConfig(nodes=120, structural=10, contextual=10, train_steps=8, dim=8)
-    config = GraphRunConfig(**{**config.__dict__, "heads": 2, "head_dim": 4, "et_steps": 2})
+    sizes = dict(dim=8, heads=2, head_dim=4, et_steps=2)
+    config = GraphRunConfig(nodes=120, structural=10, contextual=10, train_steps=8, **sizes)
     metrics = run_graph_anomaly(config, tmp_path)
     assert set(metrics["detectors"]) == {"graph_et", "gcn", "mlp"}
     for r in metrics["detectors"].values():
