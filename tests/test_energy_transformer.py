@@ -240,6 +240,7 @@ def test_float32_default():
     model = EnergyTransformer(8, 2, 4, 12)
     out = model(torch.randn(2, 5, 8))
     assert out.tokens.dtype == torch.float32 and out.energies.dtype == torch.float32
+    assert EnergyTransformer(8, 2, 4).xi.shape == (32, 8)  # K defaults to 4 * dim
 
 
 @pytest.mark.parametrize(

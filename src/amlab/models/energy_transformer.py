@@ -61,7 +61,7 @@ class EnergyTransformer(nn.Module):
     Args:
         dim: token dimension D.
         heads, head_dim: attention heads H and head dimension Y.
-        hopfield_memories: number K of Hopfield memories xi (K, D).
+        hopfield_memories: number K of Hopfield memories xi (K, D); default 4 * dim.
         hopfield: "relu" (ReLU^2 energy) or "softmax" (log-sum-exp energy).
         exclude_self: attention sums over keys B != C (the paper); False keeps B = C.
         steps, alpha: default number of steps T and step size of the dynamics.
@@ -78,7 +78,7 @@ class EnergyTransformer(nn.Module):
         dim: int,
         heads: int,
         head_dim: int,
-        hopfield_memories: int,
+        hopfield_memories: int | None = None,
         hopfield: str = "relu",
         exclude_self: bool = True,
         steps: int = 12,
@@ -95,7 +95,8 @@ class EnergyTransformer(nn.Module):
         dim = check_positive_int(dim, "dim")
         heads = check_positive_int(heads, "heads")
         head_dim = check_positive_int(head_dim, "head_dim")
-        k = check_positive_int(hopfield_memories, "hopfield_memories")
+        k = 4 * dim if hopfield_memories is None else hopfield_memories
+        k = check_positive_int(k, "hopfield_memories")
         self.hopfield = check_choice(hopfield, "hopfield", HOPFIELD_KINDS)
         self.exclude_self = bool(exclude_self)
         self.steps = check_positive_int(steps, "steps")

@@ -81,7 +81,6 @@ class MaskedImageET(nn.Module):
         self.num_patches = self.grid[0] * self.grid[1]
         self.patch_dim = shape[0] * patch * patch
         dim = check_positive_int(dim, "dim")
-        hopfield_memories = 4 * dim if hopfield_memories is None else hopfield_memories
         self.block = EnergyTransformer(
             dim,
             heads,
@@ -117,7 +116,7 @@ class MaskedImageET(nn.Module):
             "dim": dim,
             "heads": heads,
             "head_dim": head_dim,
-            "hopfield_memories": hopfield_memories,
+            "hopfield_memories": self.block.xi.shape[0],
             "hopfield": hopfield,
             "steps": steps,
             "alpha": alpha,
