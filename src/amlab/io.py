@@ -62,14 +62,18 @@ def load_model(
         raise AmlabError(
             f"{path} holds a {found!r} model, not a {kind}; load it with the matching class."
         )
-    try:
-        tensors = load_file(str(tensors_file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AmlabError(
-            f"{tensors_file} is not a readable safetensors file ({exc}); re-save the model."
-        ) from None
+    tensors = read_tensors(tensors_file, "re-save the model")
     config.pop("kind")
     return config, tensors
+
+
+def read_tensors(file: Path, remedy: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; an unreadable one raises AmlabError that ends
+    with ``remedy`` (what the user should do)."""
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AmlabError(f"{file} is not a readable safetensors file ({exc}); {remedy}.") from None
 
 
 def load_module(path: str | os.PathLike, kind: str, build: Callable[[dict[str, Any]], M]) -> M:
