@@ -205,20 +205,17 @@ def test_graph_files_round_trip_and_bad_files_raise(tmp_path):
     back = load_graph(edges, feats, labels)
     assert torch.equal(back.edges, graph.edges) and torch.equal(back.labels, graph.labels)
     torch.testing.assert_close(back.features, graph.features)
-    edges.write_text("0 60\n")
-    with pytest.raises(AmlabError, match="outside"):
-        load_graph(edges, feats, labels)
-    edges.write_text("0 x\n")
-    with pytest.raises(AmlabError, match="not rows of numbers"):
-        load_graph(edges, feats, labels)
-    edges.write_text("0 1\n1 2 3\n")
-    with pytest.raises(AmlabError, match="same length"):
-        load_graph(edges, feats, labels)
+    for text, message in [
+        ("0 60\n", "outside"),
+        ("0 x\n", "not rows of numbers"),
+        ("0 1\n1 2 3\n", "same length"),
+        ("0 1.5\n", "whole node numbers"),
+    ]:
+        edges.write_text(text)
+        with pytest.raises(AmlabError, match=message):
+            load_graph(edges, feats, labels)
     edges.write_text("# nothing but a comment\n\n")
     assert load_graph(edges, feats, labels).edges.shape == (0, 2)
-    edges.write_text("0 1.5\n")
-    with pytest.raises(AmlabError, match="whole node numbers"):
-        load_graph(edges, feats, labels)
     with pytest.raises(AmlabError, match="does not exist"):
         load_graph(tmp_path / "missing", feats, labels)
     labels.write_text("0\n1\n")
