@@ -334,6 +334,25 @@ def test_cli_graph_from_files_and_missing_files(tmp_path):
     assert result.exit_code == 2 and "all three" in result.output
 
 
+def test_cli_graph_progress_runs_once_over_all_three_detectors(tmp_path, monkeypatch):
+    import contextlib
+
+    import amlab.cli
+
+    fractions = []
+
+    @contextlib.contextmanager
+    def record():
+        yield lambda stage, fraction: fractions.append(fraction)
+
+    monkeypatch.setattr(amlab.cli, "_stage_progress", record)
+    args = ["train", "et-graph", "--nodes", "120", "--structural", "10", "--contextual", "10"]
+    args += ["--steps", "4", "--et-steps", "1", "--out", str(tmp_path / "run")]
+    assert runner.invoke(app, args).exit_code == 0
+    assert len(fractions) == 12 and fractions == sorted(fractions)
+    assert fractions[3] == pytest.approx(1 / 3) and fractions[-1] == 1.0
+
+
 def test_graph_type_checks():
     with pytest.raises(AmlabError):
         anomalous_block_graph(nodes=10, structural=7, clique_size=5)

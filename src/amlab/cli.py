@@ -379,7 +379,7 @@ def train_et_graph(
     as_json: JsonOpt = False,
 ) -> None:
     """Graph anomaly detection: Energy Transformer vs GCN vs feature-only MLP."""
-    from amlab.experiments.et_graph import GraphRunConfig, run_graph_anomaly
+    from amlab.experiments.et_graph import DETECTORS, GraphRunConfig, run_graph_anomaly
 
     with _errors():
         config = GraphRunConfig(
@@ -395,12 +395,12 @@ def train_et_graph(
             labels=_path_str(labels),
         )
         with _stage_progress() as progress:
-            metrics = run_graph_anomaly(
-                config,
-                out,
-                resume=resume,
-                progress=lambda name, done, total: progress(f"training {name}", done / total),
-            )
+
+            def show(name: str, done: int, total: int) -> None:  # the detectors train in turn
+                finished = DETECTORS.index(name) + done / total
+                progress(f"training {name}", finished / len(DETECTORS))
+
+            metrics = run_graph_anomaly(config, out, resume=resume, progress=show)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
