@@ -1,3 +1,4 @@
+import json
 import os
 
 import pytest
@@ -26,8 +27,6 @@ def run_tiny_repro(run, out, grid):
 def check_written_report(out, sections, figures, calls):
     """The report has the claims table, every section and figure; metrics.json is strict
     JSON; progress only moves forward and ends at 1. Returns (report text, metrics)."""
-    import json
-
     report = (out / "report.md").read_text()
     assert "## Claims, one by one" in report
     for section in sections:

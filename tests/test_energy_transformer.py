@@ -1,6 +1,7 @@
 """Energy Transformer: layer norm, attention and Hopfield energies against autograd and
 explicit formulas, and the dynamics (energy never rises, masks, input checks)."""
 
+import json
 import math
 
 import pytest
@@ -216,6 +217,11 @@ def test_energy_parts_when_one_sequence_stops_early():
     assert (out.energies[1:, 1] < out.energies[:-1, 1]).all()
     torch.testing.assert_close(out.energies[-1], model.energy(out.tokens))
     torch.testing.assert_close(out.energies, out.attention + out.hopfield)
+    # each part, step by step: the stopped one keeps its own, the other's are its run alone
+    alone = model(x[1:], steps=5)
+    for part in ("attention", "hopfield"):
+        assert (getattr(out, part)[:, 0] == getattr(out, part)[0, 0]).all()
+        torch.testing.assert_close(getattr(out, part)[:, 1], getattr(alone, part)[:, 0])
 
 
 def test_block_mask_separates_token_groups():
@@ -234,6 +240,7 @@ def test_float32_default():
     model = EnergyTransformer(8, 2, 4, 12)
     out = model(torch.randn(2, 5, 8))
     assert out.tokens.dtype == torch.float32 and out.energies.dtype == torch.float32
+    assert EnergyTransformer(8, 2, 4).xi.shape == (32, 8)  # K defaults to 4 * dim
 
 
 @pytest.mark.parametrize(
@@ -309,3 +316,9 @@ def test_save_load_round_trips_exactly(tmp_path, dtype):
     DenseAM(torch.ones(2, 12)).save(tmp_path / "dense")
     with pytest.raises(AmlabError, match="DenseAM"):
         EnergyTransformer.load(tmp_path / "dense")
+    config_file = tmp_path / "et" / "config.json"
+    saved = json.loads(config_file.read_text())
+    for tampered in ({**saved, "heads": 2}, {k: v for k, v in saved.items() if k != "dtype"}):
+        config_file.write_text(json.dumps(tampered))  # weights of another shape; no dtype
+        with pytest.raises(AmlabError, match="do not fit EnergyTransformer"):
+            EnergyTransformer.load(tmp_path / "et")

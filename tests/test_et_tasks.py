@@ -99,6 +99,10 @@ def test_save_load_gives_the_same_completions(tmp_path):
     torch.testing.assert_close(back(images, masked).images, model(images, masked).images)
     with pytest.raises(AmlabError):
         MaskedImageET.load(tmp_path / "nothing")
+    config_file = tmp_path / "m" / "config.json"
+    config_file.write_text(config_file.read_text().replace('"dim": 16', '"dim": 8'))
+    with pytest.raises(AmlabError, match="do not fit MaskedImageET"):
+        MaskedImageET.load(tmp_path / "m")
 
 
 def test_digits_split_is_fixed_and_disjoint():
@@ -201,20 +205,17 @@ def test_graph_files_round_trip_and_bad_files_raise(tmp_path):
     back = load_graph(edges, feats, labels)
     assert torch.equal(back.edges, graph.edges) and torch.equal(back.labels, graph.labels)
     torch.testing.assert_close(back.features, graph.features)
-    edges.write_text("0 60\n")
-    with pytest.raises(AmlabError, match="outside"):
-        load_graph(edges, feats, labels)
-    edges.write_text("0 x\n")
-    with pytest.raises(AmlabError, match="not rows of numbers"):
-        load_graph(edges, feats, labels)
-    edges.write_text("0 1\n1 2 3\n")
-    with pytest.raises(AmlabError, match="same length"):
-        load_graph(edges, feats, labels)
+    for text, message in [
+        ("0 60\n", "outside"),
+        ("0 x\n", "not rows of numbers"),
+        ("0 1\n1 2 3\n", "same length"),
+        ("0 1.5\n", "whole node numbers"),
+    ]:
+        edges.write_text(text)
+        with pytest.raises(AmlabError, match=message):
+            load_graph(edges, feats, labels)
     edges.write_text("# nothing but a comment\n\n")
     assert load_graph(edges, feats, labels).edges.shape == (0, 2)
-    edges.write_text("0 1.5\n")
-    with pytest.raises(AmlabError, match="whole node numbers"):
-        load_graph(edges, feats, labels)
     with pytest.raises(AmlabError, match="does not exist"):
         load_graph(tmp_path / "missing", feats, labels)
     labels.write_text("0\n1\n")
@@ -305,8 +306,8 @@ def test_graph_et_sees_only_what_its_steps_can_reach():
 
 
 def test_graph_run_reports_auc_and_f1_for_every_detector(tmp_path):
-    config = GraphRunConfig(nodes=120, structural=10, contextual=10, train_steps=8, dim=8)
-    config = GraphRunConfig(**{**config.__dict__, "heads": 2, "head_dim": 4, "et_steps": 2})
+    sizes = dict(dim=8, heads=2, head_dim=4, et_steps=2)
+    config = GraphRunConfig(nodes=120, structural=10, contextual=10, train_steps=8, **sizes)
     metrics = run_graph_anomaly(config, tmp_path)
     assert set(metrics["detectors"]) == {"graph_et", "gcn", "mlp"}
     for r in metrics["detectors"].values():
@@ -331,6 +332,25 @@ def test_cli_graph_from_files_and_missing_files(tmp_path):
     assert json.loads(result.stdout)["graph"]["nodes"] == 60
     result = runner.invoke(app, args + ["--edges", str(tmp_path / "e.txt")])
     assert result.exit_code == 2 and "all three" in result.output
+
+
+def test_cli_graph_progress_runs_once_over_all_three_detectors(tmp_path, monkeypatch):
+    import contextlib
+
+    import amlab.cli
+
+    fractions = []
+
+    @contextlib.contextmanager
+    def record():
+        yield lambda stage, fraction: fractions.append(fraction)
+
+    monkeypatch.setattr(amlab.cli, "_stage_progress", record)
+    args = ["train", "et-graph", "--nodes", "120", "--structural", "10", "--contextual", "10"]
+    args += ["--steps", "4", "--et-steps", "1", "--out", str(tmp_path / "run")]
+    assert runner.invoke(app, args).exit_code == 0
+    assert len(fractions) == 12 and fractions == sorted(fractions)
+    assert fractions[3] == pytest.approx(1 / 3) and fractions[-1] == 1.0
 
 
 def test_graph_type_checks():

@@ -42,10 +42,6 @@ def regression_loss(model: nn.Module, step: int, gen: torch.Generator):
 CONFIG = TrainConfig(steps=20, lr=1e-2, warmup=3, checkpoint_every=5, seed=7, clip=1.0)
 
 
-def weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in model.state_dict().items()}
-
-
 def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb

@@ -102,7 +102,7 @@ def retrieve(
 
     config = RetrievalConfig(
         data=data,
-        data_dir=None if data_dir is None else str(data_dir),
+        data_dir=_path_str(data_dir),
         memories=memories,
         queries=queries,
         corruption=corruption,
@@ -187,7 +187,7 @@ def train_et(
     with _errors():
         config = ETImageConfig(
             data=data,
-            data_dir=None if data_dir is None else str(data_dir),
+            data_dir=_path_str(data_dir),
             patch=patch,
             dim=dim,
             heads=heads,
@@ -231,7 +231,7 @@ def eval_et(
         metrics = run(
             model,
             out,
-            data_dir=None if data_dir is None else str(data_dir),
+            data_dir=_path_str(data_dir),
             images=images,
             seed=seed,
         )
@@ -278,7 +278,7 @@ def diffusion_train(
         metrics = train_image_model(
             out,
             data=data,
-            data_dir=None if data_dir is None else str(data_dir),
+            data_dir=_path_str(data_dir),
             images=images,
             steps=steps,
             batch_size=batch_size,
@@ -341,11 +341,11 @@ def _run_repro(
 ) -> None:
     """Run one paper's experiments with a progress bar; print where the report went."""
     with _errors(), _stage_progress() as progress:
-        metrics = run(
+        run(
             out=out,
             quick=quick,
             seed=seed,
-            data_dir=None if data_dir is None else str(data_dir),
+            data_dir=_path_str(data_dir),
             progress=progress,
         )
     if as_json:
@@ -355,7 +355,6 @@ def _run_repro(
         f"wrote {out / 'report.md'}, {out / 'metrics.json'} and "
         f"{len(list(out.glob('*.png')))} figures"
     )
-    del metrics
 
 
 @train_app.command("et-graph")
@@ -380,10 +379,7 @@ def train_et_graph(
     as_json: JsonOpt = False,
 ) -> None:
     """Graph anomaly detection: Energy Transformer vs GCN vs feature-only MLP."""
-    from amlab.experiments.et_graph import GraphRunConfig, run_graph_anomaly
-
-    def path(p: Path | None) -> str | None:
-        return None if p is None else str(p)
+    from amlab.experiments.et_graph import DETECTORS, GraphRunConfig, run_graph_anomaly
 
     with _errors():
         config = GraphRunConfig(
@@ -394,17 +390,17 @@ def train_et_graph(
             et_steps=et_steps,
             lr=lr,
             seed=seed,
-            edges=path(edges),
-            features=path(features),
-            labels=path(labels),
+            edges=_path_str(edges),
+            features=_path_str(features),
+            labels=_path_str(labels),
         )
         with _stage_progress() as progress:
-            metrics = run_graph_anomaly(
-                config,
-                out,
-                resume=resume,
-                progress=lambda name, done, total: progress(f"training {name}", done / total),
-            )
+
+            def show(name: str, done: int, total: int) -> None:  # the detectors train in turn
+                finished = DETECTORS.index(name) + done / total
+                progress(f"training {name}", finished / len(DETECTORS))
+
+            metrics = run_graph_anomaly(config, out, resume=resume, progress=show)
     if as_json:
         typer.echo(json.dumps(metrics, indent=2))
         return
@@ -418,6 +414,11 @@ def train_et_graph(
         table.add_row(name, f"{r['auc']:.3f}", f"{r['macro_f1']:.3f}", str(r["parameters"]))
     Console().print(table)
     console.print(f"wrote {out / 'metrics.json'} and {out / 'roc.png'}")
+
+
+def _path_str(path: Path | None) -> str | None:
+    """A path option as the str the experiments' configs hold (None stays None)."""
+    return None if path is None else str(path)
 
 
 class _errors:
@@ -539,7 +540,7 @@ def listops_train(
 ) -> None:
     """Train one model on one task mix; report test accuracy per root operation."""
     from amlab.experiments.report import _jsonable
-    from amlab.io import atomic_write
+    from amlab.io import atomic_write_text
     from amlab.listops.train import train_run
 
     with _errors():
@@ -567,7 +568,7 @@ def listops_train(
         with training_progress(f"listops {spec.key()}") as on_step:
             record = train_run(spec, out=out, resume=resume, on_step=on_step)
         text = json.dumps(_jsonable(record), indent=2) + "\n"
-        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(out / "metrics.json", text)
     if as_json:
         typer.echo(text)
         return
@@ -775,7 +776,7 @@ def bench(
     import torch
 
     from amlab.bench import WORKLOADS, run_bench
-    from amlab.io import atomic_write
+    from amlab.io import atomic_write_text
 
     with _errors():
         if threads is not None:
@@ -793,7 +794,7 @@ def bench(
     text = json.dumps(report, indent=2)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "bench.json", lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(out / "bench.json", text)
     if as_json:
         typer.echo(text)
         return

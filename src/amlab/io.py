@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from amlab.errors import AmlabError
+
+M = TypeVar("M", bound=torch.nn.Module)
 
 TENSORS_FILE = "tensors.safetensors"
 CONFIG_FILE = "config.json"
@@ -34,7 +37,7 @@ def save_model(
     payload = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
     atomic_write(path / TENSORS_FILE, lambda tmp: save_file(payload, tmp))
     text = json.dumps({"kind": kind, **config}, indent=2, sort_keys=True)
-    atomic_write(path / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write_text(path / CONFIG_FILE, text + "\n")
     return path
 
 
@@ -59,14 +62,38 @@ def load_model(
         raise AmlabError(
             f"{path} holds a {found!r} model, not a {kind}; load it with the matching class."
         )
-    try:
-        tensors = load_file(str(tensors_file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AmlabError(
-            f"{tensors_file} is not a readable safetensors file ({exc}); re-save the model."
-        ) from None
+    tensors = read_tensors(tensors_file, "re-save the model")
     config.pop("kind")
     return config, tensors
+
+
+def read_tensors(file: Path, remedy: str) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; an unreadable one raises AmlabError that ends
+    with ``remedy`` (what the user should do)."""
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AmlabError(f"{file} is not a readable safetensors file ({exc}); {remedy}.") from None
+
+
+def load_module(path: str | os.PathLike, kind: str, build: Callable[[dict[str, Any]], M]) -> M:
+    """Read a module written by ``save_model(path, kind, config, module.state_dict())``:
+    ``build(config)`` makes it, then the weights are loaded into it. A configuration or
+    weights that do not fit raise AmlabError."""
+    config, tensors = load_model(path, kind)
+    try:
+        module = build(config)
+        module.load_state_dict(tensors)
+    except (TypeError, KeyError, RuntimeError) as exc:
+        raise AmlabError(
+            f"the files in {path} do not fit {kind} ({exc}); re-save the model."
+        ) from None
+    return module
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write ``text`` to ``target`` through :func:`atomic_write`."""
+    atomic_write(target, lambda tmp: Path(tmp).write_text(text))
 
 
 def atomic_write(target: Path, write) -> None:

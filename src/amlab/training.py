@@ -38,12 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text, read_tensors
 
 #: loss(model, step, generator) -> loss tensor, or (loss tensor, {metric: float})
 LossFn = Callable[[nn.Module, int, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
@@ -252,7 +251,7 @@ def save_checkpoint(
     state = {"step": step, "losses": losses, "settings": settings, "param_groups": opt_groups}
     (partial / STATE_FILE).write_text(json.dumps(state) + "\n")
     os.replace(partial, target)
-    atomic_write(out / LATEST_FILE, lambda tmp: Path(tmp).write_text(target.name + "\n"))
+    atomic_write_text(out / LATEST_FILE, target.name + "\n")
     for old in out.glob("checkpoint-*"):
         if old != target and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)
@@ -312,13 +311,7 @@ def load_checkpoint(
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise AmlabError(f"{file} is missing; the checkpoint is incomplete.")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AmlabError(
-            f"{file} is not a readable safetensors file ({exc}); delete the checkpoint to "
-            "start afresh."
-        ) from None
+    return read_tensors(file, "delete the checkpoint to start afresh")
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, list]:

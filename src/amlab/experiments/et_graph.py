@@ -28,7 +28,7 @@ from torch import nn
 from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
 from amlab.errors import AmlabError
 from amlab.experiments.figures import plt
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 from amlab.models.graph_et import GraphET
 from amlab.training import TrainConfig, train
 
@@ -173,18 +173,19 @@ def run_graph_anomaly(
     def loss(model: nn.Module, step: int, gen: torch.Generator) -> torch.Tensor:
         return bce(model(features, pairs)[train_idx], target)
 
+    loop = TrainConfig(
+        steps=config.train_steps,
+        lr=config.lr,
+        warmup=min(20, config.train_steps),
+        weight_decay=config.weight_decay,
+        checkpoint_every=max(config.train_steps // 4, 1),
+        seed=config.seed,
+    )
+    y = labels.numpy()
     results: dict[str, Any] = {}
     curves = {}
     for name in DETECTORS:
         model = build_detector(name, features.shape[1], config).train()
-        loop = TrainConfig(
-            steps=config.train_steps,
-            lr=config.lr,
-            warmup=min(20, config.train_steps),
-            weight_decay=config.weight_decay,
-            checkpoint_every=max(config.train_steps // 4, 1),
-            seed=config.seed,
-        )
         on_step = None if progress is None else (lambda d, t, m, n=name: progress(n, d, t))
         train(
             model,
@@ -197,7 +198,6 @@ def run_graph_anomaly(
         )
         with torch.no_grad():
             scores = model.eval()(features, pairs).numpy()
-        y = labels.numpy()
         f1, threshold = tuned_macro_f1(scores[val_idx], y[val_idx], scores[test_idx], y[test_idx])
         results[name] = {
             "auc": float(roc_auc_score(y[test_idx], scores[test_idx])),
@@ -226,8 +226,7 @@ def run_graph_anomaly(
     if out is not None:
         out = Path(out)
         _roc_figure(curves, results, out / "roc.png")
-        text = json.dumps(metrics, indent=2)
-        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

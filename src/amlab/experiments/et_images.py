@@ -25,7 +25,7 @@ import torch
 from amlab.data import ImageSet, load
 from amlab.errors import AmlabError, check_positive_int
 from amlab.experiments.figures import image_grid, plt
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 from amlab.models import DenseAM
 from amlab.models.masked_image_et import MaskedImageET, sample_masks
 from amlab.training import OnStep, TrainConfig, train
@@ -150,8 +150,7 @@ def train_et(
         "final_loss": sum(result.losses[-50:]) / len(result.losses[-50:]),
         "resumed_from": result.resumed_from,
     }
-    text = json.dumps(summary, indent=2)
-    atomic_write(out / "train.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+    atomic_write_text(out / "train.json", json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -231,8 +230,7 @@ def eval_et(
             title="Masked patches (grey) completed by each method",
         )
         _energy_figure(et_out, out / "energy.png")
-        text = json.dumps(metrics, indent=2)
-        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text + "\n"))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 

@@ -37,7 +37,7 @@ from amlab.errors import (
     check_positive,
     check_positive_int,
 )
-from amlab.io import load_model, save_model
+from amlab.io import load_module, save_model
 
 
 @dataclass
@@ -61,7 +61,7 @@ class EnergyTransformer(nn.Module):
     Args:
         dim: token dimension D.
         heads, head_dim: attention heads H and head dimension Y.
-        hopfield_memories: number K of Hopfield memories xi (K, D).
+        hopfield_memories: number K of Hopfield memories xi (K, D); default 4 * dim.
         hopfield: "relu" (ReLU^2 energy) or "softmax" (log-sum-exp energy).
         exclude_self: attention sums over keys B != C (the paper); False keeps B = C.
         steps, alpha: default number of steps T and step size of the dynamics.
@@ -78,7 +78,7 @@ class EnergyTransformer(nn.Module):
         dim: int,
         heads: int,
         head_dim: int,
-        hopfield_memories: int,
+        hopfield_memories: int | None = None,
         hopfield: str = "relu",
         exclude_self: bool = True,
         steps: int = 12,
@@ -95,7 +95,8 @@ class EnergyTransformer(nn.Module):
         dim = check_positive_int(dim, "dim")
         heads = check_positive_int(heads, "heads")
         head_dim = check_positive_int(head_dim, "head_dim")
-        k = check_positive_int(hopfield_memories, "hopfield_memories")
+        k = 4 * dim if hopfield_memories is None else hopfield_memories
+        k = check_positive_int(k, "hopfield_memories")
         self.hopfield = check_choice(hopfield, "hopfield", HOPFIELD_KINDS)
         self.exclude_self = bool(exclude_self)
         self.steps = check_positive_int(steps, "steps")
@@ -153,16 +154,12 @@ class EnergyTransformer(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> EnergyTransformer:
         """Load an EnergyTransformer written by :meth:`save`."""
-        config, tensors = load_model(path, "EnergyTransformer")
-        try:
+
+        def build(config: dict[str, Any]) -> EnergyTransformer:
             dtype = {"float32": torch.float32, "float64": torch.float64}[config.pop("dtype")]
-            model = cls(**config, dtype=dtype)
-            model.load_state_dict(tensors)
-        except (TypeError, KeyError, RuntimeError) as exc:
-            raise AmlabError(
-                f"the files in {path} do not fit EnergyTransformer ({exc}); re-save the model."
-            ) from None
-        return model
+            return cls(**config, dtype=dtype)
+
+        return load_module(path, "EnergyTransformer", build)
 
     # -- energy --------------------------------------------------------------------------
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,15 +226,17 @@ class EnergyTransformer(nn.Module):
                 x.reshape(b, n * d),
                 steps=steps,
                 step_size=self.alpha,
-                record_states=True,
                 differentiable=differentiable,
             )
-        if all(a.shape[0] == b for a, _ in parts):
-            att, hn = (torch.stack(p) for p in zip(*parts, strict=True))
-        else:  # some queries stopped early (their state repeated): evaluate the path
-            with torch.no_grad():
-                by_part = self.energy_parts(traj.path.detach().reshape(-1, n, d), mask)
-            att, hn = (by_part[key].view(-1, b) for key in ("attention", "hopfield"))
+        # oracle call c evaluated, in order, the queries that took at least c steps; one
+        # that stopped earlier (its state repeated; never when differentiable) keeps its
+        # last energies
+        energies = x.new_empty(len(parts), 2, b)
+        for c, (e_att, e_hn) in enumerate(parts):
+            if c:
+                energies[c] = energies[c - 1]
+            energies[c, :, traj.steps >= c] = torch.stack([e_att, e_hn])
+        att, hn = energies.unbind(1)
         return ETOutput(traj.states.view(b, n, d), att + hn, att, hn)
 
     # -- input checks --------------------------------------------------------------------

@@ -39,7 +39,7 @@ class GraphET(nn.Module):
             dim,
             heads,
             head_dim,
-            4 * dim if hopfield_memories is None else hopfield_memories,
+            hopfield_memories,
             steps=steps,
             alpha=alpha,
             seed=seed,

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from amlab.errors import AmlabError, as_float_tensor, check_positive_int
-from amlab.io import load_model, save_model
+from amlab.io import load_module, save_model
 from amlab.models.energy_transformer import EnergyTransformer
 
 
@@ -81,7 +81,6 @@ class MaskedImageET(nn.Module):
         self.num_patches = self.grid[0] * self.grid[1]
         self.patch_dim = shape[0] * patch * patch
         dim = check_positive_int(dim, "dim")
-        hopfield_memories = 4 * dim if hopfield_memories is None else hopfield_memories
         self.block = EnergyTransformer(
             dim,
             heads,
@@ -117,7 +116,7 @@ class MaskedImageET(nn.Module):
             "dim": dim,
             "heads": heads,
             "head_dim": head_dim,
-            "hopfield_memories": hopfield_memories,
+            "hopfield_memories": self.block.xi.shape[0],
             "hopfield": hopfield,
             "steps": steps,
             "alpha": alpha,
@@ -190,15 +189,7 @@ class MaskedImageET(nn.Module):
     @classmethod
     def load(cls, path: str | os.PathLike) -> MaskedImageET:
         """Load a model written by :meth:`save`."""
-        config, tensors = load_model(path, "MaskedImageET")
-        try:
-            model = cls(**config)
-            model.load_state_dict(tensors)
-        except (TypeError, KeyError, RuntimeError) as exc:
-            raise AmlabError(
-                f"the files in {path} do not fit MaskedImageET ({exc}); re-save the model."
-            ) from None
-        return model.eval()
+        return load_module(path, "MaskedImageET", lambda config: cls(**config)).eval()
 
 
 def sample_masks(
