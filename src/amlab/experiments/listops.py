@@ -332,7 +332,7 @@ def _section_analysis(report: Report, out: Path, specs, grid: Grid) -> dict[str,
     untrained = "SUM, untrained"
     for ax, name in zip(axes, [*chosen, untrained], strict=True):
         spec = chosen.get(name, chosen["SUM"])
-        data = make_data(spec.data_config(spec.ops), spec)["test"]
+        data = make_data(spec)["test"]
         if name == untrained:  # the initialisation: what any structure is measured against
             torch.manual_seed(spec.seed)
             model = ListOpsTransformer(spec.model_config())

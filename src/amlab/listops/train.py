@@ -114,13 +114,13 @@ class RunSpec:
             check_positive_int(self.patience, "patience")
         self.model_config()  # validates the data and model settings
 
-    def data_config(self, ops: tuple[str, ...]) -> ListOpsConfig:
+    def data_config(self) -> ListOpsConfig:
         if "ops" in self.data:
             raise AmlabError("give the operations as ops=..., not inside data.")
-        return ListOpsConfig(ops=ops, **self.data)
+        return ListOpsConfig(ops=self.ops, **self.data)
 
     def model_config(self) -> ModelConfig:
-        config = self.data_config(self.ops)
+        config = self.data_config()
         return ModelConfig(
             vocab_size=len(Tokenizer(config.modulus)),
             classes=config.modulus,
@@ -149,10 +149,10 @@ class RunSpec:
         )
 
 
-def make_data(
-    config: ListOpsConfig, spec: RunSpec, exclude: set[str] | None = None
-) -> dict[str, Encoded]:
-    """train/val/test splits of one mix; ``exclude`` drops those expressions from train."""
+def make_data(spec: RunSpec, exclude: set[str] | None = None) -> dict[str, Encoded]:
+    """train/val/test splits of ``spec``'s mix; ``exclude`` drops those expressions from
+    train."""
+    config = spec.data_config()
     tokenizer = Tokenizer(config.modulus)
     sizes = {"test": spec.test_size, "val": spec.val_size, "train": spec.train_size}
     splits = make_splits(config, sizes, seed=spec.data_seed)
@@ -279,14 +279,13 @@ def train_run(
     started = time.time()
     torch.manual_seed(spec.seed)
     model = ListOpsTransformer(spec.model_config())
-    config = spec.data_config(spec.ops)
-    data = make_data(config, spec)
+    data = make_data(spec)
     record: dict[str, Any] = {"key": spec.key(), "spec": spec.describe()}
     phases = [("train", spec, data, spec.steps)]
     if spec.pretrain_ops is not None:
         pre_spec = replace(spec, ops=spec.pretrain_ops)
         held_out = set(data["test"].expressions) | set(data["val"].expressions)
-        pre_data = make_data(spec.data_config(spec.pretrain_ops), pre_spec, exclude=held_out)
+        pre_data = make_data(pre_spec, exclude=held_out)
         phases.insert(0, ("pretrain", pre_spec, pre_data, spec.pretrain_steps))
     for name, phase_spec, phase_data, steps in phases:
         phase = fit(
