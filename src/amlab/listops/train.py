@@ -217,19 +217,21 @@ def fit(
         seed=spec.seed,
     )
     done_file = None if out is None else Path(out) / "done.json"
+    history_file = None if out is None else Path(out) / "history.json"
     if resume and done_file is not None and done_file.is_file():
         # this phase ended before the kill (maybe early): its last checkpoint is its end
         load_checkpoint(latest_checkpoint(out), model)
         return json.loads(done_file.read_text())
     history: list[list] = []  # [step, validation accuracy]
     reason = "steps"
+    describe = spec.describe()
 
-    def hook(done: int, total: int, metrics: dict[str, float]) -> None:
-        if on_step is not None:
-            on_step(done, total, metrics)
-        if done % spec.eval_every and done != total:
-            return
+    def check(done: int) -> None:
+        """Record the validation accuracy after ``done`` steps; raise _Stop to end early."""
         history.append([done, accuracy(model, data["val"])["accuracy"]])
+        if history_file is not None:
+            text = json.dumps(history)
+            atomic_write(history_file, lambda tmp: Path(tmp).write_text(text))
         if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
             raise _Stop("stop_at")
         p = spec.patience
@@ -238,7 +240,26 @@ def fit(
             if max(a for _, a in history[-p:]) <= before + 1e-3:
                 raise _Stop("plateau")
 
+    def hook(done: int, total: int, metrics: dict[str, float]) -> None:
+        if on_step is not None:
+            on_step(done, total, metrics)
+        if done % spec.eval_every == 0 or done == total:
+            check(done)
+
+    latest = latest_checkpoint(out) if resume and out is not None else None
     try:
+        if latest is not None:
+            # early stopping goes on from the validation history up to the checkpoint, as
+            # if the run had never been killed; a kill between the checkpoint and its
+            # validation check loses that check, so it is done again on the checkpoint
+            state = load_checkpoint(latest, model)
+            if state["settings"]["describe"] == json.loads(json.dumps(describe)):
+                step = state["step"]  # (other settings: train refuses the checkpoint below)
+                saved = json.loads(history_file.read_text()) if history_file.is_file() else []
+                history += [h for h in saved if h[0] <= step]
+                at_check = step % spec.eval_every == 0 or step == steps
+                if at_check and step not in (h[0] for h in history):
+                    check(step)
         train(
             model,
             batch_loss(data["train"], spec.batch_size),
@@ -246,7 +267,7 @@ def fit(
             out,
             resume=resume,
             on_step=hook,
-            describe=spec.describe(),
+            describe=describe,
         )
     except _Stop as stop:
         reason = str(stop)
