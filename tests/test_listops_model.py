@@ -147,6 +147,8 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
         assert torch.equal(a, b)
     assert resumed["test_accuracy"] == full["test_accuracy"]
     assert resumed["val_history"] == full["val_history"]
+    with pytest.raises(AmlabError, match="other settings"):  # a finished run, too
+        train_run(replace(spec, lr=5e-3), out=tmp_path / "killed", resume=True)
 
 
 @pytest.mark.parametrize("kill_at", [20, 25])  # at a validation check, and between two

@@ -218,10 +218,6 @@ def fit(
     )
     done_file = None if out is None else Path(out) / "done.json"
     history_file = None if out is None else Path(out) / "history.json"
-    if resume and done_file is not None and done_file.is_file():
-        # this phase ended before the kill (maybe early): its last checkpoint is its end
-        load_checkpoint(latest_checkpoint(out), model)
-        return json.loads(done_file.read_text())
     history: list[list] = []  # [step, validation accuracy]
     reason = "steps"
     describe = spec.describe()
@@ -249,12 +245,17 @@ def fit(
     latest = latest_checkpoint(out) if resume and out is not None else None
     try:
         if latest is not None:
-            # early stopping goes on from the validation history up to the checkpoint, as
-            # if the run had never been killed; a kill between the checkpoint and its
-            # validation check loses that check, so it is done again on the checkpoint
             state = load_checkpoint(latest, model)
+            # (a checkpoint of other settings: train refuses it below)
             if state["settings"]["describe"] == json.loads(json.dumps(describe)):
-                step = state["step"]  # (other settings: train refuses the checkpoint below)
+                if done_file.is_file():
+                    # the phase ended before the kill (maybe early): its last checkpoint is
+                    # its end
+                    return json.loads(done_file.read_text())
+                # early stopping goes on from the validation history up to the checkpoint,
+                # as if the run had never been killed; a kill between the checkpoint and
+                # its validation check loses that check, so it is redone on the checkpoint
+                step = state["step"]
                 saved = json.loads(history_file.read_text()) if history_file.is_file() else []
                 history += [h for h in saved if h[0] <= step]
                 at_check = step % spec.eval_every == 0 or step == steps
