@@ -378,10 +378,8 @@ class Tokenizer:
                 f"an expression has {longest - 1} tokens, more than the model's "
                 f"{length - 1}; build the model with a larger max_len."
             )
-        out = torch.full((len(rows), length), self.PAD, dtype=torch.long)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(r)
-        return out
+        padded = [r + [self.PAD] * (length - len(r)) for r in rows]
+        return torch.tensor(padded, dtype=torch.long).reshape(len(rows), length)
 
     def decode(self, ids: torch.Tensor) -> str:
         return " ".join(self.vocab[i] for i in ids.tolist() if i not in (self.PAD, self.CLS))
