@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -127,9 +127,6 @@ class ListOpsConfig:
         10, i.e. at most 9 nested operators; max_args 10; strictly 500 < tokens < 2000)."""
         base = {"max_args": 10, "max_depth": 9, "min_length": 501, "max_length": 1999}
         return cls(**{**base, **changes})
-
-    def describe(self) -> dict:
-        return {**asdict(self), "ops": list(self.ops)}
 
 
 # -- generation ----------------------------------------------------------------------------

@@ -226,8 +226,7 @@ def curriculum_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if tuple(spec["ops"]) != then:
             continue
         pre = spec.get("pretrain_ops")
-        kind = "curriculum" if pre is not None and tuple(pre) == first else None
-        kind = "alone" if pre is None else kind
+        kind = "alone" if pre is None else "curriculum" if tuple(pre) == first else None
         if kind is not None:
             row = rows.setdefault(
                 r["parameters"], {"parameters": r["parameters"], "alone": [], "curriculum": []}
