@@ -332,12 +332,12 @@ def _section_analysis(report: Report, out: Path, specs, grid: Grid) -> dict[str,
             if s.ops == ops and s.dim == max(grid.dims) and s.seed == first and not s.pretrain_ops
         )
         chosen[mix_name(ops)] = spec
+    tests = {name: make_data(spec)["test"] for name, spec in chosen.items()}
     results: dict[str, Any] = {}
     fig, axes = plt.subplots(1, len(chosen) + 1, figsize=(3.6 * (len(chosen) + 1), 3.6))
     untrained = "SUM, untrained"
     for ax, name in zip(axes, [*chosen, untrained], strict=True):
-        spec = chosen.get(name, chosen["SUM"])
-        data = make_data(spec)["test"]
+        spec, data = chosen.get(name, chosen["SUM"]), tests.get(name, tests["SUM"])
         if name == untrained:  # the initialisation: what any structure is measured against
             torch.manual_seed(spec.seed)
             model = ListOpsTransformer(spec.model_config())

@@ -64,7 +64,7 @@ def longest_expression(config: ListOpsConfig) -> int:
         tokens = 2 + config.max_args * tokens
         if config.max_length is not None and tokens >= config.max_length:
             return config.max_length
-    return tokens if config.max_length is None else min(tokens, config.max_length)
+    return tokens
 
 
 #: the data of the study's sweeps: short expressions (at most 2 nested operators with 2..3
