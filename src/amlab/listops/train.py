@@ -296,7 +296,8 @@ def train_run(
 
     With ``out`` the shared loop checkpoints into ``out/pretrain`` and ``out/train``
     and the final model is saved to ``out/model`` (or ``model_dir`` when given);
-    ``resume`` continues a killed run.
+    ``resume`` continues a killed run to the model the whole run would have given (the
+    validation history that early stopping reads is kept in ``out/<phase>/history.json``).
     """
     started = time.time()
     torch.manual_seed(spec.seed)
