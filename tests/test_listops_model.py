@@ -146,6 +146,32 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
     for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert resumed["test_accuracy"] == full["test_accuracy"]
+    assert resumed["val_history"] == full["val_history"]
+    with pytest.raises(AmlabError, match="other settings"):  # a finished run, too
+        train_run(replace(spec, lr=5e-3), out=tmp_path / "killed", resume=True)
+
+
+@pytest.mark.parametrize("kill_at", [20, 25])  # at a validation check, and between two
+def test_killed_run_stops_on_a_plateau_where_the_whole_run_did(tmp_path, kill_at):
+    # a learning rate too small to move the accuracy: patience 2 ends the run at step 30,
+    # which needs the validation history from before the kill
+    spec = replace(SPEC, steps=80, eval_every=10, lr=1e-6, patience=2)
+    full, model = train_run(spec, out=tmp_path / "full", return_model=True)
+    assert (full["stopped_by"], full["steps_done"]) == ("plateau", 30)
+
+    def kill(done, total, metrics):
+        if done == kill_at:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_run(spec, out=tmp_path / "killed", on_step=kill)
+    with pytest.raises(AmlabError, match="other settings"):  # not stopped on the old history
+        train_run(replace(spec, stop_at=0.01), out=tmp_path / "killed", resume=True)
+    resumed, again = train_run(spec, out=tmp_path / "killed", resume=True, return_model=True)
+    for key in ("stopped_by", "steps_done", "val_history", "test_accuracy"):
+        assert resumed[key] == full[key], key
+    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_killed_curriculum_run_with_early_stops_resumes_to_the_same_model(tmp_path):

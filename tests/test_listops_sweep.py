@@ -62,7 +62,7 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     done = [s for s in specs() if finished(out, s) is not None]
     assert len(done) == 1
-    first = record_path(out, done[0])
+    first = record_path(out, done[0].key())
     stamp, text = first.stat().st_mtime_ns, first.read_text()
 
     seen = []

@@ -56,8 +56,19 @@ class Grid:
             test_size=self.test_size,
         )
 
-    def specs(self) -> list[RunSpec]:
-        return sweep_grid(self.base(), MIXES, self.dims, self.seeds, self.curriculum_steps)
+    def model_seeds(self, seed: int) -> list[int]:
+        """The model seeds of a run started with ``seed``: ``seeds`` offset by it."""
+        return [seed + s for s in self.seeds]
+
+    def specs(self, seed: int) -> list[RunSpec]:
+        """The sweep of a run started with ``seed`` (also its data seed)."""
+        return sweep_grid(
+            replace(self.base(), data_seed=seed),
+            MIXES,
+            self.dims,
+            self.model_seeds(seed),
+            self.curriculum_steps,
+        )
 
 
 FULL = Grid(dims=(8, 16, 32, 48), seeds=(0, 1, 2), steps=2500, curriculum_steps=1000)
@@ -82,13 +93,7 @@ def run(
         )
     grid = QUICK if quick else FULL
     out = Path(out)
-    specs = sweep_grid(
-        replace(grid.base(), data_seed=seed),
-        MIXES,
-        grid.dims,
-        [seed + s for s in grid.seeds],
-        grid.curriculum_steps,
-    )
+    specs = grid.specs(seed)
     workers = max(1, min(grid.workers, os.cpu_count() or 1))
     summary = summarize(
         specs,
@@ -104,7 +109,7 @@ def run(
         _intro(grid, seed, workers),
     )
     metrics: dict[str, Any] = {
-        "grid": {**grid.__dict__, "seeds": [seed + s for s in grid.seeds]},
+        "grid": {**grid.__dict__, "seeds": grid.model_seeds(seed)},
         "data": STUDY_DATA,
         "thresholds": summary["thresholds"],
         "curriculum": summary["curriculum"],
@@ -126,39 +131,39 @@ def run(
 
 
 def _intro(grid: Grid, seed: int, workers: int) -> str:
+    base = grid.base()
     return f"""
-Each run trains a transformer (2 pre-norm blocks, 2 heads, MLP ratio 2, learned positions,
-class-token read-out) to predict the value of a ListOps expression over 0..9. Data: the
-generator of the original ListOps with at most {STUDY_DATA["max_depth"]} nested operators
-of 2..{STUDY_DATA["max_args"]} arguments (leaf probability {STUDY_DATA["leaf_prob"]}), so that
-models of a few thousand parameters can be trained on a CPU; {grid.train_size} distinct
-training expressions per mix, {grid.val_size} validation and {grid.test_size} test
-expressions disjoint from them.
+Each run trains a transformer ({base.layers} pre-norm blocks, {base.heads} heads, MLP ratio
+{base.mlp_ratio:g}, learned positions, class-token read-out) to predict the value of a
+ListOps expression over 0..9. Data: the generator of the original ListOps with at most
+{STUDY_DATA["max_depth"]} nested operators of 2..{STUDY_DATA["max_args"]} arguments (leaf
+probability {STUDY_DATA["leaf_prob"]}), so that models of a few thousand parameters can be
+trained on a CPU; {grid.train_size} distinct training expressions per mix, {grid.val_size}
+validation and {grid.test_size} test expressions disjoint from them.
 Size ladder: embedding sizes {", ".join(map(str, grid.dims))}; model seeds
-{", ".join(str(seed + s) for s in grid.seeds)}; at most {grid.steps} AdamW steps of 128
-expressions (peak learning rate 3e-3, cosine decay), stopping early once validation
-accuracy reaches 0.97 or has not improved for 20 checks (every 100 steps). A mix counts
-as learned at a size when at least half of the seeds reach {grid.target:g} test accuracy.
+{", ".join(map(str, grid.model_seeds(seed)))}; at most {grid.steps} AdamW steps of
+{base.batch_size} expressions (peak learning rate {base.lr:g}, cosine decay), stopping early
+once validation accuracy reaches {base.stop_at:g} or has not improved for {base.patience}
+checks (every {base.eval_every} steps). A mix counts as learned at a size when at least
+half of the seeds reach {grid.target:g} test accuracy.
 The paper's own grid, budgets and data sizes are not public (no code was released), so
 the numbers below are this implementation's, on {workers} CPU worker(s).
 """
 
 
-def _by(records, ops, pretrain=None):
+def _by(records, ops):
+    """The records of the runs on the mix ``ops`` without pretraining."""
     return [
         r
         for r in records
-        if tuple(r["spec"]["ops"]) == tuple(ops)
-        and (r["spec"].get("pretrain_ops") and tuple(r["spec"]["pretrain_ops"])) == pretrain
+        if tuple(r["spec"]["ops"]) == tuple(ops) and r["spec"].get("pretrain_ops") is None
     ]
 
 
-def _mean_by_size(records) -> tuple[list[int], list[float]]:
-    sizes = sorted({r["parameters"] for r in records})
-    means = [
-        float(np.mean([r["test_accuracy"] for r in records if r["parameters"] == p])) for p in sizes
-    ]
-    return sizes, means
+def _mean_by_size(row: dict) -> tuple[list[int], list[float]]:
+    """(parameter counts, mean test accuracy over seeds) of a mix's :func:`thresholds` row."""
+    sizes = row["sizes"]
+    return [s["parameters"] for s in sizes], [float(np.mean(s["accuracies"])) for s in sizes]
 
 
 def _save_accuracy_plot(fig, ax, report: Report, name: str, grid: Grid, ylabel: str) -> None:
@@ -180,7 +185,7 @@ def _section_thresholds(report: Report, summary: dict, grid: Grid) -> None:
     for ops in MIXES:
         mix = tuple(ops.split(","))
         runs = _by(records, mix)
-        sizes, means = _mean_by_size(runs)
+        sizes, means = _mean_by_size(table[mix_name(mix)])
         (line,) = ax.plot(sizes, means, marker="o", label=mix_name(mix))
         ax.scatter(
             [r["parameters"] for r in runs],
@@ -214,7 +219,7 @@ def _section_thresholds(report: Report, summary: dict, grid: Grid) -> None:
     hardest = all((sum_t or big) >= (t or big) for t in singles.values()) and any(
         (sum_t or big) > (t or big) for t in singles.values()
     )
-    means = {m: _mean_by_size(_by(records, tuple(m.lower().split("+"))))[1] for m in table}
+    means = {m: _mean_by_size(row)[1] for m, row in table.items()}
     lowest = all(
         means["SUM"][i] <= min(means[m][i] for m in ("MAX", "MIN", "MED"))
         for i in range(len(means["SUM"]))
@@ -285,8 +290,8 @@ def _section_curriculum(report: Report, summary: dict, grid: Grid) -> None:
     _save_accuracy_plot(fig, ax, report, "curriculum.png", grid, "SUM test accuracy")
     report.section(
         "Curriculum: MAX+MED first, then SUM",
-        f"Up to {grid.curriculum_steps} steps on MAX+MED (stopping early at 0.97 validation "
-        f"accuracy), then up to {grid.steps} steps on SUM "
+        f"Up to {grid.curriculum_steps} steps on MAX+MED (stopping early at "
+        f"{grid.base().stop_at:g} validation accuracy), then up to {grid.steps} steps on SUM "
         "(the SUM phase has the same budget and early stopping as SUM alone; the curriculum "
         "run therefore has more steps in all).",
     )
@@ -327,12 +332,12 @@ def _section_analysis(report: Report, out: Path, specs, grid: Grid) -> dict[str,
             if s.ops == ops and s.dim == max(grid.dims) and s.seed == first and not s.pretrain_ops
         )
         chosen[mix_name(ops)] = spec
+    tests = {name: make_data(spec)["test"] for name, spec in chosen.items()}
     results: dict[str, Any] = {}
     fig, axes = plt.subplots(1, len(chosen) + 1, figsize=(3.6 * (len(chosen) + 1), 3.6))
     untrained = "SUM, untrained"
     for ax, name in zip(axes, [*chosen, untrained], strict=True):
-        spec = chosen.get(name, chosen["SUM"])
-        data = make_data(spec.data_config(spec.ops), spec)["test"]
+        spec, data = chosen.get(name, chosen["SUM"]), tests.get(name, tests["SUM"])
         if name == untrained:  # the initialisation: what any structure is measured against
             torch.manual_seed(spec.seed)
             model = ListOpsTransformer(spec.model_config())

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import random
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -127,9 +127,6 @@ class ListOpsConfig:
         10, i.e. at most 9 nested operators; max_args 10; strictly 500 < tokens < 2000)."""
         base = {"max_args": 10, "max_depth": 9, "min_length": 501, "max_length": 1999}
         return cls(**{**base, **changes})
-
-    def describe(self) -> dict:
-        return {**asdict(self), "ops": list(self.ops)}
 
 
 # -- generation ----------------------------------------------------------------------------
@@ -378,10 +375,8 @@ class Tokenizer:
                 f"an expression has {longest - 1} tokens, more than the model's "
                 f"{length - 1}; build the model with a larger max_len."
             )
-        out = torch.full((len(rows), length), self.PAD, dtype=torch.long)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = torch.tensor(r)
-        return out
+        padded = [r + [self.PAD] * (length - len(r)) for r in rows]
+        return torch.tensor(padded, dtype=torch.long).reshape(len(rows), length)
 
     def decode(self, ids: torch.Tensor) -> str:
         return " ".join(self.vocab[i] for i in ids.tolist() if i not in (self.PAD, self.CLS))

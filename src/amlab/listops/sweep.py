@@ -54,21 +54,13 @@ def grid(
     return specs
 
 
-def spec_from_dict(d: dict[str, Any]) -> RunSpec:
-    d = dict(d)
-    d["ops"] = tuple(d["ops"])
-    if d.get("pretrain_ops") is not None:
-        d["pretrain_ops"] = tuple(d["pretrain_ops"])
-    return RunSpec(**d)
-
-
-def _run_job(spec: dict[str, Any], model_dir: str | None) -> dict[str, Any]:
+def _run_job(spec: RunSpec, model_dir: str | None) -> dict[str, Any]:
     """One run in a worker: one torch thread, the record back to the driver; the trained
     model is saved to ``model_dir`` (a path the worker can write) when given."""
     import torch
 
     torch.set_num_threads(1)
-    return train_run(spec_from_dict(spec), model_dir=model_dir)
+    return train_run(spec, model_dir=model_dir)
 
 
 def _set_single_thread() -> None:
@@ -76,13 +68,14 @@ def _set_single_thread() -> None:
     os.environ["MKL_NUM_THREADS"] = "1"
 
 
-def record_path(out: str | os.PathLike, spec: RunSpec) -> Path:
-    return Path(out) / "runs" / f"{spec.key()}.json"
+def record_path(out: str | os.PathLike, key: str) -> Path:
+    """Where the record of the run with this :meth:`RunSpec.key` goes."""
+    return Path(out) / "runs" / f"{key}.json"
 
 
 def finished(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
     """The record of a finished run with these exact settings, or None."""
-    path = record_path(out, spec)
+    path = record_path(out, spec.key())
     if not path.is_file():
         return None
     try:
@@ -120,19 +113,18 @@ def run_sweep(
                 on_done({**record, "skipped": True}, len(records), len(specs))
 
     def done(record: dict[str, Any]) -> None:
-        spec = spec_from_dict(record["spec"])
         text = json.dumps(record, indent=1) + "\n"
-        atomic_write(record_path(out, spec), lambda tmp: Path(tmp).write_text(text))
-        records[spec.key()] = record
+        atomic_write(record_path(out, record["key"]), lambda tmp: Path(tmp).write_text(text))
+        records[record["key"]] = record
         if on_done is not None:
             on_done(record, len(records), len(specs))
 
-    jobs = [(s.describe(), str(out / "models" / s.key()) if save_models else None) for s in pending]
+    jobs = [(s, str(out / "models" / s.key()) if save_models else None) for s in pending]
     if ray_address is not None:
         _run_on_ray(jobs, ray_address, done)
     elif workers == 1:
         for spec, model_dir in jobs:  # in this process, with its thread settings
-            done(train_run(spec_from_dict(spec), model_dir=model_dir))
+            done(train_run(spec, model_dir=model_dir))
     else:
         _set_single_thread()  # inherited by the spawned workers
         context = multiprocessing.get_context("spawn")
@@ -145,7 +137,7 @@ def run_sweep(
     return [records[s.key()] for s in specs]
 
 
-def _run_on_ray(jobs: list[dict[str, Any]], address: str, done) -> None:
+def _run_on_ray(jobs: list[tuple[RunSpec, str | None]], address: str, done) -> None:
     try:
         import ray
     except ImportError:
@@ -163,12 +155,6 @@ def _run_on_ray(jobs: list[dict[str, Any]], address: str, done) -> None:
         complete, futures = ray.wait(futures, num_returns=1)
         for ref in complete:
             done(ray.get(ref))
-
-
-def load_records(out: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every run recorded in ``out``, sorted by key."""
-    paths = sorted((Path(out) / "runs").glob("*.json"))
-    return [json.loads(p.read_text()) for p in paths]
 
 
 def mix_name(ops: Iterable[str]) -> str:
@@ -240,8 +226,7 @@ def curriculum_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if tuple(spec["ops"]) != then:
             continue
         pre = spec.get("pretrain_ops")
-        kind = "curriculum" if pre is not None and tuple(pre) == first else None
-        kind = "alone" if pre is None else kind
+        kind = "alone" if pre is None else "curriculum" if tuple(pre) == first else None
         if kind is not None:
             row = rows.setdefault(
                 r["parameters"], {"parameters": r["parameters"], "alone": [], "curriculum": []}

@@ -64,7 +64,7 @@ def longest_expression(config: ListOpsConfig) -> int:
         tokens = 2 + config.max_args * tokens
         if config.max_length is not None and tokens >= config.max_length:
             return config.max_length
-    return tokens if config.max_length is None else min(tokens, config.max_length)
+    return tokens
 
 
 #: the data of the study's sweeps: short expressions (at most 2 nested operators with 2..3
@@ -114,13 +114,13 @@ class RunSpec:
             check_positive_int(self.patience, "patience")
         self.model_config()  # validates the data and model settings
 
-    def data_config(self, ops: tuple[str, ...]) -> ListOpsConfig:
+    def data_config(self) -> ListOpsConfig:
         if "ops" in self.data:
             raise AmlabError("give the operations as ops=..., not inside data.")
-        return ListOpsConfig(ops=ops, **self.data)
+        return ListOpsConfig(ops=self.ops, **self.data)
 
     def model_config(self) -> ModelConfig:
-        config = self.data_config(self.ops)
+        config = self.data_config()
         return ModelConfig(
             vocab_size=len(Tokenizer(config.modulus)),
             classes=config.modulus,
@@ -149,10 +149,10 @@ class RunSpec:
         )
 
 
-def make_data(
-    config: ListOpsConfig, spec: RunSpec, exclude: set[str] | None = None
-) -> dict[str, Encoded]:
-    """train/val/test splits of one mix; ``exclude`` drops those expressions from train."""
+def make_data(spec: RunSpec, exclude: set[str] | None = None) -> dict[str, Encoded]:
+    """train/val/test splits of ``spec``'s mix; ``exclude`` drops those expressions from
+    train."""
+    config = spec.data_config()
     tokenizer = Tokenizer(config.modulus)
     sizes = {"test": spec.test_size, "val": spec.val_size, "train": spec.train_size}
     splits = make_splits(config, sizes, seed=spec.data_seed)
@@ -217,19 +217,17 @@ def fit(
         seed=spec.seed,
     )
     done_file = None if out is None else Path(out) / "done.json"
-    if resume and done_file is not None and done_file.is_file():
-        # this phase ended before the kill (maybe early): its last checkpoint is its end
-        load_checkpoint(latest_checkpoint(out), model)
-        return json.loads(done_file.read_text())
+    history_file = None if out is None else Path(out) / "history.json"
     history: list[list] = []  # [step, validation accuracy]
     reason = "steps"
+    describe = spec.describe()
 
-    def hook(done: int, total: int, metrics: dict[str, float]) -> None:
-        if on_step is not None:
-            on_step(done, total, metrics)
-        if done % spec.eval_every and done != total:
-            return
+    def check(done: int) -> None:
+        """Record the validation accuracy after ``done`` steps; raise _Stop to end early."""
         history.append([done, accuracy(model, data["val"])["accuracy"]])
+        if history_file is not None:
+            text = json.dumps(history)
+            atomic_write(history_file, lambda tmp: Path(tmp).write_text(text))
         if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
             raise _Stop("stop_at")
         p = spec.patience
@@ -238,7 +236,31 @@ def fit(
             if max(a for _, a in history[-p:]) <= before + 1e-3:
                 raise _Stop("plateau")
 
+    def hook(done: int, total: int, metrics: dict[str, float]) -> None:
+        if on_step is not None:
+            on_step(done, total, metrics)
+        if done % spec.eval_every == 0 or done == total:
+            check(done)
+
+    latest = latest_checkpoint(out) if resume and out is not None else None
     try:
+        if latest is not None:
+            state = load_checkpoint(latest, model)
+            # (a checkpoint of other settings: train refuses it below)
+            if state["settings"]["describe"] == json.loads(json.dumps(describe)):
+                if done_file.is_file():
+                    # the phase ended before the kill (maybe early): its last checkpoint is
+                    # its end
+                    return json.loads(done_file.read_text())
+                # early stopping goes on from the validation history up to the checkpoint,
+                # as if the run had never been killed; a kill between the checkpoint and
+                # its validation check loses that check, so it is redone on the checkpoint
+                step = state["step"]
+                saved = json.loads(history_file.read_text()) if history_file.is_file() else []
+                history += [h for h in saved if h[0] <= step]
+                at_check = step % spec.eval_every == 0 or step == steps
+                if at_check and step not in (h[0] for h in history):
+                    check(step)
         train(
             model,
             batch_loss(data["train"], spec.batch_size),
@@ -246,7 +268,7 @@ def fit(
             out,
             resume=resume,
             on_step=hook,
-            describe=spec.describe(),
+            describe=describe,
         )
     except _Stop as stop:
         reason = str(stop)
@@ -274,19 +296,19 @@ def train_run(
 
     With ``out`` the shared loop checkpoints into ``out/pretrain`` and ``out/train``
     and the final model is saved to ``out/model`` (or ``model_dir`` when given);
-    ``resume`` continues a killed run.
+    ``resume`` continues a killed run to the model the whole run would have given (the
+    validation history that early stopping reads is kept in ``out/<phase>/history.json``).
     """
     started = time.time()
     torch.manual_seed(spec.seed)
     model = ListOpsTransformer(spec.model_config())
-    config = spec.data_config(spec.ops)
-    data = make_data(config, spec)
+    data = make_data(spec)
     record: dict[str, Any] = {"key": spec.key(), "spec": spec.describe()}
     phases = [("train", spec, data, spec.steps)]
     if spec.pretrain_ops is not None:
         pre_spec = replace(spec, ops=spec.pretrain_ops)
         held_out = set(data["test"].expressions) | set(data["val"].expressions)
-        pre_data = make_data(spec.data_config(spec.pretrain_ops), pre_spec, exclude=held_out)
+        pre_data = make_data(pre_spec, exclude=held_out)
         phases.insert(0, ("pretrain", pre_spec, pre_data, spec.pretrain_steps))
     for name, phase_spec, phase_data, steps in phases:
         phase = fit(
