@@ -283,3 +283,21 @@ def test_torchrun_two_processes_average_gradients_like_one_process(tmp_path):
     for key in single:
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6)
+
+
+def test_on_step_returning_true_stops_the_run_after_a_checkpoint(tmp_path):
+    model = make_model()
+    result = train(
+        model, regression_loss, CONFIG, tmp_path, on_step=lambda done, total, m: done == 7
+    )
+    assert result.stopped_at == 7 and len(result.losses) == 7
+    # saved where it stopped (7 is no multiple of checkpoint_every), so a resume goes on
+    # from there to the weights of a run that never stopped
+    assert latest_checkpoint(tmp_path).name == "checkpoint-00000007"
+    again = make_model()
+    resumed = train(again, regression_loss, CONFIG, tmp_path, resume=True)
+    whole = make_model()
+    uninterrupted = train(whole, regression_loss, CONFIG)
+    assert uninterrupted.stopped_at is None and resumed.stopped_at is None
+    assert resumed.resumed_from == 7 and resumed.losses == uninterrupted.losses
+    assert_same_weights(again, whole)

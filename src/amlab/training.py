@@ -46,8 +46,8 @@ from amlab.io import atomic_write_text, read_tensors
 
 #: loss(model, step, generator) -> loss tensor, or (loss tensor, {metric: float})
 LossFn = Callable[[nn.Module, int, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
-#: on_step(step done, total steps, {"loss": ..., "lr": ..., other metrics})
-OnStep = Callable[[int, int, dict[str, float]], None]
+#: on_step(step done, total steps, {"loss": ..., "lr": ..., other metrics}); True stops the run
+OnStep = Callable[[int, int, dict[str, float]], bool | None]
 
 LATEST_FILE = "latest"
 MODEL_FILE = "model.safetensors"
@@ -103,13 +103,15 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the steps done, one loss per step (including the
-    steps a resumed run inherited), the last step's metrics, and the step resumed from."""
+    """What :func:`train` returns: the steps asked for, one loss per step done (including
+    the steps a resumed run inherited), the last step's metrics, the step resumed from,
+    and the step at which ``on_step`` stopped the run (None: it ran all its steps)."""
 
     steps: int
     losses: list[float]
     metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: int | None = None
+    stopped_at: int | None = None
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -138,7 +140,8 @@ def train(
         resume: continue from the latest checkpoint in ``out`` (a fresh start if there
             is none). Without it, an ``out`` that already holds a checkpoint is an error,
             so no run is overwritten by accident.
-        on_step: called after every step with (step done, total, metrics).
+        on_step: called after every step with (step done, total, metrics); a true return
+            value stops the run there (after a checkpoint of that step, with ``out``).
         describe: JSON-able facts about the run (model and data settings); stored with
             each checkpoint and compared on resume, so a run is never continued with
             different settings.
@@ -180,6 +183,7 @@ def train(
         _broadcast_from_rank0(model)
 
     metrics: dict[str, float] = {}
+    stopped_at = None
     try:
         for step in range(start, config.steps):
             lr = config.learning_rate(step)
@@ -205,20 +209,27 @@ def train(
             losses.append(loss_value)
             metrics = {"loss": losses[-1], "lr": lr, **{k: float(v) for k, v in extra.items()}}
             done = step + 1
-            if (
-                out is not None
-                and rank == 0
-                and (done % config.checkpoint_every == 0 or done == config.steps)
-            ):
+            checkpoint = done % config.checkpoint_every == 0 or done == config.steps
+            if out is not None and rank == 0 and checkpoint:
                 save_checkpoint(out, done, model, optimizer, losses, settings)
-            if on_step is not None and rank == 0:
-                on_step(done, config.steps, metrics)
+            stop = on_step is not None and rank == 0 and bool(on_step(done, config.steps, metrics))
+            if world > 1:  # rank 0 decides; every rank stops at the same step
+                stop = _broadcast_flag(stop)
+            if stop:
+                if out is not None and rank == 0 and not checkpoint:
+                    save_checkpoint(out, done, model, optimizer, losses, settings)
+                stopped_at = done
+                break
     except KeyboardInterrupt:
         if out is not None and rank == 0 and len(losses) > start:
             save_checkpoint(out, len(losses), model, optimizer, losses, settings)
         raise
     return TrainResult(
-        steps=config.steps, losses=losses, metrics=metrics, resumed_from=resumed_from
+        steps=config.steps,
+        losses=losses,
+        metrics=metrics,
+        resumed_from=resumed_from,
+        stopped_at=stopped_at,
     )
 
 
@@ -365,6 +376,14 @@ def _broadcast_from_rank0(model: nn.Module) -> None:
     with torch.no_grad():
         for tensor in list(model.parameters()) + list(model.buffers()):
             dist.broadcast(tensor.data, src=0)
+
+
+def _broadcast_flag(flag: bool) -> bool:
+    import torch.distributed as dist
+
+    tensor = torch.tensor([int(flag)])
+    dist.broadcast(tensor, src=0)
+    return bool(tensor.item())
 
 
 def _average_gradients(params: list[torch.Tensor], world: int) -> None:

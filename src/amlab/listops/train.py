@@ -193,10 +193,6 @@ def accuracy(model: ListOpsTransformer, data: Encoded, batch: int = 2048) -> dic
     return {"accuracy": float(right.float().mean()), "per_op": per_op, "count": counts}
 
 
-class _Stop(Exception):
-    """Raised from the step callback to end training early."""
-
-
 def fit(
     model: ListOpsTransformer,
     data: dict[str, Encoded],
@@ -222,45 +218,48 @@ def fit(
     reason = "steps"
     describe = spec.describe()
 
-    def check(done: int) -> None:
-        """Record the validation accuracy after ``done`` steps; raise _Stop to end early."""
+    def check(done: int) -> str | None:
+        """Record the validation accuracy after ``done`` steps; the reason to stop, if any."""
         history.append([done, accuracy(model, data["val"])["accuracy"]])
         if history_file is not None:
             text = json.dumps(history)
             atomic_write(history_file, lambda tmp: Path(tmp).write_text(text))
         if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
-            raise _Stop("stop_at")
+            return "stop_at"
         p = spec.patience
         if p is not None and len(history) > p:
             before = max(a for _, a in history[:-p])
             if max(a for _, a in history[-p:]) <= before + 1e-3:
-                raise _Stop("plateau")
+                return "plateau"
+        return None
 
-    def hook(done: int, total: int, metrics: dict[str, float]) -> None:
+    def hook(done: int, total: int, metrics: dict[str, float]) -> bool:
+        nonlocal reason
         if on_step is not None:
             on_step(done, total, metrics)
         if done % spec.eval_every == 0 or done == total:
-            check(done)
+            reason = check(done) or reason
+        return reason != "steps"
 
     latest = latest_checkpoint(out) if resume and out is not None else None
-    try:
-        if latest is not None:
-            state = load_checkpoint(latest, model)
-            # (a checkpoint of other settings: train refuses it below)
-            if state["settings"]["describe"] == json.loads(json.dumps(describe)):
-                if done_file.is_file():
-                    # the phase ended before the kill (maybe early): its last checkpoint is
-                    # its end
-                    return json.loads(done_file.read_text())
-                # early stopping goes on from the validation history up to the checkpoint,
-                # as if the run had never been killed; a kill between the checkpoint and
-                # its validation check loses that check, so it is redone on the checkpoint
-                step = state["step"]
-                saved = json.loads(history_file.read_text()) if history_file.is_file() else []
-                history += [h for h in saved if h[0] <= step]
-                at_check = step % spec.eval_every == 0 or step == steps
-                if at_check and step not in (h[0] for h in history):
-                    check(step)
+    if latest is not None:
+        state = load_checkpoint(latest, model)
+        # (a checkpoint of other settings: train refuses it below)
+        if state["settings"]["describe"] == json.loads(json.dumps(describe)):
+            if done_file.is_file():
+                # the phase ended before the kill (maybe early): its last checkpoint is
+                # its end
+                return json.loads(done_file.read_text())
+            # early stopping goes on from the validation history up to the checkpoint,
+            # as if the run had never been killed; a kill between the checkpoint and
+            # its validation check loses that check, so it is redone on the checkpoint
+            step = state["step"]
+            saved = json.loads(history_file.read_text()) if history_file.is_file() else []
+            history += [h for h in saved if h[0] <= step]
+            at_check = step % spec.eval_every == 0 or step == steps
+            if at_check and step not in (h[0] for h in history):
+                reason = check(step) or reason
+    if reason == "steps":  # (a check redone on the checkpoint may already stop the run)
         train(
             model,
             batch_loss(data["train"], spec.batch_size),
@@ -270,8 +269,6 @@ def fit(
             on_step=hook,
             describe=describe,
         )
-    except _Stop as stop:
-        reason = str(stop)
     result = {
         "steps_done": history[-1][0] if history else steps,
         "stopped_by": reason,
