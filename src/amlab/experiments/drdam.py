@@ -304,6 +304,24 @@ def _save_panels(fig, axes, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _error_panels(path: Path, title: str, xlabel: str, draw) -> None:
+    """A 2 x 3 figure of log-log panels, rows the energy and the gradient error, columns the
+    query kinds; ``draw(ax, quantity, kind)`` plots one panel's curves."""
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False, sharex=True)
+    for i, q in enumerate(("energy", "grad")):
+        for j, kind in enumerate(KINDS):
+            ax = axes[i][j]
+            draw(ax, q, kind)
+            _log_axes(ax)
+            if i == 0:
+                ax.set_title(KIND_LABEL[kind], fontsize=10)
+            else:
+                ax.set_xlabel(xlabel)
+            if j == 0:
+                ax.set_ylabel(ERROR_LABEL[q])
+    _save_panels(fig, axes, path, title)
+
+
 def _select(records, **where) -> list[dict[str, Any]]:
     return [r for r in records if all(r[k] == v for k, v in where.items())]
 
@@ -333,6 +351,11 @@ def _fits(records, kernel: str) -> list[dict[str, Any]]:
     return out
 
 
+def _fit(fits: list[dict[str, Any]], dim: int, beta: float, kind: str, quantity: str) -> dict:
+    """The fit of :func:`_fits` for one (D, beta, query kind, quantity)."""
+    return _select(fits, D=dim, beta=beta, kind=kind, quantity=quantity)[0]
+
+
 def _where(fits: list[dict[str, Any]]) -> str:
     """Which (beta, query) the fits come from, e.g. "β=50 near, β=50 random"."""
     keys = sorted({(f["beta"], f["kind"]) for f in fits})
@@ -354,14 +377,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
     head_dim = min(grid.dims, key=lambda d: abs(d - 100))
     head_beta = min(grid.betas)
     head = sorted(_select(sincos, D=head_dim, beta=head_beta, kind="near"), key=lambda r: r["Y"])
-    head_fit = {
-        q: next(
-            f
-            for f in fits
-            if (f["D"], f["beta"], f["kind"], f["quantity"]) == (head_dim, head_beta, "near", q)
-        )
-        for q in ("energy", "grad")
-    }
+    head_fit = {q: _fit(fits, head_dim, head_beta, "near", q) for q in ("energy", "grad")}
     for q in ("energy", "grad"):
         _error_figure(report, sincos, fits, q, grid)
     report.section(
@@ -377,15 +393,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
     largest = max(grid.features)
     rows = []
     for r in _select(sincos, Y=largest):
-        f = {
-            q: next(
-                x
-                for x in fits
-                if (x["D"], x["beta"], x["kind"], x["quantity"])
-                == (r["D"], r["beta"], r["kind"], q)
-            )
-            for q in ("energy", "grad")
-        }
+        f = {q: _fit(fits, r["D"], r["beta"], r["kind"], q) for q in ("energy", "grad")}
         rows.append(
             (
                 r["D"],
@@ -496,11 +504,7 @@ def _error_figure(report: Report, sincos, fits, quantity: str, grid: Grid) -> No
                 es = np.array([r[f"{quantity}_error"] for r in rows])
                 sem = np.array([r[f"{quantity}_sem"] for r in rows])
                 ax.errorbar(ys, es, yerr=sem, fmt="o-", color=c, ms=4, label=f"β={beta:g}")
-                fit = next(
-                    f
-                    for f in fits
-                    if (f["D"], f["beta"], f["kind"], f["quantity"]) == (dim, beta, kind, quantity)
-                )
+                fit = _fit(fits, dim, beta, kind, quantity)
                 ax.plot(ys, fit["b"] / np.sqrt(ys), "--", color=c, lw=1)
             guess = max(r[f"{quantity}_guess"] for r in _select(sincos, D=dim))
             ax.axhline(guess, color="red", ls=":", lw=1, label="random guess")
@@ -551,32 +555,24 @@ def _section_memories(report: Report, grid: Grid, seed: int, stages: _Stages) ->
                     }
                 )
             stages.step("memories", f"(b) error vs K: beta={beta:g} K={k}")
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False, sharex=True)
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(grid.betas)))
     slopes = {}
-    for i, q in enumerate(("energy", "grad")):
-        for j, kind in enumerate(KINDS):
-            ax = axes[i][j]
-            for c, beta in zip(colors, grid.betas, strict=True):
-                rows = sorted(_select(records, beta=beta, kind=kind), key=lambda r: r["K"])
-                ks = [r["K"] for r in rows]
-                es = [r[f"{q}_error"] for r in rows]
-                ax.plot(ks, es, "o-", color=c, ms=4, label=f"β={beta:g}")
-                slopes[(q, kind, beta)] = float(
-                    np.polyfit(np.log(ks), np.log(np.maximum(es, 1e-30)), 1)[0]
-                )
-            _log_axes(ax)
-            if i == 0:
-                ax.set_title(KIND_LABEL[kind], fontsize=10)
-            else:
-                ax.set_xlabel("K (stored patterns)")
-            if j == 0:
-                ax.set_ylabel(ERROR_LABEL[q])
-    _save_panels(
-        fig,
-        axes,
+
+    def draw(ax, q: str, kind: str) -> None:
+        for c, beta in zip(colors, grid.betas, strict=True):
+            rows = sorted(_select(records, beta=beta, kind=kind), key=lambda r: r["K"])
+            ks = [r["K"] for r in rows]
+            es = [r[f"{q}_error"] for r in rows]
+            ax.plot(ks, es, "o-", color=c, ms=4, label=f"β={beta:g}")
+            slopes[(q, kind, beta)] = float(
+                np.polyfit(np.log(ks), np.log(np.maximum(es, 1e-30)), 1)[0]
+            )
+
+    _error_panels(
         report.path("drdam_error_vs_K.png"),
         f"DrDAM error vs K at Y={grid.k_features}, D={grid.k_dim} (sincos)",
+        "K (stored patterns)",
+        draw,
     )
     report.section(
         "(b) Error against the number of stored patterns K",
@@ -901,54 +897,38 @@ def _section_kernels(report: Report, grid: Grid, records, kernels) -> dict[str, 
     dim = grid.kernel_dim
     sub = [r for r in records if r["D"] == dim]
     beta = min(grid.betas)
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False, sharex=True)
-    for i, q in enumerate(("energy", "grad")):
-        for j, kind in enumerate(KINDS):
-            ax = axes[i][j]
-            for kernel in kernels:
-                rows = sorted(
-                    _select(sub, kernel=kernel, beta=beta, kind=kind), key=lambda r: r["Y"]
-                )
-                ax.plot(
-                    [r["Y"] for r in rows],
-                    [r[f"{q}_error"] for r in rows],
-                    "o-",
-                    ms=4,
-                    label=kernel,
-                )
-            _log_axes(ax)
-            if i == 0:
-                ax.set_title(KIND_LABEL[kind], fontsize=10)
-            else:
-                ax.set_xlabel("Y (random projections)")
-            if j == 0:
-                ax.set_ylabel(ERROR_LABEL[q])
-    _save_panels(
-        fig, axes, report.path("drdam_kernels.png"), f"Feature maps compared, D={dim}, β={beta:g}"
+
+    def draw(ax, q: str, kind: str) -> None:
+        for kernel in kernels:
+            rows = sorted(_select(sub, kernel=kernel, beta=beta, kind=kind), key=lambda r: r["Y"])
+            ax.plot(
+                [r["Y"] for r in rows], [r[f"{q}_error"] for r in rows], "o-", ms=4, label=kernel
+            )
+
+    _error_panels(
+        report.path("drdam_kernels.png"),
+        f"Feature maps compared, D={dim}, β={beta:g}",
+        "Y (random projections)",
+        draw,
     )
     largest = max(grid.features)
     table, wins, best = [], [], {}
     for b in grid.betas:
-        for kind in KINDS:
-            row: list[Any] = [b, kind]
-            for q in ("energy", "grad"):
-                errs = {
-                    k: _select(sub, kernel=k, beta=b, kind=kind, Y=largest)[0][f"{q}_error"]
-                    for k in kernels
-                }
-                row += [errs[k] for k in kernels]
-                winner = min(errs, key=errs.get)
-                best[f"{q}_beta{b:g}_{kind}"] = winner
-            table.append(row)
-    for b in grid.betas:
         for y in grid.features:
             for kind in KINDS:
+                row: list[Any] = [b, kind]
                 for q in ("energy", "grad"):
                     errs = {
                         k: _select(sub, kernel=k, beta=b, kind=kind, Y=y)[0][f"{q}_error"]
                         for k in kernels
                     }
-                    wins.append(min(errs, key=errs.get) == "sincos")
+                    winner = min(errs, key=errs.get)
+                    wins.append(winner == "sincos")
+                    row += [errs[k] for k in kernels]
+                    if y == largest:
+                        best[f"{q}_beta{b:g}_{kind}"] = winner
+                if y == largest:
+                    table.append(row)
     report.section(
         "(e) Feature maps compared",
         f"The four maps on the grid of (a) at D = {dim}: same memories, queries, β, Y and random "
