@@ -48,6 +48,7 @@ from amlab.experiments.report import (
     reproduction_report,
     run_sections,
 )
+from amlab.io import atomic_write
 from amlab.training import TrainConfig
 
 PAPER = "Hoover et al., *Memory in Plain Sight: Surveying the Uncanny Resemblances of "
@@ -298,6 +299,10 @@ def _section_circle(
     mesh = torch.cartesian_prod(axis, axis)  # (G*G, 2), x varies slowest
     s_axis = torch.linspace(-1.3, 1.3, grid.circle_starts)
     starts = torch.cartesian_prod(s_axis, s_axis)
+    # how far each landscape is from the smooth ring 1/2 (R - 1)^2 (its large-K limit)
+    r = mesh.norm(dim=1)
+    ring = 0.5 * (r - 1) ** 2
+    inside = (r > 0.5) & (r < 1.5)
     radius = 0.1  # a minimum within 0.1 of a stored point is "stored", else spurious
     results: dict[str, Any] = {}
     report.section(
@@ -345,7 +350,8 @@ def _section_circle(
         )
         progress(f"K={k}: landscapes and minima", base + 0.6 * share)
         per_sigma = []
-        fig, axes = plt.subplots(2, len(grid.circle_sigmas) + 1, figsize=(3.1 * 5, 6.2))
+        columns = len(grid.circle_sigmas) + 1  # one per sigma, then the samples
+        fig, axes = plt.subplots(2, columns, figsize=(3.1 * columns, 6.2))
         for j, sigma in enumerate(grid.circle_sigmas):
             t = schedule.time_of(sigma)
             with torch.no_grad():
@@ -361,10 +367,6 @@ def _section_circle(
                 stored_radius=radius,
             )
             net_min = _learned_minima(model, t, starts, grid.minima_steps, radius, points)
-            # how far each landscape is from the smooth ring 1/2 (R - 1)^2 (its large-K limit)
-            r = mesh.norm(dim=1)
-            ring = 0.5 * (r - 1) ** 2
-            inside = (r > 0.5) & (r < 1.5)
             ring_dev = {
                 name: ((e - e[inside].min()) - ring)[inside].abs().max().item()
                 for name, e in (("empirical", e_emp), ("learned", e_net))
@@ -405,7 +407,8 @@ def _section_circle(
                 ax.set_aspect("equal")
                 ax.set_xticks([])
                 ax.set_yticks([])
-            progress(f"K={k}: sigma={sigma:g}", base + share * (0.6 + 0.3 * (j + 1) / 5))
+            done = (j + 1) / len(grid.circle_sigmas)
+            progress(f"K={k}: sigma={sigma:g}", base + share * (0.6 + 0.3 * done))
         sample_stats = {}
         for row, (name, denoiser) in enumerate((("empirical", empirical), ("learned", model))):
             xs = _samples(denoiser, grid.circle_samples, grid.sampler_steps, seed + 7)
@@ -913,8 +916,6 @@ def train_image_model(
     facts of the run to ``out/metrics.json``, with its quality: of 20 guided samples per class,
     the share whose nearest training image has the prompted class (``prompted_accuracy``), and
     their mean distance to that image."""
-    from amlab.io import atomic_write
-
     dataset = load(data, data_dir, split="train") if data_dir else load(data)
     train_set = dataset.subset(min(images, len(dataset)), seed=seed)
     schedule = VESchedule(0.01, 10.0)
