@@ -35,7 +35,13 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from amlab.data import ImageSet, block_mask  # noqa: E402
 from amlab.experiments.figures import image_grid  # noqa: E402
-from amlab.experiments.report import Progress, Report, no_progress, paper_images  # noqa: E402
+from amlab.experiments.report import (  # noqa: E402
+    Progress,
+    Report,
+    no_progress,
+    paper_images,
+    run_sections,
+)
 from amlab.models import DenseAM, RandomFeatureAM  # noqa: E402
 from amlab.models.random_feature_am import compare_with_dense  # noqa: E402
 
@@ -115,21 +121,28 @@ def run(
     # loaded first so that a wrong data directory fails at once, not after the other sections
     images = paper_images(data_dir)
     report = Report(out, "DrDAM: Dense Associative Memory through random features", _INTRO)
-    stages = _Stages(progress, grid)
     kernels = ("sincos", "cos", "exp", "expexp")
+    records: list[dict[str, Any]] = []  # the error grid, shared by (a) and (e)
 
-    seconds: dict[str, float] = {}
-    lap = time.perf_counter()
-    records = _error_grid(grid, seed, stages)
+    def errors_vs_y(p: Progress) -> dict[str, Any]:
+        records.extend(_error_grid(grid, seed, p))
+        return _section_features(report, grid, records)
+
+    # shares of the run ~ expected cost
+    results, seconds = run_sections(
+        [
+            ("errors_vs_Y", errors_vs_y, 0.4),
+            ("errors_vs_K", lambda p: _section_memories(report, grid, seed, p), 0.1),
+            ("retrieval", lambda p: _section_retrieval(report, grid, seed, p), 0.35),
+            ("images", lambda p: _section_images(report, grid, seed, images, p), 0.15),
+        ],
+        progress,
+    )
     metrics: dict[str, Any] = {"grid": asdict(grid), "seed": seed, "quick": quick}
-    metrics.update(_section_features(report, grid, records))
-    seconds["errors_vs_Y"], lap = time.perf_counter() - lap, time.perf_counter()
-    metrics["error_vs_K"] = _section_memories(report, grid, seed, stages)
-    seconds["errors_vs_K"], lap = time.perf_counter() - lap, time.perf_counter()
-    metrics["retrieval"] = _section_retrieval(report, grid, seed, stages)
-    seconds["retrieval"], lap = time.perf_counter() - lap, time.perf_counter()
-    metrics["images"] = _section_images(report, grid, seed, images, stages)
-    seconds["images"], lap = time.perf_counter() - lap, time.perf_counter()
+    metrics.update(results["errors_vs_Y"])
+    metrics["error_vs_K"] = results["errors_vs_K"]
+    metrics["retrieval"] = results["retrieval"]
+    metrics["images"] = results["images"]
     metrics["kernels"] = _section_kernels(report, grid, records, kernels)
     metrics["error_grid"] = records
     metrics["seconds"] = time.perf_counter() - start
@@ -154,35 +167,6 @@ exp(β x·y) instead). Memories and queries are binary, in {0, 1/√D}^D; "near"
 memories with 10% of their bits flipped. Y counts random projections (rows of S); sincos
 and expexp store 2Y numbers in T, cos and exp Y. Errors are mean absolute errors.
 """
-
-
-class _Stages:
-    """Turns loop counters into progress(stage, fraction) calls; weights ~ expected cost."""
-
-    def __init__(self, progress: Progress, grid: Grid) -> None:
-        self.progress = progress
-        n_dims = len(set(grid.dims) | {grid.kernel_dim})
-        n_err = (n_dims + 3) * len(grid.betas) * len(grid.features)
-        self.weights = {
-            "errors": 0.4,
-            "memories": 0.1,
-            "retrieval": 0.35,
-            "images": 0.15,
-        }
-        self.totals = {
-            "errors": n_err,
-            "memories": len(grid.betas) * len(grid.k_values),
-            "retrieval": len(grid.retrieval_betas) * (1 + len(grid.retrieval_features)),
-            "images": 1 + len(grid.image_features),
-        }
-        self.done = dict.fromkeys(self.totals, 0)
-
-    def step(self, stage: str, text: str) -> None:
-        self.done[stage] += 1
-        fraction = sum(
-            self.weights[s] * min(1.0, self.done[s] / max(self.totals[s], 1)) for s in self.weights
-        )
-        self.progress(text, min(fraction, 0.999))
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -217,7 +201,7 @@ def _rf_seed(seed: int, index: int) -> int:
 
 
 # -- (a) and (e): errors on the grid ---------------------------------------------------------
-def _error_grid(grid: Grid, seed: int, stages: _Stages) -> list[dict[str, Any]]:
+def _error_grid(grid: Grid, seed: int, progress: Progress) -> list[dict[str, Any]]:
     """One record per (kernel, D, beta, Y, kind): mean absolute errors and their standard errors.
 
     sincos runs at every D; the other maps at D = grid.kernel_dim (same memories, queries and S).
@@ -226,6 +210,7 @@ def _error_grid(grid: Grid, seed: int, stages: _Stages) -> list[dict[str, Any]]:
     dims = grid.dims if grid.kernel_dim in grid.dims else (*grid.dims, grid.kernel_dim)
     jobs = [("sincos", d) for d in dims] + [(k, grid.kernel_dim) for k in ("cos", "exp", "expexp")]
     problems: dict[int, tuple] = {}
+    done, total = 0, len(jobs) * len(grid.betas) * len(grid.features)
     for kernel, dim in jobs:
         if dim not in problems:
             problems[dim] = _problem(grid.num_memories, grid.num_queries, dim, grid.flip, seed)
@@ -255,9 +240,8 @@ def _error_grid(grid: Grid, seed: int, stages: _Stages) -> list[dict[str, Any]]:
                         }
                     )
                 del rf  # before the next S is drawn (Y x D: 1 GB at Y = 500k, D = 500)
-                stages.step(
-                    "errors", f"(a) errors: {kernel} D={dim} beta={beta:g} Y={num_features}"
-                )
+                done += 1
+                progress(f"{kernel} D={dim} beta={beta:g} Y={num_features}", done / total)
     return records
 
 
@@ -524,13 +508,14 @@ def _error_figure(report: Report, sincos, fits, quantity: str, grid: Grid) -> No
 
 
 # -- (b) error vs the number of stored patterns ----------------------------------------------
-def _section_memories(report: Report, grid: Grid, seed: int, stages: _Stages) -> dict[str, Any]:
+def _section_memories(report: Report, grid: Grid, seed: int, progress: Progress) -> dict[str, Any]:
     k_max = max(grid.k_values)
     memories_all, _ = _problem(k_max, 0, grid.k_dim, grid.flip, seed + 1)
     g = torch.Generator().manual_seed(seed * 31 + 5)
     n = min(grid.num_queries, min(grid.k_values))
     random_q = binary_patterns(n, grid.k_dim, g)
     records, sizes = [], []
+    done, total = 0, len(grid.betas) * len(grid.k_values)
     for beta in grid.betas:
         for k in sorted(grid.k_values):
             memories = memories_all[:k]
@@ -554,7 +539,8 @@ def _section_memories(report: Report, grid: Grid, seed: int, stages: _Stages) ->
                         "grad_error": r["grad_error"],
                     }
                 )
-            stages.step("memories", f"(b) error vs K: beta={beta:g} K={k}")
+            done += 1
+            progress(f"beta={beta:g} K={k}", done / total)
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(grid.betas)))
     slopes = {}
 
@@ -629,13 +615,14 @@ def hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (binarize(a) != binarize(b)).float().mean(1)
 
 
-def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -> dict[str, Any]:
+def _section_retrieval(report: Report, grid: Grid, seed: int, progress: Progress) -> dict[str, Any]:
     dim = grid.retrieval_dim
     memories, queries = _problem(grid.num_memories, grid.retrieval_queries, dim, grid.flip, seed)
     starts = torch.cat([queries["near"], queries["random"]])
     n = queries["near"].shape[0]
     steps, step = grid.retrieval_steps, grid.retrieval_step_size
     records, exact_acc, exact_conv, exact_distinct, exact_margin = [], {}, {}, {}, {}
+    done, total = 0, len(grid.retrieval_betas) * (1 + len(grid.retrieval_features))
     for beta in grid.retrieval_betas:
         dense = DenseAM(memories, energy="lse", beta=beta)
         exact_run = dense.retrieve(starts, steps=steps, step_size=step)
@@ -644,7 +631,8 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
         exact_conv[beta] = exact_run.converged.float().mean().item()
         exact_distinct[beta] = torch.unique(binarize(exact), dim=0).shape[0]
         exact_margin[beta] = (exact * math.sqrt(dim) - 0.5).abs().mean().item()
-        stages.step("retrieval", f"(c) retrieval: exact beta={beta:g}")
+        done += 1
+        progress(f"exact beta={beta:g}", done / total)
         for j, num_features in enumerate(grid.retrieval_features):
             rf = RandomFeatureAM.from_dense(dense, num_features, seed=_rf_seed(seed, j))
             approx = rf.retrieve(starts, steps=steps, step_size=step)
@@ -662,7 +650,8 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
                         "converged": approx.converged.float().mean().item(),
                     }
                 )
-            stages.step("retrieval", f"(c) retrieval: beta={beta:g} Y={num_features}")
+            done += 1
+            progress(f"beta={beta:g} Y={num_features}", done / total)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(grid.retrieval_betas)))
     for j, kind in enumerate(("near", "random")):
@@ -781,7 +770,7 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
 
 # -- (d) image completion --------------------------------------------------------------------
 def _section_images(
-    report: Report, grid: Grid, seed: int, images: ImageSet, stages: _Stages
+    report: Report, grid: Grid, seed: int, images: ImageSet, progress: Progress
 ) -> dict[str, Any]:
     name = images.name
     stored = images.subset(grid.image_memories, seed=seed)
@@ -793,7 +782,8 @@ def _section_images(
     beta, steps, step = grid.image_beta, grid.image_steps, grid.image_step_size
     dense = DenseAM(memories, energy="lse", beta=beta)
     exact = dense.retrieve(query, steps=steps, step_size=step, clamp=observed, tol=0.0)
-    stages.step("images", "(d) images: exact")
+    total = 1 + len(grid.image_features)
+    progress("exact", 1 / total)
     hidden = ~observed[0]
     rows = [
         ("original", stored.images[:n]),
@@ -823,7 +813,7 @@ def _section_images(
             }
         )
         rows.append((f"Y={num_features}", approx.states / scale))
-        stages.step("images", f"(d) images: Y={num_features}")
+        progress(f"Y={num_features}", (j + 2) / total)
     exact_mae = ((exact.states - memories[:n])[:, hidden].abs() / scale).mean().item()
     image_grid(
         rows,
