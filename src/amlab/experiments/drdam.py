@@ -46,6 +46,7 @@ from amlab.models import DenseAM, RandomFeatureAM  # noqa: E402
 from amlab.models.random_feature_am import compare_with_dense  # noqa: E402
 
 KINDS = ("at", "near", "random")
+QUANTITIES = ("energy", "grad")  # the two errors measured: energy and gradient
 ERROR_LABEL = {"energy": "|E - E~|", "grad": "|∇E - ∇E~|"}
 KIND_LABEL = {
     "at": "at the memories",
@@ -270,7 +271,7 @@ def _error_grows(records, vary: str, values, fixed: str, fixed_values, y: int) -
     flags = []
     for other in fixed_values:
         for kind in KINDS:
-            for q in ("energy", "grad"):
+            for q in QUANTITIES:
                 errs = [
                     _select(records, **{vary: v, fixed: other}, kind=kind, Y=y)[0][f"{q}_error"]
                     for v in sorted(values)
@@ -292,7 +293,7 @@ def _error_panels(path: Path, title: str, xlabel: str, draw) -> None:
     """A 2 x 3 figure of log-log panels, rows the energy and the gradient error, columns the
     query kinds; ``draw(ax, quantity, kind)`` plots one panel's curves."""
     fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False, sharex=True)
-    for i, q in enumerate(("energy", "grad")):
+    for i, q in enumerate(QUANTITIES):
         for j, kind in enumerate(KINDS):
             ax = axes[i][j]
             draw(ax, q, kind)
@@ -329,7 +330,7 @@ def _fits(records, kernel: str) -> list[dict[str, Any]]:
                 if not rows:
                     continue
                 ys = [r["Y"] for r in rows]
-                for q in ("energy", "grad"):
+                for q in QUANTITIES:
                     fit = fit_inverse_sqrt(ys, [r[f"{q}_error"] for r in rows])
                     out.append({"D": dim, "beta": beta, "kind": kind, "quantity": q, **fit})
     return out
@@ -361,8 +362,8 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
     head_dim = min(grid.dims, key=lambda d: abs(d - 100))
     head_beta = min(grid.betas)
     head = sorted(_select(sincos, D=head_dim, beta=head_beta, kind="near"), key=lambda r: r["Y"])
-    head_fit = {q: _fit(fits, head_dim, head_beta, "near", q) for q in ("energy", "grad")}
-    for q in ("energy", "grad"):
+    head_fit = {q: _fit(fits, head_dim, head_beta, "near", q) for q in QUANTITIES}
+    for q in QUANTITIES:
         _error_figure(report, sincos, fits, q, grid)
     report.section(
         "(a) Error against the number of random projections Y",
@@ -377,7 +378,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
     largest = max(grid.features)
     rows = []
     for r in _select(sincos, Y=largest):
-        f = {q: _fit(fits, r["D"], r["beta"], r["kind"], q) for q in ("energy", "grad")}
+        f = {q: _fit(fits, r["D"], r["beta"], r["kind"], q) for q in QUANTITIES}
         rows.append(
             (
                 r["D"],
@@ -443,7 +444,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
         for beta in grid.betas:
             for y in grid.features:
                 rec = {r["kind"]: r for r in _select(sincos, D=dim, beta=beta, Y=y)}
-                for q in ("energy", "grad"):
+                for q in QUANTITIES:
                     near_lt.append(
                         rec["near"][f"{q}_error"] < rec["random"][f"{q}_error"]
                         and rec["at"][f"{q}_error"] < rec["random"][f"{q}_error"]
@@ -574,12 +575,12 @@ def _section_memories(report: Report, grid: Grid, seed: int, progress: Progress)
         (q, kind): float(
             np.median([v for (qq, kk, _), v in slopes.items() if (qq, kk) == (q, kind)])
         )
-        for q in ("energy", "grad")
+        for q in QUANTITIES
         for kind in KINDS
     }
     report.table(
         ("quantity", *[f"median slope vs K, {k}" for k in KINDS]),
-        [(q, *[med[(q, k)] for k in KINDS]) for q in ("energy", "grad")],
+        [(q, *[med[(q, k)] for k in KINDS]) for q in QUANTITIES],
     )
     flat = len({s[1] for s in sizes}) == 1
     report.claim(
@@ -907,7 +908,7 @@ def _section_kernels(report: Report, grid: Grid, records, kernels) -> dict[str, 
         for y in grid.features:
             for kind in KINDS:
                 row: list[Any] = [b, kind]
-                for q in ("energy", "grad"):
+                for q in QUANTITIES:
                     errs = {
                         k: _select(sub, kernel=k, beta=b, kind=kind, Y=y)[0][f"{q}_error"]
                         for k in kernels
