@@ -804,10 +804,9 @@ def _section_trajectory(
     axes[0].set_ylabel("energy")
     axes[0].legend(fontsize=7)
     axes[0].set_title("one sample")
-    dist_flow = torch.stack([final.nearest(p)[1] for p in flow.path]).mean(1)
-    dist_plain = torch.stack(
-        [final.nearest(p)[1] for p in plain.path[:: max(n_plain // 60, 1)]]
-    ).mean(1)
+    dist_flow = final.nearest(flow.path.reshape(-1, dim))[1].reshape(n_flow, -1).mean(1)
+    thinned = plain.path[:: max(n_plain // 60, 1)]
+    dist_plain = final.nearest(thinned.reshape(-1, dim))[1].reshape(len(thinned), -1).mean(1)
     axes[1].plot(fx, dist_flow, "o-", ms=3, label="sampler")
     axes[1].plot(torch.linspace(0, 1, len(dist_plain)), dist_plain, label="plain descent")
     axes[1].set_yscale("log")
