@@ -48,6 +48,8 @@ from amlab.models.random_feature_am import compare_with_dense  # noqa: E402
 KINDS = ("at", "near", "random")
 QUANTITIES = ("energy", "grad")  # the two errors measured: energy and gradient
 ERROR_LABEL = {"energy": "|E - E~|", "grad": "|∇E - ∇E~|"}
+#: the rows of a figure of both errors: y label -> quantity
+BOTH_ERRORS = {ERROR_LABEL[q]: q for q in QUANTITIES}
 KIND_LABEL = {
     "at": "at the memories",
     "near": "near (10% bits flipped)",
@@ -289,21 +291,23 @@ def _save_panels(fig, axes, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _error_panels(path: Path, title: str, xlabel: str, draw) -> None:
-    """A 2 x 3 figure of log-log panels, rows the energy and the gradient error, columns the
-    query kinds; ``draw(ax, quantity, kind)`` plots one panel's curves."""
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False, sharex=True)
-    for i, q in enumerate(QUANTITIES):
+def _error_panels(
+    path: Path, title: str, xlabel: str, rows: dict[str, Any], draw, height: float = 6.0
+) -> None:
+    """A figure of log-log panels, one row per entry of ``rows`` (y label: what ``draw`` gets)
+    and one column per query kind; ``draw(ax, row, kind)`` plots one panel's curves."""
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, height), squeeze=False, sharex=True)
+    for i, (ylabel, row) in enumerate(rows.items()):
         for j, kind in enumerate(KINDS):
             ax = axes[i][j]
-            draw(ax, q, kind)
+            draw(ax, row, kind)
             _log_axes(ax)
             if i == 0:
                 ax.set_title(KIND_LABEL[kind], fontsize=10)
-            else:
+            if i == len(rows) - 1:
                 ax.set_xlabel(xlabel)
             if j == 0:
-                ax.set_ylabel(ERROR_LABEL[q])
+                ax.set_ylabel(ylabel)
     _save_panels(fig, axes, path, title)
 
 
@@ -476,35 +480,27 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
 
 def _error_figure(report: Report, sincos, fits, quantity: str, grid: Grid) -> None:
     dims = sorted({r["D"] for r in sincos})
-    fig, axes = plt.subplots(
-        len(dims), 3, figsize=(11, 3.0 * len(dims) + 0.6), squeeze=False, sharex=True
-    )
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(grid.betas)))
-    for i, dim in enumerate(dims):
-        for j, kind in enumerate(KINDS):
-            ax = axes[i][j]
-            for c, beta in zip(colors, grid.betas, strict=True):
-                rows = sorted(_select(sincos, D=dim, beta=beta, kind=kind), key=lambda r: r["Y"])
-                ys = np.array([r["Y"] for r in rows], float)
-                es = np.array([r[f"{quantity}_error"] for r in rows])
-                sem = np.array([r[f"{quantity}_sem"] for r in rows])
-                ax.errorbar(ys, es, yerr=sem, fmt="o-", color=c, ms=4, label=f"β={beta:g}")
-                fit = _fit(fits, dim, beta, kind, quantity)
-                ax.plot(ys, fit["b"] / np.sqrt(ys), "--", color=c, lw=1)
-            guess = max(r[f"{quantity}_guess"] for r in _select(sincos, D=dim))
-            ax.axhline(guess, color="red", ls=":", lw=1, label="random guess")
-            _log_axes(ax)
-            if i == 0:
-                ax.set_title(KIND_LABEL[kind], fontsize=10)
-            if i == len(dims) - 1:
-                ax.set_xlabel("Y (random projections)")
-            if j == 0:
-                ax.set_ylabel(f"D={dim}\n" + ERROR_LABEL[quantity])
-    _save_panels(
-        fig,
-        axes,
+
+    def draw(ax, dim: int, kind: str) -> None:
+        for c, beta in zip(colors, grid.betas, strict=True):
+            rows = sorted(_select(sincos, D=dim, beta=beta, kind=kind), key=lambda r: r["Y"])
+            ys = np.array([r["Y"] for r in rows], float)
+            es = np.array([r[f"{quantity}_error"] for r in rows])
+            sem = np.array([r[f"{quantity}_sem"] for r in rows])
+            ax.errorbar(ys, es, yerr=sem, fmt="o-", color=c, ms=4, label=f"β={beta:g}")
+            fit = _fit(fits, dim, beta, kind, quantity)
+            ax.plot(ys, fit["b"] / np.sqrt(ys), "--", color=c, lw=1)
+        guess = max(r[f"{quantity}_guess"] for r in _select(sincos, D=dim))
+        ax.axhline(guess, color="red", ls=":", lw=1, label="random guess")
+
+    _error_panels(
         report.path(f"drdam_{quantity}_error.png"),
         f"DrDAM {quantity} error vs Y (sincos; dashed: fitted b/√Y)",
+        "Y (random projections)",
+        {f"D={dim}\n" + ERROR_LABEL[quantity]: dim for dim in dims},
+        draw,
+        height=3.0 * len(dims) + 0.6,
     )
 
 
@@ -559,6 +555,7 @@ def _section_memories(report: Report, grid: Grid, seed: int, progress: Progress)
         report.path("drdam_error_vs_K.png"),
         f"DrDAM error vs K at Y={grid.k_features}, D={grid.k_dim} (sincos)",
         "K (stored patterns)",
+        BOTH_ERRORS,
         draw,
     )
     report.section(
@@ -900,6 +897,7 @@ def _section_kernels(report: Report, grid: Grid, records, kernels) -> dict[str, 
         report.path("drdam_kernels.png"),
         f"Feature maps compared, D={dim}, β={beta:g}",
         "Y (random projections)",
+        BOTH_ERRORS,
         draw,
     )
     largest = max(grid.features)
