@@ -282,7 +282,9 @@ def _section_correspondence(report: Report, *, grid: Grid, seed: int, images: Im
 
 # -- (b) the circle toy -----------------------------------------------------------------------
 def _learned_minima(model: Denoiser, t: float, starts, steps: int, radius: float, points):
-    """Minima of a learned energy by descent (step 0.5) from starts, de-duplicated."""
+    """Minima of a learned energy by descent (step 0.5) from starts, de-duplicated: their
+    number, how many lie within radius of a stored point, the fraction of starts that
+    converged, and the minima (n, 2)."""
     out = descend(model.energy_oracle(t), starts, steps=steps, step_size=0.5, tol=1e-6)
     found = out.states[out.converged]
     found = found[unique_rows(found.double(), 0.01)] if len(found) else found
@@ -366,7 +368,9 @@ def _section_circle(
                 merge_tol=0.01,
                 stored_radius=radius,
             )
-            net_min = _learned_minima(model, t, starts, grid.minima_steps, radius, points)
+            net_found, net_stored, net_converged, net_points = _learned_minima(
+                model, t, starts, grid.minima_steps, radius, points
+            )
             ring_dev = {
                 name: ((e - e[inside].min()) - ring)[inside].abs().max().item()
                 for name, e in (("empirical", e_emp), ("learned", e_net))
@@ -376,10 +380,10 @@ def _section_circle(
                 "empirical_minima": len(emp_min),
                 "empirical_stored": emp_min.num_stored,
                 "empirical_spurious": emp_min.num_emergent,
-                "learned_minima": net_min[0],
-                "learned_stored": net_min[1],
-                "learned_spurious": net_min[0] - net_min[1],
-                "learned_converged": net_min[2],
+                "learned_minima": net_found,
+                "learned_stored": net_stored,
+                "learned_spurious": net_found - net_stored,
+                "learned_converged": net_converged,
                 "ring_deviation_empirical": ring_dev["empirical"],
                 "ring_deviation_learned": ring_dev["learned"],
             }
@@ -389,13 +393,13 @@ def _section_circle(
                     k,
                     sigma,
                     f"{len(emp_min)} ({emp_min.num_emergent})",
-                    f"{net_min[0]} ({net_min[0] - net_min[1]}); {net_min[2]:.0%} converged",
+                    f"{net_found} ({net_found - net_stored}); {net_converged:.0%} converged",
                     ring_dev["empirical"],
                     ring_dev["learned"],
                 ]
             )
             for row, (name, e, mins) in enumerate(
-                (("empirical", e_emp, emp_min.points), ("learned", e_net, net_min[3]))
+                (("empirical", e_emp, emp_min.points), ("learned", e_net, net_points))
             ):
                 ax = axes[row][j]
                 z = (e - e.min()).reshape(grid.circle_grid, grid.circle_grid).T
