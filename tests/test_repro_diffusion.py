@@ -47,14 +47,13 @@ def tiny_run(tmp_path_factory):
 
 
 def test_writes_report_figures_and_metrics(tiny_run):
-    out, metrics, calls = tiny_run
+    out, _, calls = tiny_run
     report, on_disk = check_written_report(
         out, ("(a)", "(b)", "(c)", "(c')", "(d)"), FIGURES, calls
     )
     assert on_disk["correspondence"]["max_diff_attention"] == 0.0
     claims = report.split("## Claims, one by one")[1].split("\n## ")[0]
     assert claims.count("\n| ") >= 7  # header + one row per claim
-    del metrics
 
 
 def test_measured_numbers_are_plausible(tiny_run):
@@ -82,7 +81,7 @@ def test_measured_numbers_are_plausible(tiny_run):
     assert trajectory["final_distance_sampler"] < trajectory["start_distance"] / 100
 
 
-def test_rerun_reuses_the_checkpointed_networks(tiny_run, tmp_path):
+def test_rerun_reuses_the_checkpointed_networks(tiny_run):
     out, metrics, _ = tiny_run
     again = run(out=out, seed=0, grid=TINY)
     for k in TINY.circle_sizes:

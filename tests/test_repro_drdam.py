@@ -49,7 +49,7 @@ def tiny_run(tmp_path_factory):
 
 def test_writes_report_figures_and_metrics(tiny_run):
     out, metrics, calls = tiny_run
-    report, on_disk = check_written_report(out, ("(a)", "(b)", "(c)", "(d)", "(e)"), FIGURES, calls)
+    _, on_disk = check_written_report(out, ("(a)", "(b)", "(c)", "(d)", "(e)"), FIGURES, calls)
     assert on_disk["fitted_b"] == pytest.approx(metrics["fitted_b"])
 
 

@@ -82,8 +82,9 @@ def denoising_loss(
         denoised = model.denoise_scaled(clean + s[:, None] * noise.to(ref), s, lab)
         sd2 = model.sigma_data**2
         weight = (s * s + sd2) / (s * s * sd2)
-        value = (weight * ((denoised - clean) ** 2).mean(1)).mean()
-        return value, {"mse": float(((denoised - clean) ** 2).mean().detach())}
+        error = (denoised - clean) ** 2
+        value = (weight * error.mean(1)).mean()
+        return value, {"mse": float(error.mean().detach())}
 
     return loss
 

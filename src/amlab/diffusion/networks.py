@@ -227,25 +227,9 @@ class ConvDenoiser(LearnedDenoiser):
         groups = math.gcd(8, channels)
         self.inp = nn.Conv2d(shape[0], channels, 3, padding=1)
         self.emb = nn.ModuleList(nn.Linear(self.embed_dim, channels) for _ in range(blocks))
-        self.first = nn.ModuleList(
-            nn.Sequential(
-                nn.GroupNorm(groups, channels),
-                nn.SiLU(),
-                nn.Conv2d(channels, channels, 3, padding=1),
-            )
-            for _ in range(blocks)
-        )
-        self.second = nn.ModuleList(
-            nn.Sequential(
-                nn.GroupNorm(groups, channels),
-                nn.SiLU(),
-                nn.Conv2d(channels, channels, 3, padding=1),
-            )
-            for _ in range(blocks)
-        )
-        self.out = nn.Sequential(
-            nn.GroupNorm(groups, channels), nn.SiLU(), nn.Conv2d(channels, shape[0], 3, padding=1)
-        )
+        self.first = nn.ModuleList(_norm_conv(groups, channels, channels) for _ in range(blocks))
+        self.second = nn.ModuleList(_norm_conv(groups, channels, channels) for _ in range(blocks))
+        self.out = _norm_conv(groups, channels, shape[0])
 
     def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.inp(u.reshape(-1, *self.shape))
@@ -255,3 +239,12 @@ class ConvDenoiser(LearnedDenoiser):
 
     def _body_config(self) -> dict[str, Any]:
         return {"shape": list(self.shape), "channels": self.channels, "blocks": self.num_blocks}
+
+
+def _norm_conv(groups: int, channels: int, out_channels: int) -> nn.Sequential:
+    """GroupNorm, SiLU and a 3x3 convolution from ``channels`` to ``out_channels``."""
+    return nn.Sequential(
+        nn.GroupNorm(groups, channels),
+        nn.SiLU(),
+        nn.Conv2d(channels, out_channels, 3, padding=1),
+    )

@@ -110,7 +110,6 @@ class VESchedule(Schedule):
                 f"sigma_max must be at most {MAX_NOISE_LEVEL:g} (states of that size overflow "
                 f"float32 energies); got {sigma_max}. Rescale the data instead."
             )
-        self.t_end = 0.0
         self._log_ratio = math.log(self.sigma_max / self.sigma_min)
 
     def alpha(self, t: float) -> float:

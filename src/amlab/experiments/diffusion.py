@@ -48,6 +48,7 @@ from amlab.experiments.report import (
     reproduction_report,
     run_sections,
 )
+from amlab.io import atomic_write
 from amlab.training import TrainConfig
 
 PAPER = "Hoover et al., *Memory in Plain Sight: Surveying the Uncanny Resemblances of "
@@ -281,7 +282,9 @@ def _section_correspondence(report: Report, *, grid: Grid, seed: int, images: Im
 
 # -- (b) the circle toy -----------------------------------------------------------------------
 def _learned_minima(model: Denoiser, t: float, starts, steps: int, radius: float, points):
-    """Minima of a learned energy by descent (step 0.5) from starts, de-duplicated."""
+    """Minima of a learned energy by descent (step 0.5) from starts, de-duplicated: their
+    number, how many lie within radius of a stored point, the fraction of starts that
+    converged, and the minima (n, 2)."""
     out = descend(model.energy_oracle(t), starts, steps=steps, step_size=0.5, tol=1e-6)
     found = out.states[out.converged]
     found = found[unique_rows(found.double(), 0.01)] if len(found) else found
@@ -298,6 +301,10 @@ def _section_circle(
     mesh = torch.cartesian_prod(axis, axis)  # (G*G, 2), x varies slowest
     s_axis = torch.linspace(-1.3, 1.3, grid.circle_starts)
     starts = torch.cartesian_prod(s_axis, s_axis)
+    # how far each landscape is from the smooth ring 1/2 (R - 1)^2 (its large-K limit)
+    r = mesh.norm(dim=1)
+    ring = 0.5 * (r - 1) ** 2
+    inside = (r > 0.5) & (r < 1.5)
     radius = 0.1  # a minimum within 0.1 of a stored point is "stored", else spurious
     results: dict[str, Any] = {}
     report.section(
@@ -345,7 +352,8 @@ def _section_circle(
         )
         progress(f"K={k}: landscapes and minima", base + 0.6 * share)
         per_sigma = []
-        fig, axes = plt.subplots(2, len(grid.circle_sigmas) + 1, figsize=(3.1 * 5, 6.2))
+        columns = len(grid.circle_sigmas) + 1  # one per sigma, then the samples
+        fig, axes = plt.subplots(2, columns, figsize=(3.1 * columns, 6.2))
         for j, sigma in enumerate(grid.circle_sigmas):
             t = schedule.time_of(sigma)
             with torch.no_grad():
@@ -360,11 +368,9 @@ def _section_circle(
                 merge_tol=0.01,
                 stored_radius=radius,
             )
-            net_min = _learned_minima(model, t, starts, grid.minima_steps, radius, points)
-            # how far each landscape is from the smooth ring 1/2 (R - 1)^2 (its large-K limit)
-            r = mesh.norm(dim=1)
-            ring = 0.5 * (r - 1) ** 2
-            inside = (r > 0.5) & (r < 1.5)
+            net_found, net_stored, net_converged, net_points = _learned_minima(
+                model, t, starts, grid.minima_steps, radius, points
+            )
             ring_dev = {
                 name: ((e - e[inside].min()) - ring)[inside].abs().max().item()
                 for name, e in (("empirical", e_emp), ("learned", e_net))
@@ -374,10 +380,10 @@ def _section_circle(
                 "empirical_minima": len(emp_min),
                 "empirical_stored": emp_min.num_stored,
                 "empirical_spurious": emp_min.num_emergent,
-                "learned_minima": net_min[0],
-                "learned_stored": net_min[1],
-                "learned_spurious": net_min[0] - net_min[1],
-                "learned_converged": net_min[2],
+                "learned_minima": net_found,
+                "learned_stored": net_stored,
+                "learned_spurious": net_found - net_stored,
+                "learned_converged": net_converged,
                 "ring_deviation_empirical": ring_dev["empirical"],
                 "ring_deviation_learned": ring_dev["learned"],
             }
@@ -387,13 +393,13 @@ def _section_circle(
                     k,
                     sigma,
                     f"{len(emp_min)} ({emp_min.num_emergent})",
-                    f"{net_min[0]} ({net_min[0] - net_min[1]}); {net_min[2]:.0%} converged",
+                    f"{net_found} ({net_found - net_stored}); {net_converged:.0%} converged",
                     ring_dev["empirical"],
                     ring_dev["learned"],
                 ]
             )
             for row, (name, e, mins) in enumerate(
-                (("empirical", e_emp, emp_min.points), ("learned", e_net, net_min[3]))
+                (("empirical", e_emp, emp_min.points), ("learned", e_net, net_points))
             ):
                 ax = axes[row][j]
                 z = (e - e.min()).reshape(grid.circle_grid, grid.circle_grid).T
@@ -405,7 +411,8 @@ def _section_circle(
                 ax.set_aspect("equal")
                 ax.set_xticks([])
                 ax.set_yticks([])
-            progress(f"K={k}: sigma={sigma:g}", base + share * (0.6 + 0.3 * (j + 1) / 5))
+            done = (j + 1) / len(grid.circle_sigmas)
+            progress(f"K={k}: sigma={sigma:g}", base + share * (0.6 + 0.3 * done))
         sample_stats = {}
         for row, (name, denoiser) in enumerate((("empirical", empirical), ("learned", model))):
             xs = _samples(denoiser, grid.circle_samples, grid.sampler_steps, seed + 7)
@@ -801,10 +808,9 @@ def _section_trajectory(
     axes[0].set_ylabel("energy")
     axes[0].legend(fontsize=7)
     axes[0].set_title("one sample")
-    dist_flow = torch.stack([final.nearest(p)[1] for p in flow.path]).mean(1)
-    dist_plain = torch.stack(
-        [final.nearest(p)[1] for p in plain.path[:: max(n_plain // 60, 1)]]
-    ).mean(1)
+    dist_flow = final.nearest(flow.path.reshape(-1, dim))[1].reshape(n_flow, -1).mean(1)
+    thinned = plain.path[:: max(n_plain // 60, 1)]
+    dist_plain = final.nearest(thinned.reshape(-1, dim))[1].reshape(len(thinned), -1).mean(1)
     axes[1].plot(fx, dist_flow, "o-", ms=3, label="sampler")
     axes[1].plot(torch.linspace(0, 1, len(dist_plain)), dist_plain, label="plain descent")
     axes[1].set_yscale("log")
@@ -913,8 +919,6 @@ def train_image_model(
     facts of the run to ``out/metrics.json``, with its quality: of 20 guided samples per class,
     the share whose nearest training image has the prompted class (``prompted_accuracy``), and
     their mean distance to that image."""
-    from amlab.io import atomic_write
-
     dataset = load(data, data_dir, split="train") if data_dir else load(data)
     train_set = dataset.subset(min(images, len(dataset)), seed=seed)
     schedule = VESchedule(0.01, 10.0)

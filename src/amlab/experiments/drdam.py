@@ -35,12 +35,21 @@ from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from amlab.data import ImageSet, block_mask  # noqa: E402
 from amlab.experiments.figures import image_grid  # noqa: E402
-from amlab.experiments.report import Progress, Report, no_progress, paper_images  # noqa: E402
+from amlab.experiments.report import (  # noqa: E402
+    Progress,
+    Report,
+    no_progress,
+    paper_images,
+    run_sections,
+)
 from amlab.models import DenseAM, RandomFeatureAM  # noqa: E402
 from amlab.models.random_feature_am import compare_with_dense  # noqa: E402
 
 KINDS = ("at", "near", "random")
+QUANTITIES = ("energy", "grad")  # the two errors measured: energy and gradient
 ERROR_LABEL = {"energy": "|E - E~|", "grad": "|∇E - ∇E~|"}
+#: the rows of a figure of both errors: y label -> quantity
+BOTH_ERRORS = {ERROR_LABEL[q]: q for q in QUANTITIES}
 KIND_LABEL = {
     "at": "at the memories",
     "near": "near (10% bits flipped)",
@@ -115,21 +124,28 @@ def run(
     # loaded first so that a wrong data directory fails at once, not after the other sections
     images = paper_images(data_dir)
     report = Report(out, "DrDAM: Dense Associative Memory through random features", _INTRO)
-    stages = _Stages(progress, grid)
     kernels = ("sincos", "cos", "exp", "expexp")
+    records: list[dict[str, Any]] = []  # the error grid, shared by (a) and (e)
 
-    seconds: dict[str, float] = {}
-    lap = time.perf_counter()
-    records = _error_grid(grid, seed, stages)
+    def errors_vs_y(p: Progress) -> dict[str, Any]:
+        records.extend(_error_grid(grid, seed, p))
+        return _section_features(report, grid, records)
+
+    # shares of the run ~ expected cost
+    results, seconds = run_sections(
+        [
+            ("errors_vs_Y", errors_vs_y, 0.4),
+            ("errors_vs_K", lambda p: _section_memories(report, grid, seed, p), 0.1),
+            ("retrieval", lambda p: _section_retrieval(report, grid, seed, p), 0.35),
+            ("images", lambda p: _section_images(report, grid, seed, images, p), 0.15),
+        ],
+        progress,
+    )
     metrics: dict[str, Any] = {"grid": asdict(grid), "seed": seed, "quick": quick}
-    metrics.update(_section_features(report, grid, records))
-    seconds["errors_vs_Y"], lap = time.perf_counter() - lap, time.perf_counter()
-    metrics["error_vs_K"] = _section_memories(report, grid, seed, stages)
-    seconds["errors_vs_K"], lap = time.perf_counter() - lap, time.perf_counter()
-    metrics["retrieval"] = _section_retrieval(report, grid, seed, stages)
-    seconds["retrieval"], lap = time.perf_counter() - lap, time.perf_counter()
-    metrics["images"] = _section_images(report, grid, seed, images, stages)
-    seconds["images"], lap = time.perf_counter() - lap, time.perf_counter()
+    metrics.update(results["errors_vs_Y"])
+    metrics["error_vs_K"] = results["errors_vs_K"]
+    metrics["retrieval"] = results["retrieval"]
+    metrics["images"] = results["images"]
     metrics["kernels"] = _section_kernels(report, grid, records, kernels)
     metrics["error_grid"] = records
     metrics["seconds"] = time.perf_counter() - start
@@ -154,35 +170,6 @@ exp(β x·y) instead). Memories and queries are binary, in {0, 1/√D}^D; "near"
 memories with 10% of their bits flipped. Y counts random projections (rows of S); sincos
 and expexp store 2Y numbers in T, cos and exp Y. Errors are mean absolute errors.
 """
-
-
-class _Stages:
-    """Turns loop counters into progress(stage, fraction) calls; weights ~ expected cost."""
-
-    def __init__(self, progress: Progress, grid: Grid) -> None:
-        self.progress = progress
-        n_dims = len(set(grid.dims) | {grid.kernel_dim})
-        n_err = (n_dims + 3) * len(grid.betas) * len(grid.features)
-        self.weights = {
-            "errors": 0.4,
-            "memories": 0.1,
-            "retrieval": 0.35,
-            "images": 0.15,
-        }
-        self.totals = {
-            "errors": n_err,
-            "memories": len(grid.betas) * len(grid.k_values),
-            "retrieval": len(grid.retrieval_betas) * (1 + len(grid.retrieval_features)),
-            "images": 1 + len(grid.image_features),
-        }
-        self.done = dict.fromkeys(self.totals, 0)
-
-    def step(self, stage: str, text: str) -> None:
-        self.done[stage] += 1
-        fraction = sum(
-            self.weights[s] * min(1.0, self.done[s] / max(self.totals[s], 1)) for s in self.weights
-        )
-        self.progress(text, min(fraction, 0.999))
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -217,7 +204,7 @@ def _rf_seed(seed: int, index: int) -> int:
 
 
 # -- (a) and (e): errors on the grid ---------------------------------------------------------
-def _error_grid(grid: Grid, seed: int, stages: _Stages) -> list[dict[str, Any]]:
+def _error_grid(grid: Grid, seed: int, progress: Progress) -> list[dict[str, Any]]:
     """One record per (kernel, D, beta, Y, kind): mean absolute errors and their standard errors.
 
     sincos runs at every D; the other maps at D = grid.kernel_dim (same memories, queries and S).
@@ -226,6 +213,7 @@ def _error_grid(grid: Grid, seed: int, stages: _Stages) -> list[dict[str, Any]]:
     dims = grid.dims if grid.kernel_dim in grid.dims else (*grid.dims, grid.kernel_dim)
     jobs = [("sincos", d) for d in dims] + [(k, grid.kernel_dim) for k in ("cos", "exp", "expexp")]
     problems: dict[int, tuple] = {}
+    done, total = 0, len(jobs) * len(grid.betas) * len(grid.features)
     for kernel, dim in jobs:
         if dim not in problems:
             problems[dim] = _problem(grid.num_memories, grid.num_queries, dim, grid.flip, seed)
@@ -255,9 +243,8 @@ def _error_grid(grid: Grid, seed: int, stages: _Stages) -> list[dict[str, Any]]:
                         }
                     )
                 del rf  # before the next S is drawn (Y x D: 1 GB at Y = 500k, D = 500)
-                stages.step(
-                    "errors", f"(a) errors: {kernel} D={dim} beta={beta:g} Y={num_features}"
-                )
+                done += 1
+                progress(f"{kernel} D={dim} beta={beta:g} Y={num_features}", done / total)
     return records
 
 
@@ -286,7 +273,7 @@ def _error_grows(records, vary: str, values, fixed: str, fixed_values, y: int) -
     flags = []
     for other in fixed_values:
         for kind in KINDS:
-            for q in ("energy", "grad"):
+            for q in QUANTITIES:
                 errs = [
                     _select(records, **{vary: v, fixed: other}, kind=kind, Y=y)[0][f"{q}_error"]
                     for v in sorted(values)
@@ -302,6 +289,26 @@ def _save_panels(fig, axes, path: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _error_panels(
+    path: Path, title: str, xlabel: str, rows: dict[str, Any], draw, height: float = 6.0
+) -> None:
+    """A figure of log-log panels, one row per entry of ``rows`` (y label: what ``draw`` gets)
+    and one column per query kind; ``draw(ax, row, kind)`` plots one panel's curves."""
+    fig, axes = plt.subplots(len(rows), 3, figsize=(11, height), squeeze=False, sharex=True)
+    for i, (ylabel, row) in enumerate(rows.items()):
+        for j, kind in enumerate(KINDS):
+            ax = axes[i][j]
+            draw(ax, row, kind)
+            _log_axes(ax)
+            if i == 0:
+                ax.set_title(KIND_LABEL[kind], fontsize=10)
+            if i == len(rows) - 1:
+                ax.set_xlabel(xlabel)
+            if j == 0:
+                ax.set_ylabel(ylabel)
+    _save_panels(fig, axes, path, title)
 
 
 def _select(records, **where) -> list[dict[str, Any]]:
@@ -327,10 +334,15 @@ def _fits(records, kernel: str) -> list[dict[str, Any]]:
                 if not rows:
                     continue
                 ys = [r["Y"] for r in rows]
-                for q in ("energy", "grad"):
+                for q in QUANTITIES:
                     fit = fit_inverse_sqrt(ys, [r[f"{q}_error"] for r in rows])
                     out.append({"D": dim, "beta": beta, "kind": kind, "quantity": q, **fit})
     return out
+
+
+def _fit(fits: list[dict[str, Any]], dim: int, beta: float, kind: str, quantity: str) -> dict:
+    """The fit of :func:`_fits` for one (D, beta, query kind, quantity)."""
+    return _select(fits, D=dim, beta=beta, kind=kind, quantity=quantity)[0]
 
 
 def _where(fits: list[dict[str, Any]]) -> str:
@@ -354,15 +366,8 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
     head_dim = min(grid.dims, key=lambda d: abs(d - 100))
     head_beta = min(grid.betas)
     head = sorted(_select(sincos, D=head_dim, beta=head_beta, kind="near"), key=lambda r: r["Y"])
-    head_fit = {
-        q: next(
-            f
-            for f in fits
-            if (f["D"], f["beta"], f["kind"], f["quantity"]) == (head_dim, head_beta, "near", q)
-        )
-        for q in ("energy", "grad")
-    }
-    for q in ("energy", "grad"):
+    head_fit = {q: _fit(fits, head_dim, head_beta, "near", q) for q in QUANTITIES}
+    for q in QUANTITIES:
         _error_figure(report, sincos, fits, q, grid)
     report.section(
         "(a) Error against the number of random projections Y",
@@ -377,15 +382,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
     largest = max(grid.features)
     rows = []
     for r in _select(sincos, Y=largest):
-        f = {
-            q: next(
-                x
-                for x in fits
-                if (x["D"], x["beta"], x["kind"], x["quantity"])
-                == (r["D"], r["beta"], r["kind"], q)
-            )
-            for q in ("energy", "grad")
-        }
+        f = {q: _fit(fits, r["D"], r["beta"], r["kind"], q) for q in QUANTITIES}
         rows.append(
             (
                 r["D"],
@@ -451,7 +448,7 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
         for beta in grid.betas:
             for y in grid.features:
                 rec = {r["kind"]: r for r in _select(sincos, D=dim, beta=beta, Y=y)}
-                for q in ("energy", "grad"):
+                for q in QUANTITIES:
                     near_lt.append(
                         rec["near"][f"{q}_error"] < rec["random"][f"{q}_error"]
                         and rec["at"][f"{q}_error"] < rec["random"][f"{q}_error"]
@@ -483,50 +480,39 @@ def _section_features(report: Report, grid: Grid, records) -> dict[str, Any]:
 
 def _error_figure(report: Report, sincos, fits, quantity: str, grid: Grid) -> None:
     dims = sorted({r["D"] for r in sincos})
-    fig, axes = plt.subplots(
-        len(dims), 3, figsize=(11, 3.0 * len(dims) + 0.6), squeeze=False, sharex=True
-    )
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(grid.betas)))
-    for i, dim in enumerate(dims):
-        for j, kind in enumerate(KINDS):
-            ax = axes[i][j]
-            for c, beta in zip(colors, grid.betas, strict=True):
-                rows = sorted(_select(sincos, D=dim, beta=beta, kind=kind), key=lambda r: r["Y"])
-                ys = np.array([r["Y"] for r in rows], float)
-                es = np.array([r[f"{quantity}_error"] for r in rows])
-                sem = np.array([r[f"{quantity}_sem"] for r in rows])
-                ax.errorbar(ys, es, yerr=sem, fmt="o-", color=c, ms=4, label=f"β={beta:g}")
-                fit = next(
-                    f
-                    for f in fits
-                    if (f["D"], f["beta"], f["kind"], f["quantity"]) == (dim, beta, kind, quantity)
-                )
-                ax.plot(ys, fit["b"] / np.sqrt(ys), "--", color=c, lw=1)
-            guess = max(r[f"{quantity}_guess"] for r in _select(sincos, D=dim))
-            ax.axhline(guess, color="red", ls=":", lw=1, label="random guess")
-            _log_axes(ax)
-            if i == 0:
-                ax.set_title(KIND_LABEL[kind], fontsize=10)
-            if i == len(dims) - 1:
-                ax.set_xlabel("Y (random projections)")
-            if j == 0:
-                ax.set_ylabel(f"D={dim}\n" + ERROR_LABEL[quantity])
-    _save_panels(
-        fig,
-        axes,
+
+    def draw(ax, dim: int, kind: str) -> None:
+        for c, beta in zip(colors, grid.betas, strict=True):
+            rows = sorted(_select(sincos, D=dim, beta=beta, kind=kind), key=lambda r: r["Y"])
+            ys = np.array([r["Y"] for r in rows], float)
+            es = np.array([r[f"{quantity}_error"] for r in rows])
+            sem = np.array([r[f"{quantity}_sem"] for r in rows])
+            ax.errorbar(ys, es, yerr=sem, fmt="o-", color=c, ms=4, label=f"β={beta:g}")
+            fit = _fit(fits, dim, beta, kind, quantity)
+            ax.plot(ys, fit["b"] / np.sqrt(ys), "--", color=c, lw=1)
+        guess = max(r[f"{quantity}_guess"] for r in _select(sincos, D=dim))
+        ax.axhline(guess, color="red", ls=":", lw=1, label="random guess")
+
+    _error_panels(
         report.path(f"drdam_{quantity}_error.png"),
         f"DrDAM {quantity} error vs Y (sincos; dashed: fitted b/√Y)",
+        "Y (random projections)",
+        {f"D={dim}\n" + ERROR_LABEL[quantity]: dim for dim in dims},
+        draw,
+        height=3.0 * len(dims) + 0.6,
     )
 
 
 # -- (b) error vs the number of stored patterns ----------------------------------------------
-def _section_memories(report: Report, grid: Grid, seed: int, stages: _Stages) -> dict[str, Any]:
+def _section_memories(report: Report, grid: Grid, seed: int, progress: Progress) -> dict[str, Any]:
     k_max = max(grid.k_values)
     memories_all, _ = _problem(k_max, 0, grid.k_dim, grid.flip, seed + 1)
     g = torch.Generator().manual_seed(seed * 31 + 5)
     n = min(grid.num_queries, min(grid.k_values))
     random_q = binary_patterns(n, grid.k_dim, g)
     records, sizes = [], []
+    done, total = 0, len(grid.betas) * len(grid.k_values)
     for beta in grid.betas:
         for k in sorted(grid.k_values):
             memories = memories_all[:k]
@@ -550,33 +536,27 @@ def _section_memories(report: Report, grid: Grid, seed: int, stages: _Stages) ->
                         "grad_error": r["grad_error"],
                     }
                 )
-            stages.step("memories", f"(b) error vs K: beta={beta:g} K={k}")
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False, sharex=True)
+            done += 1
+            progress(f"beta={beta:g} K={k}", done / total)
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(grid.betas)))
     slopes = {}
-    for i, q in enumerate(("energy", "grad")):
-        for j, kind in enumerate(KINDS):
-            ax = axes[i][j]
-            for c, beta in zip(colors, grid.betas, strict=True):
-                rows = sorted(_select(records, beta=beta, kind=kind), key=lambda r: r["K"])
-                ks = [r["K"] for r in rows]
-                es = [r[f"{q}_error"] for r in rows]
-                ax.plot(ks, es, "o-", color=c, ms=4, label=f"β={beta:g}")
-                slopes[(q, kind, beta)] = float(
-                    np.polyfit(np.log(ks), np.log(np.maximum(es, 1e-30)), 1)[0]
-                )
-            _log_axes(ax)
-            if i == 0:
-                ax.set_title(KIND_LABEL[kind], fontsize=10)
-            else:
-                ax.set_xlabel("K (stored patterns)")
-            if j == 0:
-                ax.set_ylabel(ERROR_LABEL[q])
-    _save_panels(
-        fig,
-        axes,
+
+    def draw(ax, q: str, kind: str) -> None:
+        for c, beta in zip(colors, grid.betas, strict=True):
+            rows = sorted(_select(records, beta=beta, kind=kind), key=lambda r: r["K"])
+            ks = [r["K"] for r in rows]
+            es = [r[f"{q}_error"] for r in rows]
+            ax.plot(ks, es, "o-", color=c, ms=4, label=f"β={beta:g}")
+            slopes[(q, kind, beta)] = float(
+                np.polyfit(np.log(ks), np.log(np.maximum(es, 1e-30)), 1)[0]
+            )
+
+    _error_panels(
         report.path("drdam_error_vs_K.png"),
         f"DrDAM error vs K at Y={grid.k_features}, D={grid.k_dim} (sincos)",
+        "K (stored patterns)",
+        BOTH_ERRORS,
+        draw,
     )
     report.section(
         "(b) Error against the number of stored patterns K",
@@ -592,12 +572,12 @@ def _section_memories(report: Report, grid: Grid, seed: int, stages: _Stages) ->
         (q, kind): float(
             np.median([v for (qq, kk, _), v in slopes.items() if (qq, kk) == (q, kind)])
         )
-        for q in ("energy", "grad")
+        for q in QUANTITIES
         for kind in KINDS
     }
     report.table(
         ("quantity", *[f"median slope vs K, {k}" for k in KINDS]),
-        [(q, *[med[(q, k)] for k in KINDS]) for q in ("energy", "grad")],
+        [(q, *[med[(q, k)] for k in KINDS]) for q in QUANTITIES],
     )
     flat = len({s[1] for s in sizes}) == 1
     report.claim(
@@ -633,13 +613,14 @@ def hamming(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (binarize(a) != binarize(b)).float().mean(1)
 
 
-def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -> dict[str, Any]:
+def _section_retrieval(report: Report, grid: Grid, seed: int, progress: Progress) -> dict[str, Any]:
     dim = grid.retrieval_dim
     memories, queries = _problem(grid.num_memories, grid.retrieval_queries, dim, grid.flip, seed)
     starts = torch.cat([queries["near"], queries["random"]])
     n = queries["near"].shape[0]
     steps, step = grid.retrieval_steps, grid.retrieval_step_size
     records, exact_acc, exact_conv, exact_distinct, exact_margin = [], {}, {}, {}, {}
+    done, total = 0, len(grid.retrieval_betas) * (1 + len(grid.retrieval_features))
     for beta in grid.retrieval_betas:
         dense = DenseAM(memories, energy="lse", beta=beta)
         exact_run = dense.retrieve(starts, steps=steps, step_size=step)
@@ -648,7 +629,8 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
         exact_conv[beta] = exact_run.converged.float().mean().item()
         exact_distinct[beta] = torch.unique(binarize(exact), dim=0).shape[0]
         exact_margin[beta] = (exact * math.sqrt(dim) - 0.5).abs().mean().item()
-        stages.step("retrieval", f"(c) retrieval: exact beta={beta:g}")
+        done += 1
+        progress(f"exact beta={beta:g}", done / total)
         for j, num_features in enumerate(grid.retrieval_features):
             rf = RandomFeatureAM.from_dense(dense, num_features, seed=_rf_seed(seed, j))
             approx = rf.retrieve(starts, steps=steps, step_size=step)
@@ -666,7 +648,8 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
                         "converged": approx.converged.float().mean().item(),
                     }
                 )
-            stages.step("retrieval", f"(c) retrieval: beta={beta:g} Y={num_features}")
+            done += 1
+            progress(f"beta={beta:g} Y={num_features}", done / total)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(grid.retrieval_betas)))
     for j, kind in enumerate(("near", "random")):
@@ -785,7 +768,7 @@ def _section_retrieval(report: Report, grid: Grid, seed: int, stages: _Stages) -
 
 # -- (d) image completion --------------------------------------------------------------------
 def _section_images(
-    report: Report, grid: Grid, seed: int, images: ImageSet, stages: _Stages
+    report: Report, grid: Grid, seed: int, images: ImageSet, progress: Progress
 ) -> dict[str, Any]:
     name = images.name
     stored = images.subset(grid.image_memories, seed=seed)
@@ -797,7 +780,8 @@ def _section_images(
     beta, steps, step = grid.image_beta, grid.image_steps, grid.image_step_size
     dense = DenseAM(memories, energy="lse", beta=beta)
     exact = dense.retrieve(query, steps=steps, step_size=step, clamp=observed, tol=0.0)
-    stages.step("images", "(d) images: exact")
+    total = 1 + len(grid.image_features)
+    progress("exact", 1 / total)
     hidden = ~observed[0]
     rows = [
         ("original", stored.images[:n]),
@@ -827,7 +811,7 @@ def _section_images(
             }
         )
         rows.append((f"Y={num_features}", approx.states / scale))
-        stages.step("images", f"(d) images: Y={num_features}")
+        progress(f"Y={num_features}", (j + 2) / total)
     exact_mae = ((exact.states - memories[:n])[:, hidden].abs() / scale).mean().item()
     image_grid(
         rows,
@@ -901,54 +885,39 @@ def _section_kernels(report: Report, grid: Grid, records, kernels) -> dict[str, 
     dim = grid.kernel_dim
     sub = [r for r in records if r["D"] == dim]
     beta = min(grid.betas)
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6), squeeze=False, sharex=True)
-    for i, q in enumerate(("energy", "grad")):
-        for j, kind in enumerate(KINDS):
-            ax = axes[i][j]
-            for kernel in kernels:
-                rows = sorted(
-                    _select(sub, kernel=kernel, beta=beta, kind=kind), key=lambda r: r["Y"]
-                )
-                ax.plot(
-                    [r["Y"] for r in rows],
-                    [r[f"{q}_error"] for r in rows],
-                    "o-",
-                    ms=4,
-                    label=kernel,
-                )
-            _log_axes(ax)
-            if i == 0:
-                ax.set_title(KIND_LABEL[kind], fontsize=10)
-            else:
-                ax.set_xlabel("Y (random projections)")
-            if j == 0:
-                ax.set_ylabel(ERROR_LABEL[q])
-    _save_panels(
-        fig, axes, report.path("drdam_kernels.png"), f"Feature maps compared, D={dim}, β={beta:g}"
+
+    def draw(ax, q: str, kind: str) -> None:
+        for kernel in kernels:
+            rows = sorted(_select(sub, kernel=kernel, beta=beta, kind=kind), key=lambda r: r["Y"])
+            ax.plot(
+                [r["Y"] for r in rows], [r[f"{q}_error"] for r in rows], "o-", ms=4, label=kernel
+            )
+
+    _error_panels(
+        report.path("drdam_kernels.png"),
+        f"Feature maps compared, D={dim}, β={beta:g}",
+        "Y (random projections)",
+        BOTH_ERRORS,
+        draw,
     )
     largest = max(grid.features)
     table, wins, best = [], [], {}
     for b in grid.betas:
-        for kind in KINDS:
-            row: list[Any] = [b, kind]
-            for q in ("energy", "grad"):
-                errs = {
-                    k: _select(sub, kernel=k, beta=b, kind=kind, Y=largest)[0][f"{q}_error"]
-                    for k in kernels
-                }
-                row += [errs[k] for k in kernels]
-                winner = min(errs, key=errs.get)
-                best[f"{q}_beta{b:g}_{kind}"] = winner
-            table.append(row)
-    for b in grid.betas:
         for y in grid.features:
             for kind in KINDS:
-                for q in ("energy", "grad"):
+                row: list[Any] = [b, kind]
+                for q in QUANTITIES:
                     errs = {
                         k: _select(sub, kernel=k, beta=b, kind=kind, Y=y)[0][f"{q}_error"]
                         for k in kernels
                     }
-                    wins.append(min(errs, key=errs.get) == "sincos")
+                    winner = min(errs, key=errs.get)
+                    wins.append(winner == "sincos")
+                    row += [errs[k] for k in kernels]
+                    if y == largest:
+                        best[f"{q}_beta{b:g}_{kind}"] = winner
+                if y == largest:
+                    table.append(row)
     report.section(
         "(e) Feature maps compared",
         f"The four maps on the grid of (a) at D = {dim}: same memories, queries, β, Y and random "

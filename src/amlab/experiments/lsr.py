@@ -57,7 +57,7 @@ def run(
         ("log-likelihood", lambda p: lsr_loglik.section(report, **common, progress=p), 0.40),
         ("images", lambda p: images_section(report, **common, progress=p, data=data), 0.20),
     ]
-    metrics: dict = {"quick": quick, "seed": seed}
+    metrics: dict = dict(common)
     for result in run_sections(sections, progress)[0].values():
         metrics.update(result)
     metrics["seconds"] = time.perf_counter() - started

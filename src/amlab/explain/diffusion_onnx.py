@@ -15,8 +15,6 @@ unconditional rows in one batch (the batch size is free).
 
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import torch
@@ -24,14 +22,13 @@ from torch import nn
 
 from amlab.diffusion import ConvDenoiser, LearnedDenoiser
 from amlab.errors import AmlabError
-from amlab.io import atomic_write
+from amlab.explain.onnx_graph import onnx_bytes, write_onnx
 
 SHIPPED_DENOISER = Path(__file__).parent / "models" / "diffusion-digits"
 
 #: the ONNX graph's inputs and outputs, in order (the app reads them by these names)
 INPUTS = ("y", "s", "labels")
 OUTPUTS = ("denoised",)
-OPSET = 17
 #: the sampler the page runs (the one amlab.experiments.diffusion samples with)
 SAMPLER = {"method": "heun", "steps": 40}
 
@@ -64,20 +61,8 @@ def denoiser_onnx_bytes(model: LearnedDenoiser) -> bytes:
         torch.ones(batch),
         torch.full((batch,), -1, dtype=torch.int64),
     )
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's notes on tracing
-        torch.onnx.export(
-            ScaledDenoiser(model),
-            inputs,
-            buffer,
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_axes={name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)},
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    batch_axis = {name: {0: "batch"} for name in (*INPUTS, *OUTPUTS)}
+    return onnx_bytes(ScaledDenoiser(model), inputs, INPUTS, OUTPUTS, dynamic_axes=batch_axis)
 
 
 def export_denoiser_onnx(path: str | Path, model_dir: str | Path = SHIPPED_DENOISER) -> dict:
@@ -87,10 +72,7 @@ def export_denoiser_onnx(path: str | Path, model_dir: str | Path = SHIPPED_DENOI
     sampler the page runs, the inputs and outputs.
     """
     model = ConvDenoiser.load(model_dir)
-    raw = denoiser_onnx_bytes(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
+    path = write_onnx(path, denoiser_onnx_bytes(model))
     return {
         "file": path.name,
         "config": model.config(),

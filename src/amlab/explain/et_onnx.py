@@ -13,8 +13,6 @@ The shipped model is ``models/et-digits/`` beside this file, trained on the embe
 
 from __future__ import annotations
 
-import io
-import warnings
 from pathlib import Path
 
 import torch
@@ -27,7 +25,7 @@ from amlab.energy.transformer import (
     hopfield_energy_grad,
 )
 from amlab.errors import AmlabError
-from amlab.io import atomic_write
+from amlab.explain.onnx_graph import onnx_bytes, write_onnx
 from amlab.models.masked_image_et import MaskedImageET
 
 SHIPPED_ET = Path(__file__).parent / "models" / "et-digits"
@@ -35,7 +33,6 @@ SHIPPED_ET = Path(__file__).parent / "models" / "et-digits"
 #: the ONNX graph's inputs and outputs, in order (the app reads them by these names)
 INPUTS = ("image", "masked")
 OUTPUTS = ("completed", "decoded", "attention_energy", "hopfield_energy", "attention")
-OPSET = 17
 
 
 class UnrolledCompletion(nn.Module):
@@ -92,19 +89,7 @@ def et_onnx_bytes(model: MaskedImageET) -> bytes:
     model = model.eval()
     image = torch.zeros(1, model.channels * model.height * model.width)
     masked = torch.zeros(1, model.num_patches, dtype=torch.bool)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the exporter's notes on tracing the unrolled loop
-        torch.onnx.export(
-            UnrolledCompletion(model),
-            (image, masked),
-            buffer,
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            opset_version=OPSET,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return onnx_bytes(UnrolledCompletion(model), (image, masked), INPUTS, OUTPUTS)
 
 
 def export_et_onnx(path: str | Path, model_dir: str | Path = SHIPPED_ET) -> dict:
@@ -113,10 +98,7 @@ def export_et_onnx(path: str | Path, model_dir: str | Path = SHIPPED_ET) -> dict
     Returns its manifest entry: file name, the model's settings, the inputs and outputs.
     """
     model = MaskedImageET.load(model_dir)
-    raw = et_onnx_bytes(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
+    path = write_onnx(path, et_onnx_bytes(model))
     h, y, _ = model.block.w_k.shape
     return {
         "file": path.name,

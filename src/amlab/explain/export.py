@@ -107,14 +107,10 @@ def principal_axes(x: torch.Tensor, k: int = 2) -> dict:
     axes = axes * axes[torch.arange(k), peak].sign()[:, None]
     explained = (s[:k] ** 2 / (s**2).sum()).float()
     return {
-        "mean": _rows(x.double().mean(0).float().double()),
-        "axes": _rows(axes.float().double()),
+        "mean": x.double().mean(0).float().double().tolist(),
+        "axes": axes.float().double().tolist(),
         "explained": [round(v, 4) for v in explained.tolist()],
     }
-
-
-def _rows(t: torch.Tensor) -> list:
-    return t.tolist()
 
 
 def _finite_or_none(t: torch.Tensor) -> list:
@@ -126,22 +122,22 @@ def _dense_case(mem: torch.Tensor, x: torch.Tensor, energy: str, beta: float) ->
     am = DenseAM(mem, energy=energy, beta=beta)
     e, g = am.energy_and_grad(x)
     case = {
-        "memories": _rows(mem),
+        "memories": mem.tolist(),
         "beta": beta,
-        "x": _rows(x),
+        "x": x.tolist(),
         "energy": _finite_or_none(e),
-        "grad": _rows(g),
+        "grad": g.tolist(),
         "gd_step_size": 0.1,
-        "gd_next": _rows(am.retrieve(x, method="gd", steps=1, step_size=0.1).states),
+        "gd_next": am.retrieve(x, method="gd", steps=1, step_size=0.1).states.tolist(),
     }
     if energy == "lse":
-        case["attention_next"] = _rows(am.retrieve(x, method="attention", steps=1).states)
+        case["attention_next"] = am.retrieve(x, method="attention", steps=1).states.tolist()
     else:
-        case["fixed_point_next"] = _rows(am.retrieve(x, method="fixed_point", steps=1).states)
+        case["fixed_point_next"] = am.retrieve(x, method="fixed_point", steps=1).states.tolist()
         # the whole exact solve: it stops when the state repeats exactly
         run = am.retrieve(x, method="fixed_point", steps=100)
         case["fixed_point_steps"] = run.steps.tolist()
-        case["fixed_point_end"] = _rows(run.states)
+        case["fixed_point_end"] = run.states.tolist()
     return case
 
 
@@ -167,7 +163,7 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
         order = sorted(range(len(found)), key=lambda i: found.points[i].tolist())
         minima.append(
             {
-                "memories": _rows(mem),
+                "memories": mem.tolist(),
                 "beta": beta,
                 "points": [found.points[i].tolist() for i in order],
                 "supports": [found.supports[i].nonzero().squeeze(1).tolist() for i in order],
@@ -184,18 +180,18 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
         e, grad = rf.energy_and_grad(x)
         drdam.append(
             {
-                "memories": _rows(mem),
+                "memories": mem.tolist(),
                 "beta": beta,
                 "kernel": rf.kernel,
                 "eps": rf.eps,
-                "S": _rows(rf.S),
-                "x": _rows(x),
-                "features": _rows(features(x, rf.S, rf.b, beta, rf.kernel)),
-                "T": _rows(rf.T),
-                "energy": _rows(e),
-                "grad": _rows(grad),
+                "S": rf.S.tolist(),
+                "x": x.tolist(),
+                "features": features(x, rf.S, rf.b, beta, rf.kernel).tolist(),
+                "T": rf.T.tolist(),
+                "energy": e.tolist(),
+                "grad": grad.tolist(),
                 "gd_step_size": 0.1,
-                "gd_next": _rows(rf.retrieve(x, steps=1, step_size=0.1).states),
+                "gd_next": rf.retrieve(x, steps=1, step_size=0.1).states.tolist(),
             }
         )
     diffusion = {
@@ -211,8 +207,8 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
     pca = principal_axes(mem)
     x = mem[:5]
     axes = torch.tensor(pca["axes"], dtype=f64)
-    pca["x"] = _rows(x)
-    pca["coords"] = _rows((x - torch.tensor(pca["mean"], dtype=f64)) @ axes.T)
+    pca["x"] = x.tolist()
+    pca["coords"] = ((x - torch.tensor(pca["mean"], dtype=f64)) @ axes.T).tolist()
     diffusion["pca"] = pca
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -247,13 +243,13 @@ def _empirical_case(mem: torch.Tensor, uniform, levels) -> dict:
     denoiser = EmpiricalDenoiser(mem, VESchedule())
     y = torch.cat([mem[:2] + 0.05 * uniform(2, mem.shape[1]), 3 * uniform(2, mem.shape[1])])
     return {
-        "memories": _rows(mem),
-        "y": _rows(y),
+        "memories": mem.tolist(),
+        "y": y.tolist(),
         "levels": [
             {
                 "s": s,
-                "denoised": _rows(denoiser.denoise_scaled(y, s)),
-                "energy": _rows(denoiser.energy_scaled(y, s)),
+                "denoised": denoiser.denoise_scaled(y, s).tolist(),
+                "energy": denoiser.energy_scaled(y, s).tolist(),
             }
             for s in levels
         ],
@@ -267,11 +263,11 @@ def _sampler_case(mem: torch.Tensor, schedule: Schedule, steps: int, g) -> dict:
     start = schedule.prior(3, mem.shape[1], g, dtype=torch.float64)
     run = sample(denoiser.score_fn(), schedule, start, steps=steps, method="heun", record=True)
     return {
-        "memories": _rows(mem),
+        "memories": mem.tolist(),
         "schedule": schedule.config(),
         "steps": steps,
         "method": "heun",
-        "start": _rows(start),
-        "path": _rows(run.path),
-        "final": _rows(denoiser.denoise(run.states, schedule.t_end)),
+        "start": start.tolist(),
+        "path": run.path.tolist(),
+        "final": denoiser.denoise(run.states, schedule.t_end).tolist(),
     }

@@ -1,0 +1,49 @@
+"""What the explainer's two ONNX exports share: tracing a module to ONNX bytes with fixed
+settings (opset 17, the TorchScript exporter) and writing them atomically."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from amlab.io import atomic_write
+
+#: the ONNX opset of every graph the explainer ships
+OPSET = 17
+
+
+def onnx_bytes(
+    module: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    inputs: tuple[str, ...],
+    outputs: tuple[str, ...],
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> bytes:
+    """The ONNX model (bytes) of ``module`` traced on ``args``, its inputs and outputs named
+    ``inputs`` and ``outputs`` (the app reads them by these names)."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the exporter's notes on tracing (unrolled loops)
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            input_names=list(inputs),
+            output_names=list(outputs),
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+def write_onnx(path: str | Path, raw: bytes) -> Path:
+    """Write ONNX bytes to ``path`` atomically (its directory is created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
+    return path
