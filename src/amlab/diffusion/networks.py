@@ -31,7 +31,7 @@ from torch import nn
 from amlab.diffusion.denoiser import NO_CLASS, Denoiser
 from amlab.diffusion.schedules import Schedule, schedule_from_config
 from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import load_model, save_model
+from amlab.io import load_module, save_model
 
 
 class NoiseEmbedding(nn.Module):
@@ -135,16 +135,11 @@ class LearnedDenoiser(Denoiser):
     @classmethod
     def load(cls, path: str | os.PathLike) -> LearnedDenoiser:
         """Load a network written by :meth:`save`."""
-        config, tensors = load_model(path, cls.__name__)
-        try:
-            schedule = schedule_from_config(config.pop("schedule"))
-            model = cls(schedule=schedule, **config)
-            model.load_state_dict(tensors)
-        except (TypeError, KeyError, RuntimeError) as exc:
-            raise AmlabError(
-                f"the files in {path} do not fit {cls.__name__} ({exc}); re-save the model."
-            ) from None
-        return model
+        return load_module(
+            path,
+            cls.__name__,
+            lambda config: cls(schedule=schedule_from_config(config.pop("schedule")), **config),
+        )
 
 
 class MLPDenoiser(LearnedDenoiser):

@@ -48,7 +48,7 @@ from amlab.experiments.report import (
     reproduction_report,
     run_sections,
 )
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 from amlab.training import TrainConfig
 
 PAPER = "Hoover et al., *Memory in Plain Sight: Surveying the Uncanny Resemblances of "
@@ -978,5 +978,5 @@ def train_image_model(
         "samples": str(out / "samples.png"),
     }
     text = json.dumps(metrics, indent=2) + "\n"
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(out / "metrics.json", text)
     return metrics

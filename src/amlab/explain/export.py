@@ -25,7 +25,7 @@ from amlab.errors import check_positive_int
 from amlab.experiments.et_images import digits_split
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
-from amlab.io import atomic_write
+from amlab.io import atomic_write, atomic_write_text
 from amlab.models import DenseAM, RandomFeatureAM
 
 #: DrDAM projections shipped with the app; the feature slider uses the first Y rows of S.
@@ -35,7 +35,7 @@ PROJECTION_SEED = 0
 
 def _write_json(path: Path, value: Any) -> None:
     text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path, text)
 
 
 def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> list[Path]:

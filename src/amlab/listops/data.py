@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 
 #: operation name -> its token in the files
 OP_TOKENS = {"max": "[MAX", "min": "[MIN", "med": "[MED", "sum": "[SM", "prod": "[PM"}
@@ -297,7 +297,7 @@ def write_tsv(
     else:
         lines = [f"{v}\t{e}" for e, v in rows]
     path = Path(path)
-    atomic_write(path, lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 from amlab.listops.train import RunSpec, train_run
 
 #: the task mixes the study asks for
@@ -114,7 +114,7 @@ def run_sweep(
 
     def done(record: dict[str, Any]) -> None:
         text = json.dumps(record, indent=1) + "\n"
-        atomic_write(record_path(out, record["key"]), lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(record_path(out, record["key"]), text)
         records[record["key"]] = record
         if on_done is not None:
             on_done(record, len(records), len(specs))
@@ -262,5 +262,5 @@ def summarize(
         "records": records,
     }
     text = json.dumps(summary, indent=1) + "\n"
-    atomic_write(Path(out) / "summary.json", lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(Path(out) / "summary.json", text)
     return summary

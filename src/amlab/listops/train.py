@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write
+from amlab.io import atomic_write_text
 from amlab.listops.data import (
     ListOpsConfig,
     Tokenizer,
@@ -223,7 +223,7 @@ def fit(
         history.append([done, accuracy(model, data["val"])["accuracy"]])
         if history_file is not None:
             text = json.dumps(history)
-            atomic_write(history_file, lambda tmp: Path(tmp).write_text(text))
+            atomic_write_text(history_file, text)
         if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
             return "stop_at"
         p = spec.patience
@@ -276,7 +276,7 @@ def fit(
     }
     if done_file is not None:
         text = json.dumps(result)
-        atomic_write(done_file, lambda tmp: Path(tmp).write_text(text))
+        atomic_write_text(done_file, text)
     return result
 
 
