@@ -5,6 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # This machine has a CPU build of torch 2.13.0 on disk; the package itself asks only torch>=2.3.
 TORCH  ?= torch==2.13.0
+# the onnx extra (the explainer's ONNX export and its tests), pinned: the committed ONNX files
+# are compared byte for byte with a fresh export, and another onnx release may serialise the
+# same graph differently
+ONNX_PINS ?= onnx==1.23.2 onnxruntime==1.32.0
 
 .PHONY: setup demo test fuzz lint bench bench-scripts clean web web-test browser-deps
 
@@ -14,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,onnx]" $(ONNX_PINS)
 	touch $(STAMP)
 
 demo: setup
@@ -58,17 +62,9 @@ $(NPM_STAMP): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-# the app's data (web/public/data) and the test vectors of its math, from the Python package;
-# the Energy Transformer and the denoiser go out as ONNX (the onnx extra: exporter and runtime
-# for the tests), pinned: the committed ONNX files are compared byte for byte with a fresh
-# export, and another onnx release may serialise the same graph differently
-ONNX_PINS    ?= onnx==1.23.2 onnxruntime==1.32.0
-ONNX_STAMP   := $(VENV)/.onnx
-$(ONNX_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[onnx]" $(ONNX_PINS)
-	touch $@
-
-$(EXPORTED): $(STAMP) $(ONNX_STAMP) $(shell find src/amlab -name '*.py') $(wildcard src/amlab/explain/models/*/*)
+# the app's data (web/public/data) and the test vectors of its math, from the Python package
+# (the Energy Transformer and the denoiser go out as ONNX: the onnx extra, installed by setup)
+$(EXPORTED): $(STAMP) $(shell find src/amlab -name '*.py') $(wildcard src/amlab/explain/models/*/*)
 	$(BIN)/amlab export --out web/public/data --vectors web/test-vectors/vectors.json
 	touch $@
 
