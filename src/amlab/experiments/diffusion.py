@@ -39,7 +39,7 @@ from amlab.diffusion import (
 )
 from amlab.dynamics import descend
 from amlab.energy.distances import nearest_memory
-from amlab.experiments.figures import image_grid, plt
+from amlab.experiments.figures import image_grid, plt, save_figure
 from amlab.experiments.report import (
     Progress,
     Report,
@@ -430,10 +430,8 @@ def _section_circle(
             ax.set_aspect("equal")
             ax.set_title(f"{name} samples", fontsize=9)
         fig.suptitle(f"K = {k} points on the circle: energy E_t (red x: minima found)")
-        fig.tight_layout()
         name = f"diffusion_circle_K{k}.png"
-        fig.savefig(report.path(name), dpi=90)
-        plt.close(fig)
+        save_figure(fig, report.path(name), dpi=90)
         results[f"K{k}"] = {"training": training, "by_sigma": per_sigma, "samples": sample_stats}
         report.figure(
             name,
@@ -610,9 +608,7 @@ def _section_digits(
     axes[1].set_ylabel("mean distance of a sample to its nearest image")
     axes[0].legend()
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(report.path("diffusion_memorisation.png"), dpi=100)
-    plt.close(fig)
+    save_figure(fig, report.path("diffusion_memorisation.png"), dpi=100)
     image_grid(
         gallery,
         shape,
@@ -818,9 +814,7 @@ def _section_trajectory(
     axes[1].set_ylabel("mean distance to the nearest memory")
     axes[1].set_title(f"{grid.trajectory_starts} starts")
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(report.path("diffusion_trajectory.png"), dpi=100)
-    plt.close(fig)
+    save_figure(fig, report.path("diffusion_trajectory.png"), dpi=100)
     picks = torch.linspace(0, n_flow - 1, 10).round().long()
     pick_plain = torch.linspace(0, n_plain - 1, 10).round().long()
     image_grid(

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
 from amlab.data import ImageSet, block_mask  # noqa: E402
-from amlab.experiments.figures import image_grid  # noqa: E402
+from amlab.experiments.figures import image_grid, save_figure  # noqa: E402
 from amlab.experiments.report import (  # noqa: E402
     Progress,
     Report,
@@ -286,9 +286,7 @@ def _save_panels(fig, axes, path: Path, title: str) -> None:
     """Legend on the first panel, a title, and the figure written to path."""
     axes[0][0].legend(fontsize=7)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _error_panels(
@@ -831,9 +829,7 @@ def _section_images(
     ax.set_title("Energy along the trajectories (dashed: exact E on DrDAM's path)", fontsize=10)
     ax.legend(fontsize=7)
     ax.grid(True, alpha=0.2)
-    fig.tight_layout()
-    fig.savefig(report.path("drdam_completion_energy.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, report.path("drdam_completion_energy.png"))
     report.section(
         "(d) Image completion",
         f"{grid.image_memories} {name} images stored (pixels / √D, as in the paper); the lower "

@@ -27,7 +27,7 @@ from torch import nn
 
 from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
 from amlab.errors import AmlabError
-from amlab.experiments.figures import plt
+from amlab.experiments.figures import plt, save_figure
 from amlab.io import atomic_write_text
 from amlab.models.graph_et import GraphET
 from amlab.training import TrainConfig, train
@@ -240,6 +240,4 @@ def _roc_figure(curves: dict, results: dict, path: Path) -> None:
     ax.set_ylabel("true positive rate")
     ax.set_title("Anomalous nodes, test split")
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

@@ -24,7 +24,7 @@ import torch
 
 from amlab.data import ImageSet, load
 from amlab.errors import AmlabError, check_positive_int
-from amlab.experiments.figures import image_grid, plt
+from amlab.experiments.figures import image_grid, plt, save_figure
 from amlab.io import atomic_write_text
 from amlab.models import DenseAM
 from amlab.models.masked_image_et import MaskedImageET, sample_masks
@@ -284,6 +284,4 @@ def _energy_figure(out: Any, path: Path) -> None:
         ax.set_xlabel("step t")
     axes[0].legend()
     fig.suptitle("Energy Transformer: energy along the dynamics (held-out masked images)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

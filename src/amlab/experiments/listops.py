@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from amlab.errors import AmlabError  # noqa: E402
+from amlab.experiments.figures import save_figure
 from amlab.experiments.report import Progress, Report, no_progress  # noqa: E402
 from amlab.listops.analysis import ablation, embedding_structure, parity_probe  # noqa: E402
 from amlab.listops.model import ListOpsTransformer  # noqa: E402
@@ -174,9 +175,7 @@ def _save_accuracy_plot(fig, ax, report: Report, name: str, grid: Grid, ylabel: 
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{ylabel}, mean over seeds")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report.path(name), dpi=110)
-    plt.close(fig)
+    save_figure(fig, report.path(name))
 
 
 def _section_thresholds(report: Report, summary: dict, grid: Grid) -> None:
@@ -365,9 +364,7 @@ def _section_analysis(report: Report, out: Path, specs, grid: Grid) -> dict[str,
     fig.suptitle(
         "number-token embeddings, first two principal axes (blue even, red odd)", fontsize=9
     )
-    fig.tight_layout()
-    fig.savefig(report.path("embeddings.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, report.path("embeddings.png"))
 
     fig, ax = plt.subplots(figsize=(6.0, 3.6))
     names = [n for n in results if n != untrained]
@@ -381,9 +378,7 @@ def _section_analysis(report: Report, out: Path, specs, grid: Grid) -> dict[str,
     ax.set_xticks(np.arange(len(names)), names)
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report.path("ablation.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, report.path("ablation.png"))
 
     report.section(
         "What the models learned",

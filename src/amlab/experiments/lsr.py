@@ -19,7 +19,7 @@ from amlab.analysis.minima import first_unique
 from amlab.data import ImageSet, load
 from amlab.energy.distances import nearest_memory
 from amlab.experiments import lsr_kernels, lsr_loglik
-from amlab.experiments.figures import image_grid, plt
+from amlab.experiments.figures import image_grid, plt, save_figure
 from amlab.experiments.report import (
     Progress,
     Report,
@@ -238,9 +238,7 @@ def _counts_figure(
             twin.set_yticks([0, 0.5, 1])
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _pos(values: list[int]) -> list[float]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from amlab.experiments.figures import plt
+from amlab.experiments.figures import plt, save_figure
 from amlab.experiments.report import Progress, Report
 from amlab.models import DenseAM
 
@@ -392,9 +392,7 @@ def _picture(report: Report) -> dict:
     ax.set_ylabel("energy")
     ax.set_title(f"memories at ±1; shaded: LSR supports (r = {r:.3f})", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(report.path("lsr_1d.png"), dpi=110)
-    plt.close(fig)
+    save_figure(fig, report.path("lsr_1d.png"))
 
     def where(v: list[float]) -> str:
         return ", ".join(f"{p:+.3f}" for p in v) or "none"
@@ -462,6 +460,4 @@ def _kernel_figure(scan: dict[str, list[dict]], h: float, spacing: float, path: 
     for v in (1.0, 2.0):
         ax.axvline(v, color="w", lw=0.8, ls=":")
     fig.colorbar(image, ax=ax, ticks=[0, 1, 2, 3], label="strict minima")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)

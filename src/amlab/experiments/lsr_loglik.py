@@ -22,7 +22,7 @@ from amlab.analysis import unique_rows
 from amlab.analysis.minima import first_unique
 from amlab.dynamics import cosine_schedule
 from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
-from amlab.experiments.figures import plt
+from amlab.experiments.figures import plt, save_figure
 from amlab.experiments.report import Progress, Report
 from amlab.models import DenseAM
 
@@ -473,6 +473,4 @@ def _figure(runs: list[dict], path: Path) -> None:
     for j in range(len(runs), blocks * cols):
         axes[2 * (j // cols)][j % cols].axis("off")
         axes[2 * (j // cols) + 1][j % cols].axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
