@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from amlab import DenseAM
 from amlab.energy.lse import lse_energy_grad, lse_softmax_mean, memory_bias
+from amlab.errors import AmlabError
 from amlab.profiling import LargestTensor
 
 
@@ -171,3 +172,21 @@ def test_the_offset_free_pass_is_not_taken_where_an_exponential_could_overflow(m
     assert taken == []
     assert torch.isfinite(lse_val).all()
     torch.testing.assert_close(mean, memories[:1])
+
+
+def test_with_beta_shares_the_checked_memories_and_gives_a_fresh_models_results():
+    g = torch.Generator().manual_seed(4)
+    memories = torch.rand(40, 5, generator=g, dtype=torch.float64)
+    x = torch.rand(6, 5, generator=g, dtype=torch.float64)
+    am = DenseAM(memories, beta=1.0)
+    norms = am.memory_sq_norms()
+    hot = am.with_beta(7.0)
+    assert hot.beta == 7.0 and am.beta == 1.0
+    assert hot.memories is am.memories and hot.memory_sq_norms() is norms  # nothing redone
+    fresh = DenseAM(memories, beta=7.0)
+    for a, b in zip(hot.energy_and_grad(x), fresh.energy_and_grad(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    hot.add(torch.rand(2, 5, generator=g, dtype=torch.float64))
+    assert hot.num_memories == 42 and am.num_memories == 40  # the two stay apart
+    with pytest.raises(AmlabError, match="beta"):
+        am.with_beta(0.0)

@@ -46,7 +46,7 @@ class EmpiricalDenoiser(Denoiser):
 
     def dense_am(self, beta: float) -> DenseAM:
         """The LSE DenseAM over the training set at inverse temperature beta."""
-        return DenseAM(self.memories, energy="lse", beta=beta, chunk_size=self.memory.chunk_size)
+        return self.memory.with_beta(beta)
 
     def memory_at(self, t: float) -> DenseAM:
         """The DenseAM whose attention step is the denoiser at time t (beta = 1/s_t^2),

@@ -26,6 +26,7 @@ for M >= ``AUTO_INDEX_MIN_MEMORIES`` when a sample shows small supports.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -101,6 +102,16 @@ class DenseAM(AssociativeMemory):
         self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
         self._norms: tuple[tuple, torch.Tensor] | None = None  # (memories key, squared norms)
         self._ball_index: tuple[tuple, BallIndex | None] | None = None  # (key, index)
+
+    def with_beta(self, beta: float) -> DenseAM:
+        """This memory at inverse temperature ``beta``: the same memories tensor, neither
+        checked nor copied again, with its cached squared norms (for sweeping beta, as the
+        diffusion denoiser does at every noise level). Memories added to either one later
+        are not added to the other."""
+        other = copy.copy(self)
+        other._buffers = dict(self._buffers)  # its own buffer table over the same tensors
+        other.beta = check_positive(beta, "beta")
+        return other
 
     def add(self, patterns: Any) -> DenseAM:
         """Store more memories (N, D) (or one (D,)) after the existing ones; returns self.
