@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from amlab.data import ImageSet, load
+from amlab.io import atomic_write_text
 
 #: progress(stage description, fraction of the whole run done in [0, 1])
 Progress = Callable[[str, float], None]
@@ -115,8 +116,9 @@ class Report:
             ]
             lines += [f"| {p} | {m} | {v} |" for p, m, v in self.claims] + [""]
         lines += self.lines[2:]
-        (self.out / "report.md").write_text("\n".join(lines).rstrip() + "\n")
-        (self.out / "metrics.json").write_text(json.dumps(_jsonable(metrics), indent=2) + "\n")
+        atomic_write_text(self.out / "report.md", "\n".join(lines).rstrip() + "\n")
+        text = json.dumps(_jsonable(metrics), indent=2) + "\n"
+        atomic_write_text(self.out / "metrics.json", text)
         return metrics
 
 
