@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -429,7 +430,8 @@ class _errors:
 
     def __exit__(self, kind, exc, tb):
         if isinstance(exc, AmlabError):
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            # escaped: a message's own brackets ("amlab[onnx]", a shape) are not markup
+            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2)
         return False
 

@@ -3,6 +3,7 @@ settings (opset 17, the TorchScript exporter) and writing them atomically."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import warnings
 from pathlib import Path
@@ -10,10 +11,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from amlab.errors import AmlabError
 from amlab.io import atomic_write
 
 #: the ONNX opset of every graph the explainer ships
 OPSET = 17
+
+# torch 2.5 added the dynamo exporter behind `dynamo=` (default False until 2.9, True after);
+# before 2.5 the TorchScript exporter is the only one and the switch does not exist
+_TORCHSCRIPT = (
+    {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+)
 
 
 def onnx_bytes(
@@ -24,7 +32,13 @@ def onnx_bytes(
     dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> bytes:
     """The ONNX model (bytes) of ``module`` traced on ``args``, its inputs and outputs named
-    ``inputs`` and ``outputs`` (the app reads them by these names)."""
+    ``inputs`` and ``outputs`` (the app reads them by these names).
+
+    Needs the ``onnx`` package (the ``onnx`` extra), which torch's exporter writes through."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as err:
+        raise AmlabError("writing ONNX needs the onnx package: pip install 'amlab[onnx]'") from err
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing (unrolled loops)
@@ -36,7 +50,7 @@ def onnx_bytes(
             output_names=list(outputs),
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
-            dynamo=False,
+            **_TORCHSCRIPT,
         )
     return buffer.getvalue()
 
