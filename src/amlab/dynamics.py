@@ -28,12 +28,13 @@ class Trajectory:
     """What a descent returns.
 
     states: final states (B, D).
-    energies: energy after each step (T + 1, B); row 0 is the start. A query that has
-        converged keeps its last energy in the later rows.
+    energies: energy after each step (n + 1, B); row 0 is the start. n is the number of
+        steps the slowest query took: T, or fewer when every query converged before the
+        last step. A query that has converged keeps its last energy in the later rows.
     converged: (B,) True where the last step moved no free entry by more than ``tol``
         and the energy there is finite.
     steps: (B,) number of steps each query took.
-    path: (T + 1, B, D) states after each step, when ``record_states`` was set.
+    path: (n + 1, B, D) states after each step, when ``record_states`` was set.
     """
 
     states: torch.Tensor
