@@ -423,17 +423,25 @@ def _path_str(path: Path | None) -> str | None:
 
 
 class _errors:
-    """Turn an AmlabError into a one-line message and exit status 2."""
+    """Turn an AmlabError into a one-line message and exit status 2, and a file the system
+    refuses (an --out that cannot be made, a full disk) into one with exit status 1."""
 
     def __enter__(self):
         return self
 
     def __exit__(self, kind, exc, tb):
         if isinstance(exc, AmlabError):
-            # escaped: a message's own brackets ("amlab[onnx]", a shape) are not markup
-            console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            _error(str(exc))
             raise typer.Exit(2)
+        if isinstance(exc, OSError) and exc.filename is not None:
+            _error(f"{exc.strerror or exc}: {exc.filename}")
+            raise typer.Exit(1)
         return False
+
+
+def _error(message: str) -> None:
+    # escaped: a message's own brackets ("amlab[onnx]", a shape) are not markup
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
 
 
 @contextmanager
@@ -783,6 +791,8 @@ def bench(
     with _errors():
         if threads is not None:
             torch.set_num_threads(max(1, threads))
+        if out is not None:  # before the run, so that a bad --out loses no measurement
+            out.mkdir(parents=True, exist_ok=True)
         with _stage_progress() as progress:
             report = run_bench(
                 quick=quick,
@@ -793,10 +803,9 @@ def bench(
                 seed=seed,
                 progress=progress,
             )
-    text = json.dumps(report, indent=2)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "bench.json", text)
+        text = json.dumps(report, indent=2)
+        if out is not None:
+            atomic_write_text(out / "bench.json", text)
     if as_json:
         typer.echo(text)
         return
