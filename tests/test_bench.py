@@ -1,12 +1,14 @@
 """`amlab bench --quick` runs every workload and reports every field (no timing checks); the
 device check that a session with a GPU runs works here."""
 
+import io
 import json
 
 import torch
+from rich.console import Console
 from typer.testing import CliRunner
 
-from amlab.cli import app
+from amlab.cli import app, bench_table
 
 FIELDS = {
     "name",
@@ -53,6 +55,22 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
     assert rows["lse_64"]["plain_largest_tensor_bytes"] >= 4 * lse["B"] * lse["M"]
     assert rows["lse_64"]["largest_tensor_bytes"] < 4 * lse["B"] * lse["M"] // 4
     assert rows["lsr_index"]["index_balls"] > 1 and rows["lsr_index"]["mean_support"] > 1
+    # the table `amlab bench` prints without --json shows the same numbers
+    screen = io.StringIO()
+    Console(file=screen, width=250).print(bench_table(report))
+    lines = {
+        line.split("│")[1].strip(): line
+        for line in screen.getvalue().splitlines()[1:]
+        if line.count("│") > 2
+    }
+    for row in report["workloads"]:
+        cells = [c.strip() for c in lines[row["name"]].split("│")[1:-1]]
+        assert (
+            cells[1] == f"{row['seconds'] * 1e3:.1f}" and cells[3] == f"{row['matmul_gflops']:.0f}"
+        )
+        assert cells[6] == f"{row['speedup_vs_plain']:.2f}"
+        share = row["fraction_of_matmul"]
+        assert cells[4] == ("-" if share is None else f"{share:.2f}")
 
 
 def test_bench_rejects_an_unknown_workload():

@@ -178,7 +178,13 @@ def test_cli_trains_and_evaluates_et(tmp_path):
     assert again.exit_code == 2 and "--resume" in again.output
     result = runner.invoke(app, ["eval", "et", "--model", str(run), "--images", "20", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["test_images"] == 20
+    metrics = json.loads(result.stdout)
+    assert metrics["test_images"] == 20
+    table = runner.invoke(app, ["eval", "et", "--model", str(run), "--images", "20"])
+    assert table.exit_code == 0, table.output
+    assert "20 held-out" in table.output
+    for name, mse in metrics["masked_mse"].items():  # the same evaluation, as a table
+        assert f"{mse:.5f}" in table.output, name
 
 
 # -- graph anomaly detection -------------------------------------------------------------

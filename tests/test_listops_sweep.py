@@ -178,3 +178,56 @@ def test_listops_cli_bad_options_give_one_clear_error(tmp_path, args, message):
     assert result.exit_code == 2, result.output
     assert "error" in result.output and message in result.output
     assert "Traceback" not in result.output
+
+
+TINY = ["--steps", "20", "--eval-every", "10", "--train-size", "300", "--test-size", "60"]
+
+
+def test_listops_train_cli_prints_and_writes_the_same_run(tmp_path):
+    """The table shows metrics.json's accuracy per root operation; a second run into the same
+    directory needs --resume, and resuming a finished run gives back the same record."""
+    from typer.testing import CliRunner
+
+    from amlab.cli import app
+
+    runner = CliRunner()
+    args = ["listops", "train", "--ops", "max,sum", "--dim", "8", *TINY, "--out", str(tmp_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(record["test_per_op"]) == {"max", "sum"}
+    assert f"{record['parameters']} parameters" in result.output
+    for op, accuracy in record["test_per_op"].items():
+        assert f"{op} " in result.output and f"{accuracy:.4f}" in result.output
+    assert f"{record['test_accuracy']:.4f}" in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, [*args, "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["test_per_op"] == record["test_per_op"]
+
+
+def test_listops_sweep_cli_prints_the_summary_and_skips_finished_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from amlab.cli import app
+
+    args = ["listops", "sweep", "--mix", "sum", "--dims", "8,16", "--seeds", "0", *TINY]
+    args += ["--workers", "1", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert len(summary["records"]) == 2
+    row = summary["thresholds"]["SUM"]
+    assert "SUM" in result.output and str(row["threshold"] or "not within the ladder") in (
+        result.output
+    )
+    for size in row["sizes"]:
+        assert f"{size['parameters']}: {size['learned']}/{size['seeds']}" in result.output
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*.json")}
+    assert len(written) == 2
+    again = CliRunner().invoke(app, [*args, "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["thresholds"] == summary["thresholds"]
+    # the finished runs were read back, not trained again
+    assert {p: p.stat().st_mtime_ns for p in written} == written

@@ -809,9 +809,15 @@ def bench(
     if as_json:
         typer.echo(text)
         return
+    Console(width=160).print(bench_table(report))
+
+
+def bench_table(report: dict) -> Table:
+    """``amlab bench``'s report as the table it prints."""
     table = Table(
-        title=f"amlab bench on {report['device']}, {report['threads']} threads, {clock} clock, "
-        f"matmul up to {report['matmul_gflops']:.0f} GFLOP/s, load {report['load_average_before']}"
+        title=f"amlab bench on {report['device']}, {report['threads']} threads, "
+        f"{report['clock']} clock, matmul up to {report['matmul_gflops']:.0f} GFLOP/s, "
+        f"load {report['load_average_before']}"
     )
     for column in (
         "workload",
@@ -841,7 +847,7 @@ def bench(
             _fmt(row["largest_tensor_bytes"], ".1f", 2**-20),
             _fmt(row["plain_largest_tensor_bytes"], ".1f", 2**-20),
         )
-    Console(width=160).print(table)
+    return table
 
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
