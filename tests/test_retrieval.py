@@ -132,6 +132,27 @@ def test_clamped_entries_never_move(kind, method):
     assert torch.equal(out1.states, out.states)
 
 
+def test_clamp_must_be_a_boolean_mask_of_the_states_shape():
+    """0/1 integers (or a list of bools) mean the same as the bool mask; anything else that
+    is not a bool mask of (B, D) or (D,) is refused with the reason."""
+    mem = separated_memories(6, 4).float()
+    am = DenseAM(mem, beta=50.0)
+    x = mem[:2] + 0.1
+    mask = torch.tensor([True, False, True, False])
+    want = am.retrieve(x, method="gd", clamp=mask, steps=20).states
+    for same in (mask.long(), mask.to(torch.uint8), mask.tolist(), mask.expand(2, 4)):
+        assert torch.equal(am.retrieve(x, method="gd", clamp=same, steps=20).states, want)
+    for bad, message in (
+        (mask.float(), "boolean mask"),
+        (mask.long() * 2, "boolean mask"),
+        (mask.to(torch.complex64), "boolean mask"),
+        (mask[:3], "shape"),
+        (mask.expand(3, 4), "shape"),
+    ):
+        with pytest.raises(AmlabError, match=message):
+            am.retrieve(x, method="gd", clamp=bad, steps=20)
+
+
 def test_image_completion_with_clamp_recovers_lower_half():
     mem = separated_memories(10, 16, seed=9)
     x = mem.clone()
