@@ -255,6 +255,12 @@ if os.environ.get("RANK", "0") != "0":
     with torch.no_grad():
         for p in model.parameters():
             p.add_(1.0)
+if sys.argv[3] == "stop":  # rank 0 alone decides to stop after step 4
+    result = train(model, per_rank, cfg, sys.argv[1] + "-ckpt",
+                   on_step=lambda done, total, metrics: done == 4)
+    torch.save({"stopped_at": result.stopped_at, "steps_done": len(result.losses)},
+               sys.argv[1] + "-stop-" + os.environ["RANK"] + ".pt")
+    sys.exit()
 train(model, loss, cfg)
 torch.save({k: v for k, v in model.state_dict().items()},
            sys.argv[1] + "-" + sys.argv[3] + "-" + os.environ.get("RANK", "0") + ".pt")
@@ -283,6 +289,28 @@ def test_torchrun_two_processes_average_gradients_like_one_process(tmp_path):
     for key in single:
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6)
+
+
+def test_torchrun_ranks_stop_together_where_rank_0_decides(tmp_path):
+    """on_step runs on rank 0 only; its decision to stop reaches every rank (else rank 1
+    would wait forever in the next gradient average), and the run's checkpoint is the step
+    where it stopped."""
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent(TORCHRUN_SCRIPT))
+    prefix = str(tmp_path / "w")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+         "--standalone", str(script), prefix, "2", "stop"],
+        check=True, env=env, capture_output=True, timeout=120,
+    )  # fmt: skip
+    for rank in (0, 1):
+        assert torch.load(f"{prefix}-stop-{rank}.pt") == {"stopped_at": 4, "steps_done": 4}
+    assert latest_checkpoint(prefix + "-ckpt").name == "checkpoint-00000004"
+    assert [p.name for p in Path(prefix + "-ckpt").iterdir() if p.is_dir()] == [
+        "checkpoint-00000004"
+    ]
 
 
 def test_on_step_returning_true_stops_the_run_after_a_checkpoint(tmp_path):
