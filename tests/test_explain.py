@@ -85,8 +85,10 @@ def test_onnx_export_without_onnx_is_a_clean_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the onnx extra were not installed
     with pytest.raises(AmlabError, match=r"amlab\[onnx\]"):
         denoiser_onnx_bytes(ConvDenoiser.load(SHIPPED_DENOISER))
-    result = CliRunner().invoke(app, ["export", "--out", str(tmp_path)])
+    out = tmp_path / "data"
+    result = CliRunner().invoke(app, ["export", "--out", str(out)])
     assert result.exit_code == 2 and "pip install 'amlab[onnx]'" in result.output
+    assert not out.exists()  # refused before anything was written
 
 
 def test_vectors_lse_gradients_are_autograd(vectors):

@@ -25,6 +25,7 @@ from amlab.errors import check_positive_int
 from amlab.experiments.et_images import digits_split
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
+from amlab.explain.onnx_graph import require_onnx
 from amlab.io import atomic_write, atomic_write_text
 from amlab.models import DenseAM, RandomFeatureAM
 
@@ -49,9 +50,10 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     as :func:`amlab.data.digits` does). projections.bin: S ~ N(0, I) (max_features, 64) of
     :func:`amlab.energy.random_features.draw_projections` with seed 0, float32 little-endian.
     """
+    max_features = check_positive_int(max_features, "max_features")
+    require_onnx()  # before anything is written: no half-exported directory
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    max_features = check_positive_int(max_features, "max_features")
     data = digits(dtype=torch.float64)
     counts = torch.round(data.images * 16).to(torch.int64)
     _write_json(

@@ -24,6 +24,14 @@ _TORCHSCRIPT = (
 )
 
 
+def require_onnx() -> None:
+    """Raise AmlabError, naming the extra to install, when the onnx package is missing."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as err:
+        raise AmlabError("writing ONNX needs the onnx package: pip install 'amlab[onnx]'") from err
+
+
 def onnx_bytes(
     module: nn.Module,
     args: tuple[torch.Tensor, ...],
@@ -35,10 +43,7 @@ def onnx_bytes(
     ``inputs`` and ``outputs`` (the app reads them by these names).
 
     Needs the ``onnx`` package (the ``onnx`` extra), which torch's exporter writes through."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError as err:
-        raise AmlabError("writing ONNX needs the onnx package: pip install 'amlab[onnx]'") from err
+    require_onnx()
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on tracing (unrolled loops)
