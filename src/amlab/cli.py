@@ -38,6 +38,13 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Directory with MNIST IDX files (default: embedded digits)."),
 ]
+#: the image sets a model trains on, and where the files of all but the embedded one are
+ImageDataOpt = Annotated[str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")]
+DataFilesOpt = Annotated[
+    Path | None, typer.Option(help="Directory holding the data files (for all but digits).")
+]
+#: the directory a training run checkpoints into (and --resume continues)
+RunDirOpt = Annotated[Path, typer.Option("--out", help="Run directory.")]
 
 
 @app.callback()
@@ -50,9 +57,7 @@ def retrieve(
     data: Annotated[
         str, typer.Option(help="digits (embedded), mnist, fashion_mnist or cifar10.")
     ] = "digits",
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Directory holding the data files (for all but digits).")
-    ] = None,
+    data_dir: DataFilesOpt = None,
     memories: Annotated[int, typer.Option(help="Number of images stored.")] = 100,
     queries: Annotated[
         int, typer.Option(help="Number of corrupted queries (0: one per stored image).")
@@ -154,11 +159,9 @@ app.add_typer(eval_app, name="eval")
 
 @train_app.command("et")
 def train_et(
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/et"),
-    data: Annotated[str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")] = (
-        "digits"
-    ),
-    data_dir: DataDirOpt = None,
+    out: RunDirOpt = Path("runs/et"),
+    data: ImageDataOpt = "digits",
+    data_dir: DataFilesOpt = None,
     patch: Annotated[int, typer.Option(help="Side of the square patches.")] = 2,
     dim: Annotated[int, typer.Option(help="Token dimension D.")] = 64,
     heads: Annotated[int, typer.Option(help="Attention heads H.")] = 4,
@@ -220,7 +223,7 @@ def eval_et(
         Path("runs/et")
     ),
     out: OutOpt = None,
-    data_dir: DataDirOpt = None,
+    data_dir: DataFilesOpt = None,
     images: Annotated[int, typer.Option(help="Test images (0: all).")] = 0,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
@@ -252,12 +255,8 @@ def eval_et(
 
 @train_app.command("diffusion")
 def diffusion_train(
-    data: Annotated[
-        str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")
-    ] = "digits",
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Directory holding the data files (for all but digits).")
-    ] = None,
+    data: ImageDataOpt = "digits",
+    data_dir: DataFilesOpt = None,
     images: Annotated[int, typer.Option(help="Number of training images.")] = 1000,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
@@ -269,7 +268,7 @@ def diffusion_train(
     guidance: Annotated[float, typer.Option(help="Guidance scale of the samples.")] = 2.0,
     resume: ResumeOpt = False,
     seed: SeedOpt = 0,
-    out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path("runs/diffusion"),
+    out: RunDirOpt = Path("runs/diffusion"),
     as_json: JsonOpt = False,
 ) -> None:
     """Train a class-conditional diffusion model (checkpoints, resume) and sample each class."""
@@ -360,7 +359,7 @@ def _run_repro(
 
 @train_app.command("et-graph")
 def train_et_graph(
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/et-graph"),
+    out: RunDirOpt = Path("runs/et-graph"),
     nodes: Annotated[int, typer.Option(help="Nodes of the generated graph.")] = 600,
     structural: Annotated[int, typer.Option(help="Structural anomalies (in cliques).")] = 30,
     contextual: Annotated[int, typer.Option(help="Contextual anomalies.")] = 30,
@@ -545,11 +544,11 @@ def listops_train(
     test_size: TestSizeOpt = 2000,
     resume: ResumeOpt = False,
     seed: SeedOpt = 0,
-    out: Annotated[Path, typer.Option("--out", help="Run directory.")] = Path("runs/listops"),
+    out: RunDirOpt = Path("runs/listops"),
     as_json: JsonOpt = False,
 ) -> None:
     """Train one model on one task mix; report test accuracy per root operation."""
-    from amlab.experiments.report import _jsonable
+    from amlab.experiments.report import jsonable
     from amlab.io import atomic_write_text
     from amlab.listops.train import train_run
 
@@ -577,7 +576,7 @@ def listops_train(
         )
         with training_progress(f"listops {spec.key()}") as on_step:
             record = train_run(spec, out=out, resume=resume, on_step=on_step)
-        text = json.dumps(_jsonable(record), indent=2) + "\n"
+        text = json.dumps(jsonable(record), indent=2) + "\n"
         atomic_write_text(out / "metrics.json", text)
     if as_json:
         typer.echo(text)
@@ -748,7 +747,7 @@ def export(
         console.print(f"wrote {path}")
 
 
-# -- amlab bench (issue 8) ---------------------------------------------------------------
+# -- amlab bench (amlab.bench) -----------------------------------------------------------
 
 
 @app.command()

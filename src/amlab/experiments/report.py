@@ -117,7 +117,7 @@ class Report:
             lines += [f"| {p} | {m} | {v} |" for p, m, v in self.claims] + [""]
         lines += self.lines[2:]
         atomic_write_text(self.out / "report.md", "\n".join(lines).rstrip() + "\n")
-        text = json.dumps(_jsonable(metrics), indent=2) + "\n"
+        text = json.dumps(jsonable(metrics), indent=2) + "\n"
         atomic_write_text(self.out / "metrics.json", text)
         return metrics
 
@@ -130,14 +130,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """Metrics as strict JSON: tensors and numpy scalars to Python, NaN/inf to strings."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "tolist"):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
