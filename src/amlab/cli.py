@@ -548,8 +548,7 @@ def listops_train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train one model on one task mix; report test accuracy per root operation."""
-    from amlab.experiments.report import jsonable
-    from amlab.io import atomic_write_text
+    from amlab.experiments.report import write_metrics
     from amlab.listops.train import train_run
 
     with _errors():
@@ -576,8 +575,7 @@ def listops_train(
         )
         with training_progress(f"listops {spec.key()}") as on_step:
             record = train_run(spec, out=out, resume=resume, on_step=on_step)
-        text = json.dumps(jsonable(record), indent=2) + "\n"
-        atomic_write_text(out / "metrics.json", text)
+        text = write_metrics(out / "metrics.json", record)
     if as_json:
         typer.echo(text)
         return

@@ -17,7 +17,6 @@ Sections, each with its figure:
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -47,8 +46,8 @@ from amlab.experiments.report import (
     paper_images,
     reproduction_report,
     run_sections,
+    write_metrics,
 )
-from amlab.io import atomic_write_text
 from amlab.training import TrainConfig
 
 PAPER = "Hoover et al., *Memory in Plain Sight: Surveying the Uncanny Resemblances of "
@@ -971,6 +970,5 @@ def train_image_model(
         "model": str(out / "model"),
         "samples": str(out / "samples.png"),
     }
-    text = json.dumps(metrics, indent=2) + "\n"
-    atomic_write_text(out / "metrics.json", text)
+    write_metrics(out / "metrics.json", metrics)
     return metrics

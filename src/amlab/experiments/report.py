@@ -117,9 +117,16 @@ class Report:
             lines += [f"| {p} | {m} | {v} |" for p, m, v in self.claims] + [""]
         lines += self.lines[2:]
         atomic_write_text(self.out / "report.md", "\n".join(lines).rstrip() + "\n")
-        text = json.dumps(jsonable(metrics), indent=2) + "\n"
-        atomic_write_text(self.out / "metrics.json", text)
+        write_metrics(self.out / "metrics.json", metrics)
         return metrics
+
+
+def write_metrics(path: Path, metrics: Any) -> str:
+    """Write ``metrics`` to ``path`` atomically as strict, indented JSON (see
+    :func:`jsonable`); returns the text written."""
+    text = json.dumps(jsonable(metrics), indent=2) + "\n"
+    atomic_write_text(path, text)
+    return text
 
 
 def _cell(value: Any) -> str:

@@ -6,7 +6,6 @@ it was made from.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 from amlab.data import corrupt, load
 from amlab.errors import AmlabError, check_positive_int
 from amlab.experiments.figures import image_grid
+from amlab.experiments.report import write_metrics
 from amlab.models import DenseAM
 
 #: beta used when none is given: values that retrieve well on the embedded digits
@@ -118,5 +118,5 @@ def run_retrieval(
             out / "retrieval.png",
             title=f"{config.energy} ({method}), beta={beta:g}: {metrics['accuracy']:.0%} retrieved",
         )
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_metrics(out / "metrics.json", metrics)
     return metrics
