@@ -81,6 +81,10 @@ def test_save_load_round_trip(tmp_path):
     assert again.config == model.config
     tokens = Tokenizer(10).encode(["[MAX 2 9 [MIN 4 7 ] 0 ]"])
     assert torch.equal(model(tokens), again(tokens))
+    config = tmp_path / "m" / "config.json"
+    config.write_text(config.read_text().replace('"dim": 16', '"dim": 8'))
+    with pytest.raises(AmlabError, match="do not fit"):  # weights of another size
+        ListOpsTransformer.load(tmp_path / "m")
 
 
 def test_bad_configs_and_inputs_raise():
