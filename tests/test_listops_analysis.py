@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import check_written_report
 from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
 from typer.testing import CliRunner
@@ -103,21 +104,25 @@ TINY = experiment.Grid(
 )
 
 
+SECTIONS = (
+    "Threshold per task mix",
+    "SUM inside a mix",
+    "Curriculum: MAX+MED first, then SUM",
+    "What the models learned",
+)
+FIGURES = ("accuracy_vs_parameters.png", "curriculum.png", "embeddings.png", "ablation.png")
+
+
 def test_repro_listops_writes_report_figures_metrics_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "QUICK", TINY)
-    out = tmp_path / "repro"
-    result = CliRunner().invoke(app, ["repro", "listops", "--quick", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    report = (out / "report.md").read_text()
-    assert "## Claims, one by one" in report
-    for figure in ("accuracy_vs_parameters", "curriculum", "embeddings", "ablation"):
-        assert (out / f"{figure}.png").stat().st_size > 0
-        assert f"({figure}.png)" in report
-    metrics = json.loads((out / "metrics.json").read_text())
+    out, calls = tmp_path / "repro", []
+    experiment.run(out, quick=True, progress=lambda s, f: calls.append((s, f)))
+    _, metrics = check_written_report(out, SECTIONS, FIGURES, calls)
     assert len(metrics["claims"]) == 4
     assert set(metrics["thresholds"]) == {"SUM", "MAX", "MIN", "MED", "MAX+MED", "MAX+MED+SUM"}
     assert len(metrics["runs"]) == 6 + 1  # six mixes and the curriculum, one size, one seed
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "sweep" / "runs").iterdir()}
+    # the command line's repro runs the same study and resumes it: no run is trained again
     again = CliRunner().invoke(app, ["repro", "listops", "--quick", "--out", str(out)])
     assert again.exit_code == 0, again.output
     assert {p.name: p.stat().st_mtime_ns for p in (out / "sweep" / "runs").iterdir()} == stamps

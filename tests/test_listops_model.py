@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from test_training import assert_same_weights
 
 from amlab.errors import AmlabError
 from amlab.listops.data import Tokenizer, evaluate
@@ -80,6 +81,10 @@ def test_save_load_round_trip(tmp_path):
     assert again.config == model.config
     tokens = Tokenizer(10).encode(["[MAX 2 9 [MIN 4 7 ] 0 ]"])
     assert torch.equal(model(tokens), again(tokens))
+    config = tmp_path / "m" / "config.json"
+    config.write_text(config.read_text().replace('"dim": 16', '"dim": 8'))
+    with pytest.raises(AmlabError, match="do not fit"):  # weights of another size
+        ListOpsTransformer.load(tmp_path / "m")
 
 
 def test_bad_configs_and_inputs_raise():
@@ -127,7 +132,8 @@ def test_training_learns_max_and_stops_early_at_the_target():
     assert record["stopped_by"] == "stop_at"
     assert record["steps_done"] < SPEC.steps
     assert record["val_history"][-1][1] >= 0.95
-    assert record["test_accuracy"] > 0.9  # chance is about 0.1 (0.4 for the most common value)
+    # chance is 0.1; always answering the commonest value (9) scores 0.24 on this test split
+    assert record["test_accuracy"] > 0.9
     assert record["parameters"] == ListOpsTransformer(SPEC.model_config()).num_parameters()
 
 
@@ -143,8 +149,7 @@ def test_killed_run_resumes_to_the_same_model(tmp_path):
         train_run(spec, out=tmp_path / "killed", on_step=kill)
     assert latest_checkpoint(tmp_path / "killed" / "train").name.endswith("20")
     resumed, again = train_run(spec, out=tmp_path / "killed", resume=True, return_model=True)
-    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    assert_same_weights(model, again)
     assert resumed["test_accuracy"] == full["test_accuracy"]
     assert resumed["val_history"] == full["val_history"]
     with pytest.raises(AmlabError, match="other settings"):  # a finished run, too
@@ -170,8 +175,7 @@ def test_killed_run_stops_on_a_plateau_where_the_whole_run_did(tmp_path, kill_at
     resumed, again = train_run(spec, out=tmp_path / "killed", resume=True, return_model=True)
     for key in ("stopped_by", "steps_done", "val_history", "test_accuracy"):
         assert resumed[key] == full[key], key
-    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    assert_same_weights(model, again)
 
 
 def test_killed_curriculum_run_with_early_stops_resumes_to_the_same_model(tmp_path):
@@ -190,7 +194,6 @@ def test_killed_curriculum_run_with_early_stops_resumes_to_the_same_model(tmp_pa
     with pytest.raises(KeyboardInterrupt):
         train_run(spec, out=tmp_path / "killed", on_step=kill)
     resumed, again = train_run(spec, out=tmp_path / "killed", resume=True, return_model=True)
-    for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True):
-        assert torch.equal(a, b)
+    assert_same_weights(model, again)
     assert resumed["pretrain"] == full["pretrain"]
     assert resumed["val_history"] == full["val_history"]

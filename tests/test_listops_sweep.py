@@ -8,15 +8,19 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import pytest
+from typer.testing import CliRunner
 
+from amlab.cli import app
 from amlab.errors import AmlabError
 from amlab.listops.sweep import (
     curriculum_rows,
     finished,
     record_path,
     run_sweep,
+    summarize,
     sweep_grid,
     thresholds,
 )
@@ -81,8 +85,6 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 
 def test_changed_settings_are_not_taken_for_finished(tmp_path):
     run_sweep(specs()[:1], tmp_path)
-    from dataclasses import replace
-
     assert finished(tmp_path, specs()[0]) is not None
     assert finished(tmp_path, replace(specs()[0], lr=5e-3)) is None
 
@@ -151,8 +153,6 @@ def test_grid_includes_the_curriculum_and_rejects_repeats():
 
 
 def test_summary_file_is_json(tmp_path):
-    from amlab.listops.sweep import summarize
-
     summary = summarize(specs()[:1], tmp_path, target=0.5)
     assert json.loads((tmp_path / "summary.json").read_text())["thresholds"] == json.loads(
         json.dumps(summary["thresholds"])
@@ -170,10 +170,6 @@ def test_summary_file_is_json(tmp_path):
     ],
 )
 def test_listops_cli_bad_options_give_one_clear_error(tmp_path, args, message):
-    from typer.testing import CliRunner
-
-    from amlab.cli import app
-
     result = CliRunner().invoke(app, ["listops", *args, "--out", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
     assert "error" in result.output and message in result.output
@@ -186,10 +182,6 @@ TINY = ["--steps", "20", "--eval-every", "10", "--train-size", "300", "--test-si
 def test_listops_train_cli_prints_and_writes_the_same_run(tmp_path):
     """The table shows metrics.json's accuracy per root operation; a second run into the same
     directory needs --resume, and resuming a finished run gives back the same record."""
-    from typer.testing import CliRunner
-
-    from amlab.cli import app
-
     runner = CliRunner()
     args = ["listops", "train", "--ops", "max,sum", "--dim", "8", *TINY, "--out", str(tmp_path)]
     result = runner.invoke(app, args)
@@ -208,10 +200,6 @@ def test_listops_train_cli_prints_and_writes_the_same_run(tmp_path):
 
 
 def test_listops_sweep_cli_prints_the_summary_and_skips_finished_runs(tmp_path):
-    from typer.testing import CliRunner
-
-    from amlab.cli import app
-
     args = ["listops", "sweep", "--mix", "sum", "--dims", "8,16", "--seeds", "0", *TINY]
     args += ["--workers", "1", "--out", str(tmp_path)]
     result = CliRunner().invoke(app, args)

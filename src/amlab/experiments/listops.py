@@ -11,21 +11,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+import torch
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from amlab.errors import AmlabError  # noqa: E402
-from amlab.experiments.figures import save_figure
-from amlab.experiments.report import Progress, Report, no_progress  # noqa: E402
-from amlab.listops.analysis import ablation, embedding_structure, parity_probe  # noqa: E402
-from amlab.listops.model import ListOpsTransformer  # noqa: E402
-from amlab.listops.sweep import MIXES, mix_name, summarize, sweep_grid  # noqa: E402
-from amlab.listops.train import STUDY_DATA, RunSpec, make_data  # noqa: E402
+from amlab.errors import AmlabError
+from amlab.experiments.figures import plt, save_figure
+from amlab.experiments.report import Progress, Report, no_progress
+from amlab.listops.analysis import ablation, embedding_structure, parity_probe
+from amlab.listops.model import ListOpsTransformer
+from amlab.listops.sweep import MIXES, mix_name, summarize, sweep_grid
+from amlab.listops.train import STUDY_DATA, RunSpec, make_data
 
 
 @dataclass(frozen=True)
@@ -171,7 +167,7 @@ def _save_accuracy_plot(fig, ax, report: Report, name: str, grid: Grid, ylabel: 
     """Accuracy (mean over seeds) against parameters, log x, the target as a dashed line."""
     ax.axhline(grid.target, color="grey", ls="--", lw=1)
     ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels overlapped
+    ax.xaxis.set_minor_formatter(NullFormatter())  # labels overlapped
     ax.set_xlabel("parameters")
     ax.set_ylabel(f"{ylabel}, mean over seeds")
     ax.legend(fontsize=8)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import load_model, save_model
+from amlab.io import load_module, save_model
 
 KIND = "ListOpsTransformer"
 
@@ -124,7 +124,4 @@ class ListOpsTransformer(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ListOpsTransformer:
-        config, tensors = load_model(path, KIND)
-        model = cls(ModelConfig(**config))
-        model.load_state_dict(tensors)
-        return model
+        return load_module(path, KIND, lambda config: cls(ModelConfig(**config)))

@@ -158,7 +158,7 @@ def make_data(spec: RunSpec, exclude: set[str] | None = None) -> dict[str, Encod
     splits = make_splits(config, sizes, seed=spec.data_seed)
     if exclude:
         splits["train"] = [e for e in splits["train"] if e not in exclude]
-    length = longest_expression(config) + 1
+    length = spec.model_config().max_len
     return {name: encode(exprs, tokenizer, length) for name, exprs in splits.items()}
 
 
@@ -218,12 +218,15 @@ def fit(
     reason = "steps"
     describe = spec.describe()
 
+    def is_check(done: int) -> bool:
+        """Whether the validation accuracy is measured after ``done`` steps."""
+        return done % spec.eval_every == 0 or done == steps
+
     def check(done: int) -> str | None:
         """Record the validation accuracy after ``done`` steps; the reason to stop, if any."""
         history.append([done, accuracy(model, data["val"])["accuracy"]])
         if history_file is not None:
-            text = json.dumps(history)
-            atomic_write_text(history_file, text)
+            atomic_write_text(history_file, json.dumps(history))
         if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
             return "stop_at"
         p = spec.patience
@@ -237,7 +240,7 @@ def fit(
         nonlocal reason
         if on_step is not None:
             on_step(done, total, metrics)
-        if done % spec.eval_every == 0 or done == total:
+        if is_check(done):
             reason = check(done) or reason
         return reason != "steps"
 
@@ -256,8 +259,7 @@ def fit(
             step = state["step"]
             saved = json.loads(history_file.read_text()) if history_file.is_file() else []
             history += [h for h in saved if h[0] <= step]
-            at_check = step % spec.eval_every == 0 or step == steps
-            if at_check and step not in (h[0] for h in history):
+            if is_check(step) and step not in (h[0] for h in history):
                 reason = check(step) or reason
     if reason == "steps":  # (a check redone on the checkpoint may already stop the run)
         train(
@@ -275,8 +277,7 @@ def fit(
         "val_history": history,
     }
     if done_file is not None:
-        text = json.dumps(result)
-        atomic_write_text(done_file, text)
+        atomic_write_text(done_file, json.dumps(result))
     return result
 
 
