@@ -204,7 +204,7 @@ def test_training_gradient_through_the_dynamics_matches_an_autograd_unroll(hopfi
 
 def test_energy_parts_when_one_sequence_stops_early():
     """A sequence at a fixed point stops after one step while the other runs on; the
-    energy parts per step are still reported for both (from the recorded path)."""
+    energy parts per step are still reported for both (the stopped one keeps its last)."""
     model = EnergyTransformer(4, 1, 2, 1, seed=0, dtype=F64)
     with torch.no_grad():
         model.xi.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0]]))

@@ -267,22 +267,32 @@ torch.save({k: v for k, v in model.state_dict().items()},
 """
 
 
-def test_torchrun_two_processes_average_gradients_like_one_process(tmp_path):
-    """Two gloo ranks with their own batches reach the same weights as one process whose
-    loss is the average of both ranks' losses; both ranks end identical."""
+def run_torchrun_script(tmp_path: Path, mode: str, torchrun: bool = True) -> str:
+    """Run TORCHRUN_SCRIPT in ``mode``: under torchrun as two gloo ranks, or with
+    ``torchrun=False`` as one plain process; returns the prefix of the files it writes."""
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(TORCHRUN_SCRIPT))
     prefix = str(tmp_path / "w")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
+    launch = [sys.executable]
+    if torchrun:
+        launch += ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
     subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--standalone", str(script), prefix, "2", "ddp"],
-        check=True, env=env, capture_output=True, timeout=300,
-    )  # fmt: skip
-    subprocess.run(
-        [sys.executable, str(script), prefix, "2", "single"], check=True, env=env, timeout=300
+        [*launch, str(script), prefix, "2", mode],
+        check=True,
+        env=env,
+        capture_output=True,
+        timeout=300,
     )
+    return prefix
+
+
+def test_torchrun_two_processes_average_gradients_like_one_process(tmp_path):
+    """Two gloo ranks with their own batches reach the same weights as one process whose
+    loss is the average of both ranks' losses; both ranks end identical."""
+    prefix = run_torchrun_script(tmp_path, "ddp")
+    run_torchrun_script(tmp_path, "single", torchrun=False)
     rank0 = torch.load(prefix + "-ddp-0.pt")
     rank1 = torch.load(prefix + "-ddp-1.pt")
     single = torch.load(prefix + "-single-0.pt")
@@ -295,16 +305,7 @@ def test_torchrun_ranks_stop_together_where_rank_0_decides(tmp_path):
     """on_step runs on rank 0 only; its decision to stop reaches every rank (else rank 1
     would wait forever in the next gradient average), and the run's checkpoint is the step
     where it stopped."""
-    script = tmp_path / "run.py"
-    script.write_text(textwrap.dedent(TORCHRUN_SCRIPT))
-    prefix = str(tmp_path / "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-         "--standalone", str(script), prefix, "2", "stop"],
-        check=True, env=env, capture_output=True, timeout=120,
-    )  # fmt: skip
+    prefix = run_torchrun_script(tmp_path, "stop")
     for rank in (0, 1):
         assert torch.load(f"{prefix}-stop-{rank}.pt") == {"stopped_at": 4, "steps_done": 4}
     assert latest_checkpoint(prefix + "-ckpt").name == "checkpoint-00000004"

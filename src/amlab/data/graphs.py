@@ -58,7 +58,8 @@ class Graph:
         return a
 
 
-def _canonical_edges(pairs: np.ndarray, n: int) -> torch.Tensor:
+def _canonical_edges(pairs: np.ndarray) -> torch.Tensor:
+    """Each undirected edge once, as u < v, without self loops: int64 (E, 2)."""
     pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     pairs = np.sort(pairs, axis=1)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2)
@@ -85,7 +86,7 @@ def anomalous_block_graph(
     check_positive_int(feature_dim, "feature_dim")
     if not (0 <= p_out <= 1 and 0 <= p_in <= 1):
         raise AmlabError(f"p_in and p_out are probabilities; got {p_in!r}, {p_out!r}.")
-    if structural % max(clique_size, 1) or clique_size < 2:
+    if clique_size < 2 or structural % clique_size:
         raise AmlabError(
             f"structural ({structural}) must be a multiple of clique_size ({clique_size} >= 2)."
         )
@@ -101,9 +102,8 @@ def anomalous_block_graph(
 
     chosen = rng.permutation(n)
     kind = np.zeros(n, dtype=np.int64)
-    clique_nodes = chosen[:structural].reshape(-1, clique_size) if structural else []
     extra = []
-    for clique in clique_nodes:
+    for clique in chosen[:structural].reshape(-1, clique_size):
         extra += [(u, v) for i, u in enumerate(clique) for v in clique[i + 1 :]]
         kind[clique] = 1
     if extra:
@@ -116,7 +116,7 @@ def anomalous_block_graph(
         kind[node] += 2
     return Graph(
         features=torch.as_tensor(features, dtype=torch.float32),
-        edges=_canonical_edges(pairs, n),
+        edges=_canonical_edges(pairs),
         labels=torch.as_tensor(kind > 0, dtype=torch.long),
         kind=torch.as_tensor(kind),
     )
@@ -146,7 +146,7 @@ def load_graph(
         )
     return Graph(
         features=torch.as_tensor(feats, dtype=torch.float32),
-        edges=_canonical_edges(pairs, n),
+        edges=_canonical_edges(pairs),
         labels=torch.as_tensor(labs, dtype=torch.long),
         kind=torch.full((n,), -1, dtype=torch.long),
     )

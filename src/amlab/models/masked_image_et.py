@@ -49,6 +49,8 @@ class MaskedImageET(nn.Module):
         dim, heads, head_dim, hopfield_memories, hopfield, steps, alpha: the block's
             settings (see EnergyTransformer); hopfield_memories defaults to 4 * dim.
         seed: seeds every initial weight.
+        init_std: standard deviation of the initial CLS, MASK and position embeddings and
+            of the block's weights (see EnergyTransformer).
     """
 
     def __init__(
