@@ -25,25 +25,21 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.ticker import NullFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-
-from amlab.data import ImageSet, block_mask  # noqa: E402
-from amlab.experiments.figures import image_grid, save_figure  # noqa: E402
-from amlab.experiments.report import (  # noqa: E402
+from amlab.data import ImageSet, block_mask
+from amlab.experiments.figures import image_grid, plt, save_figure
+from amlab.experiments.report import (
     Progress,
     Report,
     no_progress,
     paper_images,
     run_sections,
 )
-from amlab.models import DenseAM, RandomFeatureAM  # noqa: E402
-from amlab.models.random_feature_am import compare_with_dense  # noqa: E402
+from amlab.models import DenseAM, RandomFeatureAM
+from amlab.models.random_feature_am import compare_with_dense
 
 KINDS = ("at", "near", "random")
 QUANTITIES = ("energy", "grad")  # the two errors measured: energy and gradient

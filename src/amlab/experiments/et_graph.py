@@ -14,7 +14,6 @@ on the validation nodes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from torch import nn
 from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
 from amlab.errors import AmlabError
 from amlab.experiments.figures import plt, save_figure
-from amlab.io import atomic_write_text
+from amlab.experiments.report import write_metrics
 from amlab.models.graph_et import GraphET
 from amlab.training import TrainConfig, train
 
@@ -226,7 +225,7 @@ def run_graph_anomaly(
     if out is not None:
         out = Path(out)
         _roc_figure(curves, results, out / "roc.png")
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_metrics(out / "metrics.json", metrics)
     return metrics
 
 

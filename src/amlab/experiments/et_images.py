@@ -25,7 +25,7 @@ import torch
 from amlab.data import ImageSet, load
 from amlab.errors import AmlabError, check_positive_int
 from amlab.experiments.figures import image_grid, plt, save_figure
-from amlab.io import atomic_write_text
+from amlab.experiments.report import write_metrics
 from amlab.models import DenseAM
 from amlab.models.masked_image_et import MaskedImageET, sample_masks
 from amlab.training import OnStep, TrainConfig, train
@@ -150,7 +150,7 @@ def train_et(
         "final_loss": sum(result.losses[-50:]) / len(result.losses[-50:]),
         "resumed_from": result.resumed_from,
     }
-    atomic_write_text(out / "train.json", json.dumps(summary, indent=2) + "\n")
+    write_metrics(out / "train.json", summary)
     return summary
 
 
@@ -230,7 +230,7 @@ def eval_et(
             title="Masked patches (grey) completed by each method",
         )
         _energy_figure(et_out, out / "energy.png")
-        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        write_metrics(out / "metrics.json", metrics)
     return metrics
 
 
