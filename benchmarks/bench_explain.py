@@ -50,21 +50,19 @@ def offline_page(browser):
     return context, context.new_page()
 
 
-def first_interactive(browser, url: str, selector: str) -> float:
-    context, page = offline_page(browser)
-    page.goto(url)
-    page.wait_for_function(f"document.querySelector('{selector}')", polling="raf")
-    ms = page.evaluate("performance.now()")
-    context.close()
-    return ms
-
-
 def open_view(browser, url: str, view: str, query: str = ""):
     """A fresh page on #/<view><query>, once the view marks itself ready."""
     context, page = offline_page(browser)
     page.goto(f"{url}#/{view}{query}")
     page.wait_for_selector(f"[data-testid={view}][data-ready=true]", timeout=60_000)
     return context, page
+
+
+def first_interactive(browser, url: str, view: str) -> float:
+    context, page = open_view(browser, url, view)
+    ms = page.evaluate("performance.now()")
+    context.close()
+    return ms
 
 
 def step_time(browser, url: str, model: str, runs: int = 8) -> dict:
@@ -111,7 +109,13 @@ def et_forward_time(browser, url: str, runs: int = 20) -> dict:
         "JSON.parse(document.querySelector('[data-testid=forward-ms]').dataset.times)"
     )
     context.close()
-    return {"median_ms": statistics.median(times[1:]), "min_ms": min(times), "runs": len(times)}
+    manifest = json.loads((STATIC_DIR / "data" / "manifest.json").read_text())
+    return {
+        "median_ms": statistics.median(times[1:]),
+        "min_ms": min(times),
+        "runs": len(times),
+        "steps": manifest["et"]["settings"]["steps"],
+    }
 
 
 def diffusion_step_time(browser, url: str, runs: int = 10) -> dict:
@@ -160,12 +164,7 @@ def main() -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
         for view in ("landscape", "images", "et", "diffusion"):
-            times = [
-                first_interactive(
-                    browser, f"{url}#/{view}", f"[data-testid={view}][data-ready=true]"
-                )
-                for _ in range(args.repeats)
-            ]
+            times = [first_interactive(browser, url, view) for _ in range(args.repeats)]
             result["first_interactive_ms"][view] = {
                 "median": statistics.median(times),
                 "min": min(times),
@@ -198,8 +197,8 @@ def main() -> None:
         )
     et = result["et_forward"]
     print(
-        f"ET forward (12 steps, ONNX Runtime Web wasm, 1 thread): median {et['median_ms']:.2f} "
-        f"ms, min {et['min_ms']:.2f} ms"
+        f"ET forward ({et['steps']} steps, ONNX Runtime Web wasm, 1 thread): "
+        f"median {et['median_ms']:.2f} ms, min {et['min_ms']:.2f} ms"
     )
     step = result["diffusion_step_ms"]
     print(

@@ -10,6 +10,7 @@ import torch
 from playwright.sync_api import expect
 
 from amlab.data import digits
+from amlab.explain import STATIC_DIR
 from amlab.explain.et_onnx import SHIPPED_ET
 from amlab.models.masked_image_et import MaskedImageET
 
@@ -18,6 +19,9 @@ def test_et_completion_is_the_python_models(offline, base_url, read):
     page = offline.page
     page.goto(f"{base_url}#/et")
     expect(page.locator("[data-testid=et][data-ready=true]")).to_be_visible(timeout=60_000)
+    # no index in the route: the page opens on the first digit the model never saw in training
+    held_out = json.loads((STATIC_DIR / "data" / "manifest.json").read_text())["et"]["held_out"]
+    assert int(page.text_content("[data-testid=index]")) == held_out[0]
     page.click("[data-testid=digit-2]")
     page.click("[data-testid=hide-none]")
     # hide the right half's top two rows of patches and one more, by clicking the patches

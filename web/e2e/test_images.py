@@ -45,7 +45,7 @@ def open_images(offline, base_url, model="lse"):
 
 
 def test_lse_completion_steps_are_amlabs(offline, base_url, set_range):
-    page = open_images(offline, base_url, set_range)
+    page = open_images(offline, base_url, "lse")
     mem = memories()
     page.click("[data-testid=digit-3]")
     set_range(page, "sigma", 0)

@@ -15,3 +15,15 @@ export function routeHash(view: string, params: URLSearchParams): string {
   const query = params.toString();
   return `#/${view}${query ? `?${query}` : ""}`;
 }
+
+/** The number `key` of a route's params where it is present, finite and accepted by `ok`;
+ * otherwise `fallback` (an absent key is not 0). */
+export function paramNumber(
+  params: URLSearchParams,
+  key: string,
+  fallback: number,
+  ok: (v: number) => boolean = () => true,
+): number {
+  const v = Number(params.get(key));
+  return params.has(key) && Number.isFinite(v) && ok(v) ? v : fallback;
+}
