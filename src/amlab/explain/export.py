@@ -26,7 +26,7 @@ from amlab.experiments.et_images import digits_split
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
 from amlab.explain.onnx_graph import require_onnx
-from amlab.io import atomic_write, atomic_write_text
+from amlab.io import atomic_write_bytes, atomic_write_text
 from amlab.models import DenseAM, RandomFeatureAM
 
 #: DrDAM projections shipped with the app; the feature slider uses the first Y rows of S.
@@ -67,7 +67,7 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     )
     S, _ = draw_projections(data.images.shape[1], max_features, PROJECTION_SEED)
     raw = S.numpy().astype("<f4").tobytes()
-    atomic_write(out / "projections.bin", lambda tmp: Path(tmp).write_bytes(raw))
+    atomic_write_bytes(out / "projections.bin", raw)
     manifest = {
         "digits": {"file": "digits.json", "count": len(data), "shape": list(data.shape)},
         "projections": {

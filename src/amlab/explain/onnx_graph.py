@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from amlab.errors import AmlabError
-from amlab.io import atomic_write
+from amlab.io import atomic_write_bytes
 
 #: the ONNX opset of every graph the explainer ships
 OPSET = 17
@@ -64,5 +64,5 @@ def write_onnx(path: str | Path, raw: bytes) -> Path:
     """Write ONNX bytes to ``path`` atomically (its directory is created); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_bytes(raw))
+    atomic_write_bytes(path, raw)
     return path
