@@ -927,6 +927,7 @@ def train_image_model(
     )
     out = Path(out)
     config = denoiser_schedule(steps, seed, checkpoints=10)
+    started = time.perf_counter()
     result = train_denoiser(
         model,
         train_set.images,
@@ -940,6 +941,7 @@ def train_image_model(
         on_step=on_step,
         describe={"data": data, "images": len(train_set), "seed": seed},
     )
+    train_seconds = time.perf_counter() - started
     model.eval()
     model.save(out / "model")
     classes = torch.arange(model.num_classes)
@@ -961,6 +963,7 @@ def train_image_model(
         "steps": steps,
         "resumed_from": result.resumed_from,
         "final_loss": result.losses[-1],
+        "train_seconds": train_seconds,  # this run's steps only (a resumed run's are not all)
         "energy": energy,
         "guidance": guidance,
         "sampler_steps": sampler_steps,
