@@ -133,6 +133,21 @@ def test_dense_am_add_takes_one_pattern_or_rows_and_rejects_bad_patterns():
     assert am.num_memories == 5  # a rejected add stores nothing
 
 
+def test_memories_added_to_a_with_beta_copy_leave_the_originals_index_alone():
+    memories = clustered(20, 30, 6, 0.02, seed=8)
+    x = memories[:10]
+    beta = 2.0 / 0.1**2
+    am = DenseAM(memories, energy="lsr", beta=beta, index="clusters")
+    before = am.energy(x)  # builds the index
+    for other_beta in (beta, 2 * beta):
+        hot = am.with_beta(other_beta)
+        hot.add(memories[:7] + 0.01)
+        assert hot.lsr_index().num_memories == 607
+        assert am.lsr_index().num_memories == 600
+        torch.testing.assert_close(am.energy(x), before, rtol=0, atol=0)
+        torch.testing.assert_close(hot.energy(x), lsr_energy(x, hot.memories, other_beta))
+
+
 def test_auto_index_is_built_only_for_many_memories_with_small_supports(monkeypatch):
     import amlab.models.dense_am as dense_am
 

@@ -110,6 +110,9 @@ class DenseAM(AssociativeMemory):
         are not added to the other."""
         other = copy.copy(self)
         other._buffers = dict(self._buffers)  # its own buffer table over the same tensors
+        # no shared LSR index: :meth:`add` extends an index in place, which would leave the
+        # other model's index covering memories it does not have (and an index is per beta)
+        other._ball_index = None
         other.beta = check_positive(beta, "beta")
         return other
 
