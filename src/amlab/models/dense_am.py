@@ -19,9 +19,9 @@ Retrieval methods, all through the one descent engine (:func:`amlab.dynamics.des
 
 LSR's passes can go through an exact index (:class:`~amlab.energy.lsr_index.BallIndex`):
 memories grouped into balls, so a query visits only the balls that can reach its support.
-Results are those of the dense pass (energy, gradient and retrieval; an energy that autograd
-must follow takes the dense formula); ``index="auto"`` (the default) builds it, on first use,
-for M >= ``AUTO_INDEX_MIN_MEMORIES`` when a sample shows small supports.
+Results are those of the dense pass up to rounding (energy, gradient and retrieval; an energy
+that autograd must follow takes the dense formula); ``index="auto"`` (the default) builds
+it, on first use, for M >= ``AUTO_INDEX_MIN_MEMORIES`` when a sample shows small supports.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ class DenseAM(AssociativeMemory):
         index: LSR only: "clusters" passes through an exact ball index (built on first use,
             extended by :meth:`add`), "none" always scans every memory, "auto" indexes from
             ``AUTO_INDEX_MIN_MEMORIES`` memories on when the supports are small. Either way
-            the results are those of the dense pass, which is also used whenever a batch's
-            supports are too large for the index to skip much.
+            the results are the dense pass's up to rounding; the dense pass is also used
+            whenever a batch's supports are too large for the index to skip much.
     """
 
     METHODS = {"gd": (0.1, 1e-6), "attention": (1.0, 1e-6), "fixed_point": (1.0, 0.0)}
