@@ -6,10 +6,20 @@ import pytest
 import torch
 
 from amlab import AmlabError, DenseAM
+from amlab.energy import lsr_index
+from amlab.energy.distances import sq_distances, sq_norms
 from amlab.energy.lsr import lsr_energy, lsr_support_stats
 from amlab.energy.lsr_index import BallIndex
 
 F64 = torch.float64
+
+
+@pytest.fixture
+def no_dense_fallback(monkeypatch):
+    """The index's own pass even where it would fall back to the dense pass: at these test
+    sizes the fixed cost per visited ball makes nearly every call fall back, and a test of
+    the index would compare the dense pass with itself."""
+    monkeypatch.setattr(lsr_index, "DENSE_FALLBACK_FRACTION", math.inf)
 
 
 def clustered(num_clusters, per_cluster, dim, spread, seed, dtype=F64):
@@ -30,9 +40,30 @@ def assert_same_stats(x, memories, beta, index):
     return dense
 
 
+def assert_as_accurate_as_dense(x, memories, beta, index):
+    """float32: the same active counts as the dense pass, and Z and the sums no farther from
+    the float64 computation than the dense pass's own distance from it plus 1e-4. (At large
+    beta a weight 1 - beta/2 d^2 carries d^2's rounding times beta/2, so two float32 kernels
+    can differ by more than 1e-4 while neither is closer to the exact value.)"""
+    dense = lsr_support_stats(x, memories, beta)
+    indexed = lsr_support_stats(x, memories, beta, index=index)
+    exact = lsr_support_stats(x.double(), memories.double(), beta)
+    assert torch.equal(indexed[1], dense[1])
+    for k in (0, 2):
+        dense_error = float((dense[k].double() - exact[k]).abs().max())
+        torch.testing.assert_close(
+            indexed[k].double(), exact[k], rtol=1e-4, atol=dense_error + 1e-4
+        )
+    return dense
+
+
+@pytest.mark.parametrize("fallback", ["allowed", "off"])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
 @pytest.mark.parametrize("data", ["uniform", "clustered"])
-def test_indexed_stats_equal_dense_stats(dtype, data):
+def test_indexed_stats_equal_dense_stats(dtype, data, fallback, request):
+    if fallback == "off":
+        request.getfixturevalue("no_dense_fallback")
+    same = assert_as_accurate_as_dense if fallback == "off" and dtype != F64 else assert_same_stats
     g = torch.Generator().manual_seed(0)
     if data == "uniform":
         memories = torch.rand(3000, 6, generator=g, dtype=dtype)
@@ -42,11 +73,11 @@ def test_indexed_stats_equal_dense_stats(dtype, data):
     x = memories[:40] + 0.03 * torch.randn(40, memories.shape[1], generator=g, dtype=dtype)
     x = torch.cat([x, torch.rand(20, memories.shape[1], generator=g, dtype=dtype)])
     for beta in (3.0, 30.0, 300.0, 3e4):  # supports from large (dense fallback) to tiny
-        dense = assert_same_stats(x, memories, beta, index)
+        dense = same(x, memories, beta, index)
     assert (dense[1] == 0).any()  # at beta = 3e4 some states are outside every support
 
 
-def test_pruning_skips_most_balls_on_clustered_data():
+def test_pruning_skips_most_balls_on_clustered_data(no_dense_fallback):
     memories = clustered(100, 40, 16, 0.02, seed=2)
     index = BallIndex.build(memories, leaf_size=16)
     x = memories[:50]
@@ -70,10 +101,18 @@ def test_memories_on_the_support_boundary_are_never_skipped(dtype):
     memories = (centre + r * factors[:, None] * directions).to(dtype)
     memories = torch.cat([memories, torch.rand(600, dim, generator=g, dtype=dtype) + 3.0])
     index = BallIndex.build(memories, leaf_size=8)
-    assert_same_stats(centre[None].to(dtype), memories, beta, index)
+    x = centre[None].to(dtype)
+    dense = assert_same_stats(x, memories, beta, index)
+    assert 0 < dense[1].item() < 400  # the boundary splits the 400 near memories
+    # what the name says, on the pruning test itself: with balls of one memory each (the
+    # bound is then as tight as it gets), every memory the dense pass counts is kept
+    single = BallIndex.build(memories, leaf_size=1)
+    weight = 1 - 0.5 * beta * sq_distances(x, memories, (x * x).sum(1), sq_norms(memories))
+    kept = single.candidates(x, r, (x * x).sum(1))[0, single.labels]
+    assert kept[weight[0] > 0].all()
 
 
-def test_added_memories_are_indexed():
+def test_added_memories_are_indexed(no_dense_fallback):
     memories = clustered(40, 30, 8, 0.02, seed=4)
     g = torch.Generator().manual_seed(4)
     later = torch.cat(
@@ -91,7 +130,7 @@ def test_added_memories_are_indexed():
     assert dense[1][59] >= 1  # the far memory is found at its own position
 
 
-def test_dense_am_index_gives_the_dense_fixed_points_and_takes_added_memories():
+def test_dense_am_index_gives_the_dense_fixed_points_and_takes_added_memories(no_dense_fallback):
     memories = clustered(50, 40, 8, 0.03, seed=5)
     g = torch.Generator().manual_seed(5)
     queries = memories[:30] + 0.05 * torch.randn(30, 8, generator=g, dtype=F64)
@@ -133,6 +172,21 @@ def test_dense_am_add_takes_one_pattern_or_rows_and_rejects_bad_patterns():
     assert am.num_memories == 5  # a rejected add stores nothing
 
 
+def test_memories_added_to_a_with_beta_copy_leave_the_originals_index_alone():
+    memories = clustered(20, 30, 6, 0.02, seed=8)
+    x = memories[:10]
+    beta = 2.0 / 0.1**2
+    am = DenseAM(memories, energy="lsr", beta=beta, index="clusters")
+    before = am.energy(x)  # builds the index
+    for other_beta in (beta, 2 * beta):
+        hot = am.with_beta(other_beta)
+        hot.add(memories[:7] + 0.01)
+        assert hot.lsr_index().num_memories == 607
+        assert am.lsr_index().num_memories == 600
+        torch.testing.assert_close(am.energy(x), before, rtol=0, atol=0)
+        torch.testing.assert_close(hot.energy(x), lsr_energy(x, hot.memories, other_beta))
+
+
 def test_auto_index_is_built_only_for_many_memories_with_small_supports(monkeypatch):
     import amlab.models.dense_am as dense_am
 
@@ -152,7 +206,7 @@ def test_auto_index_is_built_only_for_many_memories_with_small_supports(monkeypa
     assert_same_stats(x, small.memories, small.beta, small.lsr_index(x))
 
 
-def test_energy_goes_through_the_index_and_equals_the_formula(monkeypatch):
+def test_energy_goes_through_the_index_and_equals_the_formula(monkeypatch, no_dense_fallback):
     memories = clustered(40, 30, 6, 0.03, seed=7)
     g = torch.Generator().manual_seed(7)
     x = memories[:25] + 0.04 * torch.randn(25, 6, generator=g, dtype=F64)

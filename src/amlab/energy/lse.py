@@ -86,7 +86,7 @@ def lse_softmax_mean(
     safe = math.sqrt(torch.finfo(x.dtype).max) / 4
     # exponents below log(tiny) give subnormals or zeros, which torch's CPU exp and the
     # matmuls that read them handle up to 100x slower; clamped, such a weight is at most
-    # exp(floor) (1e-35 in float32), nothing next to a total >= 1
+    # exp(floor) = tiny * e^8 (3.5e-35 in float32), nothing next to a total >= 1
     floor = math.log(torch.finfo(x.dtype).tiny) + 8.0
     if mem_sq is None:
         mem_sq = sq_norms(memories)

@@ -61,7 +61,8 @@ def lsr_support_stats(
 
     Energy, gradient and the exact fixed-point (centroid) update all follow from these.
     With an ``index`` (:class:`~amlab.energy.lsr_index.BallIndex` over these memories) the
-    pass visits only the clusters that can hold an active memory; the result is the same.
+    pass visits only the clusters that can hold an active memory; the result is the same up
+    to rounding (see :mod:`amlab.energy.lsr_index`).
     """
     if index is not None:
         return index.support_stats(x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size)

@@ -4,11 +4,14 @@ Memory mu is active at x only when ||x - xi_mu|| < r = sqrt(2/beta). The index g
 memories into clusters k, each a ball with centre c_k and radius R_k >= ||xi_mu - c_k||
 for every member. Since ||x - xi_mu|| >= ||x - c_k|| - R_k, no member of cluster k can be
 active when ||x - c_k|| - R_k >= r, and the whole cluster is skipped. The members of the
-clusters that remain are scored with the same formula as the dense pass
-(:func:`~amlab.energy.distances.sq_distances`), so the active sets, hence Z, the energy,
-the gradient and LSR's fixed points, are those of the dense computation. The pruning test
-keeps a margin that covers the rounding of both distance computations, so a memory the
-dense pass would count is never skipped.
+clusters that remain are scored with the dense pass's expansion ||x||^2 - 2 x.xi + ||xi||^2
+(:func:`~amlab.energy.distances.sq_distances`; here one batched matmul per block of
+(ball, query) pairs), so the active sets, hence Z, the energy, the gradient and LSR's fixed
+points, are those of the dense computation up to rounding: the two use different matmul
+kernels, so a memory whose distance is within the rounding of the expansion from r can be
+active in one and not the other (as between dense passes over batches of other sizes).
+The pruning test keeps a margin that covers the rounding of both distance computations, so
+a memory the dense pass would count is never skipped.
 
 When a batch's supports are large the index cannot skip much, and
 :meth:`BallIndex.support_stats` falls back to the dense pass; deciding costs one (B, K)

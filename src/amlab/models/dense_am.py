@@ -19,9 +19,9 @@ Retrieval methods, all through the one descent engine (:func:`amlab.dynamics.des
 
 LSR's passes can go through an exact index (:class:`~amlab.energy.lsr_index.BallIndex`):
 memories grouped into balls, so a query visits only the balls that can reach its support.
-Results are those of the dense pass (energy, gradient and retrieval; an energy that autograd
-must follow takes the dense formula); ``index="auto"`` (the default) builds it, on first use,
-for M >= ``AUTO_INDEX_MIN_MEMORIES`` when a sample shows small supports.
+Results are those of the dense pass up to rounding (energy, gradient and retrieval; an energy
+that autograd must follow takes the dense formula); ``index="auto"`` (the default) builds
+it, on first use, for M >= ``AUTO_INDEX_MIN_MEMORIES`` when a sample shows small supports.
 """
 
 from __future__ import annotations
@@ -70,8 +70,8 @@ class DenseAM(AssociativeMemory):
         index: LSR only: "clusters" passes through an exact ball index (built on first use,
             extended by :meth:`add`), "none" always scans every memory, "auto" indexes from
             ``AUTO_INDEX_MIN_MEMORIES`` memories on when the supports are small. Either way
-            the results are those of the dense pass, which is also used whenever a batch's
-            supports are too large for the index to skip much.
+            the results are the dense pass's up to rounding; the dense pass is also used
+            whenever a batch's supports are too large for the index to skip much.
     """
 
     METHODS = {"gd": (0.1, 1e-6), "attention": (1.0, 1e-6), "fixed_point": (1.0, 0.0)}
@@ -110,6 +110,9 @@ class DenseAM(AssociativeMemory):
         are not added to the other."""
         other = copy.copy(self)
         other._buffers = dict(self._buffers)  # its own buffer table over the same tensors
+        # no shared LSR index: :meth:`add` extends an index in place, which would leave the
+        # other model's index covering memories it does not have (and an index is per beta)
+        other._ball_index = None
         other.beta = check_positive(beta, "beta")
         return other
 
