@@ -19,7 +19,7 @@ import time
 from functools import partial
 
 import torch
-from common import best_time
+from common import add_row, best_time
 
 from amlab.energy.chunks import chunk_ranges, score_block
 from amlab.energy.distances import sq_norms
@@ -50,7 +50,8 @@ def main() -> None:
             torch.testing.assert_close(mean_c, mean_u)
             with_clamp = best_time(partial(clamped, floor), args.repeats, time.process_time)
             without = best_time(partial(clamped, None), args.repeats, time.process_time)
-            rows.append(
+            add_row(
+                rows,
                 {
                     "B": b,
                     "M": m,
@@ -59,15 +60,11 @@ def main() -> None:
                     "clamped_ms": with_clamp * 1e3,
                     "unclamped_ms": without * 1e3,
                     "speedup": without / with_clamp,
-                }
+                },
+                f"B={b} M={m} D={d} beta={beta:g}: clamped {with_clamp * 1e3:.0f} ms, "
+                f"unclamped {without * 1e3:.0f} ms, x{without / with_clamp:.1f}",
+                args.json,
             )
-            if not args.json:
-                r = rows[-1]
-                print(
-                    f"B={b} M={m} D={d} beta={beta:g}: clamped {r['clamped_ms']:.0f} ms, "
-                    f"unclamped {r['unclamped_ms']:.0f} ms, x{r['speedup']:.1f}",
-                    flush=True,
-                )
     if args.json:
         print(json.dumps({"rows": rows}, indent=2))
 

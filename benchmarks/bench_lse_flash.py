@@ -21,7 +21,7 @@ import json
 from functools import partial
 
 import torch
-from common import best_time
+from common import add_row, best_time
 
 from amlab.energy.distances import sq_norms
 from amlab.energy.lse import lse_softmax_mean, memory_bias
@@ -62,7 +62,8 @@ def main() -> None:
                 torch.testing.assert_close(lse.double(), exact[0], rtol=1e-5, atol=1e-5)
                 torch.testing.assert_close(mean.double(), exact[1], rtol=1e-5, atol=1e-5)
             t_ours, t_flash = best_time(ours, args.repeats), best_time(fused, args.repeats)
-            rows.append(
+            add_row(
+                rows,
                 {
                     "D": dim,
                     "M": m,
@@ -70,15 +71,11 @@ def main() -> None:
                     "amlab_ms": t_ours * 1e3,
                     "flash_ms": t_flash * 1e3,
                     "flash_over_amlab": t_flash / t_ours,
-                }
+                },
+                f"D={dim:4d} M={m:7d} B={batch:5d}  amlab {t_ours * 1e3:8.2f} ms  "
+                f"flash {t_flash * 1e3:8.2f} ms  flash/amlab {t_flash / t_ours:.2f}",
+                args.json,
             )
-            if not args.json:
-                r = rows[-1]
-                print(
-                    f"D={dim:4d} M={m:7d} B={batch:5d}  amlab {r['amlab_ms']:8.2f} ms  "
-                    f"flash {r['flash_ms']:8.2f} ms  flash/amlab {r['flash_over_amlab']:.2f}",
-                    flush=True,
-                )
     if args.json:
         print(json.dumps({"threads": args.threads, "rows": rows}, indent=2))
 

@@ -19,3 +19,11 @@ def best_time(
         fn()
         times.append(clock() - start)
     return min(times)
+
+
+def add_row(rows: list[dict], row: dict, line: str, quiet: bool) -> None:
+    """Append ``row`` to ``rows`` and, unless ``quiet`` (the script prints JSON at the end),
+    print ``line`` at once, so that a long run shows each result as it comes."""
+    rows.append(row)
+    if not quiet:
+        print(line, flush=True)
