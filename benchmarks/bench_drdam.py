@@ -22,7 +22,7 @@ import torch
 from common import best_time
 
 from amlab import DenseAM, RandomFeatureAM
-from amlab.profiling import LargestTensor, peak_rss_bytes
+from amlab.tasks.profiling import LargestTensor, peak_rss_bytes
 
 
 def patterns(num: int, dim: int, seed: int, block: int = 1 << 16):

@@ -8,7 +8,8 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from amlab.cli import app, bench_table
+from amlab.cli import app
+from amlab.cli.bench import bench_table
 
 FIELDS = {
     "name",

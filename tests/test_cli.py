@@ -108,12 +108,12 @@ def test_bad_options_give_one_clear_error(args, message):
 def test_an_out_the_system_refuses_is_one_clear_error(tmp_path, monkeypatch, command):
     """--out under a regular file cannot be made: one line naming it, exit status 1, and the
     bench fails before it measures anything."""
-    import amlab.bench
+    import amlab.tasks.bench
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     ran = []
-    monkeypatch.setattr(amlab.bench, "run_bench", lambda **kw: ran.append(kw))
+    monkeypatch.setattr(amlab.tasks.bench, "run_bench", lambda **kw: ran.append(kw))
     result = runner.invoke(app, [*command, "--out", str(blocker / "out")])
     assert result.exit_code == 1, result.output
     assert "error" in result.output and str(blocker) in result.output

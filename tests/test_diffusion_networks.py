@@ -11,9 +11,9 @@ from amlab.diffusion import (
     VPSchedule,
     denoising_loss,
     sample,
-    train_denoiser,
 )
 from amlab.errors import AmlabError
+from amlab.tasks.diffusion import train_denoiser
 from amlab.training import TrainConfig
 
 

@@ -12,11 +12,13 @@ from typer.testing import CliRunner
 
 from amlab.cli import app
 from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
+from amlab.data.images import image_splits
 from amlab.errors import AmlabError
-from amlab.experiments.et_graph import GCN, GraphRunConfig, run_graph_anomaly, tuned_macro_f1
-from amlab.experiments.et_images import ETImageConfig, eval_et, image_splits, train_et
 from amlab.models import GraphET, MaskedImageET
+from amlab.models.baselines import GCN
 from amlab.models.masked_image_et import sample_masks
+from amlab.tasks.et_graph import GraphRunConfig, run_graph_anomaly, tuned_macro_f1
+from amlab.tasks.et_images import ETImageConfig, eval_et, train_et
 from amlab.training import latest_checkpoint
 
 runner = CliRunner()
@@ -343,7 +345,7 @@ def test_cli_graph_from_files_and_missing_files(tmp_path):
 def test_cli_graph_progress_runs_once_over_all_three_detectors(tmp_path, monkeypatch):
     import contextlib
 
-    import amlab.cli
+    import amlab.cli.train
 
     fractions = []
 
@@ -351,7 +353,7 @@ def test_cli_graph_progress_runs_once_over_all_three_detectors(tmp_path, monkeyp
     def record():
         yield lambda stage, fraction: fractions.append(fraction)
 
-    monkeypatch.setattr(amlab.cli, "_stage_progress", record)
+    monkeypatch.setattr(amlab.cli.train, "stage_progress", record)
     args = ["train", "et-graph", "--nodes", "120", "--structural", "10", "--contextual", "10"]
     args += ["--steps", "4", "--et-steps", "1", "--out", str(tmp_path / "run")]
     assert runner.invoke(app, args).exit_code == 0

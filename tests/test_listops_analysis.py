@@ -13,8 +13,9 @@ from sklearn.decomposition import PCA
 from typer.testing import CliRunner
 
 from amlab.cli import app
+from amlab.data.listops import Tokenizer
 from amlab.experiments import listops as experiment
-from amlab.listops.analysis import (
+from amlab.experiments.listops.analysis import (
     ablation,
     embedding_structure,
     linear_probe,
@@ -22,9 +23,8 @@ from amlab.listops.analysis import (
     pca,
     rank_correlation,
 )
-from amlab.listops.data import Tokenizer
-from amlab.listops.model import ListOpsTransformer, ModelConfig
-from amlab.listops.train import accuracy, encode
+from amlab.models.listops import ListOpsTransformer, ModelConfig
+from amlab.tasks.listops import accuracy, encode
 
 
 def test_pca_matches_scikit_learn():

@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amlab.errors import AmlabError
-from amlab.listops.data import (
+from amlab.data.listops import (
     ListOpsConfig,
     Tokenizer,
     depth,
@@ -25,6 +24,7 @@ from amlab.listops.data import (
     to_string,
     write_tsv,
 )
+from amlab.errors import AmlabError
 
 HAND = [
     ("[MAX 2 9 [MIN 4 7 ] 0 ]", 9),

@@ -8,10 +8,10 @@ import pytest
 import torch
 from test_training import assert_same_weights
 
+from amlab.data.listops import Tokenizer, evaluate
 from amlab.errors import AmlabError
-from amlab.listops.data import Tokenizer, evaluate
-from amlab.listops.model import ListOpsTransformer, ModelConfig
-from amlab.listops.train import RunSpec, accuracy, encode, train_run
+from amlab.models.listops import ListOpsTransformer, ModelConfig
+from amlab.tasks.listops import RunSpec, accuracy, encode, train_run
 from amlab.training import latest_checkpoint
 
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 from amlab.cli import app
 from amlab.errors import AmlabError
-from amlab.listops.sweep import (
+from amlab.tasks.listops import RunSpec
+from amlab.tasks.listops_sweep import (
     curriculum_rows,
     finished,
     record_path,
@@ -24,7 +25,6 @@ from amlab.listops.sweep import (
     sweep_grid,
     thresholds,
 )
-from amlab.listops.train import RunSpec
 
 BASE = RunSpec(
     dim=8,
@@ -49,7 +49,7 @@ KILL_AFTER_FIRST = textwrap.dedent(
     import os, signal, sys
     sys.path.insert(0, {tests!r})
     from test_listops_sweep import specs
-    from amlab.listops.sweep import run_sweep
+    from amlab.tasks.listops_sweep import run_sweep
 
     def on_done(record, n, total):
         os.kill(os.getpid(), signal.SIGKILL)  # killed right after the first record

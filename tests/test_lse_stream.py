@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from amlab import DenseAM
 from amlab.energy.lse import lse_energy_grad, lse_softmax_mean, memory_bias
 from amlab.errors import AmlabError
-from amlab.profiling import LargestTensor
+from amlab.tasks.profiling import LargestTensor
 
 
 def plain(x, memories, beta, bias):

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from amlab import DenseAM
-from amlab.experiments import lsr_kernels as K
-from amlab.experiments import lsr_loglik as L
+from amlab.experiments.lsr import kernels as K
+from amlab.experiments.lsr import loglik as L
 from amlab.experiments.report import Report
 
 SPACING = 5e-4

@@ -10,7 +10,7 @@ import torch
 from amlab import AmlabError, DenseAM, RandomFeatureAM
 from amlab.energy.random_features import KERNELS, draw_projections, feature_sum, features
 from amlab.models.random_feature_am import compare_with_dense
-from amlab.profiling import LargestTensor
+from amlab.tasks.profiling import LargestTensor
 
 F64 = torch.float64
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from amlab import DenseAM
-from amlab.profiling import LargestTensor
+from amlab.tasks.profiling import LargestTensor
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ never leaves a half-written model. Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -119,3 +120,24 @@ def atomic_write(target: Path, write) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_metrics(path: Path, metrics: Any) -> str:
+    """Write ``metrics`` to ``path`` atomically as strict, indented JSON (see
+    :func:`jsonable`); returns the text written."""
+    text = json.dumps(jsonable(metrics), indent=2) + "\n"
+    atomic_write_text(path, text)
+    return text
+
+
+def jsonable(value: Any) -> Any:
+    """Metrics as strict JSON: tensors and numpy scalars to Python, NaN/inf to strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value

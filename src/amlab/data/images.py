@@ -218,3 +218,24 @@ def load(
     if name == "cifar10":
         return load_cifar10(data_dir, split, dtype=dtype)
     return load_mnist(data_dir, split, name=name, dtype=dtype)
+
+
+def digits_split(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, test) indices into the ``count`` embedded digits: a fixed shuffle (seed 0),
+    its first fifth held out for testing."""
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
+    n_test = count // 5
+    return order[n_test:], order[:n_test]
+
+
+def image_splits(data: str, data_dir: str | None) -> tuple[ImageSet, ImageSet]:
+    """(train, test). The embedded digits have no split: a fixed shuffle (seed 0) keeps
+    a fifth of them for testing. File data sets use their own train and test files."""
+    if data != "digits":
+        return load(data, data_dir, split="train"), load(data, data_dir, split="test")
+    full = load("digits")
+    train_, test = digits_split(len(full.labels))
+    return (
+        ImageSet(full.images[train_], full.labels[train_], full.shape, "digits-train"),
+        ImageSet(full.images[test], full.labels[test], full.shape, "digits-test"),
+    )

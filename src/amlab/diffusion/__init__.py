@@ -7,12 +7,12 @@
 - :class:`EmpiricalDenoiser`: the exact denoiser of a finite set, an LSE DenseAM with
   beta_t = 1 / s_t^2 (one denoising step is one attention update).
 - :class:`MLPDenoiser`, :class:`ConvDenoiser`: learned denoisers, optionally energy-
-  parameterised and class-conditional; :func:`train_denoiser` trains them with the shared loop.
+  parameterised and class-conditional (trained by :func:`amlab.tasks.diffusion.train_denoiser`).
 """
 
 from amlab.diffusion.denoiser import NO_CLASS, Denoiser
 from amlab.diffusion.empirical import EmpiricalDenoiser
-from amlab.diffusion.loss import denoising_loss, train_denoiser
+from amlab.diffusion.loss import denoising_loss
 from amlab.diffusion.networks import ConvDenoiser, LearnedDenoiser, MLPDenoiser
 from amlab.diffusion.samplers import SAMPLERS, Samples, ScoreFn, sample
 from amlab.diffusion.schedules import (
@@ -28,7 +28,6 @@ __all__ = [
     "LearnedDenoiser",
     "MLPDenoiser",
     "denoising_loss",
-    "train_denoiser",
     "NO_CLASS",
     "Denoiser",
     "EmpiricalDenoiser",

@@ -16,7 +16,7 @@ probability ``label_dropout``, which trains the unconditional model used by guid
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -24,7 +24,6 @@ import torch
 from amlab.diffusion.denoiser import NO_CLASS
 from amlab.diffusion.networks import LearnedDenoiser
 from amlab.errors import AmlabError, as_float_tensor, check_positive_int
-from amlab.training import LossFn, OnStep, TrainConfig, TrainResult, train
 
 
 def denoising_loss(
@@ -34,7 +33,7 @@ def denoising_loss(
     batch_size: int = 128,
     label_dropout: float = 0.1,
     log_normal: tuple[float, float] | None = None,
-) -> LossFn:
+) -> Callable[[LearnedDenoiser, int, torch.Generator], tuple[torch.Tensor, dict]]:
     """The loss ``loss(model, step, generator)`` of :func:`amlab.training.train` for a
     :class:`~amlab.diffusion.networks.LearnedDenoiser` on ``data`` (N, D) (and ``labels`` (N,)).
 
@@ -87,33 +86,3 @@ def denoising_loss(
         return value, {"mse": float(error.mean().detach())}
 
     return loss
-
-
-def train_denoiser(
-    model: LearnedDenoiser,
-    data: Any,
-    config: TrainConfig,
-    *,
-    labels: Any = None,
-    batch_size: int = 128,
-    label_dropout: float = 0.1,
-    log_normal: tuple[float, float] | None = None,
-    out: str | os.PathLike | None = None,
-    resume: bool = False,
-    on_step: OnStep | None = None,
-    describe: dict[str, Any] | None = None,
-) -> TrainResult:
-    """Train ``model`` on ``data`` through :func:`amlab.training.train` (checkpoints in out)."""
-    loss = denoising_loss(
-        data, labels, batch_size=batch_size, label_dropout=label_dropout, log_normal=log_normal
-    )
-    facts = {
-        "model": type(model).__name__,
-        "config": model.config(),
-        "data_shape": list(torch.as_tensor(data).shape),
-        "batch_size": batch_size,
-        "label_dropout": label_dropout,
-        "log_normal": None if log_normal is None else list(log_normal),
-        **(describe or {}),
-    }
-    return train(model, loss, config, out, resume=resume, on_step=on_step, describe=facts)

@@ -7,7 +7,6 @@ reproduction agrees and where it does not.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from amlab.data import ImageSet, load
-from amlab.io import atomic_write_text
+from amlab.io import atomic_write_text, write_metrics
 
 #: progress(stage description, fraction of the whole run done in [0, 1])
 Progress = Callable[[str, float], None]
@@ -121,30 +120,9 @@ class Report:
         return metrics
 
 
-def write_metrics(path: Path, metrics: Any) -> str:
-    """Write ``metrics`` to ``path`` atomically as strict, indented JSON (see
-    :func:`jsonable`); returns the text written."""
-    text = json.dumps(jsonable(metrics), indent=2) + "\n"
-    atomic_write_text(path, text)
-    return text
-
-
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
         return f"{value:.4g}"
     return str(value)
-
-
-def jsonable(value: Any) -> Any:
-    """Metrics as strict JSON: tensors and numpy scalars to Python, NaN/inf to strings."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "tolist"):
-        return jsonable(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    return value

@@ -18,11 +18,10 @@ from typing import Any
 import torch
 
 from amlab.analysis.minima import lsr_minima
-from amlab.data.images import digits
+from amlab.data.images import digits, digits_split
 from amlab.diffusion import EmpiricalDenoiser, Schedule, VESchedule, VPSchedule, sample
 from amlab.energy.random_features import draw_projections, features
 from amlab.errors import check_positive_int
-from amlab.experiments.et_images import digits_split
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
 from amlab.explain.onnx_graph import require_onnx

@@ -22,9 +22,9 @@ from amlab.analysis import unique_rows
 from amlab.analysis.minima import first_unique
 from amlab.dynamics import cosine_schedule
 from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
-from amlab.experiments.figures import plt, save_figure
 from amlab.experiments.report import Progress, Report
 from amlab.models import DenseAM
+from amlab.tasks.figures import plt, save_figure
 
 SIGMA = 0.1
 #: a unique retrieval farther than this from every memory is novel

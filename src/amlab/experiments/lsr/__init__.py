@@ -18,8 +18,8 @@ from amlab.analysis import lse_minima, lsr_minima_counts, lsr_neighbour_minima
 from amlab.analysis.minima import first_unique
 from amlab.data import ImageSet, load
 from amlab.energy.distances import nearest_memory
-from amlab.experiments import lsr_kernels, lsr_loglik
-from amlab.experiments.figures import image_grid, plt, save_figure
+from amlab.experiments.lsr import kernels as lsr_kernels
+from amlab.experiments.lsr import loglik as lsr_loglik
 from amlab.experiments.report import (
     Progress,
     Report,
@@ -29,6 +29,7 @@ from amlab.experiments.report import (
     run_sections,
 )
 from amlab.models import DenseAM
+from amlab.tasks.figures import image_grid, plt, save_figure
 
 PAPER = "Hoover et al., *Dense Associative Memory with Epanechnikov Energy*, arXiv 2506.10801"
 

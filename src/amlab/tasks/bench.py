@@ -39,7 +39,7 @@ from amlab.energy.lsr import lsr_support_stats
 from amlab.energy.transformer import attention_energy, attention_mask, hopfield_energy
 from amlab.errors import AmlabError, check_choice, check_positive_int
 from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
-from amlab.profiling import LargestTensor, peak_memory_bytes
+from amlab.tasks.profiling import LargestTensor, peak_memory_bytes
 
 WORKLOADS = ("lse_784", "lse_64", "lsr_index", "drdam", "energy_transformer")
 CLOCKS = ("wall", "cpu")

@@ -21,9 +21,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text
-from amlab.listops.data import (
+from amlab.data.listops import (
     ListOpsConfig,
     Tokenizer,
     evaluate,
@@ -31,7 +29,9 @@ from amlab.listops.data import (
     parse_ops,
     root_op,
 )
-from amlab.listops.model import ListOpsTransformer, ModelConfig
+from amlab.errors import AmlabError, check_positive_int
+from amlab.io import atomic_write_text
+from amlab.models.listops import ListOpsTransformer, ModelConfig
 from amlab.training import OnStep, TrainConfig, latest_checkpoint, load_checkpoint, train
 
 

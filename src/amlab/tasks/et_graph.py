@@ -26,9 +26,10 @@ from torch import nn
 
 from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
 from amlab.errors import AmlabError
-from amlab.experiments.figures import plt, save_figure
-from amlab.experiments.report import write_metrics
+from amlab.io import write_metrics
+from amlab.models.baselines import GCN, MLP
 from amlab.models.graph_et import GraphET
+from amlab.tasks.figures import plt, save_figure
 from amlab.training import TrainConfig, train
 
 DETECTORS = ("graph_et", "gcn", "mlp")
@@ -54,38 +55,6 @@ class GraphRunConfig:
     edges: str | None = None
     features: str | None = None
     labels: str | None = None
-
-
-class GCN(nn.Module):
-    """Two graph convolutions: logits = Â relu(Â X W1) W2, Â = D^-1/2 (A + I) D^-1/2."""
-
-    def __init__(self, feature_dim: int, hidden: int = 32) -> None:
-        super().__init__()
-        self.first = nn.Linear(feature_dim, hidden)
-        self.second = nn.Linear(hidden, 1)
-
-    def forward(self, features: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        node, neighbour = pairs
-        degree = torch.ones(len(features)).index_add(0, node, torch.ones(node.shape[0]))
-        norm = degree.rsqrt()[:, None]
-
-        def propagate(h: torch.Tensor) -> torch.Tensor:  # Â h, sparse
-            scaled = norm * h
-            return norm * scaled.index_add(0, node, scaled[neighbour])
-
-        h = torch.relu(propagate(self.first(features)))
-        return propagate(self.second(h)).squeeze(-1)
-
-
-class MLP(nn.Module):
-    """Features only: logits = W2 relu(W1 x)."""
-
-    def __init__(self, feature_dim: int, hidden: int = 32) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(feature_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-
-    def forward(self, features: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-        return self.net(features).squeeze(-1)
 
 
 def make_graph(config: GraphRunConfig) -> Graph:

@@ -16,12 +16,12 @@ import torch
 from matplotlib.ticker import NullFormatter
 
 from amlab.errors import AmlabError
-from amlab.experiments.figures import plt, save_figure
+from amlab.experiments.listops.analysis import ablation, embedding_structure, parity_probe
 from amlab.experiments.report import Progress, Report, no_progress
-from amlab.listops.analysis import ablation, embedding_structure, parity_probe
-from amlab.listops.model import ListOpsTransformer
-from amlab.listops.sweep import MIXES, mix_name, summarize, sweep_grid
-from amlab.listops.train import STUDY_DATA, RunSpec, make_data
+from amlab.models.listops import ListOpsTransformer
+from amlab.tasks.figures import plt, save_figure
+from amlab.tasks.listops import STUDY_DATA, RunSpec, make_data
+from amlab.tasks.listops_sweep import MIXES, mix_name, summarize, sweep_grid
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 
+from amlab.data.listops import Tokenizer
 from amlab.errors import AmlabError
-from amlab.listops.data import Tokenizer
-from amlab.listops.model import ListOpsTransformer
-from amlab.listops.train import Encoded, accuracy
+from amlab.models.listops import ListOpsTransformer
+from amlab.tasks.listops import Encoded, accuracy
 
 
 def number_embeddings(model: ListOpsTransformer, modulus: int) -> torch.Tensor:

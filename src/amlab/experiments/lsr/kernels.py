@@ -22,9 +22,9 @@ from pathlib import Path
 
 import torch
 
-from amlab.experiments.figures import plt, save_figure
 from amlab.experiments.report import Progress, Report
 from amlab.models import DenseAM
+from amlab.tasks.figures import plt, save_figure
 
 #: kernel profiles K(u), u = (x - xi) / h, each 1 at u = 0
 KERNELS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {

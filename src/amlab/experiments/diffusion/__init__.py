@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from amlab.analysis.minima import lse_minima, unique_rows
-from amlab.data import ImageSet, load
+from amlab.data import ImageSet
 from amlab.diffusion import (
     ConvDenoiser,
     Denoiser,
@@ -34,11 +34,8 @@ from amlab.diffusion import (
     MLPDenoiser,
     VESchedule,
     sample,
-    train_denoiser,
 )
 from amlab.dynamics import descend
-from amlab.energy.distances import nearest_memory
-from amlab.experiments.figures import image_grid, plt, save_figure
 from amlab.experiments.report import (
     Progress,
     Report,
@@ -46,9 +43,9 @@ from amlab.experiments.report import (
     paper_images,
     reproduction_report,
     run_sections,
-    write_metrics,
 )
-from amlab.training import TrainConfig
+from amlab.tasks.diffusion import denoiser_schedule, heun_samples, nearest_training, train_denoiser
+from amlab.tasks.figures import image_grid, plt, save_figure
 
 PAPER = "Hoover et al., *Memory in Plain Sight: Surveying the Uncanny Resemblances of "
 PAPER += "Associative Memories and Diffusion Models*, arXiv 2309.16750"
@@ -182,19 +179,6 @@ def circle_points(k: int, seed: int) -> torch.Tensor:
     return torch.stack([angles.cos(), angles.sin()], 1).float()
 
 
-def denoiser_schedule(steps: int, seed: int, checkpoints: int) -> TrainConfig:
-    """How every denoiser here trains: lr 3e-3, warm-up over a tenth of the steps (at most
-    50), cosine decay to 5%, ``checkpoints`` checkpoints along the way."""
-    return TrainConfig(
-        steps=steps,
-        lr=3e-3,
-        warmup=min(50, steps // 10),
-        final_lr_fraction=0.05,
-        checkpoint_every=max(steps // checkpoints, 1),
-        seed=seed,
-    )
-
-
 def _train(
     model, data, labels, grid_steps, batch, seed, out: Path, on_step, log_normal=None
 ) -> dict[str, Any]:
@@ -221,22 +205,6 @@ def _train(
         "seconds": time.perf_counter() - started,
         "resumed_from": result.resumed_from,
     }
-
-
-def _samples(denoiser: Denoiser, n: int, steps: int, seed: int, labels=None, guidance=1.0):
-    """n samples: the probability-flow ODE (Heun) from the prior down to sigma_min, then one
-    last denoising step D(x, t_end) (the usual final step to sigma = 0)."""
-    g = torch.Generator().manual_seed(seed)
-    schedule = denoiser.schedule
-    start = schedule.prior(n, denoiser.dim, g)
-    score = denoiser.score_fn(labels, guidance)
-    states = sample(score, schedule, start, steps=steps, method="heun").states
-    with torch.no_grad():
-        return denoiser.denoise(states, schedule.t_end, labels, guidance).detach()
-
-
-def _nearest(x: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    return nearest_memory(x.float(), pool.float())
 
 
 # -- (a) the correspondence -----------------------------------------------------------------
@@ -287,7 +255,7 @@ def _learned_minima(model: Denoiser, t: float, starts, steps: int, radius: float
     out = descend(model.energy_oracle(t), starts, steps=steps, step_size=0.5, tol=1e-6)
     found = out.states[out.converged]
     found = found[unique_rows(found.double(), 0.01)] if len(found) else found
-    dist = _nearest(found, points)[1] if len(found) else found[:, 0]
+    dist = nearest_training(found, points)[1] if len(found) else found[:, 0]
     return len(found), int((dist < radius).sum()), out.converged.float().mean().item(), found
 
 
@@ -414,8 +382,8 @@ def _section_circle(
             progress(f"K={k}: sigma={sigma:g}", base + share * (0.6 + 0.3 * done))
         sample_stats = {}
         for row, (name, denoiser) in enumerate((("empirical", empirical), ("learned", model))):
-            xs = _samples(denoiser, grid.circle_samples, grid.sampler_steps, seed + 7)
-            dist = _nearest(xs, points)[1]
+            xs = heun_samples(denoiser, grid.circle_samples, grid.sampler_steps, seed + 7)
+            dist = nearest_training(xs, points)[1]
             sample_stats[name] = {
                 "near_stored": (dist < 0.05).float().mean().item(),
                 "mean_abs_radius_error": (xs.norm(dim=1) - 1).abs().mean().item(),
@@ -536,7 +504,7 @@ def _section_digits(
     sizes = tuple(n for n in grid.digit_sizes if n <= len(pool))
     x_pool, y_pool = images.images[pool], images.labels[pool]
     x_held = images.images[held]
-    typical = _nearest(x_held, x_pool)[1].median().item()
+    typical = nearest_training(x_held, x_pool)[1].median().item()
     threshold = typical / 3
     schedule = VESchedule(grid.sigma_min, grid.digit_sigma_max)
     shape = images.shape
@@ -570,16 +538,16 @@ def _section_digits(
         record: dict[str, Any] = {"N": n, "training": training}
         empirical = EmpiricalDenoiser(train_x, schedule)
         for name, denoiser in (("learned", model), ("empirical", empirical)):
-            xs = _samples(denoiser, grid.digit_samples, grid.sampler_steps, seed + 5)
-            d_train = _nearest(xs, train_x)[1]
-            d_held = _nearest(xs, x_held)[1]
+            xs = heun_samples(denoiser, grid.digit_samples, grid.sampler_steps, seed + 5)
+            d_train = nearest_training(xs, train_x)[1]
+            d_held = nearest_training(xs, x_held)[1]
             record[name] = {
                 "memorised": (d_train < threshold).float().mean().item(),
                 "mean_distance_train": d_train.mean().item(),
                 "mean_distance_heldout": d_held.mean().item(),
             }
             if name == "learned":
-                idx = _nearest(xs[:10], train_x)[0]
+                idx = nearest_training(xs[:10], train_x)[0]
                 gallery += [(f"N={n} sample", xs[:10]), ("nearest train", train_x[idx])]
         records.append(record)
     # figure: memorised fraction against N
@@ -693,8 +661,8 @@ def _guidance(model, grid: Grid, seed: int, x_pool, y_pool, shape, report: Repor
     labels = torch.arange(10).repeat_interleave(per)
     rows, accuracy = [], {}
     for w in grid.guidance_scales:
-        xs = _samples(model, len(labels), grid.sampler_steps, seed + 3, labels, w)
-        predicted = y_pool[_nearest(xs, x_pool)[0]]
+        xs = heun_samples(model, len(labels), grid.sampler_steps, seed + 3, labels, w)
+        predicted = y_pool[nearest_training(xs, x_pool)[0]]
         accuracy[w] = (predicted == labels).float().mean().item()
         rows.append((f"w={w:g}", xs[::per]))
     image_grid(
@@ -885,93 +853,4 @@ def _section_trajectory(
         else "partly",
     )
     progress("figures", 1.0)
-    return metrics
-
-
-# -- `amlab train diffusion`: one class-conditional model, trained with checkpoints ---------
-def train_image_model(
-    out: str | Path,
-    *,
-    data: str = "digits",
-    data_dir: str | None = None,
-    images: int = 1000,
-    steps: int = 2000,
-    batch_size: int = 64,
-    channels: int = 32,
-    blocks: int = 2,
-    energy: bool = False,
-    guidance: float = 2.0,
-    sampler_steps: int = 40,
-    seed: int = 0,
-    resume: bool = False,
-    on_step=None,
-) -> dict[str, Any]:
-    """Train a class-conditional :class:`ConvDenoiser` on ``images`` training images through
-    the shared loop (checkpoints in ``out/checkpoints``; ``resume`` continues them), save it
-    to ``out/model``, and write one guided sample per class to ``out/samples.png`` and the
-    facts of the run to ``out/metrics.json``, with its quality: of 20 guided samples per class,
-    the share whose nearest training image has the prompted class (``prompted_accuracy``), and
-    their mean distance to that image."""
-    dataset = load(data, data_dir, split="train") if data_dir else load(data)
-    train_set = dataset.subset(min(images, len(dataset)), seed=seed)
-    schedule = VESchedule(0.01, 10.0)
-    torch.manual_seed(seed)
-    model = ConvDenoiser(
-        train_set.shape,
-        schedule,
-        channels=channels,
-        blocks=blocks,
-        energy=energy,
-        num_classes=int(train_set.labels.max()) + 1,
-        sigma_data=0.4,
-    )
-    out = Path(out)
-    config = denoiser_schedule(steps, seed, checkpoints=10)
-    started = time.perf_counter()
-    result = train_denoiser(
-        model,
-        train_set.images,
-        config,
-        labels=train_set.labels,
-        batch_size=batch_size,
-        label_dropout=0.2,
-        log_normal=(-1.2, 1.2),
-        out=out / "checkpoints",
-        resume=resume,
-        on_step=on_step,
-        describe={"data": data, "images": len(train_set), "seed": seed},
-    )
-    train_seconds = time.perf_counter() - started
-    model.eval()
-    model.save(out / "model")
-    classes = torch.arange(model.num_classes)
-    samples = _samples(model, len(classes), sampler_steps, seed + 1, classes, guidance)
-    image_grid(
-        [(f"w={guidance:g}", samples)],
-        train_set.shape,
-        out / "samples.png",
-        title="one guided sample per class",
-    )
-    # quality: prompted samples counted as their class when the nearest training image has it
-    per_class = 20
-    prompts = classes.repeat_interleave(per_class)
-    prompted = _samples(model, len(prompts), sampler_steps, seed + 2, prompts, guidance)
-    nearest, distance = _nearest(prompted, train_set.images)
-    metrics = {
-        "data": data,
-        "images": len(train_set),
-        "steps": steps,
-        "resumed_from": result.resumed_from,
-        "final_loss": result.losses[-1],
-        "train_seconds": train_seconds,  # this run's steps only (a resumed run's are not all)
-        "energy": energy,
-        "guidance": guidance,
-        "sampler_steps": sampler_steps,
-        "prompted_accuracy": (train_set.labels[nearest] == prompts).float().mean().item(),
-        "prompted_samples": len(prompts),
-        "mean_nearest_distance": distance.mean().item(),
-        "model": str(out / "model"),
-        "samples": str(out / "samples.png"),
-    }
-    write_metrics(out / "metrics.json", metrics)
     return metrics

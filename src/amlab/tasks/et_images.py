@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from amlab.data import ImageSet, load
+from amlab.data.images import image_splits
 from amlab.errors import AmlabError, check_positive_int
-from amlab.experiments.figures import image_grid, plt, save_figure
-from amlab.experiments.report import write_metrics
+from amlab.io import write_metrics
 from amlab.models import DenseAM
 from amlab.models.masked_image_et import MaskedImageET, sample_masks
+from amlab.tasks.figures import image_grid, plt, save_figure
 from amlab.training import OnStep, TrainConfig, train
 
 #: DenseAM baseline: inverse temperatures tried on the validation images
@@ -57,27 +57,6 @@ class ETImageConfig:
     clip: float = 1.0
     checkpoint_every: int = 250
     seed: int = 0
-
-
-def digits_split(count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, test) indices into the ``count`` embedded digits: a fixed shuffle (seed 0),
-    its first fifth held out for testing."""
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(0))
-    n_test = count // 5
-    return order[n_test:], order[:n_test]
-
-
-def image_splits(data: str, data_dir: str | None) -> tuple[ImageSet, ImageSet]:
-    """(train, test). The embedded digits have no split: a fixed shuffle (seed 0) keeps
-    a fifth of them for testing. File data sets use their own train and test files."""
-    if data != "digits":
-        return load(data, data_dir, split="train"), load(data, data_dir, split="test")
-    full = load("digits")
-    train_, test = digits_split(len(full.labels))
-    return (
-        ImageSet(full.images[train_], full.labels[train_], full.shape, "digits-train"),
-        ImageSet(full.images[test], full.labels[test], full.shape, "digits-test"),
-    )
 
 
 def build_model(config: ETImageConfig, shape: tuple[int, ...]) -> MaskedImageET:

@@ -25,7 +25,7 @@ from typing import Any
 
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import atomic_write_text
-from amlab.listops.train import RunSpec, train_run
+from amlab.tasks.listops import RunSpec, train_run
 
 #: the task mixes the study asks for
 MIXES = ("sum", "max", "min", "med", "max,med", "max,med,sum")

@@ -14,9 +14,9 @@ import torch
 
 from amlab.data import corrupt, load
 from amlab.errors import AmlabError, check_positive_int
-from amlab.experiments.figures import image_grid
-from amlab.experiments.report import write_metrics
+from amlab.io import write_metrics
 from amlab.models import DenseAM
+from amlab.tasks.figures import image_grid
 
 #: beta used when none is given: values that retrieve well on the embedded digits
 DEFAULT_BETA = {"lse": 3.0, "lse_dot": 20.0, "lsr": 0.15}

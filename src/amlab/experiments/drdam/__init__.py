@@ -30,7 +30,6 @@ import torch
 from matplotlib.ticker import NullFormatter
 
 from amlab.data import ImageSet, block_mask
-from amlab.experiments.figures import image_grid, plt, save_figure
 from amlab.experiments.report import (
     Progress,
     Report,
@@ -40,6 +39,7 @@ from amlab.experiments.report import (
 )
 from amlab.models import DenseAM, RandomFeatureAM
 from amlab.models.random_feature_am import compare_with_dense
+from amlab.tasks.figures import image_grid, plt, save_figure
 
 KINDS = ("at", "near", "random")
 QUANTITIES = ("energy", "grad")  # the two errors measured: energy and gradient

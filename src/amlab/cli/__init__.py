@@ -1,0 +1,41 @@
+"""The ``amlab`` command: thin wiring from options to the library, no logic of its own.
+
+One module per command group; what they share (options, errors, progress bars) is in
+:mod:`amlab.cli.common`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from amlab.cli.bench import bench
+from amlab.cli.explain import explain, export
+from amlab.cli.listops import listops_app
+from amlab.cli.repro import repro_app
+from amlab.cli.retrieve import retrieve
+from amlab.cli.train import eval_app, train_app
+
+app = typer.Typer(
+    help="amlab: energy-based associative memory. Every model is an energy; every "
+    "computation is descent on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """amlab: energy-based associative memory."""
+
+
+app.command()(retrieve)
+app.add_typer(train_app, name="train")
+app.add_typer(eval_app, name="eval")
+app.add_typer(repro_app, name="repro")
+app.add_typer(listops_app, name="listops")
+app.command()(explain)
+app.command()(export)
+app.command()(bench)
+
+__all__ = ["app"]

@@ -1,0 +1,56 @@
+"""``amlab explain`` and ``amlab export``: the browser explainer and the data it computes with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from amlab.cli.common import SeedOpt, console, errors
+
+
+def explain(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Only serve; do not open a browser.")
+    ] = False,
+) -> None:
+    """Serve the interactive explainer on 127.0.0.1 and open it in the browser."""
+    import webbrowser
+
+    from amlab.explain import serve
+
+    with errors():
+        server = serve(port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    console.print(f"amlab explain: serving {url} (Ctrl-C stops)")
+    if not no_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def export(
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory for the app's data (digits, projections).")
+    ] = Path("web/public/data"),
+    vectors: Annotated[
+        Path | None,
+        typer.Option(help="Also write the test vectors of the app's math to this JSON file."),
+    ] = None,
+    seed: SeedOpt = 0,
+) -> None:
+    """Write the data the explainer computes with, and test vectors for its math."""
+    from amlab.explain import export_app_data, export_test_vectors
+
+    with errors():
+        written = export_app_data(out)
+        if vectors is not None:
+            written.append(export_test_vectors(vectors, seed=seed))
+    for path in written:
+        console.print(f"wrote {path}")
