@@ -1,8 +1,11 @@
 """What every paper reproduction writes: ``report.md``, PNG figures and ``metrics.json``.
 
-A report is built section by section; claims are recorded as (what the paper says,
-what was measured, verdict), and written as a table so a reader sees at once where the
-reproduction agrees and where it does not.
+Every reproduction is a :class:`Paper`: a quick and a full ``Grid`` (a frozen dataclass
+of every size the run uses) and its :class:`Section` s, each split into compute -> figure
+-> write; :func:`reproduce` runs them with one progress bar and one report. The report is
+built section by section; claims are recorded as (what the paper says, what was measured,
+verdict), and written as a table so a reader sees at once where the reproduction agrees
+and where it does not.
 """
 
 from __future__ import annotations
@@ -10,10 +13,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from amlab.data import ImageSet, load
+from amlab.errors import AmlabError
 from amlab.io import atomic_write_text, write_metrics
 
 #: progress(stage description, fraction of the whole run done in [0, 1])
@@ -44,7 +51,8 @@ def paper_images(data_dir: str | None) -> ImageSet:
 def run_sections(
     sections: Sequence[tuple[str, Callable[[Progress], Any], float]], progress: Progress
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """Run (name, section(progress), share of the whole run) in order.
+    """Run (name, section(progress), share of the whole run) in order. (Being replaced by
+    :func:`reproduce`; remove once no paper calls it.)
 
     Each section reports its own progress in [0, 1]; it is scaled into the section's share
     and prefixed with its name. Returns ({name: what the section returned}, {name: seconds}).
@@ -62,6 +70,131 @@ def run_sections(
         seconds[name] = time.perf_counter() - lap
         done += share
     return results, seconds
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every section of one reproduction sees.
+
+    grid: the paper's ``Grid`` for this run (its quick or full sizes, or a test's own).
+    images: the run's images (MNIST from ``--data-dir``, else the embedded digits), for the
+        papers that use images; None otherwise.
+    out: the run's directory (long computations keep resumable state under it).
+    results: what the sections before this one computed, by section name.
+    """
+
+    grid: Any
+    seed: int
+    quick: bool
+    out: Path
+    images: ImageSet | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One section of a reproduction, in three steps that never mix:
+
+    - ``compute(ctx, progress)``: the measurements (numbers, tensors, records); no
+      matplotlib, no prose. ``progress(stage, fraction)`` reports within the section.
+    - ``figure(result, ctx, report)``: draws the section's figures into
+      ``report.path(name)``; computes nothing.
+    - ``write(result, ctx, report)``: the section's heading, prose, tables, figure
+      references and claims; returns the section's entries of ``metrics.json``.
+
+    ``share`` is the section's part of the whole run's progress bar (its expected cost).
+    """
+
+    name: str
+    share: float
+    compute: Callable[[Context, Progress], Any]
+    write: Callable[[Any, Context, Report], dict[str, Any]]
+    figure: Callable[[Any, Context, Report], None] | None = None
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A reproduction: its grids, its sections in order, and what its report says first.
+
+    ``metrics(ctx)`` gives the entries of ``metrics.json`` that belong to the whole run (the
+    grid, the seed); each section's ``write`` adds its own, and :func:`reproduce` adds the
+    run time (``seconds``, ``section_seconds``).
+    """
+
+    title: str
+    source: str
+    full: Any
+    quick: Any
+    sections: tuple[Section, ...]
+    metrics: Callable[[Context], dict[str, Any]]
+    intro: Callable[[Context], str] = lambda ctx: ""
+    uses_images: bool = False
+
+
+def reproduce(
+    paper: Paper,
+    out: str | Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    data_dir: str | None = None,
+    progress: Progress = no_progress,
+    grid: Any = None,
+) -> dict[str, Any]:
+    """Run ``paper``'s sections in order (compute, figure, write) and write ``report.md``,
+    the figures and ``metrics.json`` into ``out``; returns the metrics.
+
+    ``grid`` replaces the quick or full grid (tests run tiny ones). The images are loaded
+    first, so that a wrong ``data_dir`` fails before any work; a paper without images
+    refuses ``data_dir``.
+    """
+    started = time.perf_counter()
+    if paper.uses_images:
+        images = paper_images(data_dir)
+    elif data_dir is not None:
+        raise AmlabError(f"this reproduction uses no image files; drop --data-dir ({data_dir}).")
+    else:
+        images = None
+    ctx = Context(
+        grid=grid if grid is not None else (paper.quick if quick else paper.full),
+        seed=seed,
+        quick=quick,
+        out=Path(out),
+        images=images,
+    )
+    report = reproduction_report(out, paper.title, paper.source, quick, seed)
+    if intro := paper.intro(ctx):
+        report.text(intro)
+    metrics = paper.metrics(ctx)
+    seconds: dict[str, float] = {}
+    done = 0.0
+    for section in paper.sections:
+
+        def scaled(stage: str, fraction: float, start=done, share=section.share, name=section.name):
+            progress(f"{name}: {stage}", min(start + share * min(max(fraction, 0.0), 1.0), 0.999))
+
+        lap = time.perf_counter()
+        result = section.compute(ctx, scaled)
+        ctx.results[section.name] = result
+        if section.figure is not None:
+            section.figure(result, ctx, report)
+        metrics.update(section.write(result, ctx, report))
+        seconds[section.name] = time.perf_counter() - lap
+        done += section.share
+    metrics["seconds"] = time.perf_counter() - started
+    metrics["section_seconds"] = seconds
+    report.section(
+        "Run",
+        f"Seed {seed}, {'quick' if quick else 'full'} grid, {metrics['seconds']:.0f} s on "
+        f"{torch.get_num_threads()} CPU thread(s). The grid:\n\n"
+        + "\n".join(f"- `{k}` = {v}" for k, v in _fields(ctx.grid).items()),
+    )
+    progress("done", 1.0)
+    return report.write(metrics)
+
+
+def _fields(grid: Any) -> dict[str, Any]:
+    return asdict(grid) if is_dataclass(grid) else dict(vars(grid))
 
 
 class Report:
