@@ -100,3 +100,49 @@ def test_controls_add_memory_change_beta_drag_query(offline, base_url, set_range
         assert energies[-1] < energies[0], kind
         np.testing.assert_allclose(energies, run.energies.numpy(), rtol=1e-9, atol=1e-12)
     offline.screenshot("landscape-controls")
+
+
+# Every formula of the drill-down against its card's content box (the card less its border and
+# padding): the horizontal extent of the rendered boxes (.katex-html's children hold every glyph
+# of a row or an environment) and, for a display formula, its wrapper's scroll size, which
+# exceeds the wrapper's size when the formula only fits by scrolling sideways or is clipped.
+FORMULA_FIT = """() => Array.from(document.querySelectorAll('.drill details')).flatMap((card) => {
+    const style = getComputedStyle(card);
+    const box = card.getBoundingClientRect();
+    const left = box.left + parseFloat(style.borderLeftWidth) + parseFloat(style.paddingLeft);
+    const right = box.right - parseFloat(style.borderRightWidth) - parseFloat(style.paddingRight);
+    return Array.from(card.querySelectorAll('.katex')).map((k) => {
+        const rect = (e) => e.getBoundingClientRect();
+        const parts = Array.from(k.querySelectorAll('.katex-html > *'), rect);
+        const wrapper = k.closest('.katex-display');
+        return {
+            tex: k.querySelector('annotation').textContent,
+            fontPx: parseFloat(getComputedStyle(k).fontSize),
+            left: Math.min(...parts.map((r) => r.left)) - left,
+            right: right - Math.max(...parts.map((r) => r.right)),
+            scrolled: wrapper ? wrapper.scrollWidth - wrapper.clientWidth : 0,
+            clipped: wrapper ? wrapper.scrollHeight - wrapper.clientHeight : 0,
+            wrapperRight: wrapper ? right - wrapper.getBoundingClientRect().right : 0,
+        };
+    });
+})"""
+
+
+def test_drill_down_formulas_fit_their_cards_at_1300px(offline, base_url):
+    page = open_landscape(offline, base_url, [[0.2, 0.25], [0.34, 0.31], [0.7, 0.72]], 25)
+    assert page.viewport_size["width"] == 1300
+    for summary in page.locator(".drill details:not([open]) > summary").all():
+        summary.click()
+    assert page.locator(".drill details:not([open])").count() == 0
+    page.evaluate("document.fonts.ready.then(() => true)")  # KaTeX's fonts set the widths
+    formulas = page.evaluate(FORMULA_FIT)
+    assert page.locator(".drill .katex-display").count() == 3
+    # fitting by shrinking does not count: no formula is set smaller than the body text
+    assert min(f["fontPx"] for f in formulas) >= 16
+    offline.screenshot("landscape-drill-down")
+    misfits = [
+        {k: v if k == "tex" else round(v, 1) for k, v in f.items()}
+        for f in formulas
+        if min(f["left"], f["right"], f["wrapperRight"]) < -0.5 or f["scrolled"] or f["clipped"]
+    ]
+    assert misfits == [], f"formulas wider than their card (px to spare < 0) or cut: {misfits}"
