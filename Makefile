@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 # same graph differently
 ONNX_PINS ?= onnx==1.23.2 onnxruntime==1.32.0
 
-.PHONY: setup demo test fuzz lint bench bench-scripts clean web web-test browser-deps
+.PHONY: setup demo test fuzz lint docs bench bench-scripts clean web web-test browser-deps
 
 setup: $(STAMP)
 
@@ -18,14 +18,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,ray,onnx]" $(ONNX_PINS)
+	$(BIN)/python -m pip install --quiet -e ".[dev,ray,onnx,docs]" $(ONNX_PINS)
 	touch $(STAMP)
 
 demo: setup
 	$(BIN)/amlab retrieve --out runs/demo
 	$(BIN)/amlab explain
 
-test: setup web-test browser-deps
+test: setup web-test browser-deps docs
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest web/e2e
@@ -37,6 +37,10 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# the documentation site into site/; strict: a broken link or API reference fails the build
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 bench: setup
 	$(BIN)/amlab bench
 
@@ -44,7 +48,7 @@ bench-scripts: setup browser-deps
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache .hypothesis
 	rm -rf web/node_modules web/public/data web/test-vectors web/test-artifacts
 
 # -- the browser explainer: web/ (Svelte + TypeScript) built into src/amlab/explain/static ------
