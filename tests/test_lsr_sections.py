@@ -1,5 +1,6 @@
-"""The LSR reproduction's kernel and log-likelihood sections (experiments/lsr_kernels.py,
-experiments/lsr_loglik.py): minima counting, the mixture density, scores, quick runs."""
+"""The LSR reproduction's sections (experiments/lsr/: kernels, minima, loglik, images):
+minima counting, the mixture density, scores, and each section's compute -> figure ->
+write on a small grid."""
 
 import math
 
@@ -7,9 +8,14 @@ import pytest
 import torch
 
 from amlab import DenseAM
+from amlab.analysis import lsr_minima_brute_force
+from amlab.data import load
+from amlab.experiments.lsr import QUICK, Grid
+from amlab.experiments.lsr import images as I
 from amlab.experiments.lsr import kernels as K
 from amlab.experiments.lsr import loglik as L
-from amlab.experiments.report import Report
+from amlab.experiments.lsr import minima as N
+from amlab.experiments.report import Context, Report
 
 SPACING = 5e-4
 
@@ -192,48 +198,134 @@ def test_lsr_starts_converge_to_centroids_of_their_active_sets():
     assert torch.allclose(states, centroids, atol=1e-12)
 
 
-# -- the sections in quick mode --------------------------------------------------------------------
-def test_kernel_section_quick(tmp_path):
-    report = Report(tmp_path, "t")
+# -- the sections on small grids --------------------------------------------------------------
+def run_section(section, grid, out, seed=0, images=None):
+    """compute -> figure -> write of one section, as `reproduce` runs it; returns the
+    result, the metrics, the report and the progress fractions seen."""
+    ctx = Context(grid=grid, seed=seed, quick=True, out=out, images=images)
+    report = Report(out, "t")
     seen = []
-    metrics = K.section(report, quick=True, seed=0, progress=lambda s, f: seen.append(f))
+    result = section.compute(ctx, lambda s, f: seen.append(f))
+    section.figure(result, ctx, report)
+    metrics = section.write(result, ctx, report)
+    report.write(metrics)  # the metrics are valid JSON
+    return result, metrics, report, seen
+
+
+def test_kernel_section_quick(tmp_path):
+    result, metrics, report, seen = run_section(K.SECTION, QUICK, tmp_path)
     assert (tmp_path / "lsr_1d.png").stat().st_size > 0
     assert (tmp_path / "lsr_kernels.png").stat().st_size > 0
     assert set(metrics) == {"picture_1d", "kernels"}
     lsr = metrics["picture_1d"]["lsr"]
     assert (lsr["stored"], lsr["emergent"]) == (2, 1)
+    assert lsr == result.picture.minima["lsr"]
     summary = metrics["kernels"]["summary"]
+    assert summary == result.kernels.summary
     assert summary["epanechnikov"]["three_minima_h"] == [[1.05, 1.95]]
     assert all(s["agrees_with_theory"] for s in summary.values())
     assert summary["gaussian"]["three_minima_h"] == []
     assert summary["uniform"]["flat_minimum_h"]
+    assert metrics["kernels"]["bandwidths"] == [round(0.5 + 0.05 * i, 6) for i in range(51)]
     assert len(report.claims) == 2
     assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
 
 
-def test_loglik_section_quick(tmp_path):
-    report = Report(tmp_path, "t")
-    metrics = L.section(
-        report,
-        quick=True,
-        seed=0,
-        progress=lambda s, f: None,
-        configs=[(3, 4, 12)],
-        n_betas=4,
-        per_memory=5,
-        lse_steps=500,
+def test_minima_section_counts_match_brute_force(tmp_path):
+    grid = Grid(
+        minima_sizes=(5,),
+        minima_dims=(8,),
+        minima_seed_offsets=(0, 3),
+        minima_n_betas=5,
+        minima_volume_samples=2000,
+        minima_starts_per_memory=3,
+        minima_lse_steps=200,
     )
+    runs, metrics, report, _ = run_section(N.SECTION, grid, tmp_path, seed=1)
+    assert (tmp_path / "minima_vs_beta.png").stat().st_size > 0
+    assert metrics["minima_vs_beta"] == runs
+    assert [(run["M"], run["d"], run["seed"]) for run in runs] == [(5, 8, 1), (5, 8, 4)]
+    for run in runs:  # the memories are the first draw of the run's seed
+        mem = torch.rand(
+            5, 8, generator=torch.Generator().manual_seed(run["seed"]), dtype=torch.float64
+        )
+        assert run["betas"][0] == pytest.approx(2 / 8)
+        assert run["betas"][-1] == pytest.approx(2 / (0.5 * torch.pdist(mem).min().item()) ** 2)
+        # the last beta is left out: there the two closest supports touch exactly
+        for k, beta in enumerate(run["betas"][:-1]):
+            brute = lsr_minima_brute_force(mem, beta)
+            assert run["lsr_stored"][k] == int(brute.stored.sum())
+            assert run["lsr_emergent"][k] == int((~brute.stored).sum())
+        assert run["lsr_stored"][-1] == 5
+        # at beta = 2/d the support radius sqrt(d) spans the cube: full coverage, shrinking after
+        assert run["coverage"][0] == 1.0
+        assert all(a >= b for a, b in zip(run["coverage"], run["coverage"][1:], strict=False))
+    ratios = [
+        max(
+            (e / s for e, s in zip(run["lsr_emergent"], run["lsr_stored"], strict=True) if s),
+            default=0.0,
+        )
+        for run in runs
+    ]
+    assert metrics["max_emergent_over_stored"] == max(ratios)
+    assert len(report.claims) == 3
+
+
+def test_loglik_section_small_grid(tmp_path):
+    grid = Grid(
+        loglik_configs=((3, 4, 12),),
+        loglik_n_betas=4,
+        loglik_starts_per_memory=5,
+        loglik_lse_steps=500,
+    )
+    result, metrics, report, _ = run_section(L.SECTION, grid, tmp_path)
     assert (tmp_path / "lsr_loglik.png").stat().st_size > 0
     assert set(metrics["loglik"]) == {"lsr", "lse"}
     assert all(math.isfinite(v) for v in metrics["loglik"].values())
     (run,) = metrics["loglik_experiment"]["runs"]
+    assert metrics["loglik_experiment"]["runs"] == result.runs
+    assert metrics["loglik_experiment"]["settings"]["lse_steps"] == 500
     assert len(run["lsr"]) == len(run["lse"]) == 4
     for energy in ("lsr", "lse"):
         assert {"loglik", "loglik_unique", "novelty", "unique", "converged"} <= set(run[energy][0])
         # at the largest beta the supports do not overlap: every memory retrieves itself
         assert run[energy][-1]["unique"] == 12
         assert run[energy][-1]["novel"] == 0
+        # the reported log-likelihood is the mean over the betas of one config
+        per_beta = [row["loglik"] for row in run[energy]]
+        assert metrics["loglik"][energy] == pytest.approx(sum(per_beta) / len(per_beta))
     # at the smallest beta r = sqrt(d) covers the cube: one retrieval, the memories' mean
     assert run["lsr"][0]["unique"] == 1
     assert len(report.claims) == 2
-    report.write(metrics)  # the metrics are valid JSON
+
+
+def test_images_section_on_a_digits_subset(tmp_path):
+    data = load("digits").subset(300, seed=0)
+    result, metrics, report, _ = run_section(
+        I.SECTION, Grid(images_per_search=5), tmp_path, images=data
+    )
+    mem = result.mem
+    assert mem.shape[0] == metrics["images"]["stored"] == len(mem.unique(dim=0))
+    pair = torch.pdist(mem).min().item()
+    assert metrics["images"]["min_pair_distance"] == pytest.approx(pair)
+    assert result.r < pair
+    assert metrics["images"]["beta"] == pytest.approx(2 / result.r**2)
+    assert metrics["exact_retrieval_fraction"] == 1.0
+    for found, key in (
+        (result.tight, "emergent_at_exact_beta"),
+        (result.wide, "emergent_at_wide_beta"),
+    ):
+        summary = metrics["images"][key]
+        assert summary["emergent_found"] == len(found.gallery)
+        assert summary["searched"] == found.searched <= 5
+        assert sum(summary["support_sizes"].values()) == len(found.gallery)
+        r2 = 2 / found.beta
+        for point, support in found.gallery:
+            assert len(support) >= 2
+            assert torch.allclose(point, mem[list(support)].mean(0), atol=1e-12)
+            # the point's active set, computed directly, is its support: a fixed point
+            active = ((mem - point) ** 2).sum(1) < r2
+            assert active.nonzero().squeeze(1).tolist() == list(support)
+    assert result.wide.gallery
+    assert (tmp_path / "emergent_wide_beta.png").stat().st_size > 0
+    assert len(report.claims) == 2  # the digits: no MNIST claim

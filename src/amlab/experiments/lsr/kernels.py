@@ -11,6 +11,9 @@ differ by at most ``flat_tol`` are merged into runs; a run lower than the grid v
 both sides is a local minimum. A run wider than ``flat_width`` is a *flat* region (the
 uniform and triangle kernels give exact plateaus): reported as such and never counted
 as a strict minimum.
+
+The section (:data:`SECTION`): :func:`compute` (the picture and the kernel scan at the
+grid's bandwidth step and spacing) -> :func:`figure` -> :func:`write`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from amlab.experiments.report import Progress, Report
+from amlab.experiments.report import Context, Progress, Report, Section
 from amlab.models import DenseAM
 from amlab.tasks.figures import plt, save_figure
 
@@ -224,59 +227,255 @@ def _fmt_ranges(ranges: list[list[float]]) -> str:
     return ", ".join(f"{a:g}–{b:g}" if a != b else f"{a:g}" for a, b in ranges) or "none"
 
 
-# -- the section ---------------------------------------------------------------------------------
-def section(report: Report, *, quick: bool, seed: int, progress: Progress) -> dict:
-    """The 1-D LSE/LSR picture (beta = 0.9) and the eight-kernel comparison.
+# -- the section: compute -----------------------------------------------------------------------
+#: the bandwidth whose energy curves the kernel figure draws (and the metrics keep)
+REPRESENTATIVE_H = 1.5
 
-    Deterministic (no sampling): ``seed`` is unused. Returns {"picture_1d", "kernels"}.
-    """
-    del seed
+
+@dataclass
+class Picture:
+    """The 1-D picture: LSE and LSR energies (N,) of memories at ±1 (beta = ``BETA_1D``) at
+    grid points x (N,) over [-3, 3], their classified minima and the energy at each."""
+
+    x: torch.Tensor
+    energies: dict[str, torch.Tensor]
+    minima: dict[str, dict]
+    minima_energies: dict[str, torch.Tensor]
+    support_radius: float
+
+
+@dataclass
+class KernelScan:
+    """The kernel comparison: the classified minima of every kernel at every bandwidth
+    (``scan``, {kernel: [per-h dict]}), what each kernel does over the bandwidths
+    (``summary``), and each kernel's energy at ``REPRESENTATIVE_H`` on grid points x (N,)
+    with the energy at its strict minima."""
+
+    bandwidths: list[float]
+    step_h: float
+    spacing: float
+    scan: dict[str, list[dict]]
+    summary: dict[str, dict]
+    x: torch.Tensor
+    curves: dict[str, torch.Tensor]
+    minima_energies: dict[str, torch.Tensor]
+
+
+@dataclass
+class KernelsResult:
+    picture: Picture
+    kernels: KernelScan
+
+
+def compute(ctx: Context, progress: Progress) -> KernelsResult:
+    """The 1-D LSE/LSR picture and the eight-kernel scan at the grid's bandwidth step and
+    spacing. Deterministic (no sampling): the seed is unused."""
     progress("1-D picture", 0.0)
-    picture = _picture(report)
+    picture = picture_1d()
     progress("kernel scan", 0.3)
-    step_h = 0.05 if quick else 0.01
-    spacing = 5e-4 if quick else 2.5e-4
+    scan = scan_kernels(ctx.grid.kernel_h_step, ctx.grid.kernel_spacing)
+    progress("done", 1.0)
+    return KernelsResult(picture, scan)
+
+
+def picture_1d() -> Picture:
+    """LSE and LSR energies of memories at ±1, beta = 0.9, on [-3, 3], with their minima."""
+    mem = torch.tensor(MEMORIES, dtype=torch.float64)[:, None]
+    x = torch.arange(-6000, 6001, dtype=torch.float64) * 5e-4  # [-3, 3] through 0
+    energies, found, at_minima = {}, {}, {}
+    for name in ("lse", "lsr"):
+        am = DenseAM(mem, energy=name, beta=BETA_1D)
+        energies[name] = am.energy(x[:, None]).detach()
+        (found_1d,) = grid_minima(x, energies[name][None])
+        found[name] = found_1d.classify()
+        mins = torch.tensor(found[name]["minima"], dtype=torch.float64)
+        at_minima[name] = am.energy(mins[:, None]).detach() if len(mins) else mins
+    r = DenseAM(mem, energy="lsr", beta=BETA_1D).support_radius
+    return Picture(x, energies, found, at_minima, r)
+
+
+def scan_kernels(step_h: float, spacing: float) -> KernelScan:
+    """Every kernel at bandwidths 0.5, 0.5 + step_h, ..., 3 on a grid of this spacing."""
     bandwidths = [round(0.5 + step_h * i, 6) for i in range(round(2.5 / step_h) + 1)]
     scan = kernel_scan(bandwidths, spacing)
-    progress("figure", 0.8)
-    representative = 1.5
-    _kernel_figure(scan, representative, spacing, report.path("lsr_kernels.png"))
-
-    rows, summary = [], {}
+    x = kernel_grid(REPRESENTATIVE_H, spacing)
+    curves, at_minima = {}, {}
     for name, per_h in scan.items():
-        three = h_ranges(per_h, _three)
-        both = h_ranges(per_h, _emergent_and_stored)
-        flat_min = h_ranges(per_h, lambda r: bool(r["flat_minima"]))
-        flat_any = h_ranges(per_h, lambda r: bool(r["flats"]))
+        curves[name] = kernel_energy(name, x, REPRESENTATIVE_H)
+        mins = torch.tensor(_at_representative(per_h)["minima"], dtype=torch.float64)
+        at_minima[name] = kernel_energy(name, mins, REPRESENTATIVE_H)
+    summary = {name: kernel_summary(name, per_h) for name, per_h in scan.items()}
+    return KernelScan(bandwidths, step_h, spacing, scan, summary, x, curves, at_minima)
+
+
+def kernel_summary(name: str, per_h: list[dict]) -> dict:
+    """Where one kernel has three minima, stored + emergent ones, flat regions, and the
+    most minima it has at any bandwidth."""
+    bounds = THEORY_THREE[name]
+    return {
+        "three_minima_h": h_ranges(per_h, _three),
+        "theory_three_minima_h": list(bounds) if bounds else None,
+        "agrees_with_theory": agrees_with_theory(name, per_h),
+        "stored_and_emergent_h": h_ranges(per_h, _emergent_and_stored),
+        "flat_minimum_h": h_ranges(per_h, lambda r: bool(r["flat_minima"])),
+        "flat_region_h": h_ranges(per_h, lambda r: bool(r["flats"])),
+        "max_count": max(len(r["minima"]) for r in per_h),
+    }
+
+
+def _at_representative(per_h: list[dict]) -> dict:
+    return next(r for r in per_h if abs(r["h"] - REPRESENTATIVE_H) < 1e-9)
+
+
+# -- the section: figures -----------------------------------------------------------------------
+def figure(result: KernelsResult, ctx: Context, report: Report) -> None:
+    _picture_figure(result.picture, report.path("lsr_1d.png"))
+    _kernel_figure(result.kernels, report.path("lsr_kernels.png"))
+
+
+def _picture_figure(picture: Picture, path: Path) -> None:
+    r = picture.support_radius
+    x = picture.x
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for xi in MEMORIES:
+        ax.axvspan(xi - r, xi + r, color="#1f77b4", alpha=0.08)
+        ax.axvline(xi, color="k", ls="--", lw=0.8)
+    for name, colour in (("lse", "#d62728"), ("lsr", "#1f77b4")):
+        e = picture.energies[name]
+        ok = torch.isfinite(e)
+        ax.plot(x[ok].numpy(), e[ok].numpy(), color=colour, label=f"{name.upper()} (β={BETA_1D:g})")
+        mins = picture.minima[name]["minima"]
+        if mins:
+            ax.plot(mins, picture.minima_energies[name].numpy(), "o", color=colour, ms=7)
+    ax.set_xlabel("x")
+    ax.set_ylabel("energy")
+    ax.set_title(f"memories at ±1; shaded: LSR supports (r = {r:.3f})", fontsize=10)
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def _kernel_figure(kernels: KernelScan, path: Path) -> None:
+    scan, h, x = kernels.scan, REPRESENTATIVE_H, kernels.x
+    names = list(scan)
+    fig = plt.figure(figsize=(14, 9))
+    grid = fig.add_gridspec(3, 4, height_ratios=[1, 1, 1.1])
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(grid[i // 4, i % 4])
+        e = kernels.curves[name]
+        ok = torch.isfinite(e)
+        ax.plot(x[ok].numpy(), e[ok].numpy(), color="#1f77b4", lw=1.2)
+        row = _at_representative(scan[name])
+        for lo, hi in row["flats"]:
+            ax.axvspan(lo, hi, color="#ff7f0e", alpha=0.25)
+        if row["minima"]:
+            energies = kernels.minima_energies[name].numpy()
+            ax.plot(row["minima"], energies, "o", color="#d62728", ms=6)
+        for xi in MEMORIES:
+            ax.axvline(xi, color="k", ls="--", lw=0.7)
+        ax.set_xlim(-1 - h, 1 + h)
+        ax.set_title(f"{name}  {FORMULAS[name]}, h={h:g}", fontsize=9)
+    _counts_image(fig.add_subplot(grid[2, :]), fig, scan)
+    save_figure(fig, path, dpi=100)
+
+
+def _counts_image(ax, fig, scan: dict[str, list[dict]]) -> None:
+    """The number of strict minima of every kernel against h (x: a flat minimum)."""
+    names = list(scan)
+    hs = [r["h"] for r in scan[names[0]]]
+    counts = torch.tensor([[len(r["minima"]) for r in scan[n]] for n in names])
+    step = hs[1] - hs[0] if len(hs) > 1 else 1.0
+    image = ax.imshow(
+        counts.numpy(),
+        aspect="auto",
+        cmap=plt.get_cmap("viridis", 4),
+        vmin=-0.5,
+        vmax=3.5,
+        extent=(hs[0] - step / 2, hs[-1] + step / 2, len(names) - 0.5, -0.5),
+        interpolation="nearest",
+    )
+    flat = [(r["h"], i) for i, n in enumerate(names) for r in scan[n] if r["flat_minima"]]
+    if flat:
+        ax.plot(*zip(*flat, strict=True), "x", color="w", ms=3, mew=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("bandwidth h")
+    for v in (1.0, 2.0):
+        ax.axvline(v, color="w", lw=0.8, ls=":")
+    fig.colorbar(image, ax=ax, ticks=[0, 1, 2, 3], label="strict minima")
+
+
+# -- the section: report ------------------------------------------------------------------------
+def write(result: KernelsResult, ctx: Context, report: Report) -> dict:
+    """The 1-D picture and the kernel comparison: prose, table, figures, two claims.
+    Returns {"picture_1d", "kernels"}."""
+    picture = _write_picture(result.picture, report)
+    k = result.kernels
+    _write_kernel_table(k, report)
+    _write_kernel_findings(k, report)
+    return {
+        "picture_1d": picture,
+        "kernels": {
+            "bandwidths": k.bandwidths,
+            "grid_spacing": k.spacing,
+            "flat_tol": FLAT_TOL,
+            "flat_width": FLAT_WIDTH,
+            "near": NEAR,
+            "summary": k.summary,
+            "counts": {name: [len(r["minima"]) for r in v] for name, v in k.scan.items()},
+            "at_representative_h": {name: _at_representative(v) for name, v in k.scan.items()},
+        },
+    }
+
+
+def _write_picture(picture: Picture, report: Report) -> dict:
+    def where(v: list[float]) -> str:
+        return ", ".join(f"{p:+.3f}" for p in v) or "none"
+
+    lsr, lse = picture.minima["lsr"], picture.minima["lse"]
+    r, x = picture.support_radius, picture.x
+    report.section(
+        "The 1-D picture",
+        f"Memories at ±1, β = {BETA_1D:g}: LSR support radius r = √(2/β) = {r:.4f}, so each "
+        "memory lies outside the other's support (r < 2) while both supports contain 0 "
+        f"(r > 1). Strict local minima on a grid of spacing {float(x[1] - x[0]):g} over "
+        f"[-3, 3]: LSR at {where(lsr['minima'])} ({lsr['stored']} stored, {lsr['emergent']} "
+        f"emergent); LSE at {where(lse['minima'])}, where {lse['stored']} of the 2 memories "
+        "are minima (a single minimum at 0 is the two memories merged). The Gaussian "
+        "kernel comparison below shows that LSE keeps two minima only for β > 1 "
+        "(h = 1/√β < 1), and then moved off the memories towards 0.",
+    )
+    report.figure("lsr_1d.png", "LSE and LSR energies of two memories at ±1 (dots: minima).")
+    report.claim(
+        f"1-D, memories at ±1, β = {BETA_1D:g}: LSR has minima at both memories and an "
+        "emergent one at 0",
+        f"LSR minima at {where(lsr['minima'])}; LSE minima at {where(lse['minima'])}",
+        "reproduced" if lsr["stored"] == 2 and lsr["emergent"] == 1 else "not reproduced",
+    )
+    return {"beta": BETA_1D, "support_radius": r, "lsr": lsr, "lse": lse}
+
+
+def _write_kernel_table(k: KernelScan, report: Report) -> None:
+    rows = []
+    for name, per_h in k.scan.items():
+        summary, bounds = k.summary[name], THEORY_THREE[name]
         shifts = [r["max_stored_shift"] for r in per_h if _emergent_and_stored(r)]
-        bounds = THEORY_THREE[name]
-        summary[name] = {
-            "three_minima_h": three,
-            "theory_three_minima_h": list(bounds) if bounds else None,
-            "agrees_with_theory": agrees_with_theory(name, per_h),
-            "stored_and_emergent_h": both,
-            "flat_minimum_h": flat_min,
-            "flat_region_h": flat_any,
-            "max_count": max(len(r["minima"]) for r in per_h),
-        }
         rows.append(
             [
                 name,
                 FORMULAS[name],
-                _fmt_ranges(three),
+                _fmt_ranges(summary["three_minima_h"]),
                 f"({bounds[0]:.4g}, {bounds[1]:g})" if bounds else "none",
-                "yes" if summary[name]["agrees_with_theory"] else "**no**",
-                _fmt_ranges(both),
+                "yes" if summary["agrees_with_theory"] else "**no**",
+                _fmt_ranges(summary["stored_and_emergent_h"]),
                 f"{max(shifts):.1e}" if shifts else "–",
-                _fmt_ranges(flat_min),
-                _fmt_ranges(flat_any),
+                _fmt_ranges(summary["flat_minimum_h"]),
+                _fmt_ranges(summary["flat_region_h"]),
             ]
         )
     report.section(
         "Kernels: which ones create minima between two memories?",
         f"Memories at ±1; density f(x) = Σ_μ K((x-ξ_μ)/h), energy -log f, bandwidths h from "
-        f"{bandwidths[0]:g} to {bandwidths[-1]:g} in steps of {step_h:g}; the energy is "
-        f"evaluated in float64 on a grid of spacing {spacing:g} through 0 covering every "
+        f"{k.bandwidths[0]:g} to {k.bandwidths[-1]:g} in steps of {k.step_h:g}; the energy is "
+        f"evaluated in float64 on a grid of spacing {k.spacing:g} through 0 covering every "
         f"support. Minima: consecutive grid values equal within {FLAT_TOL:g} form one region; "
         "a region lower than its two neighbours is a minimum. A region wider than "
         f"{FLAT_WIDTH:g} is **flat** (exact plateaus of the uniform and triangle kernels) and "
@@ -300,15 +499,18 @@ def section(report: Report, *, quick: bool, seed: int, progress: Progress) -> di
     )
     report.figure(
         "lsr_kernels.png",
-        f"Energy -log f for each kernel at h = {representative:g} (dots: strict minima; shaded:"
-        " flat regions; dashed: memories), and the number of strict minima against h "
+        f"Energy -log f for each kernel at h = {REPRESENTATIVE_H:g} (dots: strict minima; "
+        "shaded: flat regions; dashed: memories), and the number of strict minima against h "
         "(x: a flat minimum exists).",
     )
-    epa, gauss = summary["epanechnikov"], summary["gaussian"]
-    creators = [k for k, s in summary.items() if s["stored_and_emergent_h"]]
-    two = [r for r in scan["gaussian"] if len(r["minima"]) == 2]
-    one = [r["h"] for r in scan["gaussian"] if len(r["minima"]) == 1]
-    isolated_uniform = [r["h"] for r in scan["uniform"] if r["minima"]]
+
+
+def _write_kernel_findings(k: KernelScan, report: Report) -> None:
+    epa, gauss = k.summary["epanechnikov"], k.summary["gaussian"]
+    creators = [name for name, s in k.summary.items() if s["stored_and_emergent_h"]]
+    two = [r for r in k.scan["gaussian"] if len(r["minima"]) == 2]
+    one = [r["h"] for r in k.scan["gaussian"] if len(r["minima"]) == 1]
+    isolated_uniform = [r["h"] for r in k.scan["uniform"] if r["minima"]]
     report.text(
         "Kernels with both memories and an emergent minimum at some h: "
         f"{', '.join(creators) or 'none'}; the analytic column is where f''(0) < 0 with both "
@@ -330,134 +532,19 @@ def section(report: Report, *, quick: bool, seed: int, progress: Progress) -> di
             else ""
         )
     )
-    epa_ok = epa["three_minima_h"] == [
-        [min(h for h in bandwidths if h > 1), max(h for h in bandwidths if h < 2)]
-    ]
+    hs = k.bandwidths
+    epa_ok = epa["three_minima_h"] == [[min(h for h in hs if h > 1), max(h for h in hs if h < 2)]]
     report.claim(
         "The Epanechnikov (LSR) energy creates emergent minima between memories while "
         "keeping the stored ones; the Gaussian (LSE) does not",
         f"Epanechnikov: minima at ±1 and 0 for h in {_fmt_ranges(epa['three_minima_h'])} "
         f"(theory: 1 < h < 2); Gaussian: at most {gauss['max_count']} minima for every h in "
-        f"[{bandwidths[0]:g}, {bandwidths[-1]:g}]; other kernels with stored + emergent "
-        f"minima: {', '.join(k for k in creators if k != 'epanechnikov') or 'none'}; grid "
+        f"[{hs[0]:g}, {hs[-1]:g}]; other kernels with stored + emergent "
+        f"minima: {', '.join(c for c in creators if c != 'epanechnikov') or 'none'}; grid "
         "counts agree with the analytic ranges for "
-        f"{sum(s['agrees_with_theory'] for s in summary.values())}/{len(summary)} kernels",
+        f"{sum(s['agrees_with_theory'] for s in k.summary.values())}/{len(k.summary)} kernels",
         "reproduced" if epa_ok and gauss["max_count"] < 3 else "not reproduced",
     )
-    progress("done", 1.0)
-    return {
-        "picture_1d": picture,
-        "kernels": {
-            "bandwidths": bandwidths,
-            "grid_spacing": spacing,
-            "flat_tol": FLAT_TOL,
-            "flat_width": FLAT_WIDTH,
-            "near": NEAR,
-            "summary": summary,
-            "counts": {k: [len(r["minima"]) for r in v] for k, v in scan.items()},
-            "at_representative_h": {
-                k: next(r for r in v if abs(r["h"] - representative) < 1e-9)
-                for k, v in scan.items()
-            },
-        },
-    }
 
 
-def _picture(report: Report) -> dict:
-    """LSE and LSR energies of memories at ±1, beta = 0.9, on [-3, 3], with their minima."""
-    mem = torch.tensor(MEMORIES, dtype=torch.float64)[:, None]
-    x = torch.arange(-6000, 6001, dtype=torch.float64) * 5e-4  # [-3, 3] through 0
-    energies, found = {}, {}
-    for name in ("lse", "lsr"):
-        am = DenseAM(mem, energy=name, beta=BETA_1D)
-        energies[name] = am.energy(x[:, None]).detach()
-        (found_1d,) = grid_minima(x, energies[name][None])
-        found[name] = found_1d.classify()
-    r = DenseAM(mem, energy="lsr", beta=BETA_1D).support_radius
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for xi in MEMORIES:
-        ax.axvspan(xi - r, xi + r, color="#1f77b4", alpha=0.08)
-        ax.axvline(xi, color="k", ls="--", lw=0.8)
-    for name, colour in (("lse", "#d62728"), ("lsr", "#1f77b4")):
-        e = energies[name]
-        ok = torch.isfinite(e)
-        ax.plot(x[ok].numpy(), e[ok].numpy(), color=colour, label=f"{name.upper()} (β={BETA_1D:g})")
-        mins = torch.tensor(found[name]["minima"], dtype=torch.float64)
-        if len(mins):
-            am = DenseAM(mem, energy=name, beta=BETA_1D)
-            ax.plot(
-                mins.numpy(), am.energy(mins[:, None]).detach().numpy(), "o", color=colour, ms=7
-            )
-    ax.set_xlabel("x")
-    ax.set_ylabel("energy")
-    ax.set_title(f"memories at ±1; shaded: LSR supports (r = {r:.3f})", fontsize=10)
-    ax.legend(fontsize=8)
-    save_figure(fig, report.path("lsr_1d.png"))
-
-    def where(v: list[float]) -> str:
-        return ", ".join(f"{p:+.3f}" for p in v) or "none"
-
-    lsr, lse = found["lsr"], found["lse"]
-    report.section(
-        "The 1-D picture",
-        f"Memories at ±1, β = {BETA_1D:g}: LSR support radius r = √(2/β) = {r:.4f}, so each "
-        "memory lies outside the other's support (r < 2) while both supports contain 0 "
-        f"(r > 1). Strict local minima on a grid of spacing {float(x[1] - x[0]):g} over "
-        f"[-3, 3]: LSR at {where(lsr['minima'])} ({lsr['stored']} stored, {lsr['emergent']} "
-        f"emergent); LSE at {where(lse['minima'])}, where {lse['stored']} of the 2 memories "
-        "are minima (a single minimum at 0 is the two memories merged). The Gaussian "
-        "kernel comparison below shows that LSE keeps two minima only for β > 1 "
-        "(h = 1/√β < 1), and then moved off the memories towards 0.",
-    )
-    report.figure("lsr_1d.png", "LSE and LSR energies of two memories at ±1 (dots: minima).")
-    report.claim(
-        f"1-D, memories at ±1, β = {BETA_1D:g}: LSR has minima at both memories and an "
-        "emergent one at 0",
-        f"LSR minima at {where(lsr['minima'])}; LSE minima at {where(lse['minima'])}",
-        "reproduced" if lsr["stored"] == 2 and lsr["emergent"] == 1 else "not reproduced",
-    )
-    return {"beta": BETA_1D, "support_radius": r, "lsr": lsr, "lse": lse}
-
-
-def _kernel_figure(scan: dict[str, list[dict]], h: float, spacing: float, path: Path) -> None:
-    names = list(scan)
-    fig = plt.figure(figsize=(14, 9))
-    grid = fig.add_gridspec(3, 4, height_ratios=[1, 1, 1.1])
-    x = kernel_grid(h, spacing)
-    for i, name in enumerate(names):
-        ax = fig.add_subplot(grid[i // 4, i % 4])
-        e = kernel_energy(name, x, h)
-        ok = torch.isfinite(e)
-        ax.plot(x[ok].numpy(), e[ok].numpy(), color="#1f77b4", lw=1.2)
-        row = next(r for r in scan[name] if abs(r["h"] - h) < 1e-9)
-        for lo, hi in row["flats"]:
-            ax.axvspan(lo, hi, color="#ff7f0e", alpha=0.25)
-        mins = torch.tensor(row["minima"], dtype=torch.float64)
-        if len(mins):
-            ax.plot(mins.numpy(), kernel_energy(name, mins, h).numpy(), "o", color="#d62728", ms=6)
-        for xi in MEMORIES:
-            ax.axvline(xi, color="k", ls="--", lw=0.7)
-        ax.set_xlim(-1 - h, 1 + h)
-        ax.set_title(f"{name}  {FORMULAS[name]}, h={h:g}", fontsize=9)
-    ax = fig.add_subplot(grid[2, :])
-    hs = [r["h"] for r in scan[names[0]]]
-    counts = torch.tensor([[len(r["minima"]) for r in scan[n]] for n in names])
-    step = hs[1] - hs[0] if len(hs) > 1 else 1.0
-    image = ax.imshow(
-        counts.numpy(),
-        aspect="auto",
-        cmap=plt.get_cmap("viridis", 4),
-        vmin=-0.5,
-        vmax=3.5,
-        extent=(hs[0] - step / 2, hs[-1] + step / 2, len(names) - 0.5, -0.5),
-        interpolation="nearest",
-    )
-    flat = [(r["h"], i) for i, n in enumerate(names) for r in scan[n] if r["flat_minima"]]
-    if flat:
-        ax.plot(*zip(*flat, strict=True), "x", color="w", ms=3, mew=0.8)
-    ax.set_yticks(range(len(names)), names)
-    ax.set_xlabel("bandwidth h")
-    for v in (1.0, 2.0):
-        ax.axvline(v, color="w", lw=0.8, ls=":")
-    fig.colorbar(image, ax=ax, ticks=[0, 1, 2, 3], label="strict minima")
-    save_figure(fig, path, dpi=100)
+SECTION = Section("kernels", 0.05, compute, write, figure)
