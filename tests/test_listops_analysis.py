@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -114,13 +115,16 @@ FIGURES = ("accuracy_vs_parameters.png", "curriculum.png", "embeddings.png", "ab
 
 
 def test_repro_listops_writes_report_figures_metrics_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(experiment, "QUICK", TINY)
+    monkeypatch.setattr(experiment, "PAPER", replace(experiment.PAPER, quick=TINY))
     out, calls = tmp_path / "repro", []
     experiment.run(out, quick=True, progress=lambda s, f: calls.append((s, f)))
     _, metrics = check_written_report(out, SECTIONS, FIGURES, calls)
     assert len(metrics["claims"]) == 4
     assert set(metrics["thresholds"]) == {"SUM", "MAX", "MIN", "MED", "MAX+MED", "MAX+MED+SUM"}
     assert len(metrics["runs"]) == 6 + 1  # six mixes and the curriculum, one size, one seed
+    # the analysis reports the saved model of the mix (largest size, first seed)
+    saved = ListOpsTransformer.load(out / "sweep" / "models" / "max+med+sum_d8_l2_h2_m2_s0")
+    assert metrics["analysis"]["MAX+MED+SUM"]["embedding"] == embedding_structure(saved, 10)
     stamps = {p.name: p.stat().st_mtime_ns for p in (out / "sweep" / "runs").iterdir()}
     # the command line's repro runs the same study and resumes it: no run is trained again
     again = CliRunner().invoke(app, ["repro", "listops", "--quick", "--out", str(out)])
@@ -135,4 +139,5 @@ def test_repro_listops_refuses_a_data_dir(tmp_path):
         app, ["repro", "listops", "--quick", "--out", str(out), "--data-dir", str(tmp_path)]
     )
     assert result.exit_code == 2 and "data-dir" in result.output
+    assert "uses no image files" in result.output
     assert not out.exists()
