@@ -130,6 +130,21 @@ class Paper:
     intro: Callable[[Context], str] = lambda ctx: ""
     uses_images: bool = False
 
+    def run(
+        self,
+        out: str | Path,
+        quick: bool = False,
+        seed: int = 0,
+        data_dir: str | None = None,
+        progress: Progress = no_progress,
+        grid: Any = None,
+    ) -> dict[str, Any]:
+        """``amlab repro <paper>``: :func:`reproduce` this paper into ``out``. ``grid``
+        replaces the quick or full grid (tests run small ones)."""
+        return reproduce(
+            self, out, quick=quick, seed=seed, data_dir=data_dir, progress=progress, grid=grid
+        )
+
 
 def reproduce(
     paper: Paper,

@@ -20,11 +20,9 @@ absolute errors: |E - E~| per query, |dE/dx_i - dE~/dx_i| per entry, averaged.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from amlab.experiments.drdam import features, images, kernels, memories, retrieval
-from amlab.experiments.report import Paper, Progress, no_progress, reproduce
+from amlab.experiments.report import Paper
 
 
 @dataclass(frozen=True)
@@ -109,19 +107,5 @@ PAPER = Paper(
     uses_images=True,
 )
 
-
-def run(
-    out: str | Path,
-    quick: bool = False,
-    seed: int = 0,
-    data_dir: str | None = None,
-    progress: Progress = no_progress,
-    grid: Grid | None = None,
-) -> dict[str, Any]:
-    """Run every section, write ``report.md``, the PNG figures and ``metrics.json`` into out.
-
-    ``grid`` replaces the quick or full sizes (the tests run in seconds with a tiny one).
-    """
-    return reproduce(
-        PAPER, out, quick=quick, seed=seed, data_dir=data_dir, progress=progress, grid=grid
-    )
+#: ``amlab repro drdam``: run(out, quick=False, seed=0, data_dir=None, progress=..., grid=None)
+run = PAPER.run

@@ -9,7 +9,6 @@ compute; the sections after it read its records.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any
 
@@ -21,8 +20,6 @@ from amlab.experiments.report import (
     Progress,
     Report,
     Section,
-    no_progress,
-    reproduce,
 )
 from amlab.tasks.listops import STUDY_DATA
 
@@ -88,18 +85,5 @@ PAPER = Paper(
     intro=_intro,
 )
 
-
-def run(
-    out: str | os.PathLike,
-    quick: bool = False,
-    seed: int = 0,
-    data_dir: str | None = None,
-    progress: Progress = no_progress,
-    grid: Grid | None = None,
-) -> dict[str, Any]:
-    """Run the sweep (resuming from ``out/sweep``), analyse, and write the report; ``grid``
-    replaces the quick or full grid. The expressions are generated, so ``data_dir`` is
-    refused."""
-    return reproduce(
-        PAPER, out, quick=quick, seed=seed, data_dir=data_dir, progress=progress, grid=grid
-    )
+#: ``amlab repro listops``: run(out, quick=False, seed=0, data_dir=None, progress=..., grid=None)
+run = PAPER.run

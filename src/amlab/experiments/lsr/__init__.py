@@ -10,10 +10,9 @@ fixed point, with a gallery of emergent memories). :class:`Grid` holds every siz
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from amlab.experiments.lsr import images, kernels, loglik, minima
-from amlab.experiments.report import Paper, Progress, no_progress, reproduce
+from amlab.experiments.report import Paper
 
 
 @dataclass(frozen=True)
@@ -75,17 +74,5 @@ PAPER = Paper(
     uses_images=True,
 )
 
-
-def run(
-    out: str | Path,
-    quick: bool = False,
-    seed: int = 0,
-    data_dir: str | None = None,
-    progress: Progress = no_progress,
-    grid: Grid | None = None,
-) -> dict:
-    """Run every section; write report.md, figures and metrics.json into ``out``.
-    ``grid`` replaces the quick or full grid (tests run small ones)."""
-    return reproduce(
-        PAPER, out, quick=quick, seed=seed, data_dir=data_dir, progress=progress, grid=grid
-    )
+#: ``amlab repro lsr``: run(out, quick=False, seed=0, data_dir=None, progress=..., grid=None)
+run = PAPER.run
