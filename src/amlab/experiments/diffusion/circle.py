@@ -13,7 +13,7 @@ import torch
 from amlab.analysis.minima import lse_minima, unique_rows
 from amlab.diffusion import Denoiser, EmpiricalDenoiser, MLPDenoiser, VESchedule
 from amlab.dynamics import descend
-from amlab.experiments.diffusion.common import checkpoints, reused_networks, train_network
+from amlab.experiments.diffusion.common import reused_networks, train_network
 from amlab.experiments.report import Context, Progress, Report, Section
 from amlab.tasks.diffusion import heun_samples, nearest_training
 from amlab.tasks.figures import plt, save_figure
@@ -96,14 +96,15 @@ def _circle_run(k: int, ctx: Context, axis, starts, progress: Progress) -> Circl
         sigma_data=0.7,
     )
     training = train_network(
+        ctx,
+        f"circle-K{k}",
         model,
         points,
         None,
-        grid.circle_steps,
-        grid.circle_batch,
-        ctx.seed,
-        checkpoints(ctx, f"circle-K{k}"),
-        lambda d, n, m: progress(f"training (loss {m['loss']:.3g})", 0.6 * d / n),
+        steps=grid.circle_steps,
+        batch=grid.circle_batch,
+        progress=progress,
+        until=0.6,
     )
     progress("landscapes and minima", 0.6)
     landscapes = []

@@ -10,9 +10,8 @@ from typing import Any
 
 from amlab.diffusion import VESchedule
 from amlab.diffusion.networks import LearnedDenoiser
-from amlab.experiments.report import Context
+from amlab.experiments.report import Context, Progress
 from amlab.tasks.diffusion import denoiser_schedule, train_denoiser
-from amlab.training import OnStep
 
 
 def digit_schedule(grid: Any) -> VESchedule:
@@ -27,21 +26,24 @@ def checkpoints(ctx: Context, network: str) -> Path:
 
 
 def train_network(
+    ctx: Context,
+    network: str,
     model: LearnedDenoiser,
     data: Any,
     labels: Any,
+    *,
     steps: int,
     batch: int,
-    seed: int,
-    out: Path,
-    on_step: OnStep,
+    progress: Progress,
+    until: float,
     log_normal: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Train ``model`` for ``steps`` steps (4 checkpoints in ``out``, resumed when there) and
-    put it in eval mode. Returns its record in metrics.json: steps, first loss, the mean loss
-    of the last tenth of the steps, this run's training seconds and the step it resumed from
+    """Train ``model`` for ``steps`` steps with the run's seed (4 checkpoints under
+    :func:`checkpoints`, resumed when there; progress moves from 0 to ``until``) and put it
+    in eval mode. Returns its record in metrics.json: steps, first loss, the mean loss of the
+    last tenth of the steps, this run's training seconds and the step it resumed from
     (``steps`` when the finished network was loaded)."""
-    config = denoiser_schedule(steps, seed, checkpoints=4)
+    config = denoiser_schedule(steps, ctx.seed, checkpoints=4)
     started = time.perf_counter()
     result = train_denoiser(
         model,
@@ -51,9 +53,11 @@ def train_network(
         batch_size=batch,
         label_dropout=0.2,
         log_normal=log_normal,
-        out=out,
+        out=checkpoints(ctx, network),
         resume=True,
-        on_step=on_step,
+        on_step=lambda done, total, m: progress(
+            f"training (loss {m['loss']:.3g})", until * done / total
+        ),
     )
     model.eval()
     tail = result.losses[-max(len(result.losses) // 10, 1) :]

@@ -11,7 +11,6 @@ import torch
 
 from amlab.diffusion import ConvDenoiser, EmpiricalDenoiser
 from amlab.experiments.diffusion.common import (
-    checkpoints,
     digit_schedule,
     reused_networks,
     train_network,
@@ -84,14 +83,15 @@ def _memorisation(ctx: Context, train_x, train_y, x_held, threshold: float, prog
         sigma_data=0.4,
     )
     training = train_network(
+        ctx,
+        f"digits-N{n}",
         model,
         train_x,
         train_y,
-        grid.digit_steps,
-        grid.digit_batch,
-        ctx.seed,
-        checkpoints(ctx, f"digits-N{n}"),
-        lambda d, total, m: progress(f"training (loss {m['loss']:.3g})", 0.8 * d / total),
+        steps=grid.digit_steps,
+        batch=grid.digit_batch,
+        progress=progress,
+        until=0.8,
         log_normal=grid.digit_log_normal,
     )
     progress("sampling", 0.8)
