@@ -4,7 +4,10 @@ correspondence holds exactly, and a rerun reuses the checkpointed networks."""
 import pytest
 from conftest import check_written_report, run_tiny_repro
 
-from amlab.experiments.diffusion import Grid, circle_points, run
+from amlab.data import load
+from amlab.experiments.diffusion import PAPER, Grid, circle, correspondence, digits, run
+from amlab.experiments.diffusion.circle import circle_points
+from amlab.experiments.report import Context, Report, no_progress
 
 TINY = Grid(
     circle_sizes=(2, 9, 200),
@@ -93,3 +96,51 @@ def test_circle_points_lie_on_the_circle():
     points = circle_points(50, seed=3)
     assert points.shape == (50, 2)
     assert ((points.norm(dim=1) - 1).abs() < 1e-6).all()
+
+
+def _this_run_only(value):
+    """value without what differs between two runs of the same grid: the training's seconds
+    and the step it resumed from."""
+    if isinstance(value, dict):
+        return {
+            k: _this_run_only(v) for k, v in value.items() if k not in ("seconds", "resumed_from")
+        }
+    if isinstance(value, list):
+        return [_this_run_only(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("section", PAPER.sections, ids=lambda s: s.name)
+def test_each_section_writes_what_it_computed(tiny_run, tmp_path, section):
+    """A section's compute, run again (its networks loaded from the tiny run's checkpoints),
+    gives what the tiny run wrote; write reports that result's numbers, and only its own
+    entries of metrics.json."""
+    out, metrics, _ = tiny_run
+    ctx = Context(grid=TINY, seed=0, quick=False, out=out, images=load("digits"))
+    result = section.compute(ctx, no_progress)
+    report = Report(tmp_path, "one section")
+    written = section.write(result, ctx, report)
+    (key,) = written
+    assert _this_run_only(written[key]) == _this_run_only(metrics[key])
+    text = "\n".join(report.lines)
+    if section is correspondence.SECTION:
+        assert written[key]["rows"] == result.rows
+        assert f"float64 posterior mean {result.max_diff_brute:.1e}" in report.claims[0][1]
+    elif section is circle.SECTION:
+        for run_k in result.runs:
+            by_sigma = written[key][f"K{run_k.k}"]["by_sigma"]
+            assert by_sigma == [scape.record for scape in run_k.landscapes]
+            assert written[key][f"K{run_k.k}"]["samples"] == run_k.sample_stats
+    elif section is digits.SECTION:
+        assert written[key]["threshold"] == result.threshold
+        assert written[key]["by_N"] == result.records
+        assert f"closer than {result.threshold:.3f}" in text
+    else:
+        assert written[key] == result.metrics
+        assert f"{result.metrics['final_distance_sampler']:.3f}" in report.claims[0][1]
+
+
+def test_the_sections_share_the_whole_run():
+    names = [s.name for s in PAPER.sections]
+    assert len(set(names)) == len(names)
+    assert abs(sum(s.share for s in PAPER.sections) - 1) < 1e-12
