@@ -48,30 +48,6 @@ def paper_images(data_dir: str | None) -> ImageSet:
     return load("mnist", data_dir, split="test") if data_dir else load("digits")
 
 
-def run_sections(
-    sections: Sequence[tuple[str, Callable[[Progress], Any], float]], progress: Progress
-) -> tuple[dict[str, Any], dict[str, float]]:
-    """Run (name, section(progress), share of the whole run) in order. (Being replaced by
-    :func:`reproduce`; remove once no paper calls it.)
-
-    Each section reports its own progress in [0, 1]; it is scaled into the section's share
-    and prefixed with its name. Returns ({name: what the section returned}, {name: seconds}).
-    """
-    results: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
-    done = 0.0
-    for name, section, share in sections:
-
-        def scaled(stage: str, fraction: float, start=done, share=share, name=name) -> None:
-            progress(f"{name}: {stage}", min(start + share * min(max(fraction, 0.0), 1.0), 0.999))
-
-        lap = time.perf_counter()
-        results[name] = section(scaled)
-        seconds[name] = time.perf_counter() - lap
-        done += share
-    return results, seconds
-
-
 @dataclass(frozen=True)
 class Context:
     """What every section of one reproduction sees.

@@ -22,11 +22,9 @@ reused by a later run with the same settings (:mod:`.common`).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
 
 from amlab.experiments.diffusion import circle, correspondence, digits, trajectory
-from amlab.experiments.report import Paper, Progress, no_progress, reproduce
+from amlab.experiments.report import Paper
 
 
 @dataclass(frozen=True)
@@ -97,17 +95,5 @@ PAPER = Paper(
     uses_images=True,
 )
 
-
-def run(
-    out: str | Path,
-    quick: bool = False,
-    seed: int = 0,
-    data_dir: str | None = None,
-    progress: Progress = no_progress,
-    grid: Grid | None = None,
-) -> dict[str, Any]:
-    """Run every section; write report.md, the PNG figures and metrics.json into ``out``.
-    ``grid`` replaces the quick or full sizes (tests)."""
-    return reproduce(
-        PAPER, out, quick=quick, seed=seed, data_dir=data_dir, progress=progress, grid=grid
-    )
+#: ``amlab repro diffusion``: run(out, quick=False, seed=0, data_dir=None, progress=..., grid=None)
+run = PAPER.run
