@@ -88,44 +88,9 @@ class Section:
     figure: Callable[[Any, Context, Report], None] | None = None
 
 
-@dataclass(frozen=True)
-class Paper:
-    """A reproduction: its grids, its sections in order, and what its report says first.
-
-    ``metrics(ctx)`` gives the entries of ``metrics.json`` that belong to the whole run (the
-    grid, the seed); each section's ``write`` adds its own, and :func:`reproduce` adds the
-    run time (``seconds``, ``section_seconds``).
-    """
-
-    title: str
-    source: str
-    full: Any
-    quick: Any
-    sections: tuple[Section, ...]
-    metrics: Callable[[Context], dict[str, Any]]
-    intro: Callable[[Context], str] = lambda ctx: ""
-    uses_images: bool = False
-
-    def run(
-        self,
-        out: str | Path,
-        quick: bool = False,
-        seed: int = 0,
-        data_dir: str | None = None,
-        progress: Progress = no_progress,
-        grid: Any = None,
-    ) -> dict[str, Any]:
-        """``amlab repro <paper>``: :func:`reproduce` this paper into ``out``. ``grid``
-        replaces the quick or full grid (tests run small ones)."""
-        return reproduce(
-            self, out, quick=quick, seed=seed, data_dir=data_dir, progress=progress, grid=grid
-        )
-
-
 def reproduce(
     paper: Paper,
     out: str | Path,
-    *,
     quick: bool = False,
     seed: int = 0,
     data_dir: str | None = None,
@@ -186,6 +151,28 @@ def reproduce(
 
 def _fields(grid: Any) -> dict[str, Any]:
     return asdict(grid) if is_dataclass(grid) else dict(vars(grid))
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A reproduction: its grids, its sections in order, and what its report says first.
+
+    ``metrics(ctx)`` gives the entries of ``metrics.json`` that belong to the whole run (the
+    grid, the seed); each section's ``write`` adds its own, and :func:`reproduce` adds the
+    run time (``seconds``, ``section_seconds``).
+    """
+
+    title: str
+    source: str
+    full: Any
+    quick: Any
+    sections: tuple[Section, ...]
+    metrics: Callable[[Context], dict[str, Any]]
+    intro: Callable[[Context], str] = lambda ctx: ""
+    uses_images: bool = False
+
+    #: ``amlab repro <paper>``: run(out, quick, seed, data_dir, progress, grid)
+    run = reproduce
 
 
 class Report:
