@@ -40,3 +40,23 @@ def check_written_report(out, sections, figures, calls):
     fractions = [f for _, f in calls]
     assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] == 1.0
     return report, on_disk
+
+
+def refused_by_parser(result, option):
+    """The message with which the command line's parser refused a value of ``option``
+    (exit status 2, no traceback), its box and line breaks undone."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = (line.strip(" │╭╮╰╯─") for line in result.output.splitlines())
+    text = " ".join(" ".join(lines).split())
+    assert f"Invalid value for '{option}'" in text, text
+    return text
+
+
+def error_line(result):
+    """The one ``error: ...`` line of a command that failed on bad input (exit status 2)."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1, result.output
+    return lines[0]

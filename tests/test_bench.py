@@ -5,6 +5,7 @@ import io
 import json
 
 import torch
+from conftest import refused_by_parser
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -75,9 +76,8 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
 
 
 def test_bench_rejects_an_unknown_workload():
-    result = CliRunner().invoke(app, ["bench", "--quick", "--workload", "nope"])
-    assert result.exit_code == 2
-    assert "workload" in result.output
+    result = CliRunner().invoke(app, ["bench", "--quick", "--workloads", "nope"])
+    assert "'nope' is not one of lse_784" in refused_by_parser(result, "--workloads")
 
 
 def load_device_check():

@@ -6,9 +6,12 @@ One module per command group; what they share (options, errors, progress bars) i
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from amlab.cli.bench import bench
+from amlab.cli.common import error_line
 from amlab.cli.explain import explain, export
 from amlab.cli.listops import listops_app
 from amlab.cli.repro import repro_app
@@ -24,8 +27,31 @@ app = typer.Typer(
 )
 
 
+def _print_version(asked: bool) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    if not asked:
+        return
+    try:
+        typer.echo(f"amlab {version('amlab')}")
+    except PackageNotFoundError:
+        error_line("amlab is not installed, so it has no version: pip install -e . first.")
+        raise typer.Exit(1) from None
+    raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print amlab's version and exit.",
+        ),
+    ] = False,
+) -> None:
     """amlab: energy-based associative memory."""
 
 

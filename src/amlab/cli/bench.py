@@ -2,74 +2,82 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from amlab.cli.common import JsonOpt, OutOpt, SeedOpt, errors, stage_progress
+from amlab.cli.common import (
+    JsonOpt,
+    SeedOpt,
+    choice,
+    errors,
+    list_option,
+    one_of,
+    out_option,
+    show_result,
+    stage_progress,
+)
+from amlab.tasks.bench import CLOCKS, DEVICES, WORKLOADS
 
 
 def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="Small sizes: a smoke test in seconds.")
     ] = False,
-    workload: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--workload",
-            help="Run only these (repeatable): lse_784, lse_64, lsr_index, drdam, "
-            "energy_transformer.",
+    workloads: Annotated[
+        Any,
+        list_option(
+            choice(WORKLOADS),
+            "lse_64,drdam",
+            f"The workloads to run, from {', '.join(WORKLOADS)}",
+            "NAME,...",
         ),
-    ] = None,
-    repeats: Annotated[int, typer.Option(help="Timed runs per measurement (best kept).")] = 3,
+    ] = ",".join(WORKLOADS),
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed runs per measurement (best kept).")
+    ] = 3,
     device: Annotated[
-        str | None, typer.Option(help="cpu or cuda (default: cuda when present).")
+        one_of(DEVICES) | None, typer.Option(help="Where to run (default: cuda when present).")
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(help="torch CPU threads (default: torch's choice).")
+        int | None,
+        typer.Option(min=1, help="torch CPU threads, for --device cpu (default: torch's choice)."),
     ] = None,
     clock: Annotated[
-        str,
+        one_of(CLOCKS),
         typer.Option(
-            help="wall, or cpu: the process's CPU time (with --threads 1, robust to a busy "
-            "machine)."
+            help="wall, or cpu: the process's CPU time (for --device cpu; with --threads 1, "
+            "robust to a busy machine)."
         ),
     ] = "wall",
     seed: SeedOpt = 0,
-    out: OutOpt = None,
+    out: Annotated[Path | None, out_option("bench.json", optional=True)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Time amlab's hot paths against plain implementations and the matmul rate."""
-    import torch
-
-    from amlab.io import atomic_write_text
-    from amlab.tasks.bench import WORKLOADS, run_bench
+    from amlab.io import write_metrics
+    from amlab.tasks.bench import run_bench
 
     with errors():
-        if threads is not None:
-            torch.set_num_threads(max(1, threads))
         if out is not None:  # before the run, so that a bad --out loses no measurement
             out.mkdir(parents=True, exist_ok=True)
         with stage_progress() as progress:
             report = run_bench(
                 quick=quick,
-                workloads=tuple(workload) if workload else WORKLOADS,
+                workloads=tuple(workloads),
                 repeats=repeats,
                 device=device,
+                threads=threads,
                 clock=clock,
                 seed=seed,
                 progress=progress,
             )
-        text = json.dumps(report, indent=2)
         if out is not None:
-            atomic_write_text(out / "bench.json", text)
-    if as_json:
-        typer.echo(text)
-        return
-    Console(width=160).print(bench_table(report))
+            write_metrics(out / "bench.json", report)
+    wrote = () if out is None else (out / "bench.json",)
+    show_result(report, as_json, bench_table(report), wrote, width=160)
 
 
 def bench_table(report: dict) -> Table:

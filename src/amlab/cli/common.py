@@ -1,26 +1,72 @@
-"""What every ``amlab`` command shares: the options spelled once, the one-line error, the
-progress bars."""
+"""What every ``amlab`` command shares: the options spelled once, the one parser of list
+options, the one-line error, the progress bars and the way results are shown.
+
+The conventions every command follows (DESIGN.md):
+
+- ``--out DIR`` is the directory the command writes its files into, created if missing.
+  Commands whose job is to make files (``train``, ``listops``, ``repro``, ``export``)
+  have a default directory; the others (``retrieve``, ``eval et``, ``bench``) only print
+  unless ``--out`` is given. A directory that holds a training run is never overwritten:
+  ``--resume`` continues the run there. Files go nowhere else, except a file that an option
+  names itself (``export --vectors FILE``).
+- ``--json`` prints the command's result as JSON on stdout and nothing else there; without
+  it the result is a table on stdout. Messages, "wrote ..." lines and progress bars go to
+  stderr.
+- ``--seed`` fixes every random choice; long work shows a progress bar.
+- Lists are comma-separated, one value after another: ``--dims 8,16,32``, ``--seeds 0,1``,
+  ``--ops max,med,sum``, ``--workloads lse_64,drdam``. A ListOps task mix inside a list of
+  mixes joins its operations with ``+``, as the reports name mixes: ``--mixes sum,max+med``.
+- An option that takes one of a fixed set of values declares them (a ``Literal``), so
+  ``--help`` lists them and the parser refuses any other.
+- An option never goes silently unused: one that would have no effect with the others
+  given is an error saying what to drop or add.
+- Errors name the options the user typed. The parser refuses a bad value itself (exit
+  status 2, naming the option); a problem found later is one line ``error: ...`` (exit
+  status 2, :class:`errors`), a file the system refuses one line with exit status 1.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
+from amlab.data.images import DATASETS
 from amlab.errors import AmlabError
+from amlab.io import jsonable
 
 #: messages and progress bars go to stderr; results (tables, --json) to stdout
 console = Console(stderr=True)
 
-OutOpt = Annotated[
-    Path | None, typer.Option("--out", help="Directory to write figures and metrics.json into.")
+
+def one_of(values: Sequence[str]) -> Any:
+    """The type of an option that takes one of ``values``: ``--help`` lists them and the
+    parser refuses any other."""
+    return Literal[tuple(values)]  # type: ignore[valid-type]
+
+
+def out_option(writes: str, *, optional: bool = False, resumable: bool = False) -> Any:
+    """``--out``, with a help text that says what the command writes there (see the module
+    docstring); ``optional``: without it nothing is written."""
+    help = f"Directory to write {writes} into (created if missing)"
+    if resumable:
+        help += "; a run already there is continued with --resume, never overwritten"
+    if optional:
+        help += "; without --out nothing is written"
+    return typer.Option("--out", help=help + ".")
+
+
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print the result as JSON on stdout instead of a table.")
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for every random choice.")]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue the run in --out from its latest checkpoint.")
@@ -31,12 +77,13 @@ DataDirOpt = Annotated[
     typer.Option("--data-dir", help="Directory with MNIST IDX files (default: embedded digits)."),
 ]
 #: the image sets a model trains on, and where the files of all but the embedded one are
-ImageDataOpt = Annotated[str, typer.Option(help="digits (embedded), mnist or fashion_mnist.")]
-DataFilesOpt = Annotated[
-    Path | None, typer.Option(help="Directory holding the data files (for all but digits).")
+ImageDataOpt = Annotated[
+    one_of(DATASETS),
+    typer.Option(help="The images: digits (embedded) or a data set read from --data-dir."),
 ]
-#: the directory a training run checkpoints into (and --resume continues)
-RunDirOpt = Annotated[Path, typer.Option("--out", help="Run directory.")]
+DataFilesOpt = Annotated[
+    Path | None, typer.Option(help="Directory holding the files of --data (all but digits).")
+]
 
 
 def path_str(path: Path | None) -> str | None:
@@ -44,6 +91,83 @@ def path_str(path: Path | None) -> str | None:
     return None if path is None else str(path)
 
 
+def image_files(data: str, data_dir: Path | None) -> str | None:
+    """``--data-dir`` checked against ``--data``: the embedded digits read no files, every
+    other data set needs them. Returns the directory as a str (None for digits)."""
+    if data == "digits" and data_dir is not None:
+        raise AmlabError(
+            f"--data digits is embedded and reads no files: drop --data-dir {data_dir}, or "
+            f"say which data set it holds with --data ({', '.join(DATASETS[1:])})."
+        )
+    if data != "digits" and data_dir is None:
+        raise AmlabError(
+            f"--data {data} is read from files: pass --data-dir DIR, the directory that holds them."
+        )
+    return path_str(data_dir)
+
+
+def refuse_unused(unused: dict[str, object], reason: str) -> None:
+    """An AmlabError when any option in ``unused`` (spelling -> value, None when not
+    given) was given though ``reason`` makes it do nothing."""
+    given = [name for name, value in unused.items() if value is not None]
+    if given:
+        raise AmlabError(f"{' and '.join(given)} would do nothing: {reason}.")
+
+
+# -- list options ---------------------------------------------------------------------------
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an integer") from None
+
+
+def choice(values: Iterable[str]) -> Callable[[str], str]:
+    """An element that must be one of ``values`` (case does not matter)."""
+    values = tuple(values)
+
+    def parse(text: str) -> str:
+        if text.lower() not in values:
+            raise ValueError(f"{text!r} is not one of {', '.join(values)}")
+        return text.lower()
+
+    return parse
+
+
+def split_list(text: str, item: Callable[[str], Any], sep: str = ",") -> list[Any]:
+    """``text`` split at ``sep``, each element through ``item`` (which raises ValueError
+    naming the element); an empty element or one listed twice is a ValueError."""
+    values: list[Any] = []
+    for part in (p.strip() for p in text.split(sep)):
+        if not part:
+            raise ValueError(f"{text!r} has an empty element")
+        value = item(part)
+        if value in values:
+            raise ValueError(f"{part!r} is listed twice in {text!r}")
+        values.append(value)
+    return values
+
+
+def list_option(item: Callable[[str], Any], example: str, help: str, metavar: str) -> Any:
+    """The one way amlab spells a list option: comma-separated values, each parsed by
+    ``item``; a bad element is refused by the parser, named, with an example of the form.
+    Annotate the option ``Any``: it arrives as a list."""
+
+    def parse(text: Any) -> list[Any]:
+        if not isinstance(text, str):  # a default already parsed
+            return text
+        try:
+            return split_list(text, item)
+        except ValueError as exc:
+            message = f"{exc}; give comma-separated values, e.g. {example}."
+            raise typer.BadParameter(message) from None
+
+    return typer.Option(
+        parser=parse, metavar=metavar, help=f"{help}; comma-separated, e.g. {example}."
+    )
+
+
+# -- errors -----------------------------------------------------------------------------------
 class errors:
     """Turn an AmlabError into a one-line message and exit status 2, and a file the system
     refuses (an --out that cannot be made, a full disk) into one with exit status 1."""
@@ -63,9 +187,43 @@ class errors:
 
 def error_line(message: str) -> None:
     # escaped: a message's own brackets ("amlab[onnx]", a shape) are not markup
-    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # soft_wrap: one line however long (the terminal wraps it, rich does not break it)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+# -- results ----------------------------------------------------------------------------------
+def show_result(
+    result: Any,
+    as_json: bool,
+    table: Table | None = None,
+    wrote: Sequence[Path | str] = (),
+    width: int | None = None,
+) -> None:
+    """A command's result: with ``--json`` the result as JSON on stdout and nothing else;
+    otherwise ``table`` (if any, ``width`` columns wide) on stdout and a "wrote ..." line
+    naming the files on stderr."""
+    if as_json:
+        typer.echo(json.dumps(jsonable(result), indent=2))
+        return
+    if table is not None:
+        Console(width=width).print(table)
+    if wrote:
+        names = [str(path) for path in wrote]
+        listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+        console.print(f"wrote {escape(listed)}", highlight=False, soft_wrap=True)
+
+
+def result_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:
+    """A table whose first column is left-aligned and the others, numbers, right-aligned."""
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+# -- progress bars ----------------------------------------------------------------------------
 @contextmanager
 def _bar(description: str, total: float | None, *columns: TextColumn, **fields: Any):
     """A transient rich progress bar on stderr with ``columns`` between the bar and the
@@ -91,6 +249,13 @@ def stage_progress():
 
 
 @contextmanager
+def busy(description: str):
+    """A bar for work that reports no progress of its own: it moves and shows the time."""
+    with _bar(description, None):
+        yield
+
+
+@contextmanager
 def descent_progress(description: str, total: int):
     """A bar over descent steps; yields ``advance(step, still_moving)``."""
     columns = (
@@ -113,10 +278,3 @@ def training_progress(description: str):
         yield lambda done, total, metrics: update(
             completed=done, total=total, steps=total, loss=f"{metrics['loss']:.4g}"
         )
-
-
-def int_list(text: str, name: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise AmlabError(f"{name} must be comma-separated integers; got {text!r}.") from None

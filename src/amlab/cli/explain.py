@@ -7,11 +7,21 @@ from typing import Annotated
 
 import typer
 
-from amlab.cli.common import SeedOpt, console, errors
+from amlab.cli.common import (
+    JsonOpt,
+    busy,
+    console,
+    errors,
+    out_option,
+    refuse_unused,
+    show_result,
+)
 
 
 def explain(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0: any free port).")] = 8765,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any free port).")
+    ] = 8765,
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Only serve; do not open a browser.")
     ] = False,
@@ -37,20 +47,30 @@ def explain(
 
 def export(
     out: Annotated[
-        Path, typer.Option("--out", help="Directory for the app's data (digits, projections).")
+        Path,
+        out_option("the app's data (digits, DrDAM's projections, the ONNX models, manifest.json)"),
     ] = Path("web/public/data"),
     vectors: Annotated[
         Path | None,
         typer.Option(help="Also write the test vectors of the app's math to this JSON file."),
     ] = None,
-    seed: SeedOpt = 0,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the test vectors' random cases (default 0).")
+    ] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write the data the explainer computes with, and test vectors for its math."""
     from amlab.explain import export_app_data, export_test_vectors
 
     with errors():
-        written = export_app_data(out)
-        if vectors is not None:
-            written.append(export_test_vectors(vectors, seed=seed))
-    for path in written:
-        console.print(f"wrote {path}")
+        if vectors is None:
+            refuse_unused(
+                {"--seed": seed},
+                "it seeds the test vectors, and only --vectors FILE writes them (the app's "
+                "data is always drawn with seed 0)",
+            )
+        with busy("exporting"):
+            written = export_app_data(out)
+            if vectors is not None:
+                written.append(export_test_vectors(vectors, seed=seed or 0))
+    show_result({"written": [str(path) for path in written]}, as_json, wrote=written)

@@ -14,9 +14,10 @@ from amlab.cli.common import (
     JsonOpt,
     QuickOpt,
     SeedOpt,
-    console,
     errors,
+    out_option,
     path_str,
+    show_result,
     stage_progress,
 )
 
@@ -38,7 +39,7 @@ PAPERS = {
 
 def _add_repro_command(paper: str, description: str) -> None:
     def command(
-        out: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
+        out: Annotated[Path, out_option("report.md, the figures and metrics.json")] = Path(
             f"runs/repro-{paper}"
         ),
         quick: QuickOpt = False,
@@ -68,10 +69,6 @@ def _run_repro(
             data_dir=path_str(data_dir),
             progress=progress,
         )
-    if as_json:
-        typer.echo(json.dumps(json.loads((out / "metrics.json").read_text()), indent=2))
-        return
-    console.print(
-        f"wrote {out / 'report.md'}, {out / 'metrics.json'} and "
-        f"{len(list(out.glob('*.png')))} figures"
-    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    figures = f"{len(list(out.glob('*.png')))} figures"
+    show_result(metrics, as_json, wrote=(out / "report.md", out / "metrics.json", figures))

@@ -2,115 +2,126 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from amlab.cli.common import (
     DataFilesOpt,
+    ImageDataOpt,
     JsonOpt,
-    OutOpt,
     SeedOpt,
-    console,
     descent_progress,
     errors,
-    path_str,
+    image_files,
+    one_of,
+    out_option,
+    result_table,
+    show_result,
 )
+from amlab.data.corrupt import CORRUPTIONS
+from amlab.models.dense_am import ENERGIES
+from amlab.tasks.retrieval import DEFAULT_LEVEL, METHODS
 
 
 def retrieve(
-    data: Annotated[
-        str, typer.Option(help="digits (embedded), mnist, fashion_mnist or cifar10.")
-    ] = "digits",
+    data: ImageDataOpt = "digits",
     data_dir: DataFilesOpt = None,
-    memories: Annotated[int, typer.Option(help="Number of images stored.")] = 100,
+    memories: Annotated[int, typer.Option(min=1, help="Number of images stored.")] = 100,
     queries: Annotated[
-        int, typer.Option(help="Number of corrupted queries (0: one per stored image).")
+        int, typer.Option(min=0, help="Number of corrupted queries (0: one per stored image).")
     ] = 0,
     corruption: Annotated[
-        str, typer.Option(help="block (lower half hidden), mask, noise or salt_pepper.")
+        one_of(CORRUPTIONS),
+        typer.Option(
+            help="block hides the lower half; mask hides, salt_pepper flips a --level fraction "
+            "of the pixels; noise adds Gaussian noise of sigma --level."
+        ),
     ] = "block",
     level: Annotated[
-        float, typer.Option(help="Hidden fraction (mask, salt_pepper) or noise sigma.")
-    ] = 0.5,
-    energy: Annotated[str, typer.Option(help="lse, lse_dot or lsr.")] = "lse",
+        float | None,
+        typer.Option(
+            help=f"The fraction (mask, salt_pepper) or sigma (noise); default {DEFAULT_LEVEL}. "
+            "block takes none."
+        ),
+    ] = None,
+    energy: Annotated[one_of(ENERGIES), typer.Option(help="The energy of the memory.")] = "lse",
     beta: Annotated[
         float | None,
         typer.Option(
             help="Inverse temperature (default: 3 for lse, 20 for lse_dot, 0.15 for lsr)."
         ),
     ] = None,
-    eps: Annotated[float, typer.Option(help="LSR's floor inside the log.")] = 0.0,
+    eps: Annotated[
+        float, typer.Option(min=0.0, help="LSR's floor inside the log (--energy lsr only).")
+    ] = 0.0,
     method: Annotated[
-        str,
+        one_of(METHODS),
         typer.Option(
-            help="auto (attention for LSE, fixed_point for LSR), gd, attention or fixed_point."
+            help="auto: attention for the LSE energies, fixed_point for lsr (their exact "
+            "updates); gd: gradient descent on any energy."
         ),
     ] = "auto",
-    steps: Annotated[int, typer.Option(help="Most steps of descent.")] = 1000,
+    steps: Annotated[int, typer.Option(min=0, help="Most steps of descent.")] = 1000,
     step_size: Annotated[
         float | None, typer.Option(help="Step size (default 0.1 for gd, 1 otherwise).")
     ] = None,
     tol: Annotated[
-        float | None, typer.Option(help="Stop a query when no entry moves more than this.")
+        float | None,
+        typer.Option(min=0.0, help="Stop a query when no entry moves more than this."),
     ] = None,
     clamp: Annotated[
         bool | None,
         typer.Option(
             "--clamp/--no-clamp",
-            help="Keep visible entries fixed (default: on for block and mask).",
+            help="Keep the entries the corruption left alone fixed (default: on for block and "
+            "mask; noise leaves none alone).",
         ),
     ] = None,
     chunk_size: Annotated[
-        int | None, typer.Option(help="Memories per chunk (default: automatic).")
+        int | None, typer.Option(min=1, help="Memories per chunk (default: automatic).")
     ] = None,
     seed: SeedOpt = 0,
-    out: OutOpt = None,
+    out: Annotated[Path | None, out_option("retrieval.png and metrics.json", optional=True)] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Store images, corrupt them, retrieve them, and report how many come back."""
     from amlab.tasks.retrieval import RetrievalConfig, run_retrieval
 
-    config = RetrievalConfig(
-        data=data,
-        data_dir=path_str(data_dir),
-        memories=memories,
-        queries=queries,
-        corruption=corruption,
-        level=level,
-        energy=energy,
-        beta=beta,
-        eps=eps,
-        method=method,
-        steps=steps,
-        step_size=step_size,
-        tol=tol,
-        clamp=clamp,
-        seed=seed,
-        chunk_size=chunk_size,
-    )
-    with errors(), descent_progress("retrieving", total=steps) as advance:
-        metrics = run_retrieval(config, out=out, on_step=advance)
-    if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
-        return
-    table = Table(
-        title=f"retrieve: {config.data}, {metrics['config']['energy']} "
-        f"({metrics['config']['method']}), beta={metrics['config']['beta']:g}"
-    )
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in (
+    with errors():
+        config = RetrievalConfig(
+            data=data,
+            data_dir=image_files(data, data_dir),
+            memories=memories,
+            queries=queries,
+            corruption=corruption,
+            level=level,
+            energy=energy,
+            beta=beta,
+            eps=eps,
+            method=method,
+            steps=steps,
+            step_size=step_size,
+            tol=tol,
+            clamp=clamp,
+            seed=seed,
+            chunk_size=chunk_size,
+        )
+        with descent_progress("retrieving", total=steps) as advance:
+            metrics = run_retrieval(config, out=out, on_step=advance)
+    keys = (
         "accuracy",
         "mean_squared_error",
         "corrupted_mean_squared_error",
         "mean_steps",
         "converged_fraction",
-    ):
-        table.add_row(key, f"{metrics[key]:.4g}")
-    Console().print(table)
-    if out is not None:
-        console.print(f"wrote {out / 'retrieval.png'} and {out / 'metrics.json'}")
+    )
+    run = metrics["config"]
+    table = result_table(
+        f"retrieve: {data}, {run['energy']} ({run['method']}), beta={run['beta']:g}",
+        ("metric", "value"),
+        [(key, f"{metrics[key]:.4g}") for key in keys],
+    )
+    wrote = () if out is None else (out / "retrieval.png", out / "metrics.json")
+    show_result(metrics, as_json, table, wrote)

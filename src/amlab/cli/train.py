@@ -3,25 +3,26 @@ evaluation."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from amlab.cli.common import (
     DataFilesOpt,
     ImageDataOpt,
     JsonOpt,
-    OutOpt,
     ResumeOpt,
-    RunDirOpt,
     SeedOpt,
+    busy,
     console,
     errors,
+    image_files,
+    out_option,
     path_str,
+    refuse_unused,
+    result_table,
+    show_result,
     stage_progress,
     training_progress,
 )
@@ -32,33 +33,40 @@ train_app = typer.Typer(
 )
 eval_app = typer.Typer(help="Evaluate a trained model against baselines.", no_args_is_help=True)
 
+StepsOpt = Annotated[int, typer.Option(min=1, help="Optimizer steps.")]
+BatchOpt = Annotated[int, typer.Option(min=1, help="Images per step.")]
+
 
 @train_app.command("et")
 def train_et(
-    out: RunDirOpt = Path("runs/et"),
+    out: Annotated[Path, out_option("checkpoints, model/ and train.json", resumable=True)] = Path(
+        "runs/et"
+    ),
     data: ImageDataOpt = "digits",
     data_dir: DataFilesOpt = None,
-    patch: Annotated[int, typer.Option(help="Side of the square patches.")] = 2,
-    dim: Annotated[int, typer.Option(help="Token dimension D.")] = 64,
-    heads: Annotated[int, typer.Option(help="Attention heads H.")] = 4,
-    head_dim: Annotated[int, typer.Option(help="Head dimension Y.")] = 16,
-    et_steps: Annotated[int, typer.Option(help="Steps T of the block's dynamics.")] = 12,
+    patch: Annotated[int, typer.Option(min=1, help="Side of the square patches.")] = 2,
+    dim: Annotated[int, typer.Option(min=1, help="Token dimension D.")] = 64,
+    heads: Annotated[int, typer.Option(min=1, help="Attention heads H.")] = 4,
+    head_dim: Annotated[int, typer.Option(min=1, help="Head dimension Y.")] = 16,
+    et_steps: Annotated[int, typer.Option(min=1, help="Steps T of the block's dynamics.")] = 12,
     alpha: Annotated[float, typer.Option(help="Step size of the dynamics.")] = 0.1,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 3000,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    steps: StepsOpt = 3000,
+    batch_size: BatchOpt = 64,
     lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 1e-3,
-    warmup: Annotated[int, typer.Option(help="Linear warm-up steps.")] = 100,
-    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.05,
+    warmup: Annotated[int, typer.Option(min=0, help="Linear warm-up steps.")] = 100,
+    weight_decay: Annotated[float, typer.Option(min=0.0, help="AdamW weight decay.")] = 0.05,
     clip: Annotated[float, typer.Option(help="Gradient-norm clip.")] = 1.0,
     scored_fraction: Annotated[
-        float, typer.Option(help="Share of patches scored per image.")
+        float, typer.Option(min=0.0, max=1.0, help="Share of patches scored per image.")
     ] = 0.5,
     masked_share: Annotated[
-        float, typer.Option(help="Share of the scored patches hidden behind MASK.")
+        float,
+        typer.Option(min=0.0, max=1.0, help="Share of the scored patches hidden behind MASK."),
     ] = 0.9,
-    checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints.")] = 250,
+    checkpoint_every: Annotated[int, typer.Option(min=1, help="Steps between checkpoints.")] = 250,
     seed: SeedOpt = 0,
     resume: ResumeOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Masked image completion with the Energy Transformer (writes OUT/model/)."""
     from amlab.tasks.et_images import ETImageConfig
@@ -67,7 +75,7 @@ def train_et(
     with errors():
         config = ETImageConfig(
             data=data,
-            data_dir=path_str(data_dir),
+            data_dir=image_files(data, data_dir),
             patch=patch,
             dim=dim,
             heads=heads,
@@ -87,10 +95,12 @@ def train_et(
         )
         with training_progress("training ET") as on_step:
             summary = run(config, out, resume=resume, on_step=on_step)
-    console.print(
-        f"trained {summary['parameters']} parameters; final loss {summary['final_loss']:.4g}; "
-        f"model in {out / 'model'}. Next: amlab eval et --model {out}"
-    )
+    show_result(summary, as_json, wrote=(out / "model", out / "train.json"))
+    if not as_json:
+        console.print(
+            f"trained {summary['parameters']} parameters; final loss "
+            f"{summary['final_loss']:.4g}. Next: amlab eval et --model {out}"
+        )
 
 
 @eval_app.command("et")
@@ -98,89 +108,101 @@ def eval_et(
     model: Annotated[Path, typer.Option("--model", help="Run directory of amlab train et.")] = (
         Path("runs/et")
     ),
-    out: OutOpt = None,
-    data_dir: DataFilesOpt = None,
-    images: Annotated[int, typer.Option(help="Test images (0: all).")] = 0,
+    out: Annotated[
+        Path | None,
+        out_option("metrics.json, completions.png and energy.png", optional=True),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory holding the files of the data the model was trained on "
+            "(default: where it was trained from; not for digits)."
+        ),
+    ] = None,
+    images: Annotated[int, typer.Option(min=0, help="Test images (0: all).")] = 0,
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Masked-patch MSE of a trained ET beside mean fill and a DenseAM, same masks."""
     from amlab.tasks.et_images import eval_et as run
 
-    with errors():
-        metrics = run(
-            model,
-            out,
-            data_dir=path_str(data_dir),
-            images=images,
-            seed=seed,
-        )
-    if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
-        return
-    table = Table(title=f"masked-patch MSE, {metrics['test_images']} held-out {metrics['data']}")
-    table.add_column("method")
-    table.add_column("MSE", justify="right")
-    table.add_column("vs mean fill", justify="right")
-    for name, value in metrics["masked_mse"].items():
-        table.add_row(name, f"{value:.5f}", f"{value / metrics['masked_mse']['mean_fill']:.2f}x")
-    Console().print(table)
-    if out is not None:
-        console.print(f"wrote {out / 'metrics.json'}, completions.png and energy.png")
+    with errors(), busy("evaluating"):
+        metrics = run(model, out, data_dir=path_str(data_dir), images=images, seed=seed)
+    fill = metrics["masked_mse"]["mean_fill"]
+    table = result_table(
+        f"masked-patch MSE, {metrics['test_images']} held-out {metrics['data']}",
+        ("method", "MSE", "vs mean fill"),
+        [(n, f"{v:.5f}", f"{v / fill:.2f}x") for n, v in metrics["masked_mse"].items()],
+    )
+    names = ("metrics.json", "completions.png", "energy.png")
+    show_result(metrics, as_json, table, () if out is None else [out / n for n in names])
 
 
 @train_app.command("diffusion")
 def diffusion_train(
     data: ImageDataOpt = "digits",
     data_dir: DataFilesOpt = None,
-    images: Annotated[int, typer.Option(help="Number of training images.")] = 1000,
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
-    channels: Annotated[int, typer.Option(help="Channels of the conv net.")] = 32,
-    blocks: Annotated[int, typer.Option(help="Residual blocks of the conv net.")] = 2,
+    images: Annotated[int, typer.Option(min=1, help="Number of training images.")] = 1000,
+    steps: StepsOpt = 2000,
+    batch_size: BatchOpt = 64,
+    channels: Annotated[int, typer.Option(min=1, help="Channels of the conv net.")] = 32,
+    blocks: Annotated[int, typer.Option(min=1, help="Residual blocks of the conv net.")] = 2,
     energy: Annotated[
         bool, typer.Option("--energy/--no-energy", help="Energy-parameterised (D = x - grad E).")
     ] = False,
     guidance: Annotated[float, typer.Option(help="Guidance scale of the samples.")] = 2.0,
     resume: ResumeOpt = False,
     seed: SeedOpt = 0,
-    out: RunDirOpt = Path("runs/diffusion"),
+    out: Annotated[
+        Path,
+        out_option("checkpoints/, model/, samples.png and metrics.json", resumable=True),
+    ] = Path("runs/diffusion"),
     as_json: JsonOpt = False,
 ) -> None:
     """Train a class-conditional diffusion model (checkpoints, resume) and sample each class."""
     from amlab.tasks.diffusion import train_image_model
 
-    with errors(), training_progress("training the denoiser") as on_step:
-        metrics = train_image_model(
-            out,
-            data=data,
-            data_dir=path_str(data_dir),
-            images=images,
-            steps=steps,
-            batch_size=batch_size,
-            channels=channels,
-            blocks=blocks,
-            energy=energy,
-            guidance=guidance,
-            seed=seed,
-            resume=resume,
-            on_step=on_step,
-        )
-    if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
-        return
-    console.print(
-        f"wrote {metrics['model']}, {metrics['samples']} and {out / 'metrics.json'} "
-        f"(final loss {metrics['final_loss']:.4g})"
+    with errors():
+        files = image_files(data, data_dir)
+        with training_progress("training the denoiser") as on_step:
+            metrics = train_image_model(
+                out,
+                data=data,
+                data_dir=files,
+                images=images,
+                steps=steps,
+                batch_size=batch_size,
+                channels=channels,
+                blocks=blocks,
+                energy=energy,
+                guidance=guidance,
+                seed=seed,
+                resume=resume,
+                on_step=on_step,
+            )
+    show_result(
+        metrics, as_json, wrote=(metrics["model"], metrics["samples"], out / "metrics.json")
     )
+    if not as_json:
+        console.print(f"final loss {metrics['final_loss']:.4g}")
 
 
 @train_app.command("et-graph")
 def train_et_graph(
-    out: RunDirOpt = Path("runs/et-graph"),
-    nodes: Annotated[int, typer.Option(help="Nodes of the generated graph.")] = 600,
-    structural: Annotated[int, typer.Option(help="Structural anomalies (in cliques).")] = 30,
-    contextual: Annotated[int, typer.Option(help="Contextual anomalies.")] = 30,
+    out: Annotated[
+        Path,
+        out_option("each detector's checkpoints, metrics.json and roc.png", resumable=True),
+    ] = Path("runs/et-graph"),
+    nodes: Annotated[
+        int | None, typer.Option(min=1, help="Nodes of the generated graph (default 600).")
+    ] = None,
+    structural: Annotated[
+        int | None,
+        typer.Option(min=0, help="Structural anomalies (in cliques) of it (default 30)."),
+    ] = None,
+    contextual: Annotated[
+        int | None, typer.Option(min=0, help="Contextual anomalies of it (default 30).")
+    ] = None,
     edges: Annotated[
         Path | None,
         typer.Option(help="Edge list file (u v per line) instead of a generated graph."),
@@ -189,8 +211,8 @@ def train_et_graph(
         None
     ),
     labels: Annotated[Path | None, typer.Option(help="Node label file (0/1 per node).")] = None,
-    steps: Annotated[int, typer.Option(help="Optimizer steps per detector.")] = 300,
-    et_steps: Annotated[int, typer.Option(help="Steps T of the block's dynamics.")] = 6,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps per detector.")] = 300,
+    et_steps: Annotated[int, typer.Option(min=1, help="Steps T of the block's dynamics.")] = 6,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
     seed: SeedOpt = 0,
     resume: ResumeOpt = False,
@@ -199,11 +221,16 @@ def train_et_graph(
     """Graph anomaly detection: Energy Transformer vs GCN vs feature-only MLP."""
     from amlab.tasks.et_graph import DETECTORS, GraphRunConfig, run_graph_anomaly
 
+    generated = {"nodes": nodes, "structural": structural, "contextual": contextual}
     with errors():
+        if edges or features or labels:
+            refuse_unused(
+                {f"--{name}": value for name, value in generated.items()},
+                "--edges, --features and --labels give the graph, and these options shape a "
+                "generated one; drop them or the files",
+            )
         config = GraphRunConfig(
-            nodes=nodes,
-            structural=structural,
-            contextual=contextual,
+            **{name: value for name, value in generated.items() if value is not None},
             train_steps=steps,
             et_steps=et_steps,
             lr=lr,
@@ -219,16 +246,13 @@ def train_et_graph(
                 progress(f"training {name}", finished / len(DETECTORS))
 
             metrics = run_graph_anomaly(config, out, resume=resume, progress=show)
-    if as_json:
-        typer.echo(json.dumps(metrics, indent=2))
-        return
-    table = Table(
-        title=f"anomalous nodes ({metrics['graph']['anomalies']} of "
-        f"{metrics['graph']['nodes']}), test split"
+    graph = metrics["graph"]
+    table = result_table(
+        f"anomalous nodes ({graph['anomalies']} of {graph['nodes']}), test split",
+        ("detector", "AUC", "macro-F1", "parameters"),
+        [
+            (name, f"{r['auc']:.3f}", f"{r['macro_f1']:.3f}", str(r["parameters"]))
+            for name, r in metrics["detectors"].items()
+        ],
     )
-    for column in ("detector", "AUC", "macro-F1", "parameters"):
-        table.add_column(column, justify="left" if column == "detector" else "right")
-    for name, r in metrics["detectors"].items():
-        table.add_row(name, f"{r['auc']:.3f}", f"{r['macro_f1']:.3f}", str(r["parameters"]))
-    Console().print(table)
-    console.print(f"wrote {out / 'metrics.json'} and {out / 'roc.png'}")
+    show_result(metrics, as_json, table, (out / "metrics.json", out / "roc.png"))

@@ -43,6 +43,7 @@ from amlab.tasks.profiling import LargestTensor, peak_memory_bytes
 
 WORKLOADS = ("lse_784", "lse_64", "lsr_index", "drdam", "energy_transformer")
 CLOCKS = ("wall", "cpu")
+DEVICES = ("cpu", "cuda")
 
 
 @dataclass
@@ -63,20 +64,36 @@ def run_bench(
     workloads: tuple[str, ...] = WORKLOADS,
     repeats: int = 3,
     device: str | None = None,
+    threads: int | None = None,
     clock: str = "wall",
     seed: int = 0,
     progress: Callable[[str, float], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the chosen workloads; returns the report (JSON-serialisable)."""
+    """Run the chosen workloads on ``device`` (default: cuda when present), the CPU's with
+    ``threads`` torch threads (default: torch's choice); returns the report
+    (JSON-serialisable)."""
     for name in workloads:
         check_choice(name, "workload", WORKLOADS)
     repeats = check_positive_int(repeats, "repeats")
     clock = check_choice(clock, "clock", CLOCKS)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise AmlabError("device 'cuda' was asked for but torch sees no CUDA device.")
-    if clock == "cpu" and dev.type != "cpu":
-        raise AmlabError("clock 'cpu' (process CPU time) measures CPU work only; use 'wall'.")
+    device = check_choice(
+        device or ("cuda" if torch.cuda.is_available() else "cpu"), "device", DEVICES
+    )
+    if device == "cuda" and not torch.cuda.is_available():
+        raise AmlabError("--device cuda: torch sees no CUDA device here; use --device cpu.")
+    if device != "cpu" and clock == "cpu":
+        raise AmlabError(
+            f"--clock cpu (the process's CPU time) does not time work on --device {device}; "
+            "use --clock wall."
+        )
+    if device != "cpu" and threads is not None:
+        raise AmlabError(
+            f"--threads would do nothing: it sets torch's CPU threads, and the work runs on "
+            f"--device {device}; drop --threads, or pass --device cpu."
+        )
+    if threads is not None:
+        torch.set_num_threads(check_positive_int(threads, "threads"))
+    dev = torch.device(device)
     timer = _Timer(dev, clock, repeats)
     report: dict[str, Any] = {
         "device": _device_name(dev),

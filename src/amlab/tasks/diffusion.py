@@ -17,6 +17,7 @@ from amlab.diffusion import ConvDenoiser, Denoiser, VESchedule, sample
 from amlab.diffusion.loss import denoising_loss
 from amlab.diffusion.networks import LearnedDenoiser
 from amlab.energy.distances import nearest_memory
+from amlab.errors import AmlabError
 from amlab.io import write_metrics
 from amlab.tasks.figures import image_grid
 from amlab.training import OnStep, TrainConfig, TrainResult, train
@@ -105,8 +106,13 @@ def train_image_model(
     facts of the run to ``out/metrics.json``, with its quality: of 20 guided samples per class,
     the share whose nearest training image has the prompted class (``prompted_accuracy``), and
     their mean distance to that image."""
-    dataset = load(data, data_dir, split="train") if data_dir else load(data)
-    train_set = dataset.subset(min(images, len(dataset)), seed=seed)
+    dataset = load(data, data_dir, split="train")
+    if images > len(dataset):
+        raise AmlabError(
+            f"--images {images} is more than the {len(dataset)} images of {data}; pass at "
+            f"most {len(dataset)}."
+        )
+    train_set = dataset.subset(images, seed=seed)
     schedule = VESchedule(0.01, 10.0)
     torch.manual_seed(seed)
     model = ConvDenoiser(

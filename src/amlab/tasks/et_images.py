@@ -148,9 +148,14 @@ def eval_et(
     ``completions.png`` and ``energy.png``.
     """
     model_dir = Path(model_dir)
-    model = MaskedImageET.load(model_dir / "model" if (model_dir / "model").is_dir() else model_dir)
     config = _training_config(model_dir)
     data = data or config.data
+    if data == "digits" and data_dir is not None:
+        raise AmlabError(
+            f"--data-dir would do nothing: the model in {model_dir} was trained on the "
+            "embedded digits, which read no files; drop --data-dir."
+        )
+    model = MaskedImageET.load(model_dir / "model" if (model_dir / "model").is_dir() else model_dir)
     train_set, test_set = image_splits(data, data_dir or config.data_dir)
     if tuple(test_set.shape) != tuple(model.image_shape):
         raise AmlabError(

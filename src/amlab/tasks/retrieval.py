@@ -12,18 +12,24 @@ from pathlib import Path
 
 import torch
 
-from amlab.data import corrupt, load
-from amlab.errors import AmlabError, check_positive_int
+from amlab.data import CORRUPTIONS, corrupt, load
+from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import write_metrics
 from amlab.models import DenseAM
+from amlab.models.dense_am import ENERGIES
 from amlab.tasks.figures import image_grid
 
 #: beta used when none is given: values that retrieve well on the embedded digits
 DEFAULT_BETA = {"lse": 3.0, "lse_dot": 20.0, "lsr": 0.15}
 #: the exact or fastest solver of each energy, used for method "auto"
 AUTO_METHOD = {"lse": "attention", "lse_dot": "attention", "lsr": "fixed_point"}
+#: the retrieval methods: "auto" picks the energy's from AUTO_METHOD
+METHODS = ("auto", *DenseAM.METHODS)
 #: corruptions that hide entries, whose visible entries are clamped by default
 MASKING = ("mask", "block")
+#: what --level is for each corruption that takes one (block does not), and its default
+LEVELS = {"mask": "hidden fraction", "salt_pepper": "flipped fraction", "noise": "noise sigma"}
+DEFAULT_LEVEL = 0.5
 
 
 @dataclass
@@ -33,7 +39,7 @@ class RetrievalConfig:
     memories: int = 100
     queries: int = 0  # 0: one query per stored memory
     corruption: str = "block"
-    level: float = 0.5
+    level: float | None = None  # None: DEFAULT_LEVEL for the corruptions that take one
     energy: str = "lse"
     beta: float | None = None
     eps: float = 0.0
@@ -54,6 +60,7 @@ def run_retrieval(
 ) -> dict:
     """Run the job; return its metrics. With ``out``, write ``retrieval.png`` and
     ``metrics.json`` there."""
+    level, method, clamp = _settings(config)
     images = load(config.data, config.data_dir, split="train")
     memories = check_positive_int(config.memories, "memories")
     if memories > len(images):
@@ -71,14 +78,16 @@ def run_retrieval(
     source = torch.arange(queries)
     clean = stored.images[source]
     noisy, observed = corrupt(
-        clean, config.corruption, config.level, seed=config.seed + 1, shape=stored.shape
+        clean,
+        config.corruption,
+        0.0 if level is None else level,
+        seed=config.seed + 1,
+        shape=stored.shape,
     )
     beta = DEFAULT_BETA.get(config.energy, 1.0) if config.beta is None else config.beta
     model = DenseAM(
         stored.images, energy=config.energy, beta=beta, eps=config.eps, chunk_size=config.chunk_size
     )
-    method = AUTO_METHOD[model.energy_name] if config.method == "auto" else config.method
-    clamp = config.corruption in MASKING if config.clamp is None else config.clamp
     result = model.retrieve(
         noisy,
         steps=config.steps,
@@ -98,6 +107,7 @@ def run_retrieval(
         "final_energy_mean": result.energies[-1].mean().item(),
         "config": {
             **asdict(config),
+            "level": level,
             "beta": beta,
             "method": method,
             "clamp": clamp,
@@ -120,3 +130,46 @@ def run_retrieval(
         )
         write_metrics(out / "metrics.json", metrics)
     return metrics
+
+
+def _settings(config: RetrievalConfig) -> tuple[float | None, str, bool]:
+    """(level, method, clamp) of a run, the defaults filled in; an option that would do
+    nothing with the others given (or that does not fit them) is an AmlabError."""
+    check_choice(config.corruption, "corruption", CORRUPTIONS)
+    check_choice(config.energy, "energy", ENERGIES)
+    method = check_choice(config.method, "method", METHODS)
+    if config.corruption not in LEVELS:
+        if config.level is not None:
+            raise AmlabError(
+                f"--level would do nothing: --corruption {config.corruption} hides a fixed "
+                "part of each image; drop --level, or use --corruption mask, salt_pepper or "
+                "noise."
+            )
+        level = None
+    else:
+        name = LEVELS[config.corruption]
+        level = DEFAULT_LEVEL if config.level is None else config.level
+        level = check_positive(level, f"--level (the {name})", allow_zero=True)
+        if name.endswith("fraction") and level > 1:
+            raise AmlabError(f"--level is the {name} of each image: pass one in [0, 1].")
+    if config.eps and config.energy != "lsr":
+        raise AmlabError(
+            f"--eps would do nothing: it is LSR's floor inside the log, and --energy "
+            f"{config.energy} has none; drop --eps, or use --energy lsr."
+        )
+    if method == "auto":
+        method = AUTO_METHOD[config.energy]
+    elif method != "gd" and method != AUTO_METHOD[config.energy]:
+        raise AmlabError(
+            f"--method {method} does not descend --energy {config.energy}; use --method "
+            f"{AUTO_METHOD[config.energy]} (its exact update) or gd."
+        )
+    if config.step_size is not None:
+        check_positive(config.step_size, "--step-size")
+    if config.clamp and config.corruption == "noise":
+        raise AmlabError(
+            f"--clamp would do nothing: --corruption {config.corruption} changes every entry, "
+            "so none is known to be right; drop --clamp."
+        )
+    clamp = config.corruption in MASKING if config.clamp is None else config.clamp
+    return level, method, clamp
