@@ -33,7 +33,7 @@ def main() -> None:
     x = torch.rand(args.batch, 64, generator=g)
     am = DenseAM(memories, energy="lsr", beta=args.beta, index="clusters")
     index, mem_sq = am.lsr_index(x), am.memory_sq_norms()
-    indexed = partial(lsr_support_stats, x, memories, args.beta, mem_sq=mem_sq, index=index)
+    indexed = partial(index.support_stats, x, memories, args.beta, mem_sq=mem_sq)
     dense = partial(lsr_support_stats, x, memories, args.beta, mem_sq=mem_sq)
     counts = dense()[1]
     assert torch.equal(indexed()[1], counts)

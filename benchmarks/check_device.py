@@ -73,7 +73,7 @@ def check_lsr_index(dev: torch.device, n: int) -> dict:
     beta = 2.0 / 0.3**2
     index = BallIndex.build(memories)
     dense = lsr_support_stats(x, memories, beta)
-    indexed = lsr_support_stats(x, memories, beta, index=index)
+    indexed = index.support_stats(x, memories, beta)
     same_counts = bool(torch.equal(dense[1], indexed[1]))
     worst = max(_max_rel(indexed[0], dense[0]), _max_rel(indexed[2], dense[2]))
     return {

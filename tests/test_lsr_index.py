@@ -32,7 +32,7 @@ def clustered(num_clusters, per_cluster, dim, spread, seed, dtype=F64):
 
 def assert_same_stats(x, memories, beta, index):
     dense = lsr_support_stats(x, memories, beta)
-    indexed = lsr_support_stats(x, memories, beta, index=index)
+    indexed = index.support_stats(x, memories, beta)
     assert torch.equal(indexed[1], dense[1])  # the same number of active memories
     tol = 1e-10 if x.dtype == F64 else 1e-4
     torch.testing.assert_close(indexed[0], dense[0], rtol=tol, atol=tol)  # Z
@@ -46,7 +46,7 @@ def assert_as_accurate_as_dense(x, memories, beta, index):
     beta a weight 1 - beta/2 d^2 carries d^2's rounding times beta/2, so two float32 kernels
     can differ by more than 1e-4 while neither is closer to the exact value.)"""
     dense = lsr_support_stats(x, memories, beta)
-    indexed = lsr_support_stats(x, memories, beta, index=index)
+    indexed = index.support_stats(x, memories, beta)
     exact = lsr_support_stats(x.double(), memories.double(), beta)
     assert torch.equal(indexed[1], dense[1])
     for k in (0, 2):

@@ -227,6 +227,80 @@ def test_differentiable_descent_has_the_closed_form_gradient():
     torch.testing.assert_close(plain.states, traj.states.detach())
 
 
+def quadratic_with_parts(k=1.0):
+    """E = 0.5 k |x|^2, reported as the parts 0.5 k x_0^2 ("first") and the rest ("rest");
+    the direction is the gradient k x."""
+
+    def oracle(x, t):
+        first, rest = 0.5 * k * x[:, 0] ** 2, 0.5 * k * (x[:, 1:] ** 2).sum(1)
+        return first + rest, k * x, {"first": first, "rest": rest}
+
+    return oracle
+
+
+def test_descent_records_energy_parts_and_a_converged_query_keeps_its_last():
+    """Step 1/2 on E = 0.5 |x|^2 halves x: x_t = x_0 / 2^t. With tol 0.2 query 0 (largest
+    entry 0.1) stops after its first step, query 1 (largest entry 2) after step 4 (its move
+    0.125); every later row repeats a stopped query's last parts."""
+    x0 = torch.tensor([[0.1, 0.0, 0.05], [1.0, -2.0, 0.5]], dtype=torch.float64)
+    traj = descend(quadratic_with_parts(), x0, steps=10, step_size=0.5, tol=0.2)
+    assert traj.steps.tolist() == [1, 4] and traj.converged.all()
+    rows = torch.arange(5, dtype=torch.float64)[:, None]
+    states = x0[None] / 2 ** torch.minimum(rows, traj.steps[None].double())[..., None]
+    expected = {"first": 0.5 * states[..., 0] ** 2, "rest": 0.5 * (states[..., 1:] ** 2).sum(-1)}
+    assert set(traj.parts) == {"first", "rest"}
+    for name, values in expected.items():
+        assert traj.parts[name].shape == (5, 2)
+        torch.testing.assert_close(traj.parts[name], values, rtol=1e-15, atol=0)
+    torch.testing.assert_close(traj.energies, expected["first"] + expected["rest"])
+    # an oracle without parts records none
+    plain = descend(lambda x, t: quadratic_with_parts()(x, t)[:2], x0, steps=10, step_size=0.5)
+    assert plain.parts is None
+
+
+def test_differentiable_descent_records_differentiable_parts():
+    """Every query takes every step: x_T = (1 - h k)^T x_0, so the parts at step t are
+    0.5 k (1 - h k)^(2t) x_0^2, with their derivatives in k."""
+    k = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    x0 = torch.tensor([[0.1, 0.0, 0.05], [1.0, -2.0, 0.5]], dtype=torch.float64)
+    traj = descend(quadratic_with_parts(k), x0, steps=4, step_size=0.3, differentiable=True)
+    shrink = (1 - 0.3 * k) ** (2 * torch.arange(5, dtype=torch.float64))[:, None]
+    expected = {
+        "first": 0.5 * k * shrink * x0[:, 0] ** 2,
+        "rest": 0.5 * k * shrink * (x0[:, 1:] ** 2).sum(1),
+    }
+    for name, values in expected.items():
+        torch.testing.assert_close(traj.parts[name], values)
+        (got,) = torch.autograd.grad(traj.parts[name].sum(), k, retain_graph=True)
+        (want,) = torch.autograd.grad(values.sum(), k, retain_graph=True)
+        torch.testing.assert_close(got, want)
+
+
+def test_descent_rejects_parts_that_change_names():
+    def oracle(x, t):
+        return x.sum(1), x, {"a" if t == 0 else "b": x.sum(1)}
+
+    with pytest.raises(AmlabError, match="same parts at every call"):
+        descend(oracle, torch.ones(2, 3), steps=2, step_size=0.1)
+
+
+def test_retrieve_of_one_state_reports_its_parts_per_step():
+    class WithParts(DenseAM):  # a model whose oracle reports its energy as one part
+        def _oracle(self, method):
+            plain = super()._oracle(method)
+
+            def oracle(x, t):
+                energy, direction = plain(x, t)
+                return energy, direction, {"whole": energy}
+
+            return oracle
+
+    am = WithParts(separated_memories(), beta=4.0)
+    one = am.retrieve(separated_memories()[0] + 0.05, steps=5)
+    assert one.parts["whole"].shape == one.energies.shape == (6,)
+    torch.testing.assert_close(one.parts["whole"], one.energies, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("kind", ["lse", "lsr", "lse_dot"])
 def test_save_load_round_trips_exactly(tmp_path, kind):
     mem = torch.randn(17, 5, dtype=torch.float64)

@@ -5,7 +5,8 @@ that returns the energy and a descent direction at the current states: the gradi
 itself (gradient descent), or a positively rescaled gradient (LSR's exact centroid
 update is the gradient times (eps + Z) / count, taken with step 1). The engine adds
 the rest: step-size schedules, clamping of observed entries, a per-query convergence
-test (queries that converge stop moving), and the recorded energy trajectory.
+test (queries that converge stop moving), and the recorded energy trajectory, with the
+named parts of the energy when the oracle reports them.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ import torch
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
 
-#: oracle(x (b, D), step index) -> (energy (b,), descent direction (b, D))
-Oracle = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+#: oracle(x (b, D), step index) -> (energy (b,), descent direction (b, D)), optionally
+#: followed by a dict of named energy parts, each (b,), the same names at every call
+Oracle = Callable[
+    [torch.Tensor, int],
+    tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]],
+]
 StepSize = float | Callable[[int], float]
 
 
@@ -35,6 +40,8 @@ class Trajectory:
         and the energy there is finite.
     steps: (B,) number of steps each query took.
     path: (n + 1, B, D) states after each step, when ``record_states`` was set.
+    parts: the named energy parts the oracle reported, each (n + 1, B) and recorded as
+        ``energies`` is; None when the oracle reports none.
     """
 
     states: torch.Tensor
@@ -42,6 +49,7 @@ class Trajectory:
     converged: torch.Tensor
     steps: torch.Tensor
     path: torch.Tensor | None = None
+    parts: dict[str, torch.Tensor] | None = None
 
 
 def cosine_schedule(start: float, end: float, steps: int) -> Callable[[int], float]:
@@ -79,8 +87,9 @@ def descend(
     differentiable: keep the states in the autograd graph, so a loss on the result can be
         differentiated through all the steps (training a model whose forward pass is
         this descent, such as the Energy Transformer). Every query then takes every step
-        (no query is frozen), states are never written in place, and the energies stay
-        differentiable too; ``converged`` reports the last step's move against ``tol``.
+        (no query is frozen), states are never written in place, and the energies (and
+        their parts) stay differentiable too; ``converged`` reports the last step's move
+        against ``tol``.
     """
     steps = check_positive_int(steps, "steps", allow_zero=True)
     tol = check_positive(tol, "tol", allow_zero=True)
@@ -95,9 +104,9 @@ def descend(
     x = x.detach().clone()
     batch = x.shape[0]
 
-    energy, direction = oracle(x, 0)
-    energy = energy.detach().clone()
-    energies = [energy.clone()]
+    values, direction, names = _evaluate(oracle, x, 0, None)
+    current = [value.detach().clone() for value in values]  # [energy, *parts] of each query
+    rows = [[value.clone() for value in current]]
     path = [x.clone()] if record_states else None
     active = torch.arange(batch, device=x.device)
     n_steps = torch.zeros(batch, dtype=torch.long, device=x.device)
@@ -115,9 +124,10 @@ def descend(
         x[active] = moved_states
         n_steps[active] += 1
         moved = delta.abs().amax(1) if x.shape[1] else delta.new_zeros(active.numel())
-        new_energy, new_direction = oracle(moved_states, t + 1)
-        energy[active] = new_energy.detach()
-        energies.append(energy.clone())
+        new_values, new_direction, _ = _evaluate(oracle, moved_states, t + 1, names)
+        for value, new_value in zip(current, new_values, strict=True):
+            value[active] = new_value.detach()
+        rows.append([value.clone() for value in current])
         if path is not None:
             path.append(x.clone())
         done = moved <= tol
@@ -127,13 +137,15 @@ def descend(
         if on_step is not None:
             on_step(t + 1, active.numel())
 
-    converged &= torch.isfinite(energy)
+    converged &= torch.isfinite(current[0])
+    energies, parts = _columns(rows, names)
     return Trajectory(
         states=x,
-        energies=torch.stack(energies),
+        energies=energies,
         converged=converged,
         steps=n_steps,
         path=torch.stack(path) if path is not None else None,
+        parts=parts,
     )
 
 
@@ -148,8 +160,8 @@ def _descend_all(
     on_step: Callable[[int, int], None] | None,
 ) -> Trajectory:
     """:func:`descend` with every query taking every step, inside the autograd graph."""
-    energy, direction = oracle(x, 0)
-    energies, path = [energy], [x]
+    values, direction, names = _evaluate(oracle, x, 0, None)
+    rows, path = [values], [x]
     moved = x.new_full((x.shape[0],), math.inf)
     for t in range(steps):
         delta = direction * -schedule(t)
@@ -158,18 +170,44 @@ def _descend_all(
         x = x + delta
         _check_finite(x, t)
         moved = delta.detach().abs().amax(1) if x.shape[1] else moved.new_zeros(x.shape[0])
-        energy, direction = oracle(x, t + 1)
-        energies.append(energy)
+        values, direction, _ = _evaluate(oracle, x, t + 1, names)
+        rows.append(values)
         path.append(x)
         if on_step is not None:
             on_step(t + 1, x.shape[0])
+    energies, parts = _columns(rows, names)
     return Trajectory(
         states=x,
-        energies=torch.stack(energies),
-        converged=(moved <= tol) & torch.isfinite(energy.detach()),
+        energies=energies,
+        converged=(moved <= tol) & torch.isfinite(energies[-1].detach()),
         steps=torch.full((x.shape[0],), steps, dtype=torch.long, device=x.device),
         path=torch.stack(path) if record_states else None,
+        parts=parts,
     )
+
+
+def _evaluate(
+    oracle: Oracle, x: torch.Tensor, t: int, names: tuple[str, ...] | None
+) -> tuple[list[torch.Tensor], torch.Tensor, tuple[str, ...]]:
+    """The oracle at states x: [energy, *energy parts] (each (b,)), the descent direction
+    and the parts' names, which must be ``names`` (those of the first call) when given."""
+    energy, direction, *rest = oracle(x, t)
+    parts = rest[0] if rest else {}
+    if names is not None and tuple(parts) != names:
+        raise AmlabError(
+            f"the oracle reported energy parts {list(parts)} at step {t} but {list(names)} "
+            "at the start; report the same parts at every call."
+        )
+    return [energy, *parts.values()], direction, tuple(parts)
+
+
+def _columns(
+    rows: list[list[torch.Tensor]], names: tuple[str, ...]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """The recorded rows [energy, *parts] of each step as energies (n + 1, B) and the parts
+    by name, each (n + 1, B) (None when there are none)."""
+    energies, *parts = (torch.stack(column) for column in zip(*rows, strict=True))
+    return energies, dict(zip(names, parts, strict=True)) or None
 
 
 def _check_finite(states: torch.Tensor, t: int) -> None:

@@ -11,19 +11,60 @@ so every critical point is the centroid of its own active set. Outside every sup
 (no active memory) the energy is -(1/beta) log(eps), +inf when eps = 0, and the
 gradient is defined as **zero**: the energy is flat there (the eps > 0 energy is
 constant), and descent leaves such a state where it is.
+
+Each piece is written once and shared by the three passes over the memories (the autograd
+form :func:`lsr_energy`, the dense :func:`lsr_support_stats` and the index's
+:meth:`~amlab.energy.lsr_index.BallIndex.support_stats`): the kernel :func:`lsr_weights_`,
+the accumulation :func:`add_block_stats` of the support statistics (Z, active count, sum of
+the active memories) over one block of scores, and the energy, gradient and centroid step
+that follow from those statistics.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import torch
 
 from amlab.energy.chunks import chunk_ranges, score_block
 from amlab.energy.distances import sq_distances, sq_norms
 
-if TYPE_CHECKING:
-    from amlab.energy.lsr_index import BallIndex
+#: Z (B,), number of active memories (B,) and sum of the active memories (B, D).
+SupportStats = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def lsr_weights_(d2: torch.Tensor, beta: float) -> torch.Tensor:
+    """Kernel weights ReLU(1 - (beta/2) d2) of squared distances d2, written over d2 (no
+    copy of a score block); a memory is active where its weight is > 0. Autograd follows
+    it (no step needs the overwritten values)."""
+    return torch.relu_(d2.mul_(-0.5 * beta).add_(1.0))
+
+
+def zero_stats(x: torch.Tensor) -> SupportStats:
+    """Support statistics of no memories at all, for states x (B, D)."""
+    return x.new_zeros(x.shape[0]), x.new_zeros(x.shape[0]), x.new_zeros(x.shape)
+
+
+def add_block_stats(
+    stats: SupportStats,
+    weights: torch.Tensor,
+    members: torch.Tensor,
+    rows: torch.Tensor | None = None,
+) -> None:
+    """Add one block of kernel weights to the running ``stats``, in place.
+
+    Without ``rows``: weights (B, m) of every state against the memories ``members`` (m, D).
+    With ``rows`` (P,): weights (P, L) of state rows[p] against its own memories members[p]
+    (P, L, D) (the index's (state, ball) pairs; a state may appear in several rows).
+    """
+    z, count, active_sum = stats
+    active = (weights > 0).to(weights.dtype)
+    if rows is None:
+        z += weights.sum(1)
+        count += active.sum(1)
+        active_sum.addmm_(active, members)
+    else:
+        z.index_add_(0, rows, weights.sum(1))
+        count.index_add_(0, rows, active.sum(1))
+        active_sum.index_add_(0, rows, torch.bmm(active[:, None, :], members).squeeze(1))
 
 
 def lsr_energy(
@@ -43,7 +84,7 @@ def lsr_energy(
     z = x.new_zeros(x.shape[0])
     for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size):
         d2 = sq_distances(x, memories[lo:hi], x_sq, mem_sq[lo:hi])
-        z = z + torch.relu(1.0 - 0.5 * beta * d2).sum(1)
+        z = z + lsr_weights_(d2, beta).sum(1)
     return lsr_energy_from_stats(z, beta, eps)
 
 
@@ -55,37 +96,51 @@ def lsr_support_stats(
     *,
     mem_sq: torch.Tensor | None = None,
     chunk_size: int | None = None,
-    index: BallIndex | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One pass over the memories: Z (B,), active count (B,) and sum of active memories (B, D).
+) -> SupportStats:
+    """One dense pass over the memories: Z (B,), active count (B,) and sum of active
+    memories (B, D).
 
     Energy, gradient and the exact fixed-point (centroid) update all follow from these.
-    With an ``index`` (:class:`~amlab.energy.lsr_index.BallIndex` over these memories) the
-    pass visits only the clusters that can hold an active memory; the result is the same up
-    to rounding (see :mod:`amlab.energy.lsr_index`).
+    :meth:`~amlab.energy.lsr_index.BallIndex.support_stats` computes the same through an
+    index, visiting only the memories that can be active.
     """
-    if index is not None:
-        return index.support_stats(x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size)
     if mem_sq is None:
         mem_sq = sq_norms(memories)
     x_sq = (x * x).sum(1)
-    z = x.new_zeros(x.shape[0])
-    count = x.new_zeros(x.shape[0])
-    active_sum = x.new_zeros(x.shape)
+    stats = zero_stats(x)
     block = score_block(x.device)
     for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size, block):
         chunk = memories[lo:hi]
-        weight = sq_distances(x, chunk, x_sq, mem_sq[lo:hi]).mul_(-0.5 * beta).add_(1.0)
-        active = (weight > 0).to(x.dtype)
-        z += weight.clamp_min_(0.0).sum(1)
-        count += active.sum(1)
-        active_sum.addmm_(active, chunk)
-    return z, count, active_sum
+        d2 = sq_distances(x, chunk, x_sq, mem_sq[lo:hi])
+        add_block_stats(stats, lsr_weights_(d2, beta), chunk)
+    return stats
 
 
 def lsr_energy_from_stats(z: torch.Tensor, beta: float, eps: float) -> torch.Tensor:
     """E = -(1/beta) log(eps + Z); +inf where eps + Z = 0."""
     return -torch.log(eps + z) / beta
+
+
+def lsr_grad_from_stats(x: torch.Tensor, stats: SupportStats, eps: float) -> torch.Tensor:
+    """grad E = (count x - active sum) / (eps + Z) (B, D); zero outside every support."""
+    z, count, active_sum = stats
+    denom = (eps + z).clamp_min(torch.finfo(x.dtype).tiny)
+    return _zero_outside(count, (count[:, None] * x - active_sum) / denom[:, None])
+
+
+def lsr_centroid_step(x: torch.Tensor, stats: SupportStats) -> torch.Tensor:
+    """x minus the centroid of its active memories (B, D); zero outside every support.
+
+    LSR's exact fixed-point update x <- centroid is a step of 1 along it (the gradient
+    rescaled by (eps + Z) / count).
+    """
+    _, count, active_sum = stats
+    return _zero_outside(count, x - active_sum / count.clamp_min(1)[:, None])
+
+
+def _zero_outside(count: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """rows (B, D), zeroed where no memory is active (count 0)."""
+    return torch.where((count > 0)[:, None], rows, torch.zeros_like(rows))
 
 
 def lsr_energy_grad(
@@ -96,13 +151,8 @@ def lsr_energy_grad(
     eps: float = 0.0,
     mem_sq: torch.Tensor | None = None,
     chunk_size: int | None = None,
-    index: BallIndex | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """LSR energy (B,) and analytic gradient (B, D); the gradient is zero outside the supports."""
-    z, count, active_sum = lsr_support_stats(
-        x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size, index=index
-    )
-    denom = (eps + z).clamp_min(torch.finfo(x.dtype).tiny)
-    grad = (count[:, None] * x - active_sum) / denom[:, None]
-    grad = torch.where((count > 0)[:, None], grad, torch.zeros_like(grad))
-    return lsr_energy_from_stats(z, beta, eps), grad
+    """LSR energy (B,) and analytic gradient (B, D) by a dense pass; the gradient is zero
+    outside the supports."""
+    stats = lsr_support_stats(x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size)
+    return lsr_energy_from_stats(stats[0], beta, eps), lsr_grad_from_stats(x, stats, eps)

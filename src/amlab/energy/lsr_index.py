@@ -25,7 +25,13 @@ import math
 import torch
 
 from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
-from amlab.energy.lsr import lsr_support_stats
+from amlab.energy.lsr import (
+    SupportStats,
+    add_block_stats,
+    lsr_support_stats,
+    lsr_weights_,
+    zero_stats,
+)
 
 #: Rows assigned to the centres at once while building (bounds the score block).
 _ASSIGN_BLOCK = 1 << 14
@@ -169,7 +175,7 @@ class BallIndex:
         *,
         mem_sq: torch.Tensor | None = None,
         chunk_size: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> SupportStats:
         """:func:`~amlab.energy.lsr.lsr_support_stats` through the index: Z (B,), active
         count (B,) and sum of active memories (B, D), visiting only the clusters that can
         hold an active memory. Falls back to the dense pass when too little can be skipped.
@@ -188,17 +194,13 @@ class BallIndex:
         pairs = int((per_cluster * self.sizes).sum()) + _BALL_OVERHEAD_PAIRS * visited.numel()
         if pairs > DENSE_FALLBACK_FRACTION * x.shape[0] * memories.shape[0]:
             return lsr_support_stats(x, memories, beta, mem_sq=mem_sq, chunk_size=chunk_size)
-        z = x.new_zeros(x.shape[0])
-        count = x.new_zeros(x.shape[0])
-        active_sum = x.new_zeros(x.shape)
+        stats = zero_stats(x)
         # (ball, query) candidate pairs, a block at a time: each pair scores the ball's
         # members (padded to the largest ball) with one batched matmul
         balls, queries = mask.T.nonzero(as_tuple=True)
         block = max(1, _PAIR_BLOCK_ELEMENTS // (self.slots.shape[1] * x.shape[1]))
         for k, q in zip(balls.split(block), queries.split(block), strict=True):
-            ids = self.slots[k]
-            valid = ids >= 0
-            ids = ids.clamp_min(0)
+            ids = self.slots[k]  # a padding slot, -1, picks the last memory: weight zeroed below
             members = memories[ids]  # (P, L, D)
             d2 = torch.baddbmm(
                 (x_sq[q, None] + mem_sq[ids])[:, None, :],
@@ -206,12 +208,9 @@ class BallIndex:
                 members.transpose(1, 2),
                 alpha=-2.0,
             ).squeeze(1)
-            weight = d2.clamp_min_(0.0).mul_(-0.5 * beta).add_(1.0)
-            active = ((weight > 0) & valid).to(x.dtype)
-            z.index_add_(0, q, weight.clamp_min_(0.0).mul_(valid).sum(1))
-            count.index_add_(0, q, active.sum(1))
-            active_sum.index_add_(0, q, torch.bmm(active[:, None, :], members).squeeze(1))
-        return z, count, active_sum
+            weights = lsr_weights_(d2.clamp_min_(0.0), beta).mul_(ids >= 0)
+            add_block_stats(stats, weights, members, q)
+        return stats
 
 
 def _kmeans(rows: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:

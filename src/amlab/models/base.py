@@ -122,6 +122,7 @@ class AssociativeMemory(nn.Module):
                 result.converged[0],
                 result.steps[0],
                 None if result.path is None else result.path[:, 0],
+                None if result.parts is None else {k: v[:, 0] for k, v in result.parts.items()},
             )
         return result
 

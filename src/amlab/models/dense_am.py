@@ -35,7 +35,14 @@ import torch
 from amlab.dynamics import Oracle
 from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
 from amlab.energy.lse import lse_energy, lse_energy_grad, memory_bias
-from amlab.energy.lsr import lsr_energy, lsr_energy_from_stats, lsr_energy_grad, lsr_support_stats
+from amlab.energy.lsr import (
+    SupportStats,
+    lsr_centroid_step,
+    lsr_energy,
+    lsr_energy_from_stats,
+    lsr_grad_from_stats,
+    lsr_support_stats,
+)
 from amlab.energy.lsr_index import BallIndex
 from amlab.errors import (
     AmlabError,
@@ -212,14 +219,7 @@ class DenseAM(AssociativeMemory):
                 return lsr_energy(
                     x, self.memories, self.beta, eps=self.eps, chunk_size=self.chunk_size
                 )
-            z, _, _ = lsr_support_stats(  # through the index, when there is one
-                x,
-                self.memories,
-                self.beta,
-                mem_sq=self.memory_sq_norms(),
-                chunk_size=self.chunk_size,
-                index=self.lsr_index(x),
-            )
+            z, _, _ = self._lsr_stats(x)
             return lsr_energy_from_stats(z, self.beta, self.eps)
         form = self._lse_form
         return lse_energy(
@@ -251,20 +251,29 @@ class DenseAM(AssociativeMemory):
                 x, mem, beta, form=form, bias=bias, mem_sq=mem_sq, chunk_size=chunk
             )
 
-        if method == "gd":
-            return lambda x, t: lsr_energy_grad(
-                x, mem, beta, eps=eps, mem_sq=mem_sq, chunk_size=chunk, index=self.lsr_index(x)
-            )
+        fixed_point = method == "fixed_point"  # else gd
 
-        def centroid_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            z, count, active_sum = lsr_support_stats(
-                x, mem, beta, mem_sq=mem_sq, chunk_size=chunk, index=self.lsr_index(x)
+        def lsr_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            stats = self._lsr_stats(x)
+            direction = (
+                lsr_centroid_step(x, stats) if fixed_point else lsr_grad_from_stats(x, stats, eps)
             )
-            centroid = active_sum / count.clamp_min(1)[:, None]
-            direction = torch.where((count > 0)[:, None], x - centroid, torch.zeros_like(x))
-            return lsr_energy_from_stats(z, beta, eps), direction
+            return lsr_energy_from_stats(stats[0], beta, eps), direction
 
-        return centroid_step
+        return lsr_step
+
+    def _lsr_stats(self, x: torch.Tensor) -> SupportStats:
+        """LSR's support statistics (Z, active count, active sum) at states x (B, D):
+        through the index when there is one, else by a dense pass."""
+        index = self.lsr_index(x)
+        stats = lsr_support_stats if index is None else index.support_stats
+        return stats(
+            x,
+            self.memories,
+            self.beta,
+            mem_sq=self.memory_sq_norms(),
+            chunk_size=self.chunk_size,
+        )
 
     # -- saving --------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:

@@ -213,12 +213,12 @@ class EnergyTransformer(nn.Module):
         b, n, d = x.shape
         allowed = self._allowed(mask, n)
 
-        parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (E_ATT, E_HN) of each state
-
-        def oracle(flat: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        def oracle(
+            flat: torch.Tensor, t: int
+        ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
             e_att, e_hn, grad = self._energy_and_grad_g(flat.view(-1, n, d), allowed)
-            parts.append((e_att.detach(), e_hn.detach()))
-            return e_att + e_hn, grad.reshape(flat.shape)
+            parts = {"attention": e_att, "hopfield": e_hn}
+            return e_att + e_hn, grad.reshape(flat.shape), parts
 
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             traj = descend(
@@ -228,16 +228,8 @@ class EnergyTransformer(nn.Module):
                 step_size=self.alpha,
                 differentiable=differentiable,
             )
-        # oracle call c evaluated, in order, the queries that took at least c steps; one
-        # that stopped earlier (its state repeated; never when differentiable) keeps its
-        # last energies
-        energies = x.new_empty(len(parts), 2, b)
-        for c, (e_att, e_hn) in enumerate(parts):
-            if c:
-                energies[c] = energies[c - 1]
-            energies[c, :, traj.steps >= c] = torch.stack([e_att, e_hn])
-        att, hn = energies.unbind(1)
-        return ETOutput(traj.states.view(b, n, d), att + hn, att, hn)
+        att, hn = traj.parts["attention"].detach(), traj.parts["hopfield"].detach()
+        return ETOutput(traj.states.view(b, n, d), traj.energies.detach(), att, hn)
 
     # -- input checks --------------------------------------------------------------------
     def _tokens(self, x: Any) -> torch.Tensor:

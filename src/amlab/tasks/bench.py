@@ -224,12 +224,12 @@ def _lsr_index(dev: torch.device, quick: bool, seed: int) -> Workload:
     mem_sq = indexed.memory_sq_norms()
 
     def run() -> torch.Tensor:
-        return lsr_support_stats(x, memories, beta, mem_sq=mem_sq, index=index)[2]
+        return index.support_stats(x, memories, beta, mem_sq=mem_sq)[2]
 
     def plain() -> torch.Tensor:
         return lsr_support_stats(x, memories, beta, mem_sq=mem_sq)[2]
 
-    counts = lsr_support_stats(x, memories, beta, mem_sq=mem_sq, index=index)[1]
+    counts = index.support_stats(x, memories, beta, mem_sq=mem_sq)[1]
     return Workload(
         "lsr_index",
         {"B": b, "M": memories.shape[0], "D": d, "beta": beta, "dtype": "float32"},
