@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def train_denoiser(
     )
     facts = {
         "model": type(model).__name__,
-        "config": model.config(),
+        "config": asdict(model.config),
         "data_shape": list(torch.as_tensor(data).shape),
         "batch_size": batch_size,
         "label_dropout": label_dropout,
@@ -108,7 +109,6 @@ def train_image_model(
     dataset = load(data, data_dir, split="train") if data_dir else load(data)
     train_set = dataset.subset(min(images, len(dataset)), seed=seed)
     schedule = VESchedule(0.01, 10.0)
-    torch.manual_seed(seed)
     model = ConvDenoiser(
         train_set.shape,
         schedule,
@@ -117,6 +117,7 @@ def train_image_model(
         energy=energy,
         num_classes=int(train_set.labels.max()) + 1,
         sigma_data=0.4,
+        seed=seed,
     )
     out = Path(out)
     config = denoiser_schedule(steps, seed, checkpoints=10)
