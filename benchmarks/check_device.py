@@ -100,9 +100,9 @@ def check_retrieval(dev: torch.device, n: int) -> dict:
 def check_energy_transformer(dev: torch.device) -> dict:
     model = EnergyTransformer(64, 4, 16, 256, steps=12, seed=0).to(F64)
     x = torch.randn(4, 32, 64, generator=torch.Generator().manual_seed(3), dtype=F64)
-    on_cpu = model(x)
-    on_dev = model.to(dev)(x.to(dev))
-    worst = max(_max_rel(on_dev.tokens, on_cpu.tokens), _max_rel(on_dev.energies, on_cpu.energies))
+    on_cpu = model.retrieve(x)
+    on_dev = model.to(dev).retrieve(x.to(dev))
+    worst = max(_max_rel(on_dev.states, on_cpu.states), _max_rel(on_dev.energies, on_cpu.energies))
     return {"max_rel_difference": worst, "tolerance": 1e-9}
 
 

@@ -87,7 +87,7 @@ def test_save_and_load_round_trip(tmp_path):
     model = conv(num_classes=2, energy=True)
     model.save(tmp_path / "m")
     loaded = ConvDenoiser.load(tmp_path / "m")
-    assert loaded.config() == model.config()
+    assert loaded.config == model.config
     x = states(model)
     assert torch.equal(
         loaded.denoise(x, 0.4, [1, 0, 1, 1, 0]), model.denoise(x, 0.4, [1, 0, 1, 1, 0])

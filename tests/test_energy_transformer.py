@@ -147,20 +147,20 @@ def make_model(seed, hopfield="relu", exclude_self=True, init_std=0.3, **kw):
 def test_energy_never_rises(hopfield, init_std, seed):
     model = make_model(seed, hopfield, exclude_self=seed != 2, init_std=init_std)
     x = torch.randn(4, 7, 8, generator=torch.Generator().manual_seed(seed), dtype=F64)
-    out = model(x)
-    assert out.tokens.shape == x.shape and out.energies.shape == (13, 4)
+    out = model.retrieve(x)
+    assert out.states.shape == x.shape and out.energies.shape == (13, 4)
     rise = out.energies.diff(dim=0)
     assert (rise <= 1e-10 * out.energies.abs()[1:].clamp_min(1)).all(), rise.max()
     assert (rise.sum(0) < 0).all()  # and it moves
     torch.testing.assert_close(out.energies[0], model.energy(x))
-    torch.testing.assert_close(out.energies[-1], model.energy(out.tokens))
-    torch.testing.assert_close(out.energies, out.attention + out.hopfield)
+    torch.testing.assert_close(out.energies[-1], model.energy(out.states))
+    torch.testing.assert_close(out.energies, out.parts["attention"] + out.parts["hopfield"])
 
 
-def test_dynamics_step_is_grad_g():
+def test_dynamics_step_is_the_direction_dE_dg():
     model = make_model(0)
     x = torch.randn(2, 5, 8, dtype=F64)
-    out = model(x, steps=1)
+    out = model.retrieve(x, steps=1)
     xr = x.clone().requires_grad_(True)
     g = model.layer_norm(xr)
     parts = (
@@ -168,8 +168,26 @@ def test_dynamics_step_is_grad_g():
         + hopfield_energy(g, model.xi).sum()
     )
     (dg,) = torch.autograd.grad(parts, g)
-    torch.testing.assert_close(model.grad_g(x), dg)
-    torch.testing.assert_close(out.tokens, x - model.alpha * dg)
+    torch.testing.assert_close(model.direction(x), dg)
+    torch.testing.assert_close(out.states, x - model.step_size * dg)
+    torch.testing.assert_close(model(x, steps=1), out.states)
+
+
+@pytest.mark.parametrize("hopfield", ["relu", "softmax"])
+def test_grad_is_dE_dx_by_autograd(hopfield):
+    """grad is the gradient of the energy in the tokens (through the layer norm), not the
+    direction dE/dg the dynamics take."""
+    model = make_model(1, hopfield, init_std=0.5)
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 5, 8, generator=gen, dtype=F64)
+    mask = torch.rand(5, 5, generator=gen) < 0.6
+    xr = x.clone().requires_grad_(True)
+    (want,) = torch.autograd.grad(model.energy(xr, mask).sum(), xr)
+    energy, got = model.energy_and_grad(x, mask)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(model.grad(x, mask), want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(energy, model.energy(x, mask).detach())
+    assert got.shape == x.shape and not torch.allclose(got, model.direction(x, mask))
 
 
 @pytest.mark.parametrize("hopfield", ["relu", "softmax"])
@@ -181,8 +199,8 @@ def test_training_gradient_through_the_dynamics_matches_an_autograd_unroll(hopfi
     target = torch.randn(2, 5, 8, generator=torch.Generator().manual_seed(4), dtype=F64)
     params = [x0.requires_grad_(True), *model.parameters()]
 
-    out = model(x0, steps=4, differentiable=True)
-    grads = torch.autograd.grad(((out.tokens - target) ** 2).sum(), params)
+    out = model.retrieve(x0, steps=4, differentiable=True)
+    grads = torch.autograd.grad(((out.states - target) ** 2).sum(), params)
 
     x = x0
     for _ in range(4):
@@ -191,15 +209,15 @@ def test_training_gradient_through_the_dynamics_matches_an_autograd_unroll(hopfi
             g, model.w_k, model.w_q, model.beta, attention_mask(5)
         ) + hopfield_energy(g, model.xi, hopfield, model.hopfield_beta)
         (dg,) = torch.autograd.grad(energy.sum(), g, create_graph=True)
-        x = x - model.alpha * dg
+        x = x - model.step_size * dg
     ref = torch.autograd.grad(((x - target) ** 2).sum(), params)
-    torch.testing.assert_close(out.tokens, x)
+    torch.testing.assert_close(out.states, x)
     for got, want in zip(grads, ref, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-10)
-    plain = model(x0.detach(), steps=4)
-    assert not plain.tokens.requires_grad
-    torch.testing.assert_close(plain.tokens, out.tokens.detach())
-    torch.testing.assert_close(plain.energies, out.energies)
+    plain = model.retrieve(x0.detach(), steps=4)
+    assert not plain.states.requires_grad
+    torch.testing.assert_close(plain.states, out.states.detach())
+    torch.testing.assert_close(plain.energies, out.energies.detach())
 
 
 def test_energy_parts_when_one_sequence_stops_early():
@@ -210,18 +228,18 @@ def test_energy_parts_when_one_sequence_stops_early():
         model.xi.copy_(torch.tensor([[1.0, -1.0, 0.0, 0.0]]))
     # one token: no key to attend; token 0 points away from xi (ReLU 0: no force)
     x = torch.tensor([[[-1.0, 1.0, 0.0, 0.0]], [[1.0, -1.0, 0.5, 0.0]]], dtype=F64)
-    out = model(x, steps=5)
+    out = model.retrieve(x, steps=5)
     assert out.energies.shape == (6, 2)
-    torch.testing.assert_close(out.tokens[0], x[0])
+    torch.testing.assert_close(out.states[0], x[0])
     assert (out.energies[:, 0] == out.energies[0, 0]).all()
     assert (out.energies[1:, 1] < out.energies[:-1, 1]).all()
-    torch.testing.assert_close(out.energies[-1], model.energy(out.tokens))
-    torch.testing.assert_close(out.energies, out.attention + out.hopfield)
+    torch.testing.assert_close(out.energies[-1], model.energy(out.states))
+    torch.testing.assert_close(out.energies, out.parts["attention"] + out.parts["hopfield"])
     # each part, step by step: the stopped one keeps its own, the other's are its run alone
-    alone = model(x[1:], steps=5)
+    alone = model.retrieve(x[1:], steps=5)
     for part in ("attention", "hopfield"):
-        assert (getattr(out, part)[:, 0] == getattr(out, part)[0, 0]).all()
-        torch.testing.assert_close(getattr(out, part)[:, 1], getattr(alone, part)[:, 0])
+        assert (out.parts[part][:, 0] == out.parts[part][0, 0]).all()
+        torch.testing.assert_close(out.parts[part][:, 1], alone.parts[part][:, 0])
 
 
 def test_block_mask_separates_token_groups():
@@ -231,15 +249,17 @@ def test_block_mask_separates_token_groups():
     x = torch.randn(2, 6, 8, dtype=F64)
     y = x.clone()
     y[:, 3:] = torch.randn(2, 3, 8, dtype=F64)
-    torch.testing.assert_close(model.grad_g(x, mask)[:, :3], model.grad_g(y, mask)[:, :3])
-    torch.testing.assert_close(model(x, mask=mask).tokens[:, :3], model(y, mask=mask).tokens[:, :3])
-    assert not torch.allclose(model.grad_g(x)[:, :3], model.grad_g(y)[:, :3])  # unmasked: they do
+    torch.testing.assert_close(model.direction(x, mask)[:, :3], model.direction(y, mask)[:, :3])
+    torch.testing.assert_close(model(x, mask=mask)[:, :3], model(y, mask=mask)[:, :3])
+    assert not torch.allclose(
+        model.direction(x)[:, :3], model.direction(y)[:, :3]
+    )  # unmasked: they do
 
 
 def test_float32_default():
     model = EnergyTransformer(8, 2, 4, 12)
-    out = model(torch.randn(2, 5, 8))
-    assert out.tokens.dtype == torch.float32 and out.energies.dtype == torch.float32
+    out = model.retrieve(torch.randn(2, 5, 8))
+    assert out.states.dtype == torch.float32 and out.energies.dtype == torch.float32
     assert EnergyTransformer(8, 2, 4).xi.shape == (32, 8)  # K defaults to 4 * dim
 
 
@@ -269,7 +289,7 @@ def test_bad_inputs_raise(x, kw):
         {"steps": 0},
         {"dim": -1},
         {"hopfield": "tanh"},
-        {"alpha": 0},
+        {"step_size": 0},
         {"hopfield_memories": 0},
         {"dtype": torch.float16},
     ],
@@ -290,7 +310,7 @@ def test_save_load_round_trips_exactly(tmp_path, dtype):
         hopfield="softmax",
         exclude_self=False,
         steps=5,
-        alpha=0.05,
+        step_size=0.05,
         seed=3,
         beta=0.7,
         init_std=0.3,
@@ -304,7 +324,8 @@ def test_save_load_round_trips_exactly(tmp_path, dtype):
         model.state_dict().items(), back.state_dict().items(), strict=True
     ):
         assert torch.equal(a, b), name
-    assert (back.hopfield, back.exclude_self, back.steps, back.alpha, back.beta) == (
+    assert back.config == model.config
+    assert (back.hopfield, back.exclude_self, back.steps, back.step_size, back.beta) == (
         "softmax",
         False,
         5,
@@ -312,13 +333,16 @@ def test_save_load_round_trips_exactly(tmp_path, dtype):
         0.7,
     )
     x = torch.randn(2, 6, 12, dtype=dtype)
-    assert torch.equal(back(x).tokens, model(x).tokens)
+    assert torch.equal(back(x), model(x))
     DenseAM(torch.ones(2, 12)).save(tmp_path / "dense")
     with pytest.raises(AmlabError, match="DenseAM"):
         EnergyTransformer.load(tmp_path / "dense")
     config_file = tmp_path / "et" / "config.json"
     saved = json.loads(config_file.read_text())
-    for tampered in ({**saved, "heads": 2}, {k: v for k, v in saved.items() if k != "dtype"}):
-        config_file.write_text(json.dumps(tampered))  # weights of another shape; no dtype
-        with pytest.raises(AmlabError, match="do not fit EnergyTransformer"):
+    for tampered, problem in (
+        ({**saved, "heads": 2}, "do not fit EnergyTransformer"),  # weights of another shape
+        ({k: v for k, v in saved.items() if k != "dtype"}, "missing keys dtype"),
+    ):
+        config_file.write_text(json.dumps(tampered))
+        with pytest.raises(AmlabError, match=problem):
             EnergyTransformer.load(tmp_path / "et")

@@ -61,16 +61,18 @@ def test_completion_keeps_visible_pixels_and_trains_every_weight():
     model = tiny_model().train()
     images = torch.rand(5, 64, generator=torch.Generator().manual_seed(1))
     _, masked = sample_masks(5, 16, 0.5, 0.9, torch.Generator().manual_seed(2))
-    out = model(images, masked)
+    out = model.complete(images, masked)
     hidden = model.pixel_mask(masked)
     torch.testing.assert_close(out.images[~hidden], images[~hidden])
     torch.testing.assert_close(out.images[hidden], model.images(out.patches)[hidden])
     out.patches.square().sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    assert out.energies.shape == (4, 5)
+    assert out.trajectory.energies.shape == (4, 5)
     with torch.no_grad():
-        assert (model.eval()(images, masked).energies.diff(dim=0) <= 1e-5).all()
+        completed = model.eval().complete(images, masked)
+        assert (completed.trajectory.energies.diff(dim=0) <= 1e-5).all()
+        torch.testing.assert_close(model(images, masked), completed.images)
 
 
 @pytest.mark.parametrize(
@@ -98,7 +100,8 @@ def test_save_load_gives_the_same_completions(tmp_path):
     back = MaskedImageET.load(tmp_path / "m")
     images = torch.rand(3, 64)
     masked = torch.rand(3, 16) < 0.5
-    torch.testing.assert_close(back(images, masked).images, model(images, masked).images)
+    assert back.config == model.config
+    torch.testing.assert_close(back(images, masked), model(images, masked))
     with pytest.raises(AmlabError):
         MaskedImageET.load(tmp_path / "nothing")
     config_file = tmp_path / "m" / "config.json"
@@ -304,9 +307,7 @@ def test_graph_et_sees_only_what_its_steps_can_reach():
         dense = torch.zeros(n, n, dtype=torch.bool)
         dense[pairs[0], pairs[1]] = True
         tokens = model.encoder(x)[None]
-        torch.testing.assert_close(
-            model.block(tokens, mask=pairs).tokens, model.block(tokens, mask=dense).tokens
-        )
+        torch.testing.assert_close(model.block(tokens, mask=pairs), model.block(tokens, mask=dense))
     with pytest.raises(AmlabError):
         model(x, pairs.float())
     with pytest.raises(AmlabError, match="0..7"):

@@ -176,6 +176,10 @@ def test_well_formed_retrievals_never_produce_nan(
 ):
     method = ("fixed_point" if energy == "lsr" else "attention") if exact else "gd"
     am = DenseAM(torch.linspace(0, 1, 12).reshape(4, 3), energy=energy, beta=beta, eps=eps)
+    if x.is_floating_point() and x.dtype != am.dtype:  # never cast behind the caller's back
+        with pytest.raises(AmlabError, match=f"x is {x.dtype} on cpu but the DenseAM is"):
+            am.retrieve(x, method=method, steps=steps, step_size=step_size, clamp=clamp)
+        return
     try:
         out = am.retrieve(x, method=method, steps=steps, step_size=step_size, clamp=clamp)
     except AmlabError as exc:  # only non-finite or complex input, or a clamp of the wrong shape

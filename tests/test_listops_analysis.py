@@ -24,7 +24,7 @@ from amlab.experiments.listops.analysis import (
     pca,
     rank_correlation,
 )
-from amlab.models.listops import ListOpsTransformer, ModelConfig
+from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
 from amlab.tasks.listops import accuracy, encode
 
 
@@ -65,7 +65,9 @@ def test_partition_rank_is_one_for_the_clearest_split_and_uniform_otherwise():
 
 def model_with_number_line(step: float = 0.3, parity: float = 3.0) -> ListOpsTransformer:
     torch.manual_seed(0)
-    model = ListOpsTransformer(ModelConfig(vocab_size=18, classes=10, dim=8, max_len=20))
+    model = ListOpsTransformer(
+        ListOpsTransformerConfig(vocab_size=18, classes=10, dim=8, max_len=20)
+    )
     tok = Tokenizer(10)
     with torch.no_grad():
         for v in range(10):  # values in order along axis 0, parity (wider) on axis 1

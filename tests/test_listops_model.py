@@ -10,12 +10,12 @@ from test_training import assert_same_weights
 
 from amlab.data.listops import Tokenizer, evaluate
 from amlab.errors import AmlabError
-from amlab.models.listops import ListOpsTransformer, ModelConfig
+from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
 from amlab.tasks.listops import RunSpec, accuracy, encode, train_run
 from amlab.training import latest_checkpoint
 
 
-def closed_form_count(c: ModelConfig) -> int:
+def closed_form_count(c: ListOpsTransformerConfig) -> int:
     d, h = c.dim, c.hidden
     block = 2 * 2 * d + (3 * d * d + 3 * d) + (d * d + d) + (d * h + h) + (h * d + d)
     blocks = 1 if c.share_weights else c.layers
@@ -25,7 +25,7 @@ def closed_form_count(c: ModelConfig) -> int:
 @pytest.mark.parametrize("share", [False, True])
 @pytest.mark.parametrize(("dim", "layers", "heads", "ratio"), [(8, 1, 1, 1.0), (24, 3, 4, 2.5)])
 def test_parameter_count_is_exact(dim, layers, heads, ratio, share):
-    config = ModelConfig(
+    config = ListOpsTransformerConfig(
         vocab_size=18,
         classes=10,
         dim=dim,
@@ -42,7 +42,9 @@ def test_parameter_count_is_exact(dim, layers, heads, ratio, share):
 
 def small_model(**changes) -> ListOpsTransformer:
     torch.manual_seed(0)
-    return ListOpsTransformer(ModelConfig(vocab_size=18, classes=10, dim=16, max_len=24, **changes))
+    return ListOpsTransformer(
+        ListOpsTransformerConfig(vocab_size=18, classes=10, dim=16, max_len=24, **changes)
+    )
 
 
 def test_padding_does_not_change_the_prediction():
@@ -89,9 +91,9 @@ def test_save_load_round_trip(tmp_path):
 
 def test_bad_configs_and_inputs_raise():
     with pytest.raises(AmlabError, match="multiple of heads"):
-        ModelConfig(vocab_size=18, classes=10, dim=10, heads=4)
+        ListOpsTransformerConfig(vocab_size=18, classes=10, dim=10, heads=4)
     with pytest.raises(AmlabError):
-        ModelConfig(vocab_size=18, classes=10, dim=0)
+        ListOpsTransformerConfig(vocab_size=18, classes=10, dim=0)
     model = small_model()
     with pytest.raises(AmlabError, match="max_len"):
         model(torch.ones(1, 30, dtype=torch.long))

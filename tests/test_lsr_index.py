@@ -158,12 +158,13 @@ def test_dense_am_index_gives_the_dense_fixed_points_and_takes_added_memories(no
 
 def test_dense_am_add_takes_one_pattern_or_rows_and_rejects_bad_patterns():
     am = DenseAM(torch.zeros(2, 3, dtype=F64), energy="lsr", beta=2.0)
-    am.add([1, 2, 3]).add(torch.ones(2, 3, dtype=torch.float32))  # (D,), other dtype: cast
+    am.add([1, 2, 3]).add(torch.ones(2, 3, dtype=F64))  # (D,) as a list (cast), or rows
     assert am.memories.dtype == F64
     expected = torch.tensor([[1.0, 2, 3], [1, 1, 1], [1, 1, 1]], dtype=F64)
     torch.testing.assert_close(am.memories[2:], expected)
     for bad, match in (
-        (torch.ones(2, 4), r"shape \(B, 3\) or \(3,\)"),
+        (torch.ones(2, 3), "patterns is torch.float32 on cpu but the DenseAM is torch.float64"),
+        (torch.ones(2, 4, dtype=F64), r"shape \(B, 3\) or \(3,\)"),
         ([[0.0, float("nan"), 0.0]], "NaN"),
         (torch.full((1, 3), 1e200, dtype=F64), "squared norm overflows"),
     ):

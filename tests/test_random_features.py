@@ -73,7 +73,7 @@ def test_gradient_equals_autograd(kernel):
 
 def test_energy_is_flat_below_eps():
     """Where phi(x).T <= eps the energy is -(1/beta) log(eps) and the gradient zero."""
-    am = RandomFeatureAM(4, 4000, beta=2.0, eps=0.5, dtype=F64).add(torch.zeros(1, 4))
+    am = RandomFeatureAM(4, 4000, beta=2.0, eps=0.5, dtype=F64).add(torch.zeros(1, 4, dtype=F64))
     far = torch.full((2, 4), 5.0, dtype=F64)  # kernel exp(-50): the estimate is noise ~ 0.02
     energy, grad = am.energy_and_grad(far)
     torch.testing.assert_close(energy, torch.full((2,), -math.log(0.5) / 2.0, dtype=F64))
@@ -147,7 +147,7 @@ def test_save_load_round_trip(tmp_path, dtype):
     back = RandomFeatureAM.load(tmp_path / "rf")
     for name in ("S", "b", "T"):
         assert torch.equal(getattr(back, name), getattr(am, name)), name
-    assert back._config() == am._config()
+    assert back.config == am.config
     x = torch.rand(3, 5, dtype=dtype)
     assert torch.equal(back.energy(x), am.energy(x))
     DenseAM(torch.rand(3, 5)).save(tmp_path / "dense")

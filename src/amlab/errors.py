@@ -96,6 +96,25 @@ def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> in
     return v
 
 
+#: the floating dtypes a model may have, by name (the name is what a model's config holds)
+FLOAT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def check_dtype(value: Any, name: str = "dtype") -> torch.dtype:
+    """torch.float32 or torch.float64, given as the dtype or its name ("float32", "float64")."""
+    dtype = FLOAT_DTYPES.get(value) if isinstance(value, str) else value
+    if dtype not in FLOAT_DTYPES.values():
+        raise AmlabError(
+            f"{name} must be torch.float32 or torch.float64 (or their names); got {value!r}."
+        )
+    return dtype
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The name ("float32", "float64") of a floating dtype, as a model's config holds it."""
+    return str(check_dtype(dtype)).removeprefix("torch.")
+
+
 def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
     """One of ``choices`` (exact string match)."""
     if value not in choices:

@@ -41,7 +41,7 @@ def test_et_completion_is_the_python_models(offline, base_url, read):
     model = MaskedImageET.load(SHIPPED_ET)
     image = digits().images[index : index + 1].float()
     with torch.no_grad():
-        expected = model(image, masked)
+        expected = model.complete(image, masked)
     shown_for = f"{index}:{json.dumps(masked[0].int().tolist(), separators=(',', ':'))}"
     expect(page.locator("[data-testid=completed]")).to_have_attribute("data-for", shown_for)
     expect(page.locator("[data-testid=t]")).to_have_text("12")
@@ -49,8 +49,9 @@ def test_et_completion_is_the_python_models(offline, base_url, read):
     np.testing.assert_allclose(completed, expected.images[0].numpy(), rtol=1e-4, atol=1e-5)
     attention = read(page, "energy-chart", "data-attention")
     hopfield = read(page, "energy-chart", "data-hopfield")
-    np.testing.assert_allclose(attention, expected.attention[:, 0].numpy(), rtol=1e-5)
-    np.testing.assert_allclose(hopfield, expected.hopfield[:, 0].numpy(), rtol=1e-5)
+    parts = expected.trajectory.parts
+    np.testing.assert_allclose(attention, parts["attention"][:, 0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(hopfield, parts["hopfield"][:, 0].numpy(), rtol=1e-5)
     total = attention + hopfield
     assert len(total) == 13 and (np.diff(total) < 0).all()  # the energy never rises
     # visible pixels are the original's, hidden ones were filled in

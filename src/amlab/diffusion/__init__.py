@@ -3,7 +3,8 @@
 - :mod:`~amlab.diffusion.schedules`: VE and VP noise schedules.
 - :mod:`~amlab.diffusion.samplers`: probability-flow ODE (Euler, Heun) and reverse SDE
   (Euler-Maruyama) samplers for any score function.
-- :class:`Denoiser`: D(x, t), its score and energy, classifier-free guidance.
+- :class:`Denoiser`: D(x, t), its score and energy, classifier-free guidance; every denoiser
+  follows the model protocol of :mod:`amlab.models` (config, save/load, seed, dtype).
 - :class:`EmpiricalDenoiser`: the exact denoiser of a finite set, an LSE DenseAM with
   beta_t = 1 / s_t^2 (one denoising step is one attention update).
 - :class:`MLPDenoiser`, :class:`ConvDenoiser`: learned denoisers, optionally energy-
@@ -11,9 +12,16 @@
 """
 
 from amlab.diffusion.denoiser import NO_CLASS, Denoiser
-from amlab.diffusion.empirical import EmpiricalDenoiser
+from amlab.diffusion.empirical import EmpiricalDenoiser, EmpiricalDenoiserConfig
 from amlab.diffusion.loss import denoising_loss
-from amlab.diffusion.networks import ConvDenoiser, LearnedDenoiser, MLPDenoiser
+from amlab.diffusion.networks import (
+    ConvDenoiser,
+    ConvDenoiserConfig,
+    LearnedDenoiser,
+    LearnedDenoiserConfig,
+    MLPDenoiser,
+    MLPDenoiserConfig,
+)
 from amlab.diffusion.samplers import SAMPLERS, Samples, ScoreFn, sample
 from amlab.diffusion.schedules import (
     SCHEDULES,
@@ -25,8 +33,12 @@ from amlab.diffusion.schedules import (
 
 __all__ = [
     "ConvDenoiser",
+    "ConvDenoiserConfig",
+    "EmpiricalDenoiserConfig",
     "LearnedDenoiser",
+    "LearnedDenoiserConfig",
     "MLPDenoiser",
+    "MLPDenoiserConfig",
     "denoising_loss",
     "NO_CLASS",
     "Denoiser",

@@ -23,24 +23,29 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from amlab.diffusion.samplers import ScoreFn
-from amlab.diffusion.schedules import Schedule
-from amlab.errors import AmlabError, as_float_tensor, check_positive
+from amlab.diffusion.schedules import Schedule, schedule_from_config
+from amlab.dynamics import StepSize, Trajectory, descend
+from amlab.errors import AmlabError, check_positive
+from amlab.models.model import Model
 
 #: label meaning "no class": the unconditional model
 NO_CLASS = -1
 
 
-class Denoiser(nn.Module):
-    """Base class of the denoisers; ``dim`` is the state dimension D."""
+class Denoiser(Model):
+    """Base class of the denoisers; ``dim`` is the state dimension D; ``schedule`` a
+    Schedule or its ``config()``. ``forward(x, t, ...)`` is the denoised states,
+    :meth:`denoise`."""
 
     #: whether :meth:`energy_scaled` exists (and the denoiser is its descent step)
     has_energy = True
 
-    def __init__(self, schedule: Schedule, dim: int, num_classes: int = 0) -> None:
+    def __init__(self, schedule: Schedule | dict[str, Any], dim: int, num_classes: int = 0) -> None:
         super().__init__()
+        if isinstance(schedule, dict):
+            schedule = schedule_from_config(schedule)
         if not isinstance(schedule, Schedule):
             raise AmlabError(
                 f"schedule must be a VESchedule or VPSchedule; got {type(schedule).__name__}."
@@ -50,10 +55,6 @@ class Denoiser(nn.Module):
         self.num_classes = int(num_classes)
 
     # -- supplied by subclasses ----------------------------------------------------------------
-    def _reference(self) -> torch.Tensor:
-        """A tensor whose dtype and device the states must share."""
-        raise NotImplementedError
-
     def denoise_scaled(
         self, y: torch.Tensor, s: float | torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -76,6 +77,10 @@ class Denoiser(nn.Module):
         y, s, labels = self._inputs(x, t, labels)
         return self._guided(lambda lab: self.denoise_scaled(y, s, lab), labels, guidance)
 
+    def forward(self, x: Any, t: float, labels: Any = None, guidance: float = 1.0) -> torch.Tensor:
+        """The denoised states D(x, t) (B, D): :meth:`denoise`."""
+        return self.denoise(x, t, labels, guidance)
+
     def score(self, x: Any, t: float, labels: Any = None, guidance: float = 1.0) -> torch.Tensor:
         """grad_x log p_t(x) (B, D) implied by the denoiser: (alpha_t D(x, t) - x) / sigma_t^2."""
         x = self._check_states(x)
@@ -92,28 +97,57 @@ class Denoiser(nn.Module):
         """``(x, t) -> score``, for :func:`amlab.diffusion.sample`."""
         return lambda x, t: self.score(x, t, labels, guidance)
 
+    def grad(self, x: Any, t: float, labels: Any = None, guidance: float = 1.0) -> torch.Tensor:
+        """grad_x E_t (B, D) at states x (B, D), by autograd (score = -grad / s_t^2)."""
+        return self.energy_and_grad(x, t, labels, guidance)[1]
+
+    def energy_and_grad(
+        self, x: Any, t: float, labels: Any = None, guidance: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """E_t (B,) and grad_x E_t (B, D) at states x (B, D), detached."""
+        x = self._check_states(x)
+        with torch.enable_grad():
+            state = x.detach().requires_grad_(True)
+            e = self.energy(state, t, labels, guidance)
+            (g,) = torch.autograd.grad(e.sum(), state)
+        return e.detach(), g.detach()
+
     def energy_oracle(
         self, t: float, labels: Any = None, guidance: float = 1.0
     ) -> Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]:
         """``(x, step) -> (E_t (B,), grad_x E_t (B, D))`` at a fixed time t, for plain energy
         descent with :func:`amlab.dynamics.descend`."""
         t = self.schedule.check_time(t)
+        return lambda x, step: self.energy_and_grad(x, t, labels, guidance)
 
-        def oracle(x: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-            with torch.enable_grad():
-                state = x.detach().requires_grad_(True)
-                e = self.energy(state, t, labels, guidance)
-                (g,) = torch.autograd.grad(e.sum(), state)
-            return e.detach(), g.detach()
-
-        return oracle
+    def retrieve(
+        self,
+        x: Any,
+        t: float,
+        steps: int = 1000,
+        step_size: StepSize = 1.0,
+        tol: float = 1e-6,
+        labels: Any = None,
+        guidance: float = 1.0,
+        record_states: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Trajectory:
+        """Gradient descent ``x <- x - step_size grad_x E_t`` on the energy at the fixed time t
+        from states x (B, D) (for a VE schedule a step of 1 is x <- D(x, t)); the rest as in
+        :func:`~amlab.dynamics.descend`."""
+        return descend(
+            self.energy_oracle(t, labels, guidance),
+            self._check_states(x),
+            steps=steps,
+            step_size=step_size,
+            tol=tol,
+            record_states=record_states,
+            on_step=on_step,
+        )
 
     # -- checks --------------------------------------------------------------------------------
     def _check_states(self, x: Any) -> torch.Tensor:
-        ref = self._reference()
-        t = as_float_tensor(x, "x", dtype=ref.dtype)
-        if t.device != ref.device:
-            raise AmlabError(f"x is on {t.device} but the denoiser is on {ref.device}; move one.")
+        t = self._as_input(x)
         if t.ndim != 2 or t.shape[1] != self.dim:
             raise AmlabError(f"x must have shape (B, {self.dim}); got {tuple(t.shape)}.")
         return t
@@ -126,7 +160,7 @@ class Denoiser(nn.Module):
                 f"{type(self).__name__} is unconditional; pass labels=None or build it with "
                 "num_classes > 0."
             )
-        lab = torch.as_tensor(labels, device=self._reference().device)
+        lab = torch.as_tensor(labels, device=self.device)
         if lab.is_floating_point() or lab.is_complex() or lab.dtype == torch.bool:
             raise AmlabError(f"labels must be integers (class indices); got dtype {lab.dtype}.")
         lab = lab.long().reshape(-1) if lab.ndim == 0 else lab.long()

@@ -13,35 +13,66 @@ alpha_t^2 / sigma_t^2 on the rescaled state x / alpha_t.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from amlab.diffusion.denoiser import Denoiser
 from amlab.diffusion.schedules import Schedule
-from amlab.errors import AmlabError
+from amlab.errors import AmlabError, dtype_name
 from amlab.models.dense_am import DenseAM
 
 
+@dataclass(frozen=True)
+class EmpiricalDenoiserConfig:
+    """What :class:`EmpiricalDenoiser` is built with besides its data; the schedule as its
+    ``Schedule.config()``."""
+
+    schedule: dict[str, Any]
+    chunk_size: int | None = None
+    dtype: str = "float32"
+
+
 class EmpiricalDenoiser(Denoiser):
-    """The exact denoiser of the training set ``data`` (K, D) under ``schedule``.
+    """The exact denoiser of the training set ``data`` (K, D) under ``schedule`` (a Schedule
+    or its ``config()``).
 
     ``memory_at(t)`` is the DenseAM it is at time t; :meth:`denoise` is one attention step of
     that DenseAM and :meth:`energy` its LSE energy. chunk_size: memories per chunk, as in
-    DenseAM (peak memory does not grow with K).
+    DenseAM (peak memory does not grow with K). dtype: as DenseAM's (None: float64 data
+    stay float64, anything else becomes float32). Its one tensor is ``memory.memories``.
     """
 
-    def __init__(self, data: Any, schedule: Schedule, chunk_size: int | None = None) -> None:
-        memory = DenseAM(data, energy="lse", beta=1.0, chunk_size=chunk_size)
+    Config = EmpiricalDenoiserConfig
+
+    def __init__(
+        self,
+        data: Any,
+        schedule: Schedule | dict[str, Any],
+        chunk_size: int | None = None,
+        dtype: torch.dtype | str | None = None,
+    ) -> None:
+        memory = DenseAM(data, energy="lse", beta=1.0, chunk_size=chunk_size, dtype=dtype)
         super().__init__(schedule, memory.dim)
         self.memory = memory
 
     @property
+    def config(self) -> EmpiricalDenoiserConfig:
+        return EmpiricalDenoiserConfig(
+            self.schedule.config(), self.memory.chunk_size, dtype_name(self.dtype)
+        )
+
+    @classmethod
+    def from_saved(
+        cls, config: EmpiricalDenoiserConfig, tensors: dict[str, torch.Tensor]
+    ) -> EmpiricalDenoiser:
+        """The denoiser of the saved training set ``memory.memories``."""
+        return cls(tensors["memory.memories"], config.schedule, config.chunk_size, config.dtype)
+
+    @property
     def memories(self) -> torch.Tensor:
         """The training set (K, D)."""
-        return self.memory.memories
-
-    def _reference(self) -> torch.Tensor:
         return self.memory.memories
 
     def dense_am(self, beta: float) -> DenseAM:

@@ -71,14 +71,14 @@ def denoising_loss(
             z = torch.randn(batch_size, generator=generator, dtype=torch.float64)
             s = torch.exp((log_normal[0] + log_normal[1] * z).clamp(lo, hi))
         noise = torch.randn(batch_size, data.shape[1], generator=generator, dtype=data.dtype)
-        ref = model._reference()
-        clean = data[index].to(ref)
-        s = s.to(ref)
+        place = {"device": model.device, "dtype": model.dtype}
+        clean = data[index].to(**place)
+        s = s.to(**place)
         lab = None
         if labels is not None and model.num_classes > 0:
             drop = torch.rand(batch_size, generator=generator) < label_dropout
-            lab = torch.where(drop, NO_CLASS, labels[index]).to(ref.device)
-        denoised = model.denoise_scaled(clean + s[:, None] * noise.to(ref), s, lab)
+            lab = torch.where(drop, NO_CLASS, labels[index]).to(model.device)
+        denoised = model.denoise_scaled(clean + s[:, None] * noise.to(**place), s, lab)
         sd2 = model.sigma_data**2
         weight = (s * s + sd2) / (s * s * sd2)
         error = (denoised - clean) ** 2

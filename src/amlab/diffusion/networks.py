@@ -22,16 +22,48 @@ guidance uses as the unconditional model.
 from __future__ import annotations
 
 import math
-import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from amlab.diffusion.denoiser import NO_CLASS, Denoiser
-from amlab.diffusion.schedules import Schedule, schedule_from_config
-from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import load_module, save_model
+from amlab.diffusion.schedules import Schedule
+from amlab.errors import AmlabError, check_dtype, check_positive, check_positive_int, dtype_name
+from amlab.models.model import seeded
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearnedDenoiserConfig:
+    """The fields every network's config has (see :class:`MLPDenoiser`'s arguments); the
+    schedule as its ``Schedule.config()``."""
+
+    schedule: dict[str, Any]
+    energy: bool = False
+    num_classes: int = 0
+    sigma_data: float = 0.5
+    embed_dim: int = 64
+    seed: int = 0
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MLPDenoiserConfig(LearnedDenoiserConfig):
+    """What :class:`MLPDenoiser` is built with (see its arguments)."""
+
+    dim: int
+    hidden: int = 128
+    layers: int = 3
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConvDenoiserConfig(LearnedDenoiserConfig):
+    """What :class:`ConvDenoiser` is built with (see its arguments); the shape as (C, H, W)."""
+
+    shape: tuple[int, ...]
+    channels: int = 32
+    blocks: int = 3
 
 
 class NoiseEmbedding(nn.Module):
@@ -50,12 +82,14 @@ class NoiseEmbedding(nn.Module):
 class LearnedDenoiser(Denoiser):
     """Base of the networks: preconditioning, noise and class embeddings, energy option.
 
-    Subclasses build ``self.body(u (B, D), emb (B, E)) -> F (B, D)``.
+    Subclasses build ``self.body(u (B, D), emb (B, E)) -> F (B, D)``, all their layers
+    inside ``seeded(seed)`` (so the initial weights are those ``torch.manual_seed(seed)``
+    followed by the construction gives), and convert to their dtype at the end.
     """
 
     def __init__(
         self,
-        schedule: Schedule,
+        schedule: Schedule | dict[str, Any],
         dim: int,
         *,
         energy: bool = False,
@@ -76,8 +110,17 @@ class LearnedDenoiser(Denoiser):
     def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def _reference(self) -> torch.Tensor:
-        return self.noise_embedding.freqs
+    def _shared_config(self) -> dict[str, Any]:
+        """The fields of :class:`LearnedDenoiserConfig`, by name."""
+        return {
+            "schedule": self.schedule.config(),
+            "energy": self.has_energy,
+            "num_classes": self.num_classes,
+            "sigma_data": self.sigma_data,
+            "embed_dim": self.embed_dim,
+            "seed": self.seed,
+            "dtype": dtype_name(self.dtype),
+        }
 
     def _preconditioned(self, y: torch.Tensor, s: float | torch.Tensor, labels):
         """G = c_skip y + c_out F(c_in y, s, class) (B, D) and c_skip (B, 1)."""
@@ -113,42 +156,21 @@ class LearnedDenoiser(Denoiser):
             return super().energy_scaled(y, s, labels)
         return 0.5 * ((y - self._preconditioned(y, s, labels)) ** 2).sum(1)
 
-    # -- saving --------------------------------------------------------------------------------
-    def config(self) -> dict[str, Any]:
-        """JSON-able constructor arguments (the schedule as its config)."""
-        return {
-            "schedule": self.schedule.config(),
-            "energy": self.has_energy,
-            "num_classes": self.num_classes,
-            "sigma_data": self.sigma_data,
-            "embed_dim": self.embed_dim,
-            **self._body_config(),
-        }
-
-    def _body_config(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the weights (safetensors) and the configuration (JSON) into directory path."""
-        save_model(path, type(self).__name__, self.config(), self.state_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> LearnedDenoiser:
-        """Load a network written by :meth:`save`."""
-        return load_module(
-            path,
-            cls.__name__,
-            lambda config: cls(schedule=schedule_from_config(config.pop("schedule")), **config),
-        )
-
 
 class MLPDenoiser(LearnedDenoiser):
-    """A residual MLP denoiser for states (B, dim): ``layers`` blocks of width ``hidden``."""
+    """A residual MLP denoiser for states (B, dim): ``layers`` blocks of width ``hidden``.
+
+    schedule: a Schedule or its ``config()``. seed: seeds the initial weights (PyTorch's
+    default initialisation). dtype: float32 (default) or float64 (a dtype or its name);
+    the weights are drawn in float32 and converted.
+    """
+
+    Config = MLPDenoiserConfig
 
     def __init__(
         self,
         dim: int,
-        schedule: Schedule,
+        schedule: Schedule | dict[str, Any],
         *,
         hidden: int = 128,
         layers: int = 3,
@@ -156,26 +178,38 @@ class MLPDenoiser(LearnedDenoiser):
         num_classes: int = 0,
         sigma_data: float = 0.5,
         embed_dim: int = 64,
+        seed: int = 0,
+        dtype: torch.dtype | str = torch.float32,
     ) -> None:
-        super().__init__(
-            schedule,
-            dim,
-            energy=energy,
-            num_classes=num_classes,
-            sigma_data=sigma_data,
-            embed_dim=embed_dim,
-        )
-        self.hidden = check_positive_int(hidden, "hidden")
-        self.layers = check_positive_int(layers, "layers")
-        self.inp = nn.Linear(dim, hidden)
-        self.emb = nn.ModuleList(nn.Linear(self.embed_dim, hidden) for _ in range(layers))
-        self.blocks = nn.ModuleList(
-            nn.Sequential(
-                nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+        seed = check_positive_int(seed, "seed", allow_zero=True)
+        with seeded(seed):
+            super().__init__(
+                schedule,
+                dim,
+                energy=energy,
+                num_classes=num_classes,
+                sigma_data=sigma_data,
+                embed_dim=embed_dim,
             )
-            for _ in range(layers)
+            self.seed = seed
+            self.hidden = hidden = check_positive_int(hidden, "hidden")
+            self.layers = layers = check_positive_int(layers, "layers")
+            self.inp = nn.Linear(dim, hidden)
+            self.emb = nn.ModuleList(nn.Linear(self.embed_dim, hidden) for _ in range(layers))
+            self.blocks = nn.ModuleList(
+                nn.Sequential(
+                    nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden)
+                )
+                for _ in range(layers)
+            )
+            self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
+        self.to(check_dtype(dtype))
+
+    @property
+    def config(self) -> MLPDenoiserConfig:
+        return MLPDenoiserConfig(
+            dim=self.dim, hidden=self.hidden, layers=self.layers, **self._shared_config()
         )
-        self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
     def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.inp(u)
@@ -183,18 +217,20 @@ class MLPDenoiser(LearnedDenoiser):
             h = h + block(h + proj(emb))
         return self.out(h)
 
-    def _body_config(self) -> dict[str, Any]:
-        return {"dim": self.dim, "hidden": self.hidden, "layers": self.layers}
-
 
 class ConvDenoiser(LearnedDenoiser):
     """A small residual conv net for images of ``shape`` (H, W) or (C, H, W), flattened to
-    states (B, C*H*W); ``blocks`` residual blocks of ``channels`` 3x3 convolutions."""
+    states (B, C*H*W); ``blocks`` residual blocks of ``channels`` 3x3 convolutions.
+
+    schedule, seed, dtype: as in :class:`MLPDenoiser`.
+    """
+
+    Config = ConvDenoiserConfig
 
     def __init__(
         self,
         shape: tuple[int, ...],
-        schedule: Schedule,
+        schedule: Schedule | dict[str, Any],
         *,
         channels: int = 32,
         blocks: int = 3,
@@ -202,38 +238,54 @@ class ConvDenoiser(LearnedDenoiser):
         num_classes: int = 0,
         sigma_data: float = 0.5,
         embed_dim: int = 64,
+        seed: int = 0,
+        dtype: torch.dtype | str = torch.float32,
     ) -> None:
         shape = tuple(int(v) for v in shape)
         if len(shape) == 2:
             shape = (1, *shape)
         if len(shape) != 3 or min(shape) < 1:
             raise AmlabError(f"shape must be (H, W) or (C, H, W); got {shape}.")
-        super().__init__(
-            schedule,
-            math.prod(shape),
-            energy=energy,
-            num_classes=num_classes,
-            sigma_data=sigma_data,
-            embed_dim=embed_dim,
+        seed = check_positive_int(seed, "seed", allow_zero=True)
+        with seeded(seed):
+            super().__init__(
+                schedule,
+                math.prod(shape),
+                energy=energy,
+                num_classes=num_classes,
+                sigma_data=sigma_data,
+                embed_dim=embed_dim,
+            )
+            self.seed = seed
+            self.shape = shape
+            self.channels = channels = check_positive_int(channels, "channels")
+            self.num_blocks = blocks = check_positive_int(blocks, "blocks")
+            groups = math.gcd(8, channels)
+            self.inp = nn.Conv2d(shape[0], channels, 3, padding=1)
+            self.emb = nn.ModuleList(nn.Linear(self.embed_dim, channels) for _ in range(blocks))
+            self.first = nn.ModuleList(
+                _norm_conv(groups, channels, channels) for _ in range(blocks)
+            )
+            self.second = nn.ModuleList(
+                _norm_conv(groups, channels, channels) for _ in range(blocks)
+            )
+            self.out = _norm_conv(groups, channels, shape[0])
+        self.to(check_dtype(dtype))
+
+    @property
+    def config(self) -> ConvDenoiserConfig:
+        return ConvDenoiserConfig(
+            shape=self.shape,
+            channels=self.channels,
+            blocks=self.num_blocks,
+            **self._shared_config(),
         )
-        self.shape = shape
-        self.channels = check_positive_int(channels, "channels")
-        self.num_blocks = check_positive_int(blocks, "blocks")
-        groups = math.gcd(8, channels)
-        self.inp = nn.Conv2d(shape[0], channels, 3, padding=1)
-        self.emb = nn.ModuleList(nn.Linear(self.embed_dim, channels) for _ in range(blocks))
-        self.first = nn.ModuleList(_norm_conv(groups, channels, channels) for _ in range(blocks))
-        self.second = nn.ModuleList(_norm_conv(groups, channels, channels) for _ in range(blocks))
-        self.out = _norm_conv(groups, channels, shape[0])
 
     def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.inp(u.reshape(-1, *self.shape))
         for first, second, proj in zip(self.first, self.second, self.emb, strict=True):
             h = h + second(first(h) + proj(emb)[:, :, None, None])
         return self.out(h).reshape(u.shape[0], -1)
-
-    def _body_config(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "channels": self.channels, "blocks": self.num_blocks}
 
 
 def _norm_conv(groups: int, channels: int, out_channels: int) -> nn.Sequential:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from amlab.diffusion import ConvDenoiser, LearnedDenoiser
+from amlab.diffusion.networks import ConvDenoiserConfig
 from amlab.errors import AmlabError
 from amlab.explain.onnx_graph import onnx_bytes, write_onnx
 
@@ -48,8 +49,8 @@ class ScaledDenoiser(nn.Module):
 def denoiser_onnx_bytes(model: LearnedDenoiser) -> bytes:
     """The ONNX model (bytes) of :class:`ScaledDenoiser` around ``model`` (float32,
     class-conditional, not energy-parameterised: the graph has no autograd)."""
-    if model._reference().dtype != torch.float32:
-        raise AmlabError(f"the ONNX export needs a float32 model; got {model._reference().dtype}.")
+    if model.dtype != torch.float32:
+        raise AmlabError(f"the ONNX export needs a float32 model; got {model.dtype}.")
     if model.has_energy:
         raise AmlabError("the ONNX export takes a direct denoiser; train it with --no-energy.")
     if model.num_classes == 0:
@@ -65,17 +66,32 @@ def denoiser_onnx_bytes(model: LearnedDenoiser) -> bytes:
     return onnx_bytes(ScaledDenoiser(model), inputs, INPUTS, OUTPUTS, dynamic_axes=batch_axis)
 
 
+def app_config(config: ConvDenoiserConfig) -> dict:
+    """The model's configuration as the app reads it: the config's fields but its seed and
+    dtype (the graph is float32), the schedule first."""
+    return {
+        "schedule": config.schedule,
+        "energy": config.energy,
+        "num_classes": config.num_classes,
+        "sigma_data": config.sigma_data,
+        "embed_dim": config.embed_dim,
+        "shape": list(config.shape),
+        "channels": config.channels,
+        "blocks": config.blocks,
+    }
+
+
 def export_denoiser_onnx(path: str | Path, model_dir: str | Path = SHIPPED_DENOISER) -> dict:
     """Write the ONNX model of the ConvDenoiser saved in ``model_dir`` to ``path``.
 
-    Returns its manifest entry: file name, the model's config (its schedule among it), the
-    sampler the page runs, the inputs and outputs.
+    Returns its manifest entry: file name, the model's config as the app reads it
+    (:func:`app_config`), the sampler the page runs, the inputs and outputs.
     """
     model = ConvDenoiser.load(model_dir)
     path = write_onnx(path, denoiser_onnx_bytes(model))
     return {
         "file": path.name,
-        "config": model.config(),
+        "config": app_config(model.config),
         "sampler": dict(SAMPLER),
         "inputs": list(INPUTS),
         "outputs": list(OUTPUTS),

@@ -26,7 +26,7 @@ from amlab.energy.transformer import (
 )
 from amlab.errors import AmlabError
 from amlab.explain.onnx_graph import onnx_bytes, write_onnx
-from amlab.models.masked_image_et import MaskedImageET
+from amlab.models.masked_image_et import MaskedImageET, MaskedImageETConfig
 
 SHIPPED_ET = Path(__file__).parent / "models" / "et-digits"
 
@@ -72,7 +72,7 @@ class UnrolledCompletion(nn.Module):
             e_hn.append(hn)
             probs.append(attention_log_partition(g, block.w_k, block.w_q, block.beta, allowed)[1])
             if t < block.steps:
-                x = x - block.alpha * (d_att + d_hn)
+                x = x - block.step_size * (d_att + d_hn)
         return (
             torch.cat(completed),
             torch.cat(decoded),
@@ -92,17 +92,37 @@ def et_onnx_bytes(model: MaskedImageET) -> bytes:
     return onnx_bytes(UnrolledCompletion(model), (image, masked), INPUTS, OUTPUTS)
 
 
+def app_settings(config: MaskedImageETConfig) -> dict:
+    """The model's configuration as the app reads it (``web/src/lib/data.ts``): the config's
+    fields but its dtype (the graph is float32), the step size named ``alpha`` as in the
+    paper."""
+    return {
+        "image_shape": list(config.image_shape),
+        "patch": config.patch,
+        "dim": config.dim,
+        "heads": config.heads,
+        "head_dim": config.head_dim,
+        "hopfield_memories": config.hopfield_memories,
+        "hopfield": config.hopfield,
+        "steps": config.steps,
+        "alpha": config.step_size,
+        "seed": config.seed,
+        "init_std": config.init_std,
+    }
+
+
 def export_et_onnx(path: str | Path, model_dir: str | Path = SHIPPED_ET) -> dict:
     """Write the ONNX model of the MaskedImageET saved in ``model_dir`` to ``path``.
 
-    Returns its manifest entry: file name, the model's settings, the inputs and outputs.
+    Returns its manifest entry: file name, the model's settings (:func:`app_settings`), the
+    inputs and outputs.
     """
     model = MaskedImageET.load(model_dir)
     path = write_onnx(path, et_onnx_bytes(model))
     h, y, _ = model.block.w_k.shape
     return {
         "file": path.name,
-        "settings": model.settings(),
+        "settings": app_settings(model.config),
         "patches": model.num_patches,
         "grid": list(model.grid),
         "heads": h,

@@ -1,27 +1,25 @@
-"""What every associative memory in amlab shares: the surface of scikit-learn-like
-consistency (energy, grad, retrieve, save, load) and the input checks.
+"""What every associative memory in amlab shares: energy, grad, retrieve (and forward, the
+retrieved states) over states (B, D), on top of the protocol of :class:`~amlab.models.Model`.
 
 A subclass supplies the energy (:meth:`_energy`, differentiable by autograd), an oracle
-per retrieval method (:meth:`_oracle`: energy and descent direction in one pass), the
-dimension, and its saved configuration. Retrieval always runs through the one descent
-engine, :func:`amlab.dynamics.descend`.
+per retrieval method (:meth:`_oracle`: energy and descent direction in one pass) and the
+dimension. Retrieval always runs through the one descent engine,
+:func:`amlab.dynamics.descend`.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
 from amlab.dynamics import Oracle, StepSize, Trajectory, descend
-from amlab.errors import AmlabError, as_float_tensor, check_choice, check_squares_finite
-from amlab.io import load_model, save_model
+from amlab.errors import AmlabError, check_choice, check_squares_finite
+from amlab.models.model import Model
 
 
-class AssociativeMemory(nn.Module):
+class AssociativeMemory(Model):
     """Base class: an energy over states (B, D) and descent on it."""
 
     #: retrieval methods -> (default step size, default tol); the first is the default
@@ -32,28 +30,12 @@ class AssociativeMemory(nn.Module):
     def dim(self) -> int:
         raise NotImplementedError
 
-    def _reference(self) -> torch.Tensor:
-        """A tensor whose dtype and device the states must share."""
-        raise NotImplementedError
-
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         """Energy (B,) of checked states (B, D), differentiable by autograd."""
         raise NotImplementedError
 
     def _oracle(self, method: str) -> Oracle:
         """``(x, t) -> (energy (B,), descent direction (B, D))`` for ``method``."""
-        raise NotImplementedError
-
-    def _config(self) -> dict[str, Any]:
-        """JSON-serialisable constructor arguments, for :meth:`save`."""
-        raise NotImplementedError
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        """Tensors to save, passed back to ``cls._from_saved`` on load."""
-        raise NotImplementedError
-
-    @classmethod
-    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]):
         raise NotImplementedError
 
     # -- the shared surface ----------------------------------------------------------------
@@ -64,7 +46,9 @@ class AssociativeMemory(nn.Module):
         return e[0] if single else e
 
     def forward(self, x: Any) -> torch.Tensor:
-        return self.energy(x)
+        """The retrieved states (B, D) (or (D,)): ``retrieve(x).states`` with every default
+        (the first method, at most 1000 steps, its default step size and tol)."""
+        return self.retrieve(x).states
 
     def grad(self, x: Any) -> torch.Tensor:
         """Analytic gradient dE/dx (B, D) (or (D,))."""
@@ -126,31 +110,10 @@ class AssociativeMemory(nn.Module):
             )
         return result
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the tensors (safetensors) and the configuration (JSON) into directory path."""
-        save_model(path, type(self).__name__, self._config(), self._tensors())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike):
-        """Load a model written by :meth:`save`."""
-        config, tensors = load_model(path, cls.__name__)
-        try:
-            return cls._from_saved(config, tensors)
-        except (TypeError, KeyError) as exc:
-            raise AmlabError(
-                f"the files in {path} do not fit {cls.__name__} ({exc}); re-save the model."
-            ) from None
-
     # -- checks ----------------------------------------------------------------------------
     def _states(self, x: Any, name: str = "x") -> tuple[torch.Tensor, bool]:
         """Checked states as (B, D) in the model's dtype, and whether x was one state (D,)."""
-        ref = self._reference()
-        t = as_float_tensor(x, name, dtype=ref.dtype)
-        if t.device != ref.device:
-            raise AmlabError(
-                f"{name} is on {t.device} but the model is on {ref.device}; move one of "
-                f"them, e.g. model.to({str(t.device)!r})."
-            )
+        t = self._as_input(x, name)
         single = t.ndim == 1
         if single:
             t = t[None]
@@ -162,7 +125,7 @@ class AssociativeMemory(nn.Module):
         return check_squares_finite(t, name), single
 
     def _clamp_mask(self, clamp: Any, shape: torch.Size) -> torch.Tensor:
-        device = self._reference().device
+        device = self.device
         mask = (
             clamp.to(device)
             if isinstance(clamp, torch.Tensor)

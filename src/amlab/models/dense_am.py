@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -48,11 +49,14 @@ from amlab.errors import (
     AmlabError,
     as_float_tensor,
     check_choice,
+    check_dtype,
     check_positive,
     check_positive_int,
     check_squares_finite,
+    dtype_name,
 )
 from amlab.models.base import AssociativeMemory
+from amlab.models.model import config_fields
 
 ENERGIES = ("lse", "lsr", "lse_dot")
 INDEXES = ("auto", "clusters", "none")
@@ -64,11 +68,25 @@ AUTO_INDEX_MAX_SUPPORT_FRACTION = 0.05
 _SUPPORT_SAMPLE = 2048
 
 
+@dataclass(frozen=True)
+class DenseAMConfig:
+    """What :class:`DenseAM` is built with besides its memories (see its arguments)."""
+
+    energy: str = "lse"
+    beta: float = 1.0
+    eps: float = 0.0
+    chunk_size: int | None = None
+    index: str = "auto"
+    dtype: str = "float32"
+
+
 class DenseAM(AssociativeMemory):
     """Dense Associative Memory over ``memories`` (M, D).
 
+    ``forward(x)`` is the retrieved states, ``retrieve(x).states``.
+
     Args:
-        memories: (M, D) stored patterns; float32 unless given float64.
+        memories: (M, D) stored patterns.
         energy: "lse", "lsr" or "lse_dot".
         beta: inverse temperature, > 0.
         eps: LSR's floor inside the log (>= 0); ignored by the LSE energies.
@@ -79,8 +97,11 @@ class DenseAM(AssociativeMemory):
             ``AUTO_INDEX_MIN_MEMORIES`` memories on when the supports are small. Either way
             the results are the dense pass's up to rounding; the dense pass is also used
             whenever a batch's supports are too large for the index to skip much.
+        dtype: float32 or float64 (a dtype or its name); None keeps float64 memories
+            float64 and makes anything else float32.
     """
 
+    Config = DenseAMConfig
     METHODS = {"gd": (0.1, 1e-6), "attention": (1.0, 1e-6), "fixed_point": (1.0, 0.0)}
 
     def __init__(
@@ -91,6 +112,7 @@ class DenseAM(AssociativeMemory):
         eps: float = 0.0,
         chunk_size: int | None = None,
         index: str = "auto",
+        dtype: torch.dtype | str | None = None,
     ) -> None:
         super().__init__()
         self.energy_name = check_choice(energy, "energy", ENERGIES)
@@ -100,7 +122,8 @@ class DenseAM(AssociativeMemory):
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
-        mem = as_float_tensor(memories, "memories").detach()
+        dtype = None if dtype is None else check_dtype(dtype)
+        mem = as_float_tensor(memories, "memories", dtype=dtype).detach()
         if mem.ndim != 2 or mem.shape[0] == 0 or mem.shape[1] == 0:
             raise AmlabError(
                 f"memories must have shape (M, D) with M >= 1 and D >= 1; got "
@@ -128,10 +151,7 @@ class DenseAM(AssociativeMemory):
 
         A built LSR index takes them in (each joins its nearest ball) instead of being rebuilt.
         """
-        new = as_float_tensor(
-            patterns, "patterns", dtype=self.memories.dtype, device=self.memories.device
-        )
-        new, _ = self._states(new, "patterns")
+        new, _ = self._states(patterns, "patterns")
         old_key = _key(self.memories)
         self.memories = torch.cat([self.memories, new])
         key = _key(self.memories)
@@ -143,6 +163,17 @@ class DenseAM(AssociativeMemory):
                 index.add(new)
             self._ball_index = ((self.beta, *key), index)
         return self
+
+    @property
+    def config(self) -> DenseAMConfig:
+        return DenseAMConfig(
+            self.energy_name,
+            self.beta,
+            self.eps,
+            self.chunk_size,
+            self.index,
+            dtype_name(self.dtype),
+        )
 
     @property
     def num_memories(self) -> int:
@@ -210,9 +241,6 @@ class DenseAM(AssociativeMemory):
     def _lse_form(self) -> str:
         return "dot" if self.energy_name == "lse_dot" else "distance"
 
-    def _reference(self) -> torch.Tensor:
-        return self.memories
-
     def _energy(self, x: torch.Tensor) -> torch.Tensor:
         if self.energy_name == "lsr":
             if torch.is_grad_enabled() and x.requires_grad:  # autograd follows the formula
@@ -275,26 +303,10 @@ class DenseAM(AssociativeMemory):
             chunk_size=self.chunk_size,
         )
 
-    # -- saving --------------------------------------------------------------------------
-    def _config(self) -> dict[str, Any]:
-        return {
-            "energy": self.energy_name,
-            "beta": self.beta,
-            "eps": self.eps,
-            "chunk_size": self.chunk_size,
-            "index": self.index,
-        }
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"memories": self.memories}
-
     @classmethod
-    def _from_saved(cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> DenseAM:
-        if set(tensors) != {"memories"}:
-            raise AmlabError(
-                f"expected only the tensor 'memories', found {sorted(tensors)}; re-save the model."
-            )
-        return cls(tensors["memories"], **config)
+    def from_saved(cls, config: DenseAMConfig, tensors: dict[str, torch.Tensor]) -> DenseAM:
+        """The memory over the saved tensor ``memories``."""
+        return cls(tensors["memories"], **config_fields(config))
 
 
 def _key(memories: torch.Tensor) -> tuple:

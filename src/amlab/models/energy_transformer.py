@@ -1,26 +1,28 @@
 """EnergyTransformer: one Energy Transformer block (papers.md section 3).
 
 Tokens x (B, N, D) are normalised by the energy layer norm, g = LN(x), and the block's
-energy is E(g) = E_ATT(g) + E_HN(g) (see :mod:`amlab.energy.transformer`). Its forward
-pass is the paper's dynamics ``x <- x - alpha dE/dg`` for T steps, one block with
-shared weights, run by the one descent engine (:func:`amlab.dynamics.descend`).
+energy is E(g) = E_ATT(g) + E_HN(g) (see :mod:`amlab.energy.transformer`). Its dynamics,
+:meth:`EnergyTransformer.retrieve`, are the paper's ``x <- x - step_size dE/dg`` for T
+steps, one block with shared weights, run by the one descent engine
+(:func:`amlab.dynamics.descend`); ``forward`` returns their final tokens.
 
-The step follows dE/dg, not dE/dx. It still descends: dE/dx = J dE/dg, where the layer
+The step follows dE/dg (:meth:`~EnergyTransformer.direction`), not dE/dx
+(:meth:`~EnergyTransformer.grad`). It still descends: dE/dx = J dE/dg, where the layer
 norm's Jacobian J (the Hessian of its Lagrangian) is positive semidefinite for gamma > 0,
-so -dE/dg is a descent direction and E never rises for a small enough alpha.
+so -dE/dg is a descent direction and E never rises for a small enough step.
 """
 
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from amlab.dynamics import descend
+from amlab.dynamics import Trajectory, descend
 from amlab.energy.transformer import (
     HOPFIELD_KINDS,
     attention_energy,
@@ -32,31 +34,40 @@ from amlab.energy.transformer import (
 )
 from amlab.errors import (
     AmlabError,
-    as_float_tensor,
     check_choice,
+    check_dtype,
     check_positive,
     check_positive_int,
+    dtype_name,
 )
-from amlab.io import load_module, save_model
+from amlab.models.model import Model
 
 
-@dataclass
-class ETOutput:
-    """What :meth:`EnergyTransformer.forward` returns.
+@dataclass(frozen=True)
+class EnergyTransformerConfig:
+    """What :class:`EnergyTransformer` is built with (see its arguments); ``hopfield_memories``
+    and ``beta`` hold the values their defaults resolved to."""
 
-    tokens: final tokens (B, N, D).
-    energies: total energy after each step (T + 1, B); row 0 is the start.
-    attention, hopfield: the two parts of ``energies`` (T + 1, B).
-    """
+    dim: int
+    heads: int
+    head_dim: int
+    hopfield_memories: int
+    hopfield: str = "relu"
+    exclude_self: bool = True
+    steps: int = 12
+    step_size: float = 0.1
+    seed: int = 0
+    beta: float | None = None
+    hopfield_beta: float = 1.0
+    eps: float = 1e-5
+    init_std: float = 0.02
+    dtype: str = "float32"
 
-    tokens: torch.Tensor
-    energies: torch.Tensor
-    attention: torch.Tensor
-    hopfield: torch.Tensor
 
-
-class EnergyTransformer(nn.Module):
+class EnergyTransformer(Model):
     """One Energy Transformer block over tokens of dimension ``dim``.
+
+    ``forward(x)`` is the final tokens (B, N, D) of the dynamics, ``retrieve(x).states``.
 
     Args:
         dim: token dimension D.
@@ -64,14 +75,16 @@ class EnergyTransformer(nn.Module):
         hopfield_memories: number K of Hopfield memories xi (K, D); default 4 * dim.
         hopfield: "relu" (ReLU^2 energy) or "softmax" (log-sum-exp energy).
         exclude_self: attention sums over keys B != C (the paper); False keeps B = C.
-        steps, alpha: default number of steps T and step size of the dynamics.
+        steps, step_size: default number of steps T and step size of the dynamics.
         seed: seeds the initial weights: gamma = 1, delta = 0, and W_K, W_Q (H, Y, D)
-            and xi (K, D) drawn from N(0, init_std^2).
+            and xi (K, D) drawn from N(0, init_std^2) (drawn in ``dtype``).
         beta: attention inverse temperature (default 1/sqrt(head_dim)).
         hopfield_beta: inverse temperature of the softmax Hopfield energy.
         eps: layer-norm epsilon.
-        dtype: float32 (default) or float64.
+        dtype: float32 (default) or float64 (a dtype or its name).
     """
+
+    Config = EnergyTransformerConfig
 
     def __init__(
         self,
@@ -82,14 +95,14 @@ class EnergyTransformer(nn.Module):
         hopfield: str = "relu",
         exclude_self: bool = True,
         steps: int = 12,
-        alpha: float = 0.1,
+        step_size: float = 0.1,
         seed: int = 0,
         *,
         beta: float | None = None,
         hopfield_beta: float = 1.0,
         eps: float = 1e-5,
         init_std: float = 0.02,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
     ) -> None:
         super().__init__()
         dim = check_positive_int(dim, "dim")
@@ -100,24 +113,44 @@ class EnergyTransformer(nn.Module):
         self.hopfield = check_choice(hopfield, "hopfield", HOPFIELD_KINDS)
         self.exclude_self = bool(exclude_self)
         self.steps = check_positive_int(steps, "steps")
-        self.alpha = check_positive(alpha, "alpha")
+        self.step_size = check_positive(step_size, "step_size")
+        self.seed = check_positive_int(seed, "seed", allow_zero=True)
         self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_positive(beta, "beta")
         self.hopfield_beta = check_positive(hopfield_beta, "hopfield_beta")
         self.eps = check_positive(eps, "eps")
-        init_std = check_positive(init_std, "init_std")
-        if dtype not in (torch.float32, torch.float64):
-            raise AmlabError(f"dtype must be torch.float32 or torch.float64; got {dtype}.")
+        self.init_std = check_positive(init_std, "init_std")
+        dtype = check_dtype(dtype)
 
-        gen = torch.Generator().manual_seed(int(seed))
+        gen = torch.Generator().manual_seed(self.seed)
 
         def normal(*shape: int) -> nn.Parameter:
-            return nn.Parameter(init_std * torch.randn(*shape, generator=gen, dtype=dtype))
+            return nn.Parameter(self.init_std * torch.randn(*shape, generator=gen, dtype=dtype))
 
         self.gamma = nn.Parameter(torch.ones((), dtype=dtype))
         self.delta = nn.Parameter(torch.zeros(dim, dtype=dtype))
         self.w_k = normal(heads, head_dim, dim)
         self.w_q = normal(heads, head_dim, dim)
         self.xi = normal(k, dim)
+
+    @property
+    def config(self) -> EnergyTransformerConfig:
+        heads, head_dim, dim = self.w_k.shape
+        return EnergyTransformerConfig(
+            dim,
+            heads,
+            head_dim,
+            self.xi.shape[0],
+            self.hopfield,
+            self.exclude_self,
+            self.steps,
+            self.step_size,
+            self.seed,
+            self.beta,
+            self.hopfield_beta,
+            self.eps,
+            self.init_std,
+            dtype_name(self.dtype),
+        )
 
     @property
     def dim(self) -> int:
@@ -128,38 +161,8 @@ class EnergyTransformer(nn.Module):
         return (
             f"dim={d}, heads={h}, head_dim={y}, hopfield_memories={self.xi.shape[0]}, "
             f"hopfield={self.hopfield!r}, exclude_self={self.exclude_self}, steps={self.steps}, "
-            f"alpha={self.alpha:g}, dtype={self.delta.dtype}"
+            f"step_size={self.step_size:g}, dtype={self.dtype}"
         )
-
-    # -- saving --------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the parameters (safetensors) and the configuration (JSON) into directory path."""
-        h, y, d = self.w_k.shape
-        config = {
-            "dim": d,
-            "heads": h,
-            "head_dim": y,
-            "hopfield_memories": self.xi.shape[0],
-            "hopfield": self.hopfield,
-            "exclude_self": self.exclude_self,
-            "steps": self.steps,
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "hopfield_beta": self.hopfield_beta,
-            "eps": self.eps,
-            "dtype": str(self.delta.dtype).removeprefix("torch."),
-        }
-        save_model(path, "EnergyTransformer", config, dict(self.state_dict()))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> EnergyTransformer:
-        """Load an EnergyTransformer written by :meth:`save`."""
-
-        def build(config: dict[str, Any]) -> EnergyTransformer:
-            dtype = {"float32": torch.float32, "float64": torch.float64}[config.pop("dtype")]
-            return cls(**config, dtype=dtype)
-
-        return load_module(path, "EnergyTransformer", build)
 
     # -- energy --------------------------------------------------------------------------
     def layer_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -182,12 +185,27 @@ class EnergyTransformer(nn.Module):
         parts = self.energy_parts(x, mask)
         return parts["attention"] + parts["hopfield"]
 
-    def grad_g(self, x: Any, mask: Any = None) -> torch.Tensor:
-        """The analytic update direction dE/dg (B, N, D) at tokens x (B, N, D)."""
-        x = self._tokens(x)
-        return self._energy_and_grad_g(x, self._allowed(mask, x.shape[1]))[2]
+    def grad(self, x: Any, mask: Any = None) -> torch.Tensor:
+        """dE/dx (B, N, D) at tokens x (B, N, D): the analytic dE/dg taken back through the
+        layer norm (dE/dx = J dE/dg)."""
+        return self.energy_and_grad(x, mask)[1]
 
-    def _energy_and_grad_g(
+    def energy_and_grad(self, x: Any, mask: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The total energy (B,) and dE/dx (B, N, D) at tokens x (B, N, D)."""
+        x = self._tokens(x)
+        e_att, e_hn, d_g = self._energy_and_direction(x, self._allowed(mask, x.shape[1]))
+        with torch.enable_grad():
+            state = x.detach().requires_grad_(True)
+            (d_x,) = torch.autograd.grad(self.layer_norm(state), state, d_g.detach())
+        return (e_att + e_hn).detach(), d_x
+
+    def direction(self, x: Any, mask: Any = None) -> torch.Tensor:
+        """The direction the dynamics descend along: the analytic dE/dg (B, N, D) at tokens
+        x (B, N, D)."""
+        x = self._tokens(x)
+        return self._energy_and_direction(x, self._allowed(mask, x.shape[1]))[2]
+
+    def _energy_and_direction(
         self, x: torch.Tensor, allowed: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(E_ATT (B,), E_HN (B,), dE/dg (B, N, D)) at tokens x."""
@@ -197,26 +215,40 @@ class EnergyTransformer(nn.Module):
         return e_att, e_hn, d_att + d_hn
 
     # -- dynamics ------------------------------------------------------------------------
-    def forward(
-        self, x: Any, steps: int | None = None, mask: Any = None, differentiable: bool = False
-    ) -> ETOutput:
-        """Run ``x <- x - alpha dE/dg`` for ``steps`` (default ``self.steps``) steps from
+    def retrieve(
+        self,
+        x: Any,
+        steps: int | None = None,
+        step_size: float | None = None,
+        mask: Any = None,
+        tol: float = 0.0,
+        differentiable: bool = False,
+        record_states: bool = False,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Trajectory:
+        """Run ``x <- x - step_size dE/dg`` for ``steps`` steps (defaults: the config's) from
         tokens x (B, N, D); ``mask`` bool (N, N), True where query c may attend key b,
         or int64 (2, P) (query, key) pairs (sparse attention: cost O(P) not O(N^2)).
 
-        With ``differentiable=True`` the final tokens stay in the autograd graph, so a
-        loss on them trains the weights (and x) through all T steps; the analytic update
-        direction is itself differentiated. Otherwise the run holds no graph.
+        Returns a :class:`~amlab.dynamics.Trajectory` whose states are the final tokens
+        (B, N, D) (``path``: (n + 1, B, N, D)), with the total energy per step (n + 1, B)
+        and its parts ``"attention"`` and ``"hopfield"``. tol, record_states, on_step: as
+        in :func:`~amlab.dynamics.descend` (tol = 0: a sequence stops only when it repeats).
+
+        With ``differentiable=True`` the final tokens and the energies stay in the autograd
+        graph, so a loss on them trains the weights (and x) through all T steps; the
+        analytic update direction is itself differentiated. Otherwise the run holds no graph.
         """
         x = self._tokens(x)
         steps = self.steps if steps is None else check_positive_int(steps, "steps")
+        step_size = self.step_size if step_size is None else step_size
         b, n, d = x.shape
         allowed = self._allowed(mask, n)
 
         def oracle(
             flat: torch.Tensor, t: int
         ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-            e_att, e_hn, grad = self._energy_and_grad_g(flat.view(-1, n, d), allowed)
+            e_att, e_hn, grad = self._energy_and_direction(flat.view(-1, n, d), allowed)
             parts = {"attention": e_att, "hopfield": e_hn}
             return e_att + e_hn, grad.reshape(flat.shape), parts
 
@@ -225,15 +257,27 @@ class EnergyTransformer(nn.Module):
                 oracle,
                 x.reshape(b, n * d),
                 steps=steps,
-                step_size=self.alpha,
+                step_size=step_size,
+                tol=tol,
+                record_states=record_states,
+                on_step=on_step,
                 differentiable=differentiable,
             )
-        att, hn = traj.parts["attention"].detach(), traj.parts["hopfield"].detach()
-        return ETOutput(traj.states.view(b, n, d), traj.energies.detach(), att, hn)
+        traj.states = traj.states.view(b, n, d)
+        if traj.path is not None:
+            traj.path = traj.path.view(-1, b, n, d)
+        return traj
+
+    def forward(
+        self, x: Any, steps: int | None = None, mask: Any = None, differentiable: bool = False
+    ) -> torch.Tensor:
+        """The final tokens (B, N, D) of the dynamics from tokens x (B, N, D):
+        ``retrieve(x, steps, mask=mask, differentiable=differentiable).states``."""
+        return self.retrieve(x, steps, mask=mask, differentiable=differentiable).states
 
     # -- input checks --------------------------------------------------------------------
     def _tokens(self, x: Any) -> torch.Tensor:
-        x = as_float_tensor(x, "x", dtype=self.delta.dtype, device=self.delta.device)
+        x = self._as_input(x)
         if x.ndim != 3 or x.shape[2] != self.dim or x.shape[0] == 0 or x.shape[1] == 0:
             raise AmlabError(
                 f"x must be tokens of shape (B, N, {self.dim}) with B, N >= 1; got "
@@ -244,7 +288,7 @@ class EnergyTransformer(nn.Module):
     def _allowed(self, mask: Any, n: int) -> torch.Tensor:
         """The attention pattern: a dense bool mask (N, N), or (query, key) pairs (2, P)."""
         if mask is not None:
-            mask = torch.as_tensor(mask, device=self.delta.device)
+            mask = torch.as_tensor(mask, device=self.device)
             if mask.dtype == torch.int64 and mask.ndim == 2 and mask.shape[0] == 2:
                 if mask.numel() and (mask.min() < 0 or mask.max() >= n):
                     raise AmlabError(
@@ -258,4 +302,4 @@ class EnergyTransformer(nn.Module):
                     f"attend key b), or int64 (2, P) (query, key) pairs for sparse attention; "
                     f"got dtype {mask.dtype}, shape {tuple(mask.shape)}."
                 )
-        return attention_mask(n, self.exclude_self, mask, device=self.delta.device)
+        return attention_mask(n, self.exclude_self, mask, device=self.device)

@@ -8,18 +8,49 @@ token after the block's layer norm (papers.md section 3, graph anomaly detection
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from amlab.errors import AmlabError, as_float_tensor, check_positive_int
-from amlab.models.energy_transformer import EnergyTransformer, ETOutput
+from amlab.dynamics import Trajectory
+from amlab.errors import AmlabError, check_dtype, check_positive_int, dtype_name
+from amlab.models.energy_transformer import EnergyTransformer
+from amlab.models.model import Model, seeded
 
 
-class GraphET(nn.Module):
+@dataclass(frozen=True)
+class GraphETConfig:
+    """What :class:`GraphET` is built with (see its arguments); ``hopfield_memories`` holds
+    the value its default resolved to."""
+
+    feature_dim: int
+    dim: int = 32
+    heads: int = 4
+    head_dim: int = 8
+    hopfield_memories: int | None = None
+    steps: int = 6
+    step_size: float = 0.1
+    seed: int = 0
+    dtype: str = "float32"
+
+
+class GraphET(Model):
     """Node features (N, F) and the graph's (node, neighbour) pairs (2, P) -> anomaly
-    logits (N,). Attention is sparse: a step costs O(P), not O(N^2)."""
+    logits (N,) (``forward``). Attention is sparse: a step costs O(P), not O(N^2).
+
+    Args:
+        feature_dim: F, the number of features per node.
+        dim, heads, head_dim, hopfield_memories, steps, step_size: the block's configuration
+            (see EnergyTransformer); hopfield_memories defaults to 4 * dim.
+        seed: seeds the block (as EnergyTransformer's seed) and, through ``seed + 1``, the
+            encoder and read-out (PyTorch's default initialisation of a linear layer).
+        dtype: float32 (default) or float64 (a dtype or its name); the weights are drawn in
+            float32 and converted.
+    """
+
+    Config = GraphETConfig
 
     def __init__(
         self,
@@ -29,8 +60,9 @@ class GraphET(nn.Module):
         head_dim: int = 8,
         hopfield_memories: int | None = None,
         steps: int = 6,
-        alpha: float = 0.1,
+        step_size: float = 0.1,
         seed: int = 0,
+        dtype: torch.dtype | str = torch.float32,
     ) -> None:
         super().__init__()
         self.feature_dim = check_positive_int(feature_dim, "feature_dim")
@@ -41,20 +73,37 @@ class GraphET(nn.Module):
             head_dim,
             hopfield_memories,
             steps=steps,
-            alpha=alpha,
+            step_size=step_size,
             seed=seed,
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed + 1)
+        with seeded(self.block.seed + 1):
             self.encoder = nn.Linear(self.feature_dim, dim)
             self.head = nn.Linear(dim, 1)
+        self.to(check_dtype(dtype))
 
-    def run(self, features: Any, pairs: Any, differentiable: bool | None = None) -> ETOutput:
-        """The block's dynamics on the node tokens; see EnergyTransformer.forward.
+    @property
+    def config(self) -> GraphETConfig:
+        block = self.block.config
+        return GraphETConfig(
+            self.feature_dim,
+            block.dim,
+            block.heads,
+            block.head_dim,
+            block.hopfield_memories,
+            block.steps,
+            block.step_size,
+            block.seed,
+            dtype_name(self.dtype),
+        )
+
+    def run(self, features: Any, pairs: Any, differentiable: bool | None = None) -> Trajectory:
+        """The block's dynamics on the node tokens (one sequence of N tokens); see
+        EnergyTransformer.retrieve.
 
         pairs: int64 (2, P), node c attends neighbour b for each column (c, b); give both
-        directions of an undirected edge (``Graph.pairs()``)."""
-        features = as_float_tensor(features, "features", dtype=self.encoder.weight.dtype)
+        directions of an undirected edge (``Graph.pairs()``).
+        differentiable: keep the graph through the T steps (default: in training mode)."""
+        features = self._as_input(features, "features")
         if features.ndim != 2 or features.shape[1] != self.feature_dim or not len(features):
             raise AmlabError(
                 f"features must be (N, {self.feature_dim}); got {tuple(features.shape)}."
@@ -67,9 +116,11 @@ class GraphET(nn.Module):
             )
         differentiable = self.training if differentiable is None else differentiable
         tokens = self.encoder(features)[None]
-        return self.block(tokens, mask=pairs, differentiable=differentiable)
+        return self.block.retrieve(tokens, mask=pairs, differentiable=differentiable)
 
-    def forward(self, features: Any, pairs: Any, differentiable: bool | None = None):
+    def forward(
+        self, features: Any, pairs: Any, differentiable: bool | None = None
+    ) -> torch.Tensor:
         """Anomaly logits (N,): higher means more anomalous."""
-        out = self.run(features, pairs, differentiable)
-        return self.head(self.block.layer_norm(out.tokens[0])).squeeze(-1)
+        tokens = self.run(features, pairs, differentiable).states
+        return self.head(self.block.layer_norm(tokens[0])).squeeze(-1)

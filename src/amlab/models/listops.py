@@ -9,23 +9,22 @@ ablation study.
 
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import load_module, save_model
-
-KIND = "ListOpsTransformer"
+from amlab.errors import AmlabError, check_dtype, check_positive, check_positive_int, dtype_name
+from amlab.models.model import Model, seeded
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """vocab_size and classes come from the tokenizer and modulus; max_len counts the
-    class token."""
+class ListOpsTransformerConfig:
+    """What :class:`ListOpsTransformer` is built from. vocab_size and classes come from the
+    tokenizer and modulus; max_len counts the class token; seed seeds the initial weights
+    (PyTorch's default initialisation, embeddings from N(0, 0.5^2) and N(0, 0.1^2)); dtype
+    is "float32" or "float64"."""
 
     vocab_size: int
     classes: int
@@ -35,11 +34,15 @@ class ModelConfig:
     mlp_ratio: float = 2.0
     max_len: int = 64
     share_weights: bool = False
+    seed: int = 0
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "classes", "dim", "layers", "heads", "max_len"):
             check_positive_int(getattr(self, name), name)
+        check_positive_int(self.seed, "seed", allow_zero=True)
         check_positive(self.mlp_ratio, "mlp_ratio")
+        check_dtype(self.dtype)
         if self.dim % self.heads:
             raise AmlabError(
                 f"dim ({self.dim}) must be a multiple of heads ({self.heads}); change one."
@@ -53,7 +56,7 @@ class ModelConfig:
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ListOpsTransformerConfig) -> None:
         super().__init__()
         self.heads = config.heads
         self.norm1 = nn.LayerNorm(config.dim)
@@ -81,47 +84,65 @@ class Block(nn.Module):
         return x
 
 
-class ListOpsTransformer(nn.Module):
-    """tokens (B, L) int64, padding id 0, class token first -> logits (B, classes)."""
+class ListOpsTransformer(Model):
+    """tokens (B, L) int64, padding id 0, class token first -> logits (B, classes)
+    (``forward``). Built from a :class:`ListOpsTransformerConfig`."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    Config = ListOpsTransformerConfig
+
+    def __init__(self, config: ListOpsTransformerConfig) -> None:
         super().__init__()
-        self.config = config
-        self.embed = nn.Embedding(config.vocab_size, config.dim)
-        self.position = nn.Embedding(config.max_len, config.dim)
-        count = 1 if config.share_weights else config.layers
-        self.blocks = nn.ModuleList(Block(config) for _ in range(count))
-        self.norm = nn.LayerNorm(config.dim)
-        self.head = nn.Linear(config.dim, config.classes)
+        if not isinstance(config, ListOpsTransformerConfig):
+            raise AmlabError(
+                f"ListOpsTransformer is built from a ListOpsTransformerConfig; got "
+                f"{type(config).__name__}."
+            )
+        self._config = config  # the constructor's input; its fields are never changed
+        with seeded(config.seed):
+            self.embed = nn.Embedding(config.vocab_size, config.dim)
+            self.position = nn.Embedding(config.max_len, config.dim)
+            count = 1 if config.share_weights else config.layers
+            self.blocks = nn.ModuleList(Block(config) for _ in range(count))
+            self.norm = nn.LayerNorm(config.dim)
+            self.head = nn.Linear(config.dim, config.classes)
+            nn.init.normal_(self.embed.weight, std=0.5)
+            nn.init.normal_(self.position.weight, std=0.1)
+        self.to(check_dtype(config.dtype))
         self.ablate: frozenset = frozenset()
-        nn.init.normal_(self.embed.weight, std=0.5)
-        nn.init.normal_(self.position.weight, std=0.1)
 
     def hidden_states(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L, dim): the residual stream after the last block, before the final norm."""
         if tokens.ndim != 2 or tokens.dtype != torch.long:
             raise AmlabError(f"tokens must be a (B, L) int64 tensor; got {tuple(tokens.shape)}.")
-        if tokens.shape[1] > self.config.max_len:
+        config = self._config
+        if tokens.shape[1] > config.max_len:
             raise AmlabError(
-                f"sequences of {tokens.shape[1]} tokens exceed max_len {self.config.max_len}; "
+                f"sequences of {tokens.shape[1]} tokens exceed max_len {config.max_len}; "
                 "build the model with a larger max_len."
             )
+        self._check_placement(tokens, "tokens")
         keep = tokens != 0
         x = self.embed(tokens) + self.position.weight[: tokens.shape[1]]
-        for i in range(self.config.layers):
-            x = self.blocks[0 if self.config.share_weights else i](x, keep, self.ablate)
+        for i in range(config.layers):
+            x = self.blocks[0 if config.share_weights else i](x, keep, self.ablate)
         return x
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) read from the class token."""
         return self.head(self.norm(self.hidden_states(tokens)[:, 0]))
+
+    @property
+    def config(self) -> ListOpsTransformerConfig:
+        return replace(self._config, dtype=dtype_name(self.dtype))
 
     def num_parameters(self) -> int:
         """The exact number of trainable numbers (shared weights counted once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def save(self, path: str | os.PathLike) -> None:
-        save_model(path, KIND, asdict(self.config), self.state_dict())
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> ListOpsTransformer:
-        return load_module(path, KIND, lambda config: cls(ModelConfig(**config)))
+    def from_saved(
+        cls, config: ListOpsTransformerConfig, tensors: dict[str, torch.Tensor]
+    ) -> ListOpsTransformer:
+        model = cls(config)
+        model.load_state_dict(tensors)
+        return model

@@ -11,47 +11,72 @@ the patches: most of them masked, a few left visible (``sample_masks``).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from amlab.errors import AmlabError, as_float_tensor, check_positive_int
-from amlab.io import load_module, save_model
+from amlab.dynamics import Trajectory
+from amlab.errors import AmlabError, check_dtype, check_positive_int, dtype_name
 from amlab.models.energy_transformer import EnergyTransformer
+from amlab.models.model import Model
+
+
+@dataclass(frozen=True)
+class MaskedImageETConfig:
+    """What :class:`MaskedImageET` is built with (see its arguments); ``hopfield_memories``
+    holds the value its default resolved to."""
+
+    image_shape: tuple[int, ...]
+    patch: int = 2
+    dim: int = 64
+    heads: int = 4
+    head_dim: int = 16
+    hopfield_memories: int | None = None
+    hopfield: str = "relu"
+    steps: int = 12
+    step_size: float = 0.1
+    seed: int = 0
+    init_std: float = 0.02
+    dtype: str = "float32"
 
 
 @dataclass
-class CompletionOutput:
-    """What :meth:`MaskedImageET.forward` returns.
+class Completion:
+    """What :meth:`MaskedImageET.complete` returns.
 
     patches: predicted patches (B, N, P) for every position, masked or not.
     images: the input images with the masked patches replaced by the prediction (B, D).
-    energies, attention, hopfield: the block's energy and its two parts per step (T+1, B).
+    trajectory: the block's dynamics (:meth:`EnergyTransformer.retrieve`): final tokens
+        (B, N + 1, D), CLS first, and the energy and its parts ``"attention"`` and
+        ``"hopfield"`` per step (T + 1, B).
     """
 
     patches: torch.Tensor
     images: torch.Tensor
-    energies: torch.Tensor
-    attention: torch.Tensor
-    hopfield: torch.Tensor
+    trajectory: Trajectory
 
 
-class MaskedImageET(nn.Module):
+class MaskedImageET(Model):
     """Patch tokens, CLS, MASK token, learned positions, linear encoder and decoder
     around one :class:`EnergyTransformer` block.
+
+    ``forward(images, masked)`` is the completed images (B, D), ``complete(...).images``.
 
     Args:
         image_shape: (H, W) or (C, H, W) of one image; H and W divisible by ``patch``.
         patch: side of the square patches.
-        dim, heads, head_dim, hopfield_memories, hopfield, steps, alpha: the block's
-            settings (see EnergyTransformer); hopfield_memories defaults to 4 * dim.
+        dim, heads, head_dim, hopfield_memories, hopfield, steps, step_size: the block's
+            configuration (see EnergyTransformer); hopfield_memories defaults to 4 * dim.
         seed: seeds every initial weight.
         init_std: standard deviation of the initial CLS, MASK and position embeddings and
             of the block's weights (see EnergyTransformer).
+        dtype: float32 (default) or float64 (a dtype or its name); the weights are drawn in
+            float32 and converted.
     """
+
+    Config = MaskedImageETConfig
 
     def __init__(
         self,
@@ -63,9 +88,10 @@ class MaskedImageET(nn.Module):
         hopfield_memories: int | None = None,
         hopfield: str = "relu",
         steps: int = 12,
-        alpha: float = 0.1,
+        step_size: float = 0.1,
         seed: int = 0,
         init_std: float = 0.02,
+        dtype: torch.dtype | str = torch.float32,
     ) -> None:
         super().__init__()
         shape = tuple(int(s) for s in image_shape)
@@ -90,17 +116,17 @@ class MaskedImageET(nn.Module):
             hopfield_memories,
             hopfield,
             steps=steps,
-            alpha=alpha,
+            step_size=step_size,
             seed=seed,
             init_std=init_std,
         )
-        gen = torch.Generator().manual_seed(int(seed) + 1)
+        gen = torch.Generator().manual_seed(seed + 1)
 
         def normal(*size: int) -> nn.Parameter:
             return nn.Parameter(init_std * torch.randn(*size, generator=gen))
 
         def linear(fan_in: int, fan_out: int) -> nn.Linear:
-            layer = nn.Linear(fan_in, fan_out)
+            layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out)  # no draw from torch's RNG
             bound = 1 / math.sqrt(fan_in)
             with torch.no_grad():
                 layer.weight.copy_(torch.rand(fan_out, fan_in, generator=gen) * 2 * bound - bound)
@@ -112,23 +138,25 @@ class MaskedImageET(nn.Module):
         self.cls_token = normal(dim)
         self.mask_token = normal(dim)
         self.positions = normal(self.num_patches + 1, dim)
-        self._settings = {
-            "image_shape": list(self.image_shape),
-            "patch": self.patch,
-            "dim": dim,
-            "heads": heads,
-            "head_dim": head_dim,
-            "hopfield_memories": self.block.xi.shape[0],
-            "hopfield": hopfield,
-            "steps": steps,
-            "alpha": alpha,
-            "seed": seed,
-            "init_std": init_std,
-        }
+        self.to(check_dtype(dtype))
 
-    def settings(self) -> dict[str, Any]:
-        """The constructor's arguments (JSON-able)."""
-        return dict(self._settings)
+    @property
+    def config(self) -> MaskedImageETConfig:
+        block = self.block.config
+        return MaskedImageETConfig(
+            self.image_shape,
+            self.patch,
+            block.dim,
+            block.heads,
+            block.head_dim,
+            block.hopfield_memories,
+            block.hopfield,
+            block.steps,
+            block.step_size,
+            block.seed,
+            block.init_std,
+            dtype_name(self.dtype),
+        )
 
     # -- patches ---------------------------------------------------------------------------
     def patches(self, images: torch.Tensor) -> torch.Tensor:
@@ -148,9 +176,7 @@ class MaskedImageET(nn.Module):
         return self.images(masked[..., None].expand(*masked.shape, self.patch_dim))
 
     # -- completion ------------------------------------------------------------------------
-    def forward(
-        self, images: Any, masked: Any, differentiable: bool | None = None
-    ) -> CompletionOutput:
+    def complete(self, images: Any, masked: Any, differentiable: bool | None = None) -> Completion:
         """Complete flat images (B, D) whose patches ``masked`` (B, N, bool) are hidden.
 
         differentiable: keep the graph through the T steps (default: in training mode).
@@ -161,37 +187,30 @@ class MaskedImageET(nn.Module):
         tokens = torch.where(masked[..., None], self.mask_token, tokens)
         cls = self.cls_token.expand(tokens.shape[0], 1, -1)
         tokens = torch.cat([cls, tokens], dim=1) + self.positions
-        out = self.block(tokens, differentiable=differentiable)
-        patches = self.decoder(out.tokens[:, 1:])
+        trajectory = self.block.retrieve(tokens, differentiable=differentiable)
+        patches = self.decoder(trajectory.states[:, 1:])
         completed = torch.where(self.pixel_mask(masked), self.images(patches), images)
-        return CompletionOutput(patches, completed, out.energies, out.attention, out.hopfield)
+        return Completion(patches, completed, trajectory)
+
+    def forward(self, images: Any, masked: Any, differentiable: bool | None = None) -> torch.Tensor:
+        """The completed images (B, D): ``complete(images, masked, differentiable).images``."""
+        return self.complete(images, masked, differentiable).images
 
     def _check(self, images: Any, masked: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        param = self.positions
-        images = as_float_tensor(images, "images", dtype=param.dtype, device=param.device)
+        images = self._as_input(images, "images")
         d = self.channels * self.height * self.width
         if images.ndim != 2 or images.shape[1] != d or images.shape[0] == 0:
             raise AmlabError(
                 f"images must be flat (B, {d}) for image shape {self.image_shape}; got "
                 f"{tuple(images.shape)}."
             )
-        masked = torch.as_tensor(masked, device=param.device)
+        masked = torch.as_tensor(masked, device=self.device)
         if masked.dtype != torch.bool or masked.shape != (images.shape[0], self.num_patches):
             raise AmlabError(
                 f"masked must be a bool tensor (B, {self.num_patches}), True on hidden "
                 f"patches; got dtype {masked.dtype}, shape {tuple(masked.shape)}."
             )
         return images, masked
-
-    # -- saving ----------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write the weights (safetensors) and settings (JSON) into directory ``path``."""
-        save_model(path, "MaskedImageET", self.settings(), dict(self.state_dict()))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> MaskedImageET:
-        """Load a model written by :meth:`save`."""
-        return load_module(path, "MaskedImageET", lambda config: cls(**config)).eval()
 
 
 def sample_masks(

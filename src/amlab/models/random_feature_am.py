@@ -18,6 +18,7 @@ size (S, b and T) never depends on how many patterns are stored.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,17 +35,34 @@ from amlab.energy.random_features import (
 from amlab.errors import (
     AmlabError,
     check_choice,
+    check_dtype,
     check_positive,
     check_positive_int,
+    dtype_name,
 )
 from amlab.models.base import AssociativeMemory
 from amlab.models.dense_am import DenseAM
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+@dataclass(frozen=True)
+class RandomFeatureAMConfig:
+    """What :class:`RandomFeatureAM` is built with (see its arguments)."""
+
+    dim: int
+    num_features: int
+    beta: float
+    kernel: str = "sincos"
+    seed: int = 0
+    eps: float = 1e-5
+    dtype: str = "float32"
+    chunk_size: int | None = None
 
 
 class RandomFeatureAM(AssociativeMemory):
     """DrDAM: the LSE energy E~(x) = -(1/beta) log(max(phi(x) . T, eps)), T = sum_mu phi(xi_mu).
+
+    ``forward(x)`` is the retrieved states, ``retrieve(x).states``. The tensors are S, b,
+    T and ``stored`` (the number of patterns T holds, an int64 scalar).
 
     Args:
         dim: D, the dimension of states and patterns.
@@ -54,11 +72,12 @@ class RandomFeatureAM(AssociativeMemory):
         kernel: feature map, one of "sincos" (default), "cos", "exp", "expexp".
         seed: seed of S ~ N(0, I) (Y, D) and b ~ U(0, 2 pi) (Y,) (drawn on the CPU).
         eps: floor of phi(x) . T inside the log (>= 0); below it the energy is flat.
-        dtype: torch.float32 (default) or torch.float64.
+        dtype: float32 (default) or float64 (a dtype or its name).
         chunk_size: projections processed at once (None: automatic); peak memory grows with
             the chunk, not with Y or with the number of stored patterns.
     """
 
+    Config = RandomFeatureAMConfig
     METHODS = {"gd": (0.1, 1e-6)}
 
     def __init__(
@@ -69,7 +88,7 @@ class RandomFeatureAM(AssociativeMemory):
         kernel: str = "sincos",
         seed: int = 0,
         eps: float = 1e-5,
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype | str = torch.float32,
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
@@ -79,8 +98,7 @@ class RandomFeatureAM(AssociativeMemory):
         self.kernel = check_choice(kernel, "kernel", KERNELS)
         self.seed = check_positive_int(seed, "seed", allow_zero=True)
         self.eps = check_positive(eps, "eps", allow_zero=True)
-        if dtype not in _DTYPES.values():
-            raise AmlabError(f"dtype must be torch.float32 or torch.float64; got {dtype!r}.")
+        dtype = check_dtype(dtype)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
@@ -88,7 +106,7 @@ class RandomFeatureAM(AssociativeMemory):
         self.register_buffer("S", S)
         self.register_buffer("b", b)
         self.register_buffer("T", S.new_zeros(num_parts(self.kernel) * num_features))
-        self.num_stored = 0
+        self.register_buffer("stored", torch.zeros((), dtype=torch.long))
 
     @classmethod
     def from_dense(
@@ -126,7 +144,7 @@ class RandomFeatureAM(AssociativeMemory):
         """Store patterns (M, D) or (D,): T += sum_mu phi(xi_mu). Returns self."""
         x, _ = self._states(patterns, "patterns")
         self.T += feature_sum(x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size)
-        self.num_stored += x.shape[0]
+        self.stored += x.shape[0]
         return self
 
     def remove(self, patterns: Any) -> RandomFeatureAM:
@@ -141,10 +159,28 @@ class RandomFeatureAM(AssociativeMemory):
                 "Remove only patterns that were added."
             )
         self.T -= feature_sum(x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size)
-        self.num_stored -= x.shape[0]
+        self.stored -= x.shape[0]
         return self
 
+    @property
+    def config(self) -> RandomFeatureAMConfig:
+        return RandomFeatureAMConfig(
+            self.dim,
+            self.num_features,
+            self.beta,
+            self.kernel,
+            self.seed,
+            self.eps,
+            dtype_name(self.dtype),
+            self.chunk_size,
+        )
+
     # -- size ------------------------------------------------------------------------------
+    @property
+    def num_stored(self) -> int:
+        """How many patterns T holds (added and not removed)."""
+        return int(self.stored)
+
     @property
     def dim(self) -> int:
         return self.S.shape[1]
@@ -174,9 +210,6 @@ class RandomFeatureAM(AssociativeMemory):
         )
 
     # -- the energy and its oracle ---------------------------------------------------------
-    def _reference(self) -> torch.Tensor:
-        return self.S
-
     def _args(self) -> tuple:
         return self.S, self.b, self.T, self.beta, self.kernel
 
@@ -186,48 +219,6 @@ class RandomFeatureAM(AssociativeMemory):
     def _oracle(self, method: str) -> Oracle:
         args, eps, chunk = self._args(), self.eps, self.chunk_size
         return lambda x, t: rf_energy_grad(x, *args, eps=eps, chunk_size=chunk)
-
-    # -- saving --------------------------------------------------------------------------
-    def _config(self) -> dict[str, Any]:
-        return {
-            "dim": self.dim,
-            "num_features": self.num_features,
-            "beta": self.beta,
-            "kernel": self.kernel,
-            "seed": self.seed,
-            "eps": self.eps,
-            "dtype": str(self.S.dtype).removeprefix("torch."),
-            "chunk_size": self.chunk_size,
-            "num_stored": self.num_stored,
-        }
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {"S": self.S, "b": self.b, "T": self.T}
-
-    @classmethod
-    def _from_saved(
-        cls, config: dict[str, Any], tensors: dict[str, torch.Tensor]
-    ) -> RandomFeatureAM:
-        config = dict(config)
-        num_stored = check_positive_int(config.pop("num_stored"), "num_stored", allow_zero=True)
-        dtype = config.pop("dtype")
-        if dtype not in _DTYPES:
-            raise AmlabError(f"saved dtype {dtype!r} is not float32 or float64; re-save the model.")
-        rf = cls(**config, dtype=_DTYPES[dtype])
-        if set(tensors) != {"S", "b", "T"}:
-            raise AmlabError(
-                f"expected the tensors S, b and T, found {sorted(tensors)}; re-save the model."
-            )
-        for name, t in tensors.items():
-            own = getattr(rf, name)
-            if t.shape != own.shape or t.dtype != own.dtype or not bool(torch.isfinite(t).all()):
-                raise AmlabError(
-                    f"saved tensor {name} {tuple(t.shape)} {t.dtype} does not fit the saved "
-                    f"config (expects {tuple(own.shape)} {own.dtype}, finite); re-save the model."
-                )
-            own.copy_(t)
-        rf.num_stored = num_stored
-        return rf
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def train_denoiser(
     )
     facts = {
         "model": type(model).__name__,
-        "config": model.config(),
+        "config": asdict(model.config),
         "data_shape": list(torch.as_tensor(data).shape),
         "batch_size": batch_size,
         "label_dropout": label_dropout,
@@ -114,7 +115,6 @@ def train_image_model(
         )
     train_set = dataset.subset(images, seed=seed)
     schedule = VESchedule(0.01, 10.0)
-    torch.manual_seed(seed)
     model = ConvDenoiser(
         train_set.shape,
         schedule,
@@ -123,6 +123,7 @@ def train_image_model(
         energy=energy,
         num_classes=int(train_set.labels.max()) + 1,
         sigma_data=0.4,
+        seed=seed,
     )
     out = Path(out)
     config = denoiser_schedule(steps, seed, checkpoints=10)

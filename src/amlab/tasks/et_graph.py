@@ -74,20 +74,17 @@ def make_graph(config: GraphRunConfig) -> Graph:
 
 
 def build_detector(name: str, feature_dim: int, config: GraphRunConfig) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        if name == "graph_et":
-            return GraphET(
-                feature_dim,
-                dim=config.dim,
-                heads=config.heads,
-                head_dim=config.head_dim,
-                steps=config.et_steps,
-                seed=config.seed,
-            )
-        if name == "gcn":
-            return GCN(feature_dim, config.dim)
-        return MLP(feature_dim, config.dim)
+    if name == "graph_et":
+        return GraphET(
+            feature_dim,
+            dim=config.dim,
+            heads=config.heads,
+            head_dim=config.head_dim,
+            steps=config.et_steps,
+            seed=config.seed,
+        )
+    baseline = GCN if name == "gcn" else MLP
+    return baseline(feature_dim, config.dim, seed=config.seed)
 
 
 def tuned_macro_f1(

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from amlab.data.images import image_splits
+from amlab.dynamics import Trajectory
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import write_metrics
 from amlab.models import DenseAM
@@ -46,7 +47,7 @@ class ETImageConfig:
     head_dim: int = 16
     hopfield_memories: int | None = None
     et_steps: int = 12
-    alpha: float = 0.1
+    step_size: float = 0.1
     scored_fraction: float = 0.5
     masked_share: float = 0.9
     batch_size: int = 64
@@ -68,7 +69,7 @@ def build_model(config: ETImageConfig, shape: tuple[int, ...]) -> MaskedImageET:
         head_dim=config.head_dim,
         hopfield_memories=config.hopfield_memories,
         steps=config.et_steps,
-        alpha=config.alpha,
+        step_size=config.step_size,
         seed=config.seed,
     )
 
@@ -84,7 +85,7 @@ def masked_patch_loss(
         scored, masked = sample_masks(
             len(batch), model.num_patches, config.scored_fraction, config.masked_share, gen
         )
-        out = model(batch, masked, differentiable=True)
+        out = model.complete(batch, masked, differentiable=True)
         error = ((out.patches - model.patches(batch)) ** 2).mean(-1)
         return error[scored].mean(), {"masked_mse": float(error[masked].mean().detach())}
 
@@ -172,7 +173,8 @@ def eval_et(
     hidden = model.pixel_mask(masked)
 
     with torch.no_grad():
-        et_out = model(test, masked)
+        et_out = model.complete(test, masked)
+    dynamics = et_out.trajectory
     mean_patch = model.patches(train_set.images).mean(0)  # (N, P): mean patch per position
     mean_fill = torch.where(hidden, model.images(mean_patch[None].expand(len(test), -1, -1)), test)
     beta, dense_fill, val_errors = dense_am_completion(train_set.images, test, hidden, seed)
@@ -192,10 +194,10 @@ def eval_et(
         },
         "dense_am_beta": beta,
         "dense_am_validation_mse": val_errors,
-        "energy_per_step": et_out.energies.mean(1).tolist(),
-        "attention_energy_per_step": et_out.attention.mean(1).tolist(),
-        "hopfield_energy_per_step": et_out.hopfield.mean(1).tolist(),
-        "energy_never_rises": bool((et_out.energies.diff(dim=0) <= 1e-4).all()),
+        "energy_per_step": dynamics.energies.mean(1).tolist(),
+        "attention_energy_per_step": dynamics.parts["attention"].mean(1).tolist(),
+        "hopfield_energy_per_step": dynamics.parts["hopfield"].mean(1).tolist(),
+        "energy_never_rises": bool((dynamics.energies.diff(dim=0) <= 1e-4).all()),
     }
     if out is not None:
         out = Path(out)
@@ -213,7 +215,7 @@ def eval_et(
             out / "completions.png",
             title="Masked patches (grey) completed by each method",
         )
-        _energy_figure(et_out, out / "energy.png")
+        _energy_figure(dynamics, out / "energy.png")
         write_metrics(out / "metrics.json", metrics)
     return metrics
 
@@ -253,12 +255,17 @@ def _training_config(model_dir: Path) -> ETImageConfig:
         raise AmlabError(f"{file} is corrupt ({exc}); retrain or remove it.") from None
 
 
-def _energy_figure(out: Any, path: Path) -> None:
-    steps = range(out.energies.shape[0])
+def _energy_figure(dynamics: Trajectory, path: Path) -> None:
+    steps = range(dynamics.energies.shape[0])
     fig, axes = plt.subplots(1, 3, figsize=(10, 3))
+    parts = dynamics.parts
     for ax, (name, values) in zip(
         axes,
-        [("total", out.energies), ("attention", out.attention), ("Hopfield", out.hopfield)],
+        [
+            ("total", dynamics.energies),
+            ("attention", parts["attention"]),
+            ("Hopfield", parts["hopfield"]),
+        ],
         strict=True,
     ):
         mean = values.mean(1)

@@ -31,7 +31,7 @@ from amlab.data.listops import (
 )
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import atomic_write_text
-from amlab.models.listops import ListOpsTransformer, ModelConfig
+from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
 from amlab.training import OnStep, TrainConfig, latest_checkpoint, load_checkpoint, train
 
 
@@ -119,9 +119,9 @@ class RunSpec:
             raise AmlabError("give the operations as ops=..., not inside data.")
         return ListOpsConfig(ops=self.ops, **self.data)
 
-    def model_config(self) -> ModelConfig:
+    def model_config(self) -> ListOpsTransformerConfig:
         config = self.data_config()
-        return ModelConfig(
+        return ListOpsTransformerConfig(
             vocab_size=len(Tokenizer(config.modulus)),
             classes=config.modulus,
             dim=self.dim,
@@ -130,6 +130,7 @@ class RunSpec:
             mlp_ratio=self.mlp_ratio,
             max_len=longest_expression(config) + 1,
             share_weights=self.share_weights,
+            seed=self.seed,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -298,7 +299,6 @@ def train_run(
     validation history that early stopping reads is kept in ``out/<phase>/history.json``).
     """
     started = time.time()
-    torch.manual_seed(spec.seed)
     model = ListOpsTransformer(spec.model_config())
     data = make_data(spec)
     record: dict[str, Any] = {"key": spec.key(), "spec": spec.describe()}

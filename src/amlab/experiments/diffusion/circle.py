@@ -86,7 +86,6 @@ def _circle_run(k: int, ctx: Context, axis, starts, progress: Progress) -> Circl
     schedule = VESchedule(grid.sigma_min, grid.circle_sigma_max)
     points = circle_points(k, ctx.seed)
     empirical = EmpiricalDenoiser(points, schedule)
-    torch.manual_seed(ctx.seed + k)  # the net's initial weights come from the global generator
     model = MLPDenoiser(
         2,
         schedule,
@@ -94,6 +93,7 @@ def _circle_run(k: int, ctx: Context, axis, starts, progress: Progress) -> Circl
         layers=grid.circle_layers,
         energy=True,
         sigma_data=0.7,
+        seed=ctx.seed + k,
     )
     training = train_network(
         ctx,

@@ -73,7 +73,6 @@ def _memorisation(ctx: Context, train_x, train_y, x_held, threshold: float, prog
     of the net's first 10 samples and their nearest training images)."""
     grid, n = ctx.grid, len(train_x)
     schedule = digit_schedule(grid)
-    torch.manual_seed(ctx.seed + n)  # the net's initial weights come from the global generator
     model = ConvDenoiser(
         ctx.images.shape,
         schedule,
@@ -81,6 +80,7 @@ def _memorisation(ctx: Context, train_x, train_y, x_held, threshold: float, prog
         blocks=grid.digit_blocks,
         num_classes=10,
         sigma_data=0.4,
+        seed=ctx.seed + n,
     )
     training = train_network(
         ctx,

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 
 from amlab.experiments.listops.analysis import ablation, embedding_structure, parity_probe
 from amlab.experiments.listops.sweep import sweep_of
@@ -54,7 +53,6 @@ def compute(ctx: Context, progress: Progress) -> Learned:
     for name in [*chosen, UNTRAINED]:
         spec, test = chosen.get(name, chosen["SUM"]), tests.get(name, tests["SUM"])
         if name == UNTRAINED:  # the initialisation: what any structure is measured against
-            torch.manual_seed(spec.seed)
             model = ListOpsTransformer(spec.model_config())
         else:
             model = ListOpsTransformer.load(ctx.out / "sweep" / "models" / spec.key())

@@ -1,0 +1,103 @@
+"""What every model in amlab shares (the protocol is described in :mod:`amlab.models`):
+its configuration, saving and loading, dtype and device, the one input check, seeding."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import chain
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from amlab.errors import AmlabError, as_float_tensor
+from amlab.io import load_model, save_model
+
+
+class Model(nn.Module):
+    """Base class of every model: a subclass names its configuration dataclass ``Config``
+    and builds it from its current state in :attr:`config`."""
+
+    #: the frozen dataclass of the model's configuration
+    Config: ClassVar[type]
+
+    @property
+    def config(self) -> Any:
+        """The model's ``Config`` as it is now: every non-tensor constructor argument (the
+        dtype the one its tensors have). :meth:`save` writes exactly this and the tensors."""
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's floating tensors (float32 or float64)."""
+        return self._reference().dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's tensors are on."""
+        return self._reference().device
+
+    def _reference(self) -> torch.Tensor:
+        """The model's first floating parameter or buffer (all of them share dtype and device)."""
+        for t in chain(self.parameters(), self.buffers()):
+            if t.is_floating_point():
+                return t
+        raise AmlabError(f"{type(self).__name__} holds no floating tensor.")
+
+    # -- saving ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the tensors (``state_dict()``, safetensors) and the configuration
+        (``{"kind": class name, **asdict(config)}``, JSON) into directory ``path``."""
+        return save_model(path, self)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: torch.device | str | None = None):
+        """The model :meth:`save` wrote into ``path`` (in eval mode), on ``device`` if given."""
+        return load_model(path, cls, device=device)
+
+    @classmethod
+    def from_saved(cls, config: Any, tensors: dict[str, torch.Tensor]):
+        """Build the model from its checked ``config`` and load the saved ``tensors``. Models
+        whose constructor takes tensors or objects besides the config's fields override it."""
+        model = cls(**config_fields(config))
+        model.load_state_dict(tensors)
+        return model
+
+    # -- the one input check --------------------------------------------------------------
+    def _as_input(self, x: Any, name: str = "x") -> torch.Tensor:
+        """``x`` as a finite floating tensor of the model's dtype on its device: a torch tensor
+        must already be there (:meth:`_check_placement`); other input (lists, numpy arrays,
+        integer tensors) is converted."""
+        if isinstance(x, torch.Tensor):
+            self._check_placement(x, name)
+        return as_float_tensor(x, name, dtype=self.dtype, device=self.device)
+
+    def _check_placement(self, x: torch.Tensor, name: str) -> None:
+        """Tensor x is on the model's device and, if floating, of its dtype; nothing is moved
+        or cast behind the caller's back."""
+        dtype, device = self.dtype, self.device
+        if x.device != device or (x.is_floating_point() and x.dtype != dtype):
+            to = "model.device, model.dtype" if x.is_floating_point() else "model.device"
+            raise AmlabError(
+                f"{name} is {x.dtype} on {x.device} but the {type(self).__name__} is {dtype} "
+                f"on {device}; convert one of them, e.g. {name}.to({to})."
+            )
+
+
+def config_fields(config: Any) -> dict[str, Any]:
+    """A config dataclass's fields by name (not converted, unlike ``dataclasses.asdict``)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Draw from torch's default generator seeded with ``seed`` inside the block, leaving the
+    global random state as it was: a model built inside draws exactly the initial weights that
+    ``torch.manual_seed(seed)`` followed by the same construction would give."""
+    with torch.random.fork_rng(devices=[]):  # the CPU generator, where models are built
+        torch.default_generator.manual_seed(seed)
+        yield
