@@ -119,7 +119,7 @@ FIGURES = ("accuracy_vs_parameters.png", "curriculum.png", "embeddings.png", "ab
 def test_repro_listops_writes_report_figures_metrics_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(experiment, "PAPER", replace(experiment.PAPER, quick=TINY))
     out, calls = tmp_path / "repro", []
-    experiment.run(out, quick=True, progress=lambda s, f: calls.append((s, f)))
+    experiment.PAPER.run(out, quick=True, progress=lambda s, f: calls.append((s, f)))
     _, metrics = check_written_report(out, SECTIONS, FIGURES, calls)
     assert len(metrics["claims"]) == 4
     assert set(metrics["thresholds"]) == {"SUM", "MAX", "MIN", "MED", "MAX+MED", "MAX+MED+SUM"}

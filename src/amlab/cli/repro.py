@@ -27,7 +27,7 @@ repro_app = typer.Typer(
 )
 
 
-#: paper -> one-line description; each is ``amlab.experiments.<paper>.run``
+#: paper -> one-line description; each is ``amlab.experiments.<paper>.PAPER``
 PAPERS = {
     "lsr": "Epanechnikov (LSR) DenseAM: exact minima, emergent memories, log-likelihood.",
     "drdam": "DrDAM: the memory in a fixed-size random-feature tensor, its errors and retrieval.",
@@ -47,7 +47,7 @@ def _add_repro_command(paper: str, description: str) -> None:
         seed: SeedOpt = 0,
         as_json: JsonOpt = False,
     ) -> None:
-        run = importlib.import_module(f"amlab.experiments.{paper}").run
+        run = importlib.import_module(f"amlab.experiments.{paper}").PAPER.run
         _run_repro(run, out, quick, data_dir, seed, as_json)
 
     repro_app.command(paper, help=description)(command)
