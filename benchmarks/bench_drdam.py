@@ -13,13 +13,12 @@ model must. Reports where the exact model's step becomes slower (and bigger) tha
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 
 import torch
-from common import best_time
+from common import best_time, parse_options
 
 from amlab import DenseAM, RandomFeatureAM
 from amlab.tasks.profiling import LargestTensor, peak_rss_bytes
@@ -66,14 +65,9 @@ def _pair(row: dict, key: str, scale: float) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--features", type=int, default=16_384)
-    parser.add_argument("--dim", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--max-memories", type=int, default=1_000_000)
-    args = parser.parse_args()
+    args = parse_options(
+        __doc__, repeats=5, features=16_384, dim=100, batch=64, max_memories=1_000_000
+    )
     sizes = [
         m
         for m in (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)

@@ -23,12 +23,12 @@ step with 1,000 digit memories, and the size of the built app.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import statistics
 import time
 
+from common import parse_options
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
@@ -154,10 +154,7 @@ def bundle_sizes() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_options(__doc__, repeats=5)
     server = serve(0, background=True)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     result: dict = {"bundle": bundle_sizes(), "first_interactive_ms": {}, "step": {}}

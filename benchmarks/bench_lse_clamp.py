@@ -12,14 +12,13 @@ a range of beta, and checks that both give the same log-sum-exp and mean.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from functools import partial
 
 import torch
-from common import add_row, best_time
+from common import add_row, best_time, parse_options
 
 from amlab.energy.chunks import chunk_ranges, score_block
 from amlab.energy.distances import sq_norms
@@ -29,11 +28,7 @@ SHAPES = ((256, 60_000, 784), (1024, 150_000, 64))  # (B, M, D)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--betas", default="50,1000,10000")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parse_options(__doc__, betas="50,1000,10000", repeats=2)
     torch.set_num_threads(1)
     floor = math.log(torch.finfo(torch.float32).tiny) + 8.0  # as lse_softmax_mean sets it
     safe = math.sqrt(torch.finfo(torch.float32).max) / 4

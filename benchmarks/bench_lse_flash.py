@@ -16,12 +16,11 @@ not call it. What this measured on the development machine is in the README's sp
 
 from __future__ import annotations
 
-import argparse
 import json
 from functools import partial
 
 import torch
-from common import add_row, best_time
+from common import add_row, best_time, parse_options
 
 from amlab.energy.distances import sq_norms
 from amlab.energy.lse import lse_softmax_mean, memory_bias
@@ -37,13 +36,13 @@ def flash_pass(x, memories, beta, bias):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dims", default="64,784")
-    parser.add_argument("--batches", default="1,16,128,256,1024")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parse_options(
+        __doc__,
+        threads=torch.get_num_threads(),
+        repeats=3,
+        dims="64,784",
+        batches="1,16,128,256,1024",
+    )
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
     rows = []

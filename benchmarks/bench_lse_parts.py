@@ -14,12 +14,11 @@ the 2048 x 2048 matmul rate measured just before it (4 B M D flops per pass):
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
-from common import best_time
+from common import best_time, parse_options
 
 from amlab.energy.chunks import chunk_ranges, score_block
 from amlab.energy.distances import sq_norms
@@ -27,14 +26,7 @@ from amlab.energy.lse import lse_softmax_mean, memory_bias
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=1024)
-    parser.add_argument("--memories", type=int, default=150_000)
-    parser.add_argument("--dim", type=int, default=64)
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = parse_options(__doc__, batch=1024, memories=150_000, dim=64, beta=0.1, repeats=3)
     torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     b, m, d = args.batch, args.memories, args.dim

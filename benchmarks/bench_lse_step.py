@@ -9,11 +9,10 @@ Compares amlab's chunked streaming step against a plain torch implementation
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
-from common import best_time
+from common import best_time, parse_options
 
 from amlab import DenseAM
 
@@ -25,13 +24,7 @@ def plain_dot_step(x: torch.Tensor, memories: torch.Tensor, beta: float) -> torc
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--memories", type=int, default=60_000)
-    parser.add_argument("--dim", type=int, default=784)
-    args = parser.parse_args()
+    args = parse_options(__doc__, repeats=5, batch=256, memories=60_000, dim=784)
     torch.manual_seed(0)
     b, m, d = args.batch, args.memories, args.dim
     memories = torch.rand(m, d)

@@ -11,23 +11,17 @@ both count the same supports. Wall clock, best of ``--repeats``.
 
 from __future__ import annotations
 
-import argparse
 from functools import partial
 
 import torch
-from common import best_time
+from common import best_time, parse_options
 
 from amlab import DenseAM
 from amlab.energy.lsr import lsr_support_stats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memories", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--beta", type=float, default=0.5)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parse_options(__doc__, json=False, memories=200_000, batch=256, beta=0.5, repeats=5)
     g = torch.Generator().manual_seed(0)
     memories = torch.rand(args.memories, 64, generator=g)
     x = torch.rand(args.batch, 64, generator=g)

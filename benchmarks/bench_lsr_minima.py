@@ -10,11 +10,11 @@ and scaled to the whole grid; its counts are checked against ours on those value
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 import torch
+from common import parse_options
 
 from amlab.analysis import lsr_minima, lsr_minima_counts
 
@@ -39,14 +39,7 @@ def brute_force_counts(mem: torch.Tensor, beta: float, chunk: int = 1 << 18) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--memories", type=int, default=25)
-    parser.add_argument("--dim", type=int, default=8)
-    parser.add_argument("--betas", type=int, default=50)
-    parser.add_argument("--brute-betas", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_options(__doc__, memories=25, dim=8, betas=50, brute_betas=3, seed=0)
     g = torch.Generator().manual_seed(args.seed)
     mem = torch.rand(args.memories, args.dim, generator=g, dtype=torch.float64)
     r_min = 0.5 * torch.pdist(mem).min().item()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from collections.abc import Callable
 
@@ -27,3 +28,15 @@ def add_row(rows: list[dict], row: dict, line: str, quiet: bool) -> None:
     rows.append(row)
     if not quiet:
         print(line, flush=True)
+
+
+def parse_options(doc: str, json: bool = True, **defaults: object) -> argparse.Namespace:
+    """A benchmark script's command line: the first line of ``doc`` as its description,
+    ``--json`` (print the results as JSON) unless ``json=False``, and one ``--<name>``
+    option per keyword (underscores become dashes), of its default's type."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if json:
+        parser.add_argument("--json", action="store_true")
+    for name, default in defaults.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    return parser.parse_args()
