@@ -17,7 +17,7 @@ from torch import nn
 from amlab.dynamics import Trajectory
 from amlab.errors import AmlabError, check_dtype, check_positive_int, dtype_name
 from amlab.models.energy_transformer import EnergyTransformer
-from amlab.models.model import Model, seeded
+from amlab.models.model import Model, config_from, seeded
 
 
 @dataclass(frozen=True)
@@ -83,17 +83,11 @@ class GraphET(Model):
 
     @property
     def config(self) -> GraphETConfig:
-        block = self.block.config
-        return GraphETConfig(
-            self.feature_dim,
-            block.dim,
-            block.heads,
-            block.head_dim,
-            block.hopfield_memories,
-            block.steps,
-            block.step_size,
-            block.seed,
-            dtype_name(self.dtype),
+        return config_from(
+            GraphETConfig,
+            self.block.config,
+            feature_dim=self.feature_dim,
+            dtype=dtype_name(self.dtype),
         )
 
     def run(self, features: Any, pairs: Any, differentiable: bool | None = None) -> Trajectory:

@@ -20,7 +20,7 @@ from torch import nn
 from amlab.dynamics import Trajectory
 from amlab.errors import AmlabError, check_dtype, check_positive_int, dtype_name
 from amlab.models.energy_transformer import EnergyTransformer
-from amlab.models.model import Model
+from amlab.models.model import Model, config_from
 
 
 @dataclass(frozen=True)
@@ -142,20 +142,12 @@ class MaskedImageET(Model):
 
     @property
     def config(self) -> MaskedImageETConfig:
-        block = self.block.config
-        return MaskedImageETConfig(
-            self.image_shape,
-            self.patch,
-            block.dim,
-            block.heads,
-            block.head_dim,
-            block.hopfield_memories,
-            block.hopfield,
-            block.steps,
-            block.step_size,
-            block.seed,
-            block.init_std,
-            dtype_name(self.dtype),
+        return config_from(
+            MaskedImageETConfig,
+            self.block.config,
+            image_shape=self.image_shape,
+            patch=self.patch,
+            dtype=dtype_name(self.dtype),
         )
 
     # -- patches ---------------------------------------------------------------------------

@@ -93,6 +93,14 @@ def config_fields(config: Any) -> dict[str, Any]:
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
+def config_from(config_cls: type, source: Any, **own: Any) -> Any:
+    """A ``config_cls`` of the fields ``own`` gives, the rest taken from the same-named
+    fields of the config ``source`` (a task model's config from its block's)."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    inherited = {k: v for k, v in config_fields(source).items() if k in names and k not in own}
+    return config_cls(**inherited, **own)
+
+
 @contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Draw from torch's default generator seeded with ``seed`` inside the block, leaving the
