@@ -157,7 +157,7 @@ def test_no_import_cycles():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_the_checks_can_fail():
+def test_the_checks_can_fail(tmp_path):
     """The walk sees what it must: a cycle, an upward import, a lazy and a relative one."""
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
@@ -168,3 +168,15 @@ def test_the_checks_can_fail():
     assert "amlab.cli.common" in cli  # a plain from-import of a sibling module
     lazy = imports("amlab.cli.retrieve", known["amlab.cli.retrieve"], known)
     assert "amlab.tasks.retrieval" in lazy  # imported inside the command function
+    source = (
+        "from . import common\n"  # a sibling module, relatively
+        "from ..tasks import retrieval\n"  # a module two levels up, relatively
+        "from .. import io\n"
+        "import amlab.energy.lse as lse\n"  # a dotted import under another name
+    )
+    (tmp_path / "fake.py").write_text(source)
+    relative = imports("amlab.cli.fake", tmp_path / "fake.py", known)
+    assert relative == {"amlab.cli.common", "amlab.tasks.retrieval", "amlab.io", "amlab.energy.lse"}
+    (tmp_path / "__init__.py").write_text("from .common import x\nfrom . import repro\n")
+    in_init = imports("amlab.cli", tmp_path / "__init__.py", known)
+    assert in_init == {"amlab.cli.common", "amlab.cli.repro"}  # a package's own __init__
