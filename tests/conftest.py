@@ -42,13 +42,19 @@ def check_written_report(out, sections, figures, calls):
     return report, on_disk
 
 
+def unboxed(output):
+    """A command's output as one line: the boxes rich draws around help and errors and
+    the line breaks undone."""
+    lines = (line.strip(" │╭╮╰╯─") for line in output.splitlines())
+    return " ".join(" ".join(lines).split())
+
+
 def refused_by_parser(result, option):
     """The message with which the command line's parser refused a value of ``option``
     (exit status 2, no traceback), its box and line breaks undone."""
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
-    lines = (line.strip(" │╭╮╰╯─") for line in result.output.splitlines())
-    text = " ".join(" ".join(lines).split())
+    text = unboxed(result.output)
     assert f"Invalid value for '{option}'" in text, text
     return text
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from conftest import error_line, refused_by_parser
+from conftest import error_line, refused_by_parser, unboxed
 from typer.testing import CliRunner
 
 from amlab.cli import app
@@ -159,8 +159,7 @@ def help_text(*command):
     """``amlab COMMAND --help`` on a wide terminal, its box and line breaks undone."""
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    lines = (line.strip(" │╭╮╰╯─") for line in result.output.splitlines())
-    return " ".join(" ".join(lines).split())
+    return unboxed(result.output)
 
 
 def test_version_is_the_package_version():
@@ -223,8 +222,8 @@ def test_choice_options_list_their_values_and_the_parser_refuses_others(
 
 def test_bench_device_without_cuda_is_one_error_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    result = runner.invoke(app, ["bench", "--quick", "--device", "cuda"])
-    assert "--device cuda" in error_line(result) and "--device cpu" in error_line(result)
+    line = error_line(runner.invoke(app, ["bench", "--quick", "--device", "cuda"]))
+    assert "--device cuda" in line and "--device cpu" in line
 
 
 # lists: comma-separated, every element checked by the parser
