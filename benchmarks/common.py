@@ -38,5 +38,7 @@ def parse_options(doc: str, json: bool = True, **defaults: object) -> argparse.N
     if json:
         parser.add_argument("--json", action="store_true")
     for name, default in defaults.items():
+        if isinstance(default, bool):  # type=bool would read "--x False" as True
+            raise TypeError(f"--{name}: a flag is not a typed option; add it as store_true")
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     return parser.parse_args()
