@@ -16,6 +16,7 @@ from amlab.cli.common import (
     list_option,
     one_of,
     out_option,
+    result_table,
     show_result,
     stage_progress,
 )
@@ -82,12 +83,12 @@ def bench(
 
 def bench_table(report: dict) -> Table:
     """``amlab bench``'s report as the table it prints."""
-    table = Table(
-        title=f"amlab bench on {report['device']}, {report['threads']} threads, "
+    title = (
+        f"amlab bench on {report['device']}, {report['threads']} threads, "
         f"{report['clock']} clock, matmul up to {report['matmul_gflops']:.0f} GFLOP/s, "
         f"load {report['load_average_before']}"
     )
-    for column in (
+    columns = (
         "workload",
         "ms",
         "GFLOP/s",
@@ -99,10 +100,9 @@ def bench_table(report: dict) -> Table:
         "plain peak MiB",
         "largest MiB",
         "plain largest MiB",
-    ):
-        table.add_column(column, justify="left" if column == "workload" else "right")
-    for row in report["workloads"]:
-        table.add_row(
+    )
+    rows = [
+        (
             row["name"],
             f"{row['seconds'] * 1e3:.1f}",
             _fmt(row["gflops"], ".0f"),
@@ -115,7 +115,9 @@ def bench_table(report: dict) -> Table:
             _fmt(row["largest_tensor_bytes"], ".1f", 2**-20),
             _fmt(row["plain_largest_tensor_bytes"], ".1f", 2**-20),
         )
-    return table
+        for row in report["workloads"]
+    ]
+    return result_table(title, columns, rows)
 
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:

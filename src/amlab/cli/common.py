@@ -153,9 +153,7 @@ def list_option(item: Callable[[str], Any], example: str, help: str, metavar: st
     ``item``; a bad element is refused by the parser, named, with an example of the form.
     Annotate the option ``Any``: it arrives as a list."""
 
-    def parse(text: Any) -> list[Any]:
-        if not isinstance(text, str):  # a default already parsed
-            return text
+    def parse(text: str) -> list[Any]:
         try:
             return split_list(text, item)
         except ValueError as exc:

@@ -138,7 +138,6 @@ def eval_et(
     model_dir: str | Path,
     out: str | Path | None = None,
     *,
-    data: str | None = None,
     data_dir: str | None = None,
     images: int = 0,
     seed: int = 0,
@@ -150,7 +149,7 @@ def eval_et(
     """
     model_dir = Path(model_dir)
     config = _training_config(model_dir)
-    data = data or config.data
+    data = config.data
     if data == "digits" and data_dir is not None:
         raise AmlabError(
             f"--data-dir would do nothing: the model in {model_dir} was trained on the "
