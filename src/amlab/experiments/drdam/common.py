@@ -62,6 +62,11 @@ def select(records, **where) -> list[dict[str, Any]]:
     return [r for r in records if all(r[k] == v for k, v in where.items())]
 
 
+def by_y(records, **where) -> list[dict[str, Any]]:
+    """The records whose entries equal every ``key=value`` of ``where``, by Y."""
+    return sorted(select(records, **where), key=lambda r: r["Y"])
+
+
 def sem(values: torch.Tensor) -> float:
     """The standard error of the mean of ``values`` (0 for a single value)."""
     return (values.std() / math.sqrt(values.numel())).item() if values.numel() > 1 else 0.0

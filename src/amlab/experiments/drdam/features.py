@@ -13,6 +13,7 @@ from amlab.experiments.drdam.common import (
     ERROR_LABEL,
     KINDS,
     QUANTITIES,
+    by_y,
     error_panels,
     select,
     share,
@@ -46,8 +47,7 @@ class FeatureErrors:
     @property
     def head(self) -> list[dict[str, Any]]:
         """The headline records: near queries at head_dim and head_beta, by Y."""
-        rows = select(self.sincos, D=self.head_dim, beta=self.head_beta, kind="near")
-        return sorted(rows, key=lambda r: r["Y"])
+        return by_y(self.sincos, D=self.head_dim, beta=self.head_beta, kind="near")
 
     @property
     def head_fit(self) -> dict[str, dict[str, Any]]:
@@ -94,7 +94,7 @@ def fits(records) -> list[dict[str, Any]]:
     for dim in sorted({r["D"] for r in records}):
         for beta in sorted({r["beta"] for r in records}):
             for kind in KINDS:
-                rows = sorted(select(records, D=dim, beta=beta, kind=kind), key=lambda r: r["Y"])
+                rows = by_y(records, D=dim, beta=beta, kind=kind)
                 if not rows:
                     continue
                 ys = [r["Y"] for r in rows]
@@ -147,7 +147,7 @@ def _error_figure(result: FeatureErrors, quantity: str, betas, report: Report) -
 
     def draw(ax, dim: int, kind: str) -> None:
         for c, beta in zip(colors, betas, strict=True):
-            rows = sorted(select(sincos, D=dim, beta=beta, kind=kind), key=lambda r: r["Y"])
+            rows = by_y(sincos, D=dim, beta=beta, kind=kind)
             ys = np.array([r["Y"] for r in rows], float)
             es = np.array([r[f"{quantity}_error"] for r in rows])
             sem = np.array([r[f"{quantity}_sem"] for r in rows])

@@ -11,6 +11,7 @@ from amlab.experiments.drdam.common import (
     BOTH_ERRORS,
     KINDS,
     QUANTITIES,
+    by_y,
     error_panels,
     select,
     share,
@@ -65,9 +66,7 @@ def figure(result: KernelErrors, ctx: Context, report: Report) -> None:
 
     def draw(ax, q: str, kind: str) -> None:
         for kernel in KERNELS:
-            rows = sorted(
-                select(result.records, kernel=kernel, beta=beta, kind=kind), key=lambda r: r["Y"]
-            )
+            rows = by_y(result.records, kernel=kernel, beta=beta, kind=kind)
             ax.plot(
                 [r["Y"] for r in rows], [r[f"{q}_error"] for r in rows], "o-", ms=4, label=kernel
             )

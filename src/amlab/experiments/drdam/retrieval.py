@@ -13,10 +13,10 @@ from matplotlib.ticker import NullFormatter
 
 from amlab.experiments.drdam.common import (
     KIND_LABEL,
+    by_y,
     problem,
     rf_seed,
     save_panels,
-    select,
     sem,
     share,
     verdict,
@@ -118,16 +118,12 @@ def compute(ctx: Context, progress: Progress) -> Retrieval:
     )
 
 
-def _by_y(records, beta: float, kind: str) -> list[dict[str, Any]]:
-    return sorted(select(records, beta=beta, kind=kind), key=lambda r: r["Y"])
-
-
 def _falls(records, betas) -> list[bool]:
     """Per (beta, kind): Hamming at the largest Y below 0.8x that at the smallest, or both 0."""
     falls = []
     for beta in betas:
         for kind in STARTS:
-            rows = _by_y(records, beta, kind)
+            rows = by_y(records, beta=beta, kind=kind)
             first, last = rows[0]["hamming"], rows[-1]["hamming"]
             falls.append(last < 0.8 * first or last == first == 0.0)
     return falls
@@ -135,7 +131,8 @@ def _falls(records, betas) -> list[bool]:
 
 def _first_half_identical(records, beta: float) -> int | None:
     """The smallest Y at which at least half of the near queries' fixed points are identical."""
-    return next((r["Y"] for r in _by_y(records, beta, "near") if r["identical"] >= 0.5), None)
+    rows = by_y(records, beta=beta, kind="near")
+    return next((r["Y"] for r in rows if r["identical"] >= 0.5), None)
 
 
 def figure(result: Retrieval, ctx: Context, report: Report) -> None:
@@ -145,7 +142,7 @@ def figure(result: Retrieval, ctx: Context, report: Report) -> None:
     for j, kind in enumerate(STARTS):
         ax = axes[0][j]
         for c, beta in zip(colors, grid.retrieval_betas, strict=True):
-            rows = _by_y(result.records, beta, kind)
+            rows = by_y(result.records, beta=beta, kind=kind)
             ax.errorbar(
                 [r["Y"] for r in rows],
                 [r["hamming"] for r in rows],

@@ -87,9 +87,9 @@ def compute(ctx: Context, progress: Progress) -> ImagesResult:
     wide_beta = 0.11 if data.name == "mnist" else 2.0 / float(nn_dist.median()) ** 2
     wide_r = math.sqrt(2.0 / wide_beta)
     progress("emergent memories", 0.45)
-    tight = emergent_search(mem, beta, nn_dist >= r, per_search, g)
+    tight = emergent_search(mem, beta, nn_dist, per_search, g)
     progress("emergent memories (wide)", 0.7)
-    wide = emergent_search(mem, wide_beta, nn_dist >= wide_r, per_search, g)
+    wide = emergent_search(mem, wide_beta, nn_dist, per_search, g)
     progress("done", 1.0)
     return ImagesResult(
         data_name=data.name,
@@ -109,15 +109,13 @@ def compute(ctx: Context, progress: Progress) -> ImagesResult:
 
 
 def emergent_search(
-    mem: torch.Tensor, beta: float, fixed: torch.Tensor, n: int, g: torch.Generator
+    mem: torch.Tensor, beta: float, nn_dist: torch.Tensor, n: int, g: torch.Generator
 ) -> Emergent:
-    """Emergent minima around up to n random fixed-point images (``fixed`` (M,) bool) that
-    have a neighbour within 2r; distinct supports only."""
+    """Emergent minima around up to n random images that are fixed points (no other image
+    within r) and have a neighbour within 2r, read off ``nn_dist`` (M,), each image's
+    distance to its nearest other image; distinct supports only."""
     r = math.sqrt(2.0 / beta)
-    within = torch.zeros(mem.shape[0], dtype=torch.bool)
-    for rows, d in _distance_blocks(mem):
-        within[rows] = (d < 2 * r).any(1)
-    candidates = (within & fixed).nonzero().squeeze(1)
+    candidates = ((nn_dist >= r) & (nn_dist < 2 * r)).nonzero().squeeze(1)
     searched = candidates[torch.randperm(candidates.numel(), generator=g)][:n]
     gallery: list[tuple[torch.Tensor, tuple[int, ...]]] = []
     seen: set[tuple[int, ...]] = set()
@@ -146,21 +144,16 @@ def emergent_search(
     )
 
 
-def nearest_neighbour_distances(mem: torch.Tensor) -> torch.Tensor:
-    """Distance (M,) from each memory to its nearest other memory."""
+def nearest_neighbour_distances(mem: torch.Tensor, block: int = 2048) -> torch.Tensor:
+    """Distance (M,) from each memory to its nearest other memory (``block`` rows of the
+    distance matrix at a time)."""
     nn = torch.empty(mem.shape[0], dtype=mem.dtype)
-    for rows, d in _distance_blocks(mem):
-        nn[rows] = d.min(1).values
-    return nn
-
-
-def _distance_blocks(mem: torch.Tensor, block: int = 2048):
-    """Yield (rows slice, distances (rows, M)) with each memory's distance to itself inf."""
     for lo in range(0, mem.shape[0], block):
         rows = slice(lo, min(lo + block, mem.shape[0]))
         d = torch.cdist(mem[rows], mem)
         d[torch.arange(d.shape[0]), torch.arange(rows.start, rows.stop)] = float("inf")
-        yield rows, d
+        nn[rows] = d.min(1).values
+    return nn
 
 
 # -- figure -------------------------------------------------------------------------------------
