@@ -39,6 +39,10 @@ def check_written_report(out, sections, figures, calls):
     )
     fractions = [f for _, f in calls]
     assert fractions == sorted(fractions) and 0 <= fractions[0] and fractions[-1] == 1.0
+    # metrics.json holds the claims table of report.md, row for row
+    table = report.split("## Claims, one by one", 1)[1].split("\n\n", 2)[1].splitlines()[2:]
+    rows = [f"| {c['paper']} | {c['measured']} | {c['verdict']} |" for c in on_disk["claims"]]
+    assert rows == table and rows
     return report, on_disk
 
 

@@ -137,6 +137,9 @@ def reproduce(
         metrics.update(section.write(result, ctx, report))
         seconds[section.name] = time.perf_counter() - lap
         done += section.share
+    metrics["claims"] = [
+        dict(zip(("paper", "measured", "verdict"), claim, strict=True)) for claim in report.claims
+    ]
     metrics["seconds"] = time.perf_counter() - started
     metrics["section_seconds"] = seconds
     report.section(
@@ -158,8 +161,9 @@ class Paper:
     """A reproduction: its grids, its sections in order, and what its report says first.
 
     ``metrics(ctx)`` gives the entries of ``metrics.json`` that belong to the whole run (the
-    grid, the seed); each section's ``write`` adds its own, and :func:`reproduce` adds the
-    run time (``seconds``, ``section_seconds``).
+    grid, the seed); each section's ``write`` adds its own, and :func:`reproduce` adds
+    the claims the sections recorded (``claims``: paper, measured, verdict) and the run time
+    (``seconds``, ``section_seconds``).
     """
 
     title: str

@@ -14,13 +14,7 @@ from typing import Any
 
 from amlab.experiments.listops import curriculum, learned, sum_in_mix, thresholds
 from amlab.experiments.listops.sweep import FULL, QUICK, Grid
-from amlab.experiments.report import (
-    Context,
-    Paper,
-    Progress,
-    Report,
-    Section,
-)
+from amlab.experiments.report import Context, Paper
 from amlab.tasks.listops import STUDY_DATA
 
 __all__ = ["FULL", "PAPER", "QUICK", "Grid", "run"]
@@ -55,20 +49,6 @@ def _metrics(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _nothing(ctx: Context, progress: Progress) -> None:
-    return None
-
-
-def _claims(result: None, ctx: Context, report: Report) -> dict[str, Any]:
-    """The claims the sections above recorded, for metrics.json (report.md lists them
-    first by itself)."""
-    return {
-        "claims": [
-            dict(zip(("paper", "measured", "verdict"), c, strict=True)) for c in report.claims
-        ]
-    }
-
-
 PAPER = Paper(
     title="ListOps: how few parameters a small transformer needs",
     source="*Small Models, Smarter Learning*, the ListOps joint-training study, arXiv 2505.18369",
@@ -79,7 +59,6 @@ PAPER = Paper(
         sum_in_mix.SECTION,
         curriculum.SECTION,
         learned.SECTION,
-        Section("claims", 0.0, _nothing, _claims),
     ),
     metrics=_metrics,
     intro=_intro,
