@@ -42,7 +42,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import atomic_write_text, read_tensors
+from amlab.io import atomic_write_text, jsonable, read_tensors
 
 #: loss(model, step, generator) -> loss tensor, or (loss tensor, {metric: float})
 LossFn = Callable[[nn.Module, int, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
@@ -149,7 +149,7 @@ def train(
     rank, world = _join_process_group()
     out = None if out is None else Path(out)
     describe = json.loads(json.dumps(describe or {}))
-    settings = {"train": _jsonable(asdict(config)), "describe": describe, "world_size": world}
+    settings = {"train": jsonable(asdict(config)), "describe": describe, "world_size": world}
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise AmlabError("the model has no trainable parameters.")
@@ -336,7 +336,7 @@ def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, list]:
         for index, entry in sd["state"].items()
         for name, value in entry.items()
     }
-    return tensors, _jsonable(sd["param_groups"])
+    return tensors, jsonable(sd["param_groups"])
 
 
 def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list) -> dict[str, Any]:
@@ -348,13 +348,6 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list) -> dict
         if "betas" in group:
             group["betas"] = tuple(group["betas"])
     return {"state": state, "param_groups": groups}
-
-
-def _jsonable(value: Any) -> Any:
-    """``value`` as plain JSON data: tensor and numpy scalars become numbers."""
-    return json.loads(
-        json.dumps(value, default=lambda v: v.item() if hasattr(v, "item") else str(v))
-    )
 
 
 # -- distributed ---------------------------------------------------------------------------

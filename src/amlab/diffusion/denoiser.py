@@ -105,7 +105,13 @@ class Denoiser(Model):
         self, x: Any, t: float, labels: Any = None, guidance: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """E_t (B,) and grad_x E_t (B, D) at states x (B, D), detached."""
-        x = self._check_states(x)
+        return self._energy_and_grad(self._check_states(x), t, labels, guidance)
+
+    def _energy_and_grad(
+        self, x: torch.Tensor, t: float, labels: Any, guidance: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`energy_and_grad` of states x that are already a tensor; :meth:`energy`
+        checks them (once: a descent step pays one finiteness check, not two)."""
         with torch.enable_grad():
             state = x.detach().requires_grad_(True)
             e = self.energy(state, t, labels, guidance)
@@ -118,7 +124,7 @@ class Denoiser(Model):
         """``(x, step) -> (E_t (B,), grad_x E_t (B, D))`` at a fixed time t, for plain energy
         descent with :func:`amlab.dynamics.descend`."""
         t = self.schedule.check_time(t)
-        return lambda x, step: self.energy_and_grad(x, t, labels, guidance)
+        return lambda x, step: self._energy_and_grad(x, t, labels, guidance)
 
     def retrieve(
         self,

@@ -15,6 +15,7 @@ unconditional rows in one batch (the batch size is free).
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -69,16 +70,8 @@ def denoiser_onnx_bytes(model: LearnedDenoiser) -> bytes:
 def app_config(config: ConvDenoiserConfig) -> dict:
     """The model's configuration as the app reads it: the config's fields but its seed and
     dtype (the graph is float32), the schedule first."""
-    return {
-        "schedule": config.schedule,
-        "energy": config.energy,
-        "num_classes": config.num_classes,
-        "sigma_data": config.sigma_data,
-        "embed_dim": config.embed_dim,
-        "shape": list(config.shape),
-        "channels": config.channels,
-        "blocks": config.blocks,
-    }
+    fields = {k: v for k, v in asdict(config).items() if k not in ("seed", "dtype")}
+    return {**fields, "shape": list(config.shape)}
 
 
 def export_denoiser_onnx(path: str | Path, model_dir: str | Path = SHIPPED_DENOISER) -> dict:

@@ -13,6 +13,7 @@ The shipped model is ``models/et-digits/`` beside this file, trained on the embe
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -96,19 +97,10 @@ def app_settings(config: MaskedImageETConfig) -> dict:
     """The model's configuration as the app reads it (``web/src/lib/data.ts``): the config's
     fields but its dtype (the graph is float32), the step size named ``alpha`` as in the
     paper."""
-    return {
-        "image_shape": list(config.image_shape),
-        "patch": config.patch,
-        "dim": config.dim,
-        "heads": config.heads,
-        "head_dim": config.head_dim,
-        "hopfield_memories": config.hopfield_memories,
-        "hopfield": config.hopfield,
-        "steps": config.steps,
-        "alpha": config.step_size,
-        "seed": config.seed,
-        "init_std": config.init_std,
+    fields = {
+        ("alpha" if k == "step_size" else k): v for k, v in asdict(config).items() if k != "dtype"
     }
+    return {**fields, "image_shape": list(config.image_shape)}
 
 
 def export_et_onnx(path: str | Path, model_dir: str | Path = SHIPPED_ET) -> dict:
