@@ -12,12 +12,12 @@ so every critical point is the centroid of its own active set. Outside every sup
 gradient is defined as **zero**: the energy is flat there (the eps > 0 energy is
 constant), and descent leaves such a state where it is.
 
-Each piece is written once and shared by the three passes over the memories (the autograd
-form :func:`lsr_energy`, the dense :func:`lsr_support_stats` and the index's
-:meth:`~amlab.energy.lsr_index.BallIndex.support_stats`): the kernel :func:`lsr_weights_`,
-the accumulation :func:`add_block_stats` of the support statistics (Z, active count, sum of
-the active memories) over one block of scores, and the energy, gradient and centroid step
-that follow from those statistics.
+Each piece is written once: the kernel :func:`lsr_weights_` serves all three passes over the
+memories (the autograd form :func:`lsr_energy`, the dense :func:`lsr_support_stats` and the
+index's :meth:`~amlab.energy.lsr_index.BallIndex.support_stats`); the two statistics passes
+share the accumulation :func:`add_block_stats` of (Z, active count, sum of the active
+memories) over one block of scores (the autograd form needs only Z); the energy, gradient
+and centroid step follow from those statistics.
 """
 
 from __future__ import annotations
