@@ -17,7 +17,6 @@ from amlab.errors import AmlabError, check_choice, check_positive, check_positiv
 from amlab.io import write_metrics
 from amlab.models import DenseAM
 from amlab.models.dense_am import ENERGIES
-from amlab.tasks.figures import image_grid
 
 #: beta used when none is given: values that retrieve well on the embedded digits
 DEFAULT_BETA = {"lse": 3.0, "lse_dot": 20.0, "lsr": 0.15}
@@ -115,6 +114,10 @@ def run_retrieval(
         },
     }
     if out is not None:
+        # here, not at the top: the CLI imports this module for its choices, and pyplot
+        # would add 0.3 s to every amlab command (python -X importtime)
+        from amlab.tasks.figures import image_grid
+
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         shown = slice(0, min(queries, 12))
