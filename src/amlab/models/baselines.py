@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from amlab.errors import AmlabError, check_dtype, check_positive_int, dtype_name
+from amlab.errors import AmlabError, check_dtype, check_positive_int
 from amlab.models.model import Model, seeded
 
 
@@ -46,10 +46,6 @@ class _NodeClassifier(Model):
         with seeded(self.seed):
             self._build(self.feature_dim, self.hidden)
         self.to(check_dtype(dtype))
-
-    @property
-    def config(self) -> BaselineConfig:
-        return BaselineConfig(self.feature_dim, self.hidden, self.seed, dtype_name(self.dtype))
 
     def _build(self, feature_dim: int, hidden: int) -> None:
         raise NotImplementedError

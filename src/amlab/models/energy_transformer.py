@@ -38,7 +38,6 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
-    dtype_name,
 )
 from amlab.models.model import Model
 
@@ -110,6 +109,7 @@ class EnergyTransformer(Model):
         head_dim = check_positive_int(head_dim, "head_dim")
         k = 4 * dim if hopfield_memories is None else hopfield_memories
         k = check_positive_int(k, "hopfield_memories")
+        self.heads, self.head_dim, self.hopfield_memories = heads, head_dim, k
         self.hopfield = check_choice(hopfield, "hopfield", HOPFIELD_KINDS)
         self.exclude_self = bool(exclude_self)
         self.steps = check_positive_int(steps, "steps")
@@ -131,26 +131,6 @@ class EnergyTransformer(Model):
         self.w_k = normal(heads, head_dim, dim)
         self.w_q = normal(heads, head_dim, dim)
         self.xi = normal(k, dim)
-
-    @property
-    def config(self) -> EnergyTransformerConfig:
-        heads, head_dim, dim = self.w_k.shape
-        return EnergyTransformerConfig(
-            dim,
-            heads,
-            head_dim,
-            self.xi.shape[0],
-            self.hopfield,
-            self.exclude_self,
-            self.steps,
-            self.step_size,
-            self.seed,
-            self.beta,
-            self.hopfield_beta,
-            self.eps,
-            self.init_std,
-            dtype_name(self.dtype),
-        )
 
     @property
     def dim(self) -> int:

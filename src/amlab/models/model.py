@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from amlab.errors import AmlabError, as_float_tensor
+from amlab.errors import AmlabError, as_float_tensor, dtype_name
 from amlab.io import load_model, save_model
 
 
@@ -28,8 +28,12 @@ class Model(nn.Module):
     @property
     def config(self) -> Any:
         """The model's ``Config`` as it is now: every non-tensor constructor argument (the
-        dtype the one its tensors have). :meth:`save` writes exactly this and the tensors."""
-        raise NotImplementedError
+        dtype the one its tensors have). :meth:`save` writes exactly this and the tensors.
+
+        Each field is read from the model's attribute of the same name; a model whose state
+        names a field otherwise overrides this."""
+        names = [f.name for f in dataclasses.fields(self.Config) if f.name != "dtype"]
+        return self.Config(**{n: getattr(self, n) for n in names}, dtype=dtype_name(self.dtype))
 
     @property
     def dtype(self) -> torch.dtype:

@@ -38,7 +38,6 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
-    dtype_name,
 )
 from amlab.models.base import AssociativeMemory
 from amlab.models.dense_am import DenseAM
@@ -161,19 +160,6 @@ class RandomFeatureAM(AssociativeMemory):
         self.T -= feature_sum(x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size)
         self.stored -= x.shape[0]
         return self
-
-    @property
-    def config(self) -> RandomFeatureAMConfig:
-        return RandomFeatureAMConfig(
-            self.dim,
-            self.num_features,
-            self.beta,
-            self.kernel,
-            self.seed,
-            self.eps,
-            dtype_name(self.dtype),
-            self.chunk_size,
-        )
 
     # -- size ------------------------------------------------------------------------------
     @property
