@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from matplotlib.ticker import NullFormatter
 
+from amlab.models.random_feature_am import compare_with_dense
 from amlab.tasks.figures import plt, save_figure
 
 KINDS = ("at", "near", "random")
@@ -70,6 +71,25 @@ def by_y(records, **where) -> list[dict[str, Any]]:
 def sem(values: torch.Tensor) -> float:
     """The standard error of the mean of ``values`` (0 for a single value)."""
     return (values.std() / math.sqrt(values.numel())).item() if values.numel() > 1 else 0.0
+
+
+def errors_by_kind(rf, dense, queries: dict[str, torch.Tensor], **keys: Any) -> list[dict]:
+    """One record per query kind: ``keys``, the kind, and DrDAM's mean absolute energy and
+    gradient errors against the exact ``dense`` memory with their standard errors."""
+    records = []
+    for kind, q in queries.items():
+        r = compare_with_dense(rf, dense, q)
+        records.append(
+            {
+                **keys,
+                "kind": kind,
+                "energy_error": r["energy_error"],
+                "energy_sem": sem(r["energy_errors"]),
+                "grad_error": r["grad_error"],
+                "grad_sem": sem(r["grad_errors"]),
+            }
+        )
+    return records
 
 
 def share(flags: list[bool]) -> str:

@@ -8,10 +8,9 @@ from typing import Any
 
 import torch
 
-from amlab.experiments.drdam.common import problem, rf_seed, sem
+from amlab.experiments.drdam.common import errors_by_kind, problem, rf_seed
 from amlab.experiments.report import Progress
 from amlab.models import DenseAM, RandomFeatureAM
-from amlab.models.random_feature_am import compare_with_dense
 
 #: the four feature maps; sincos (the paper's default) first
 KERNELS = ("sincos", "cos", "exp", "expexp")
@@ -38,23 +37,12 @@ def error_grid(grid, seed: int, progress: Progress) -> list[dict[str, Any]]:
                 rf = RandomFeatureAM.from_dense(
                     dense, num_features, kernel=kernel, seed=rf_seed(seed, j)
                 )
-                for kind, q in queries.items():
-                    r = compare_with_dense(rf, dense, q)
-                    records.append(
-                        {
-                            "kernel": kernel,
-                            "D": dim,
-                            "beta": beta,
-                            "Y": num_features,
-                            "kind": kind,
-                            "energy_error": r["energy_error"],
-                            "energy_sem": sem(r["energy_errors"]),
-                            "grad_error": r["grad_error"],
-                            "grad_sem": sem(r["grad_errors"]),
-                            "energy_guess": guess[0],
-                            "grad_guess": guess[1],
-                        }
+                records += [
+                    {**r, "energy_guess": guess[0], "grad_guess": guess[1]}
+                    for r in errors_by_kind(
+                        rf, dense, queries, kernel=kernel, D=dim, beta=beta, Y=num_features
                     )
+                ]
                 del rf  # before the next S is drawn (Y x D: 1 GB at Y = 500k, D = 500)
                 done += 1
                 progress(f"{kernel} D={dim} beta={beta:g} Y={num_features}", done / total)

@@ -15,6 +15,7 @@ from amlab.experiments.drdam.common import (
     QUANTITIES,
     binary_patterns,
     error_panels,
+    errors_by_kind,
     flip_bits,
     problem,
     rf_seed,
@@ -22,7 +23,6 @@ from amlab.experiments.drdam.common import (
 )
 from amlab.experiments.report import Context, Progress, Report, Section
 from amlab.models import DenseAM, RandomFeatureAM
-from amlab.models.random_feature_am import compare_with_dense
 from amlab.tasks.figures import plt
 
 
@@ -61,17 +61,7 @@ def compute(ctx: Context, progress: Progress) -> MemoryErrors:
             rf = RandomFeatureAM.from_dense(dense, grid.k_features, seed=rf_seed(seed, 0))
             if beta == grid.betas[0]:
                 sizes.append([k, rf.nbytes, dense.memories.numel() * dense.memories.element_size()])
-            for kind, q in queries.items():
-                r = compare_with_dense(rf, dense, q)
-                records.append(
-                    {
-                        "beta": beta,
-                        "K": k,
-                        "kind": kind,
-                        "energy_error": r["energy_error"],
-                        "grad_error": r["grad_error"],
-                    }
-                )
+            records += errors_by_kind(rf, dense, queries, beta=beta, K=k)
             done += 1
             progress(f"beta={beta:g} K={k}", done / total)
     return MemoryErrors(records, n, sizes, _median_slopes(records, grid.betas))
