@@ -220,6 +220,27 @@ def test_choice_options_list_their_values_and_the_parser_refuses_others(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["nosuch"], "No such command 'nosuch'. (see amlab --help)"),
+        (["--bogus"], "No such option: --bogus (see amlab --help)"),
+        (["train", "et", "--bogus", "3"], "--bogus"),
+        (["train", "nosuch"], "(see amlab train --help)"),
+        (["repro", "lsr", "extra"], "unexpected extra argument"),
+        (["bench", "--device", "tpu"], "'tpu' is not one of 'cpu', 'cuda'"),
+    ],
+)
+def test_every_command_line_the_parser_refuses_is_one_error_line(args, message):
+    assert message in error_line(runner.invoke(app, args, prog_name="amlab"))
+
+
+def test_no_arguments_still_show_the_help():
+    for command in ([], ["train"], ["listops"]):
+        result = runner.invoke(app, command, prog_name="amlab")
+        assert "Usage: amlab" in result.output and "error:" not in result.output
+
+
 def test_bench_device_without_cuda_is_one_error_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     line = error_line(runner.invoke(app, ["bench", "--quick", "--device", "cuda"]))

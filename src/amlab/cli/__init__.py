@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from amlab.cli.bench import bench
-from amlab.cli.common import error_line
+from amlab.cli.common import OneLineErrors, error_line
 from amlab.cli.explain import explain, export
 from amlab.cli.listops import listops_app
 from amlab.cli.repro import repro_app
@@ -21,6 +21,7 @@ from amlab.cli.train import eval_app, train_app
 app = typer.Typer(
     help="amlab: energy-based associative memory. Every model is an energy; every "
     "computation is descent on it.",
+    cls=OneLineErrors,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

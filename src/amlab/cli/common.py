@@ -28,7 +28,7 @@ The conventions every command follows (DESIGN.md):
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -38,6 +38,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
+
+try:  # typer >= 0.21 carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:
+    from click import exceptions as click_exceptions
 
 from amlab.data.images import DATASETS
 from amlab.errors import AmlabError
@@ -187,6 +193,33 @@ def error_line(message: str) -> None:
     # escaped: a message's own brackets ("amlab[onnx]", a shape) are not markup
     # soft_wrap: one line however long (the terminal wraps it, rich does not break it)
     console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """The root command group. A command line the parser refuses (an unknown command or
+    option, a value out of range or not among the choices) ends in one ``error:`` line that
+    names the option and the command whose ``--help`` lists the choices, exit status 2, as
+    every other refused input does; no box. No arguments at all still shows the help."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        with _usage_errors_as_one_line():
+            return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_errors_as_one_line():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_errors_as_one_line() -> Iterator[None]:
+    try:
+        yield
+    except getattr(click_exceptions, "NoArgsIsHelpError", ()):  # click < 8.2 exits instead
+        raise
+    except click_exceptions.UsageError as e:
+        where = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        error_line(e.format_message() + where)
+        raise typer.Exit(e.exit_code) from None
 
 
 # -- results ----------------------------------------------------------------------------------
