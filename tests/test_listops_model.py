@@ -129,6 +129,20 @@ SPEC = RunSpec(
 )
 
 
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        ({"pretrain_steps": 50}, "without pretrain_ops"),
+        ({"pretrain_ops": ("min",), "pretrain_steps": 0}, "pretrain_steps"),
+        ({"stop_at": 1.5}, "stop_at"),
+        ({"ops": ("pow",)}, "pow"),
+    ],
+)
+def test_a_run_spec_that_cannot_run_as_written_is_refused(changes, message):
+    with pytest.raises(AmlabError, match=message):
+        replace(SPEC, **changes)
+
+
 def test_training_learns_max_and_stops_early_at_the_target():
     record = train_run(replace(SPEC, stop_at=0.95))
     assert record["stopped_by"] == "stop_at"

@@ -106,6 +106,11 @@ class RunSpec:
         if self.pretrain_ops is not None:
             object.__setattr__(self, "pretrain_ops", parse_ops(self.pretrain_ops))
             check_positive_int(self.pretrain_steps, "pretrain_steps")
+        elif self.pretrain_steps != 0:
+            raise AmlabError(
+                f"pretrain_steps={self.pretrain_steps!r} would do nothing without pretrain_ops: "
+                "give the mix to train on first, or leave pretrain_steps at 0."
+            )
         for name in ("steps", "batch_size", "eval_every", "train_size", "val_size", "test_size"):
             check_positive_int(getattr(self, name), name)
         if self.stop_at is not None and not 0 < self.stop_at <= 1:
