@@ -27,6 +27,16 @@ from amlab.io import atomic_write_text, write_metrics
 Progress = Callable[[str, float], None]
 
 
+def part(progress: Progress, label: str, start: float, share: float) -> Progress:
+    """``progress`` as one part of a larger work sees it: the part's fractions 0..1 move the
+    whole from ``start`` to ``start + share``, its stages are prefixed with ``label``."""
+
+    def within(stage: str, fraction: float) -> None:
+        progress(f"{label}: {stage}", start + share * min(max(fraction, 0.0), 1.0))
+
+    return within
+
+
 def no_progress(stage: str, fraction: float) -> None:
     """The progress callback used when nobody is watching."""
 
@@ -124,13 +134,13 @@ def reproduce(
     metrics = paper.metrics(ctx)
     seconds: dict[str, float] = {}
     done = 0.0
+
+    def below_one(stage: str, fraction: float) -> None:  # 1 only once the report is written
+        progress(stage, min(fraction, 0.999))
+
     for section in paper.sections:
-
-        def scaled(stage: str, fraction: float, start=done, share=section.share, name=section.name):
-            progress(f"{name}: {stage}", min(start + share * min(max(fraction, 0.0), 1.0), 0.999))
-
         lap = time.perf_counter()
-        result = section.compute(ctx, scaled)
+        result = section.compute(ctx, part(below_one, section.name, done, section.share))
         ctx.results[section.name] = result
         if section.figure is not None:
             section.figure(result, ctx, report)

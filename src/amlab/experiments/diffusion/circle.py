@@ -14,7 +14,7 @@ from amlab.analysis.minima import lse_minima, unique_rows
 from amlab.diffusion import Denoiser, EmpiricalDenoiser, MLPDenoiser, VESchedule
 from amlab.dynamics import descend
 from amlab.experiments.diffusion.common import reused_networks, train_network
-from amlab.experiments.report import Context, Progress, Report, Section
+from amlab.experiments.report import Context, Progress, Report, Section, part
 from amlab.tasks.diffusion import heun_samples, nearest_training
 from amlab.tasks.figures import plt, save_figure
 
@@ -69,13 +69,9 @@ def compute(ctx: Context, progress: Progress) -> Circle:
     s_axis = torch.linspace(-1.3, 1.3, grid.circle_starts)
     starts = torch.cartesian_prod(s_axis, s_axis)
     runs = []
+    share = 1 / len(grid.circle_sizes)
     for i, k in enumerate(grid.circle_sizes):
-        share = 1 / len(grid.circle_sizes)
-
-        def within(stage: str, fraction: float, base=i * share, share=share, k=k) -> None:
-            progress(f"K={k}: {stage}", base + share * fraction)
-
-        runs.append(_circle_run(k, ctx, axis, starts, within))
+        runs.append(_circle_run(k, ctx, axis, starts, part(progress, f"K={k}", i * share, share)))
     return Circle(axis=axis, runs=runs)
 
 

@@ -15,7 +15,7 @@ from amlab.experiments.diffusion.common import (
     reused_networks,
     train_network,
 )
-from amlab.experiments.report import Context, Progress, Report, Section
+from amlab.experiments.report import Context, Progress, Report, Section, part
 from amlab.tasks.diffusion import heun_samples, nearest_training
 from amlab.tasks.figures import image_grid, plt, save_figure
 
@@ -53,12 +53,9 @@ def compute(ctx: Context, progress: Progress) -> Digits:
     typical = nearest_training(x_held, x_pool)[1].median().item()
     threshold = typical / MEMORISED_DIVISOR
     records, gallery, model = [], [], None
+    share = 0.9 / len(sizes)
     for i, n in enumerate(sizes):
-        share = 1 / len(sizes)
-
-        def within(stage: str, fraction: float, base=i * share, share=share, n=n) -> None:
-            progress(f"N={n}: {stage}", 0.9 * (base + share * fraction))
-
+        within = part(progress, f"N={n}", i * share, share)
         model, record, shown = _memorisation(ctx, x_pool[:n], y_pool[:n], x_held, threshold, within)
         records.append(record)
         gallery += shown
