@@ -160,26 +160,23 @@ def diffusion_train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train a class-conditional diffusion model (checkpoints, resume) and sample each class."""
-    from amlab.tasks.diffusion import train_image_model
+    from amlab.tasks.diffusion import ImageDiffusionConfig, train_image_model
 
     with errors():
-        files = image_files(data, data_dir)
+        config = ImageDiffusionConfig(
+            data=data,
+            data_dir=image_files(data, data_dir),
+            images=images,
+            steps=steps,
+            batch_size=batch_size,
+            channels=channels,
+            blocks=blocks,
+            energy=energy,
+            guidance=guidance,
+            seed=seed,
+        )
         with training_progress("training the denoiser") as on_step:
-            metrics = train_image_model(
-                out,
-                data=data,
-                data_dir=files,
-                images=images,
-                steps=steps,
-                batch_size=batch_size,
-                channels=channels,
-                blocks=blocks,
-                energy=energy,
-                guidance=guidance,
-                seed=seed,
-                resume=resume,
-                on_step=on_step,
-            )
+            metrics = train_image_model(config, out, resume=resume, on_step=on_step)
     show_result(
         metrics, as_json, wrote=(metrics["model"], metrics["samples"], out / "metrics.json")
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,30 +84,42 @@ def nearest_training(x: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor,
     return nearest_memory(x.float(), pool.float())
 
 
+@dataclass(frozen=True)
+class ImageDiffusionConfig:
+    """What ``amlab train diffusion`` trains and samples: ``images`` training images of
+    ``data``, a :class:`ConvDenoiser` of ``channels`` and ``blocks`` (energy-parameterised
+    with ``energy``), ``steps`` optimiser steps of ``batch_size`` images, then guided samples
+    (scale ``guidance``, ``sampler_steps`` Heun steps)."""
+
+    data: str = "digits"
+    data_dir: str | None = None
+    images: int = 1000
+    steps: int = 2000
+    batch_size: int = 64
+    channels: int = 32
+    blocks: int = 2
+    energy: bool = False
+    guidance: float = 2.0
+    sampler_steps: int = 40
+    seed: int = 0
+
+
 def train_image_model(
+    config: ImageDiffusionConfig,
     out: str | Path,
     *,
-    data: str = "digits",
-    data_dir: str | None = None,
-    images: int = 1000,
-    steps: int = 2000,
-    batch_size: int = 64,
-    channels: int = 32,
-    blocks: int = 2,
-    energy: bool = False,
-    guidance: float = 2.0,
-    sampler_steps: int = 40,
-    seed: int = 0,
     resume: bool = False,
-    on_step=None,
+    on_step: OnStep | None = None,
 ) -> dict[str, Any]:
-    """Train a class-conditional :class:`ConvDenoiser` on ``images`` training images through
-    the shared loop (checkpoints in ``out/checkpoints``; ``resume`` continues them), save it
-    to ``out/model``, and write one guided sample per class to ``out/samples.png`` and the
-    facts of the run to ``out/metrics.json``, with its quality: of 20 guided samples per class,
-    the share whose nearest training image has the prompted class (``prompted_accuracy``), and
+    """Train a class-conditional :class:`ConvDenoiser` as ``config`` says through the shared
+    loop (checkpoints in ``out/checkpoints``; ``resume`` continues them), save it to
+    ``out/model``, and write one guided sample per class to ``out/samples.png`` and the facts
+    of the run to ``out/metrics.json``, with its quality: of 20 guided samples per class, the
+    share whose nearest training image has the prompted class (``prompted_accuracy``), and
     their mean distance to that image."""
-    dataset = load(data, data_dir, split="train")
+    data, images, seed = config.data, config.images, config.seed
+    guidance, sampler_steps = config.guidance, config.sampler_steps
+    dataset = load(data, config.data_dir, split="train")
     if images > len(dataset):
         raise AmlabError(
             f"--images {images} is more than the {len(dataset)} images of {data}; pass at "
@@ -118,22 +130,21 @@ def train_image_model(
     model = ConvDenoiser(
         train_set.shape,
         schedule,
-        channels=channels,
-        blocks=blocks,
-        energy=energy,
+        channels=config.channels,
+        blocks=config.blocks,
+        energy=config.energy,
         num_classes=int(train_set.labels.max()) + 1,
         sigma_data=0.4,
         seed=seed,
     )
     out = Path(out)
-    config = denoiser_schedule(steps, seed, checkpoints=10)
     started = time.perf_counter()
     result = train_denoiser(
         model,
         train_set.images,
-        config,
+        denoiser_schedule(config.steps, seed, checkpoints=10),
         labels=train_set.labels,
-        batch_size=batch_size,
+        batch_size=config.batch_size,
         label_dropout=0.2,
         log_normal=(-1.2, 1.2),
         out=out / "checkpoints",
@@ -160,11 +171,11 @@ def train_image_model(
     metrics = {
         "data": data,
         "images": len(train_set),
-        "steps": steps,
+        "steps": config.steps,
         "resumed_from": result.resumed_from,
         "final_loss": result.losses[-1],
         "train_seconds": train_seconds,  # this run's steps only (a resumed run's are not all)
-        "energy": energy,
+        "energy": config.energy,
         "guidance": guidance,
         "sampler_steps": sampler_steps,
         "prompted_accuracy": (train_set.labels[nearest] == prompts).float().mean().item(),
