@@ -171,7 +171,7 @@ def group_metrics(
     warnings = []
     table = {}
     for name, mask in subgroups.masks.items():
-        mask = np.asarray(mask, dtype=bool)
+        name, mask = str(name), np.asarray(mask, dtype=bool)
         out = ~mask
         values[name] = {
             "positive_rate": weighted_rate(w, flagged, mask),
