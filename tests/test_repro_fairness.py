@@ -5,7 +5,7 @@ import pytest
 from conftest import check_written_report, run_tiny_repro
 
 from amlab.experiments.fairness import QUICK, Grid, run
-from amlab.experiments.fairness.ranking import compare, verdict
+from amlab.experiments.fairness.ranking import all_pairs_verdict, compare, verdict
 
 # the transformer and its mitigations (the bag-of-words ones are tested in
 # test_fairness_tasks.py); 200 steps on 2000 sentences take about 3 s per model
@@ -26,7 +26,8 @@ def test_repro_fairness_small_grid(tmp_path):
         calls,
     )
     verdicts = {c["paper"]: c["verdict"] for c in on_disk["claims"]}
-    assert len(verdicts) == 5
+    assert len(verdicts) == 6
+    assert len(metrics["ranking_all_pairs"]) == 9
     for claim, verdict_ in verdicts.items():
         if "over-predicts" in claim:
             assert verdict_ == "found", claim
@@ -54,3 +55,6 @@ def test_ranking_comparison_hand_computed():
     same = compare({"a": (0.1, 0.1), "b": (0.2, 0.3), "c": (0.3, 0.2)})
     assert verdict(same).startswith("partly: same fairest model, 1 of 3")
     assert verdict(compare({"a": (0.1, 0.1), "b": (0.2, 0.2)})) == "not reproduced"
+    assert all_pairs_verdict(5, 9) == "reproduced"
+    assert all_pairs_verdict(4, 9) == "partly: 4 of 9 pairs"
+    assert all_pairs_verdict(0, 9) == "not reproduced"

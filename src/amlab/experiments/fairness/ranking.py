@@ -134,7 +134,23 @@ def write(result: None, ctx: Context, report: Report) -> dict[str, Any]:
         f"{', '.join(c['fairest_by_individual'])} (individual)",
         verdict(c),
     )
+    differ = [name for name, p in pairs.items() if verdict(p) == "reproduced"]
+    taus = [p["kendall_tau"] for p in pairs.values()]
+    report.claim(
+        "The same holds whichever group and individual metric is shown.",
+        f"over the {len(pairs)} pairs of one group and one individual metric: Kendall tau-b "
+        f"from {min(taus):.3f} to {max(taus):.3f}; a different fairest model in "
+        f"{len(differ)} ({', '.join(differ) or 'none'})",
+        all_pairs_verdict(len(differ), len(pairs)),
+    )
     return {"ranking": c, "ranking_all_pairs": pairs}
+
+
+def all_pairs_verdict(differ: int, pairs: int) -> str:
+    """reproduced: most pairs of metrics call different models fairest; partly: some do."""
+    if 2 * differ > pairs:
+        return "reproduced"
+    return f"partly: {differ} of {pairs} pairs" if differ else "not reproduced"
 
 
 SECTION = Section("Ranking", 0.04, lambda ctx, progress: None, write)
