@@ -179,3 +179,18 @@ def test_fairness_commands_end_to_end_and_a_scores_file_audits_alike(tmp_path, b
     assert empty.exit_code == 2 and "group 'faith' is empty" in empty.output
     unused = _cli("train", "--steps", 10, "--out", tmp_path / "x")
     assert unused.exit_code == 2 and "--steps would do nothing" in unused.output
+
+
+def test_transformer_training_command_checkpoints_and_resumes(tmp_path):
+    args = ("train", "--model", "transformer", "--steps", 4, "--size", 300, "--out", tmp_path)
+    first = _cli(*args, "--json")
+    assert first.exit_code == 0, first.output
+    assert json.loads(first.stdout)["steps"] == 4
+    assert (tmp_path / "checkpoints" / "latest").is_file()
+    again = _cli(*args)  # a checkpoint is there: never overwritten silently
+    assert again.exit_code == 2 and "--resume" in again.output
+    other = _cli(*args, "--resume", "--toxic-rate", "gay=0.5")  # another corpus
+    assert other.exit_code == 2 and "other settings" in other.output
+    resumed = _cli(*args, "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    assert isinstance(load_classifier(tmp_path), TextTransformer)

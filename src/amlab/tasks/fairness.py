@@ -151,8 +151,9 @@ def train_classifier(
     on_step: OnStep | None = None,
 ) -> tuple[TextClassifier, dict[str, Any]]:
     """Train ``spec``'s classifier on ``corpus`` (with a ``term`` column); returns the model
-    and a record of the training (texts, weights, loss, accuracy on the training texts,
-    seconds). ``out`` (transformer only): the training loop's checkpoints."""
+    and a record of the training (the corpus's hash, texts, loss, accuracy on the training
+    texts, seconds). ``out`` (transformer only): the training loop's checkpoints; a resumed
+    run must have the same spec and corpus."""
     started = time.perf_counter()
     data = augmented(corpus, groups) if spec.mitigation == "cda" else corpus
     weights = reweighting(data) if spec.mitigation == "reweight" else np.ones(len(data))
@@ -193,7 +194,7 @@ def train_classifier(
             out=out,
             resume=resume,
             on_step=on_step,
-            describe={"spec": asdict(spec), "texts": len(data), "vocabulary": len(vocabulary)},
+            describe={"spec": asdict(spec), "corpus_sha256": corpus.sha256()},
         )
         model.eval()
         record = {"final_loss": result.losses[-1], "steps": len(result.losses)}
@@ -201,6 +202,7 @@ def train_classifier(
     record |= {
         "model": spec.name,
         "spec": asdict(spec),
+        "corpus_sha256": corpus.sha256(),
         "training_texts": len(data),
         "vocabulary": len(vocabulary),
         "parameters": sum(p.numel() for p in model.parameters()),
