@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from amlab.cli import app
 from amlab.data.fairness import (
     CorpusConfig,
+    LabelledTexts,
     balanced_test_set,
     build_vocabulary,
     encode,
@@ -128,6 +129,15 @@ def test_audit_checks_its_input(bow_audits):
         ClassifierSpec(kind="bow", mitigation="clp")
     with pytest.raises(AmlabError, match="threshold"):
         AuditSettings(threshold=1.0)
+    # five texts: every subgroup is too small, and five is too few for 5 neighbours
+    few = LabelledTexts(
+        ["i am gay", "gay people are vile", "i am straight", "straight idiots", "hello"],
+        [0, 1, 0, 1, 0],
+    )
+    result = audit(few, {"o": ("gay", "straight")}, AuditSettings(resamples=20), model=model)
+    assert "consistency" not in result["individual"]
+    assert sum("fewer than 10" in w for w in result["warnings"]) == 2
+    assert any("consistency needs more than 5 texts" in w for w in result["warnings"])
 
 
 def _cli(*args):

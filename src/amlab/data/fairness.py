@@ -111,8 +111,8 @@ def check_groups_in_texts(groups: TokenGroups, texts: list[str], vocabulary=None
     absent = [name for name, tokens in groups.items() if not seen.intersection(tokens)]
     if absent:
         raise AmlabError(
-            f"no text mentions any token of the group(s) {', '.join(absent)}; remove them "
-            "from the group file or audit data that mentions them."
+            f"no text mentions any token of the group(s) {', '.join(absent)}; pass a group "
+            "file (--groups) without them, or audit data that mentions them."
         )
     unknown = [f"{t} ({name})" for name, ts in groups.items() for t in ts if t not in seen]
     if unknown:

@@ -364,10 +364,16 @@ def audit(
         swapped_score=swapped_score,
     )
     individual = counterfactual_metrics(pairs, bootstrap, t)
-    if model is not None:
+    warnings = list(group["warnings"])
+    if model is not None and len(data) > settings.neighbours:
         embeddings = embed_texts(model, data.texts)
         individual["consistency"] = consistency(
             embeddings, score, bootstrap, t, settings.neighbours
+        )
+    elif model is not None:
+        warnings.append(
+            f"nearest-neighbour consistency needs more than {settings.neighbours} texts; "
+            f"the data has {len(data)}, so it is left out."
         )
     return {
         "settings": asdict(settings),
@@ -377,7 +383,7 @@ def audit(
         "group": group,
         "individual": individual,
         "headline": headline(group, individual),
-        "warnings": group["warnings"],
+        "warnings": warnings,
     }
 
 
@@ -491,8 +497,8 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
     else:
         lines += [
             "",
-            "Nearest-neighbour consistency needs the model's embeddings: audit "
-            "with --model to get it.",
+            "No nearest-neighbour consistency: it needs the model's embeddings (audit with "
+            "--model) and more texts than neighbours.",
         ]
     lines.append("")
     for name, caption in figures.items():
