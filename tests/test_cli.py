@@ -179,8 +179,12 @@ WRITERS = [
     ["repro", "drdam"],
     ["repro", "listops"],
     ["repro", "diffusion"],
+    ["repro", "fairness"],
     ["listops", "train"],
     ["listops", "sweep"],
+    ["fairness", "data"],
+    ["fairness", "train"],
+    ["fairness", "audit"],
     ["bench"],
     ["export"],
 ]

@@ -28,6 +28,8 @@ from amlab.models import (
     ListOpsTransformerConfig,
     MaskedImageET,
     RandomFeatureAM,
+    TextTransformer,
+    TextTransformerConfig,
 )
 
 F64 = torch.float64
@@ -49,6 +51,13 @@ def listops(dtype: torch.dtype, seed: int = 1) -> ListOpsTransformer:
         vocab_size=18, classes=10, dim=8, max_len=12, seed=seed, dtype=dtype_name(dtype)
     )
     return ListOpsTransformer(config)
+
+
+def text_transformer(dtype: torch.dtype, seed: int = 1) -> TextTransformer:
+    vocabulary = ("<pad>", "<unk>", "<cls>", "kind", "rude", "people")
+    return TextTransformer(
+        TextTransformerConfig(vocabulary, dim=8, max_len=6, seed=seed, dtype=dtype_name(dtype))
+    )
 
 
 #: model name -> (build(dtype), inputs(model): the forward arguments, the first one checked)
@@ -84,6 +93,10 @@ MODELS: dict[str, tuple[Callable, Callable]] = {
     "ListOpsTransformer": (
         listops,
         lambda m: (torch.randint(1, 18, (2, 10), generator=torch.Generator().manual_seed(0)),),
+    ),
+    "TextTransformer": (
+        text_transformer,
+        lambda m: (torch.tensor([[2, 3, 5, 0], [2, 4, 1, 5]]),),
     ),
     "MLPDenoiser": (
         lambda dt: MLPDenoiser(
@@ -188,6 +201,7 @@ DEFAULT_INIT: dict[str, Callable[[int], torch.nn.Module]] = {
     "MLPDenoiser": lambda seed: MLPDenoiser(2, SCHEDULE, hidden=16, num_classes=2, seed=seed),
     "ConvDenoiser": lambda seed: ConvDenoiser((8, 8), SCHEDULE, channels=8, seed=seed),
     "ListOpsTransformer": lambda seed: listops(torch.float32, seed),
+    "TextTransformer": lambda seed: text_transformer(torch.float32, seed),
     "GCN": lambda seed: GCN(4, 8, seed=seed),
     "MLP": lambda seed: MLP(4, 8, seed=seed),
 }

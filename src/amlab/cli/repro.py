@@ -34,6 +34,8 @@ PAPERS = {
     "listops": "ListOps: fewest parameters per task mix, curriculum, embeddings, ablation.",
     "diffusion": "Diffusion as associative memory: the optimal denoiser is a DenseAM; circle toy, "
     "memorisation on digits, sampler vs descent.",
+    "fairness": "Fairness of text classifiers: group and individual metrics of baseline and "
+    "mitigated models side by side, on a corpus with a planted bias.",
 }
 
 

@@ -46,7 +46,9 @@ for the Energy Transformer)
       DenseAM, RandomFeatureAM: the retrieved states, ``retrieve(x).states`` with every
       default. EnergyTransformer: the final tokens. MaskedImageET: the completed images
       (``complete`` returns patches, images and the trajectory). GraphET, GCN, MLP: anomaly
-      logits per node. ListOpsTransformer: class logits. Denoisers (in
+      logits per node. ListOpsTransformer: class logits. The text classifiers
+      (BagOfWordsClassifier, TextTransformer): one toxicity logit per text, read from token
+      ids. Denoisers (in
       :mod:`amlab.diffusion`): the denoised states ``denoise(x, t)``; their ``energy``,
       ``grad``, ``energy_and_grad`` and ``retrieve`` take the time t after x.
 """
@@ -60,9 +62,17 @@ from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
 from amlab.models.masked_image_et import Completion, MaskedImageET, MaskedImageETConfig
 from amlab.models.model import Model
 from amlab.models.random_feature_am import RandomFeatureAM, RandomFeatureAMConfig
+from amlab.models.text_classifier import (
+    BagOfWordsClassifier,
+    BagOfWordsConfig,
+    TextTransformer,
+    TextTransformerConfig,
+)
 
 __all__ = [
     "AssociativeMemory",
+    "BagOfWordsClassifier",
+    "BagOfWordsConfig",
     "BaselineConfig",
     "Completion",
     "DenseAM",
@@ -80,4 +90,6 @@ __all__ = [
     "Model",
     "RandomFeatureAM",
     "RandomFeatureAMConfig",
+    "TextTransformer",
+    "TextTransformerConfig",
 ]
