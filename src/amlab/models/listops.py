@@ -89,6 +89,7 @@ class ListOpsTransformer(Model):
     (``forward``). Built from a :class:`ListOpsTransformerConfig`."""
 
     Config = ListOpsTransformerConfig
+    takes_config = True
 
     def __init__(self, config: ListOpsTransformerConfig) -> None:
         super().__init__()
@@ -138,11 +139,3 @@ class ListOpsTransformer(Model):
     def num_parameters(self) -> int:
         """The exact number of trainable numbers (shared weights counted once)."""
         return sum(p.numel() for p in self.parameters())
-
-    @classmethod
-    def from_saved(
-        cls, config: ListOpsTransformerConfig, tensors: dict[str, torch.Tensor]
-    ) -> ListOpsTransformer:
-        model = cls(config)
-        model.load_state_dict(tensors)
-        return model

@@ -24,6 +24,8 @@ class Model(nn.Module):
 
     #: the frozen dataclass of the model's configuration
     Config: ClassVar[type]
+    #: the constructor takes the ``Config`` itself (``cls(config)``), not its fields
+    takes_config: ClassVar[bool] = False
 
     @property
     def config(self) -> Any:
@@ -67,7 +69,7 @@ class Model(nn.Module):
     def from_saved(cls, config: Any, tensors: dict[str, torch.Tensor]):
         """Build the model from its checked ``config`` and load the saved ``tensors``. Models
         whose constructor takes tensors or objects besides the config's fields override it."""
-        model = cls(**config_fields(config))
+        model = cls(config) if cls.takes_config else cls(**config_fields(config))
         model.load_state_dict(tensors)
         return model
 

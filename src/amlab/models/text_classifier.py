@@ -147,6 +147,7 @@ class TextTransformer(TextClassifier):
     a linear read-out of the ``<cls>`` token: tokens (B, L) -> logits (B,)."""
 
     Config = TextTransformerConfig
+    takes_config = True
 
     def __init__(self, config: TextTransformerConfig) -> None:
         super().__init__()
@@ -186,11 +187,3 @@ class TextTransformer(TextClassifier):
     @property
     def config(self) -> TextTransformerConfig:
         return replace(self._config, dtype=dtype_name(self.dtype))
-
-    @classmethod
-    def from_saved(
-        cls, config: TextTransformerConfig, tensors: dict[str, torch.Tensor]
-    ) -> TextTransformer:
-        model = cls(config)
-        model.load_state_dict(tensors)
-        return model
