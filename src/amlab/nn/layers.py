@@ -85,7 +85,10 @@ class _MemoryReader(nn.Module):
     def extra_repr(self) -> str:
         eps = f", eps={self.eps}" if self.energy == "lsr" else ""
         learn = isinstance(self.log_beta, nn.Parameter)
-        return f"energy={self.energy!r}, beta={float(self.beta.detach()):.4g}, learn_beta={learn}{eps}, steps={self.steps}"
+        beta = float(self.beta.detach())
+        return (
+            f"energy={self.energy!r}, beta={beta:.4g}, learn_beta={learn}{eps}, steps={self.steps}"
+        )
 
     def _check(self, t: torch.Tensor, name: str, shape: str, ndim: int, dim: int) -> None:
         """t is a tensor of the layer's dtype with ``ndim`` axes (any if 0), the last ``dim``."""
@@ -152,7 +155,8 @@ class Retrieval(_MemoryReader):
         if hidden_dim is None:
             if out_dim is not None:
                 raise AmlabError(
-                    "out_dim needs hidden_dim: without projections the output is the memories' read-out."
+                    "out_dim needs hidden_dim: without projections the output is the "
+                    "memories' read-out."
                 )
             if self.memory_dim != self.query_dim:
                 raise AmlabError(
