@@ -14,6 +14,7 @@ from amlab.cli.bench import bench
 from amlab.cli.common import error_line
 from amlab.cli.explain import explain, export
 from amlab.cli.listops import listops_app
+from amlab.cli.nn import nn_app
 from amlab.cli.repro import repro_app
 from amlab.cli.retrieve import retrieve
 from amlab.cli.train import eval_app, train_app
@@ -60,6 +61,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(repro_app, name="repro")
 app.add_typer(listops_app, name="listops")
+app.add_typer(nn_app, name="nn")
 app.command()(explain)
 app.command()(export)
 app.command()(bench)
