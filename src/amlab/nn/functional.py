@@ -32,8 +32,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from amlab.energy.chunks import chunk_ranges, score_block
-from amlab.energy.distances import sq_distances
+from amlab.energy.chunks import SCORE_BLOCK_ELEMENTS, chunk_ranges, score_block
+from amlab.energy.distances import sq_distances, sq_norms
 from amlab.energy.lsr import lsr_weights_
 
 #: the energies a memory read-out may use (the names of :class:`~amlab.models.DenseAM`)
@@ -98,8 +98,9 @@ class _Chunks:
 
     def __init__(self, q, k, beta, energy, padding_mask):
         self.q, self.k, self.beta, self.energy, self.pad = q, k, beta, energy, padding_mask
-        self.q_sq = (q * q).sum(-1)
-        self.k_sq = (k * k).sum(-1)
+        rows = max(1, SCORE_BLOCK_ELEMENTS // q.shape[-1])  # no (M, D) temporary
+        self.q_sq = sq_norms(q.reshape(-1, q.shape[-1]), rows).reshape(q.shape[:-1])
+        self.k_sq = sq_norms(k.reshape(-1, k.shape[-1]), rows).reshape(k.shape[:-1])
 
     def scores(self, lo: int, hi: int) -> torch.Tensor:
         """LSE: the scores a (G, N, m). LSR: the kernel K(a) = ReLU(1 + a) (G, N, m)."""
@@ -169,6 +170,7 @@ class _MemoryRead(torch.autograd.Function):
         out, norm, e = _normaliser_pass(q, k, v, beta, energy, eps, padding_mask, chunk_size)
         ctx.save_for_backward(q, k, v, beta, out, norm)
         ctx.settings = (energy, eps, padding_mask, chunk_size)
+        ctx.values_are_keys = v is k
         return out, e
 
     @staticmethod
@@ -177,6 +179,9 @@ class _MemoryRead(torch.autograd.Function):
         q, k, v, beta, out, norm = ctx.saved_tensors
         energy, eps, padding_mask, chunk_size = ctx.settings
         need_q, need_k, need_v, need_beta = ctx.needs_input_grad[:4]
+        # values that are the keys (auto-association) get one gradient buffer, not two
+        shared = ctx.values_are_keys and need_k
+        need_v = need_v and not shared
         if g_out is None:
             g_out = torch.zeros_like(out)
         if g_energy is None:
@@ -205,14 +210,15 @@ class _MemoryRead(torch.autograd.Function):
             else:
                 da = (h - offset).mul_(w)
                 d_beta += (da * s).sum()
+            dv_c = torch.bmm(w.transpose(1, 2), g_out) if need_v or shared else None
             if need_v:
-                dv[:, lo:hi] = torch.bmm(w.transpose(1, 2), g_out)
+                dv[:, lo:hi] = dv_c
             dq.baddbmm_(da, kc)
             if need_k:
                 dk_c = torch.bmm(da.transpose(1, 2), q)
                 if energy != "lse_dot":  # the -|k|^2 / 2 in a
                     dk_c -= da.sum(1)[..., None] * kc
-                dk[:, lo:hi] = dk_c * beta
+                dk[:, lo:hi] = dk_c.mul_(beta) if not shared else dk_c.mul_(beta).add_(dv_c)
         dq *= beta
         if lsr:
             dq -= (beta * row_sum)[..., None] * q

@@ -297,8 +297,9 @@ class MemoryLayer(_MemoryReader):
         self._check(x, "x", "(..., in_dim)", 0, self.in_dim)
         lead = x.shape[:-1]
         q = self.in_proj(x).reshape(1, -1, self.dim)
-        values = self.memories if self.values is None else self.values
-        out, energies = self._read(q, self.memories[None], values[None], None)
+        keys = self.memories[None]
+        values = keys if self.values is None else self.values[None]
+        out, energies = self._read(q, keys, values, None)
         return Retrieved(self.out_proj(out.reshape(*lead, -1)), energies.reshape(-1, *lead))
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
