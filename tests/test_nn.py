@@ -11,7 +11,7 @@ from torch.func import functional_call
 from amlab.energy import lse_energy, lsr_energy
 from amlab.errors import AmlabError
 from amlab.nn import MemoryLayer, Pooling, Retrieval, memory_read, read_weights
-from amlab.tasks.profiling import LargestTensor
+from amlab.tasks.profiling import LargestTensor, PeakLiveBytes
 
 F64 = torch.float64
 #: (energy, eps, beta): beta small enough for LSR that every query has some support
@@ -268,3 +268,20 @@ def test_learned_beta_stays_positive_and_moves():
     opt.step()
     assert float(layer.log_beta.detach()) < torch.log(torch.tensor(0.5)) - 2.0
     assert float(layer.beta.detach()) > 0
+
+
+def test_peak_live_bytes_counts_each_allocation_once_while_it_lives():
+    """The probe behind the benchmark's peak memory: an allocation counts until its last
+    tensor dies; views and in-place results add nothing; tensors made before do not count."""
+    before = torch.zeros(1000)
+    with PeakLiveBytes() as probe:
+        a = torch.ones(1000)  # 4,000 bytes
+        view = a[:10]
+        a.add_(1.0)
+        del a  # the view keeps the storage
+        b = before[:500] * 2  # 2,000 bytes; before[:500] itself is a view of an old tensor
+        assert probe.current == 6000
+        del view
+        assert probe.current == 2000
+        del b
+    assert probe.peak == 6000 and probe.current == 0

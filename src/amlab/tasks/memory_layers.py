@@ -237,7 +237,7 @@ def run_mil(
         "config": asdict(config),
         "train_images": len(train_set),
         "test_images": len(test_set),
-        "positive_share_test": float(test_bags.labels.mean()),
+        "positive_share_test": statistics.fmean(float(t.labels.mean()) for _, t in bags.values()),
         "accuracy": {
             p: {"per_seed": r["accuracy"], **_mean_std(r["accuracy"])} for p, r in results.items()
         },

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 class LargestTensor(TorchDispatchMode):
@@ -70,9 +71,10 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
 
 class PeakLiveBytes(TorchDispatchMode):
     """Context manager recording the peak of the bytes held, at once, by the tensors that torch
-    operations create inside it (a storage counted once however many views share it, until
-    the last of them dies; what autograd saves for backward stays counted). ``peak`` is that
-    peak, ``current`` what is still held. Tensors made before the block do not count."""
+    operations allocate inside it: a storage is counted from the op that allocates it until
+    the last tensor on it dies (views and in-place results add nothing; what autograd saves
+    for backward stays counted). ``peak`` is that peak, ``current`` what is still held.
+    Storages made before the block (inputs, parameters) and views of them do not count."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,16 +84,24 @@ class PeakLiveBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor) and t.device.type != "meta":
-                storage = t.untyped_storage()
-                address = storage.data_ptr()
-                if address not in self._live:
-                    self._live[address] = [storage.nbytes(), 0]
-                    self.current += storage.nbytes()
-                    self.peak = max(self.peak, self.current)
-                self._live[address][1] += 1
-                weakref.finalize(t, self._release, address)
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_leaves((args, kwargs or {}))
+            if isinstance(t, torch.Tensor)
+        }
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            address = storage.data_ptr()
+            if address not in self._live:
+                if address in inputs or storage.nbytes() == 0:
+                    continue  # a view or in-place result of a tensor made elsewhere
+                self._live[address] = [storage.nbytes(), 0]
+                self.current += storage.nbytes()
+                self.peak = max(self.peak, self.current)
+            self._live[address][1] += 1
+            weakref.finalize(t, self._release, address)
         return out
 
     def _release(self, address: int) -> None:
