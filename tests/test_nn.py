@@ -243,6 +243,8 @@ def test_bad_input_raises_clear_errors():
         layer(q, torch.randn(2, 5, 3))
     with pytest.raises(AmlabError, match="float64 but the layer is torch.float32"):
         layer(q.double(), k.double())
+    with pytest.raises(AmlabError, match="on meta but the layer on cpu"):
+        layer(q.to("meta"), k)
     with pytest.raises(AmlabError, match="M = 0"):
         layer(q, torch.randn(2, 0, 4))
     for bad in (0.0, -1.0, float("nan")):

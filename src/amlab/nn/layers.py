@@ -96,6 +96,11 @@ class _MemoryReader(nn.Module):
             raise AmlabError(
                 f"{name} must be a floating torch.Tensor {shape}; got {type(t).__name__}."
             )
+        if t.device != self.log_beta.device:
+            raise AmlabError(
+                f"{name} is on {t.device} but the layer on {self.log_beta.device}; move one of "
+                f"them (e.g. {name}.to({str(self.log_beta.device)!r}))."
+            )
         if t.dtype != self.dtype:
             raise AmlabError(
                 f"{name} is {t.dtype} but the layer is {self.dtype}; convert one of them "
