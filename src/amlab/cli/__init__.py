@@ -15,6 +15,7 @@ from amlab.cli.common import OneLineErrors, error_line
 from amlab.cli.explain import explain, export
 from amlab.cli.fairness import fairness_app
 from amlab.cli.listops import listops_app
+from amlab.cli.nn import nn_app
 from amlab.cli.repro import repro_app
 from amlab.cli.retrieve import retrieve
 from amlab.cli.train import eval_app, train_app
@@ -63,6 +64,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(repro_app, name="repro")
 app.add_typer(listops_app, name="listops")
 app.add_typer(fairness_app, name="fairness")
+app.add_typer(nn_app, name="nn")
 app.command()(explain)
 app.command()(export)
 app.command()(bench)

@@ -10,11 +10,15 @@ from amlab.energy.chunks import chunk_ranges
 def sq_distances(
     x: torch.Tensor, chunk: torch.Tensor, x_sq: torch.Tensor, chunk_sq: torch.Tensor
 ) -> torch.Tensor:
-    """||x - xi||^2 (B, m) from x (B, D), chunk (m, D) and their squared norms.
+    """||x - xi||^2 (B, m) from x (B, D), chunk (m, D) and their squared norms (B,), (m,);
+    batched: (G, N, m) from x (G, N, D), chunk (G, m, D), norms (G, N) and (G, m).
 
     Uses the expansion ||x||^2 - 2 x.xi + ||xi||^2 (one matmul), clamped at 0 against
     rounding.
     """
+    if x.dim() == 3:
+        sums = x_sq[..., None] + chunk_sq[:, None, :]
+        return torch.baddbmm(sums, x, chunk.transpose(1, 2), alpha=-2.0).clamp_min(0.0)
     return torch.addmm(x_sq[:, None] + chunk_sq[None, :], x, chunk.T, alpha=-2.0).clamp_min(0.0)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 class LargestTensor(TorchDispatchMode):
@@ -65,3 +67,48 @@ def peak_memory_bytes(fn: Callable[[], object], device: torch.device) -> int | N
     before = _status_kib("VmRSS")
     peak = peak_rss_bytes(fn)
     return None if peak is None or before is None else max(0, peak - before * 1024)
+
+
+class PeakLiveBytes(TorchDispatchMode):
+    """Context manager recording the peak of the bytes held, at once, by the tensors that torch
+    operations allocate inside it: a storage is counted from the op that allocates it until
+    the last tensor on it dies (views and in-place results add nothing; what autograd saves
+    for backward stays counted). ``peak`` is that peak, ``current`` what is still held.
+    Storages made before the block (inputs, parameters) and views of them do not count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = 0
+        self.peak = 0
+        self._live: dict[int, list[int]] = {}  # storage address -> [bytes, tensors alive]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {
+            t.untyped_storage().data_ptr()
+            for t in tree_leaves((args, kwargs or {}))
+            if isinstance(t, torch.Tensor)
+        }
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            address = storage.data_ptr()
+            if address not in self._live:
+                if address in inputs or storage.nbytes() == 0:
+                    continue  # a view or in-place result of a tensor made elsewhere
+                self._live[address] = [storage.nbytes(), 0]
+                self.current += storage.nbytes()
+                self.peak = max(self.peak, self.current)
+            self._live[address][1] += 1
+            weakref.finalize(t, self._release, address)
+        return out
+
+    def _release(self, address: int) -> None:
+        entry = self._live.get(address)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.current -= entry[0]
+            del self._live[address]

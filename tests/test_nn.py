@@ -1,0 +1,289 @@
+"""amlab.nn: the chunked read-out against autograd through the plain formula, gradcheck of
+every layer and energy, memory bounded by the chunk, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+from torch.func import functional_call
+
+from amlab.energy import lse_energy, lsr_energy
+from amlab.errors import AmlabError
+from amlab.nn import MemoryLayer, Pooling, Retrieval, memory_read, read_weights
+from amlab.tasks.profiling import LargestTensor, PeakLiveBytes
+
+F64 = torch.float64
+#: (energy, eps, beta): beta small enough for LSR that every query has some support
+CASES = [("lse", 0.0, 0.7), ("lse_dot", 0.0, 0.7), ("lsr", 0.0, 0.15), ("lsr", 0.3, 0.15)]
+
+
+def plain_read(q, k, v, beta, energy, eps=0.0, pad=None):
+    """The read-out written out with full (G, N, M) scores, for autograd to differentiate."""
+    if energy == "lsr":
+        d2 = ((q[:, :, None, :] - k[:, None, :, :]) ** 2).sum(-1)
+        kernel = torch.relu(1 - beta / 2 * d2)
+        if pad is not None:
+            kernel = kernel.masked_fill(pad[:, None, :], 0.0)
+        z = kernel.sum(-1)
+        return kernel @ v / (eps + z)[..., None], -torch.log(eps + z) / beta
+    s = q @ k.transpose(1, 2)
+    if energy == "lse":
+        s = s - 0.5 * (k * k).sum(-1)[:, None, :]
+    a = beta * s
+    if pad is not None:
+        a = a.masked_fill(pad[:, None, :], float("-inf"))
+    lse = torch.logsumexp(a, -1)
+    return torch.softmax(a, -1) @ v, -lse / beta + 0.5 * (q * q).sum(-1)
+
+
+def tensors(g, n, m, d, e, dtype=F64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    q, k, v = (
+        torch.randn(*s, generator=gen, dtype=dtype) for s in ((g, n, d), (g, m, d), (g, m, e))
+    )
+    pad = torch.rand(g, m, generator=gen) < 0.3
+    pad[:, 0] = False
+    return q, k, v, pad
+
+
+@pytest.mark.parametrize(("energy", "eps", "beta"), CASES)
+def test_gradcheck_of_the_chunked_read_out(energy, eps, beta):
+    """Both outputs (read-out and energy) against finite differences in q, k, v and beta,
+    across chunks of 3 memories and with padding."""
+    q, k, v, pad = tensors(2, 3, 8, 4, 5)
+    inputs = [t.requires_grad_() for t in (q, k, v, torch.tensor(beta, dtype=F64))]
+
+    def read(q, k, v, b):
+        return memory_read(q, k, v, b, energy=energy, eps=eps, padding_mask=pad, chunk_size=3)
+
+    weights = read_weights(q, k, inputs[3], energy=energy, eps=eps, padding_mask=pad)
+    if energy == "lsr":  # the check crosses support boundaries: some weights exactly zero
+        assert 0.1 < float((weights == 0).double().mean()) < 0.9
+    assert gradcheck(read, inputs)
+
+
+@pytest.mark.parametrize(("energy", "eps", "beta"), CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_chunked_backward_equals_autograd_through_the_plain_formula(energy, eps, beta, dtype):
+    q, k, v, pad = tensors(3, 17, 300, 6, 4, dtype=dtype, seed=1)
+    beta = torch.tensor(beta, dtype=dtype)
+    got, want = [], []
+    for fn, store in ((memory_read, got), (plain_read, want)):
+        inputs = [t.clone().requires_grad_() for t in (q, k, v, beta)]
+        kwargs = {"energy": energy, "eps": eps, "padding_mask": pad, "chunk_size": 64}
+        if fn is plain_read:
+            out, e = plain_read(*inputs, energy, eps, pad)
+        else:
+            out, e = memory_read(*inputs, **kwargs)
+        gen = torch.Generator().manual_seed(2)
+        loss = (out * torch.randn(out.shape, generator=gen, dtype=dtype)).sum() + (
+            e * torch.randn(e.shape, generator=gen, dtype=dtype)
+        ).sum()
+        store.extend([out, e, *torch.autograd.grad(loss, inputs)])
+    tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-11}
+    for name, a, b in zip(("out", "energy", "dq", "dk", "dv", "dbeta"), got, want, strict=True):
+        torch.testing.assert_close(a, b, **tol, msg=f"{energy}: {name}")
+
+
+def test_lsr_outside_every_support_reads_zero_with_zero_gradient():
+    """No memory within reach: weights exactly zero, output zero, energy +inf (eps = 0), and
+    the gradient zero, not NaN, even when the loss uses the energy."""
+    q = torch.full((1, 2, 3), 10.0, dtype=F64, requires_grad=True)
+    k = torch.zeros(1, 4, 3, dtype=F64, requires_grad=True)
+    v = torch.randn(1, 4, 2, dtype=F64, requires_grad=True)
+    beta = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    for eps in (0.0, 0.5):
+        out, e = memory_read(q, k, v, beta, energy="lsr", eps=eps)
+        assert torch.equal(out, torch.zeros_like(out))
+        assert bool((e == float("inf")).all()) if eps == 0 else torch.isfinite(e).all()
+        loss = out.sum() + (e.sum() if eps else 0.0)
+        *grads, d_beta = torch.autograd.grad(loss, (q, k, v, beta))
+        for g in grads:
+            assert torch.equal(g, torch.zeros_like(g))
+        # with eps > 0 the energy there is the constant -log(eps) / beta, for 2 queries
+        want = 2 * torch.log(torch.tensor(eps, dtype=F64)) / beta**2 if eps else 0.0
+        torch.testing.assert_close(d_beta, torch.as_tensor(want, dtype=F64))
+        assert bool((read_weights(q, k, beta, energy="lsr", eps=eps) == 0).all())
+
+
+def test_lsr_weights_are_exactly_zero_outside_the_supports():
+    q, k, _, pad = tensors(2, 5, 40, 3, 1, seed=3)
+    beta = torch.tensor(0.4, dtype=F64)
+    w = read_weights(q, k, beta, energy="lsr", padding_mask=pad, chunk_size=7)
+    d2 = ((q[:, :, None] - k[:, None]) ** 2).sum(-1)
+    outside = (d2 >= 2 / beta) | pad[:, None, :]
+    assert bool((w[outside] == 0).all()) and bool((w[~outside] > 0).all())
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 5, dtype=F64))
+    lse = read_weights(q, k, beta, energy="lse", padding_mask=pad, chunk_size=7)
+    torch.testing.assert_close(
+        lse, torch.softmax((-beta / 2 * d2).masked_fill(pad[:, None], -torch.inf), -1)
+    )
+
+
+def layer_cases():
+    for energy, eps, beta in CASES:
+        opts = {"energy": energy, "eps": eps, "beta": beta, "learn_beta": True, "dtype": F64}
+        yield energy, eps, opts
+
+
+def check_layer(layer, inputs, args):
+    """gradcheck of output and energies w.r.t. the inputs and every parameter (beta's
+    included); ``args(*inputs)`` gives the layer's arguments."""
+    names = [n for n, _ in layer.named_parameters()]
+    assert any(n.endswith("log_beta") for n in names)
+    params = [p.detach().clone().requires_grad_() for _, p in layer.named_parameters()]
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+
+    def fn(*flat):
+        state = dict(zip(names, flat[len(inputs) :], strict=True))
+        return tuple(functional_call(layer, state, args(*flat[: len(inputs)])))
+
+    assert gradcheck(fn, (*inputs, *params))
+
+
+@pytest.mark.parametrize(("energy", "eps", "opts"), list(layer_cases()))
+def test_gradcheck_of_the_layers(energy, eps, opts):
+    q, k, _, pad = tensors(2, 3, 6, 4, 1, seed=4)
+    scale = 0.5 if energy == "lsr" else 1.0  # inside the supports
+    projected = Retrieval(4, 4, hidden_dim=3, out_dim=2, steps=2, chunk_size=4, **opts)
+    check_layer(projected, [q * scale, k * scale], lambda q, k: (q, k, pad))
+    memory = MemoryLayer(4, 6, value_dim=3, in_dim=5, steps=2, chunk_size=4, **opts)
+    x = torch.randn(2, 3, 5, dtype=F64, generator=torch.Generator().manual_seed(5)) * scale
+    check_layer(memory, [x], lambda x: (x,))
+    pooling = Pooling(4, num_queries=2, hidden_dim=3, chunk_size=4, **opts)
+    check_layer(pooling, [k * scale], lambda k: (k, pad))
+
+
+@pytest.mark.parametrize(("energy", "eps", "opts"), list(layer_cases()))
+def test_steps_and_energies_follow_the_energy_module(energy, eps, opts):
+    """Auto-association without projections: each step moves the queries to the read-out,
+    and the reported energies are those of amlab.energy at each state; LSE's never rise."""
+    gen = torch.Generator().manual_seed(6)
+    memories = torch.randn(1, 50, 8, dtype=F64, generator=gen)
+    queries = memories[:, :20] + 0.6 * torch.randn(1, 20, 8, dtype=F64, generator=gen)
+    opts = {**opts, "beta": 0.05 if energy == "lsr" else 2.0}
+    layer = Retrieval(8, steps=4, chunk_size=16, **opts)
+    out, energies = layer(queries, memories)
+    state, beta = queries[0], float(layer.beta.detach())
+    for t in range(4):
+        if energy == "lsr":
+            want = lsr_energy(state, memories[0], beta, eps=eps)
+        else:
+            want = lse_energy(
+                state, memories[0], beta, form="dot" if energy == "lse_dot" else "distance"
+            )
+        torch.testing.assert_close(energies[t, 0], want)
+        state = plain_read(state[None], memories, memories, beta, energy, eps)[0][0]
+    torch.testing.assert_close(out[0], state)
+    if energy != "lsr":
+        assert bool((energies.diff(dim=0) <= 1e-12).all())
+
+
+def test_memory_layer_and_pooling_read_what_retrieval_reads():
+    """The three layers are one read-out: MemoryLayer = Retrieval from its memories shared by
+    every input; Pooling = Retrieval of its queries from each set."""
+    gen = torch.Generator().manual_seed(7)
+    layer = MemoryLayer(5, 30, beta=3.0, dtype=F64)
+    x = torch.randn(4, 2, 5, dtype=F64, generator=gen)
+    plain = Retrieval(5, beta=3.0, dtype=F64)
+    want = plain(x.reshape(1, 8, 5), layer.memories.detach()[None])
+    got = layer(x)
+    torch.testing.assert_close(got.output, want.output.reshape(4, 2, 5))
+    torch.testing.assert_close(got.energies, want.energies.reshape(1, 4, 2))
+    pool = Pooling(5, num_queries=3, beta=3.0, dtype=F64)
+    sets = torch.randn(2, 7, 5, dtype=F64, generator=gen)
+    want = plain(pool.queries.detach().expand(2, 3, 5), sets)
+    torch.testing.assert_close(pool(sets).output, want.output)
+
+
+def test_padding_is_the_same_as_leaving_the_memories_out():
+    gen = torch.Generator().manual_seed(8)
+    layer = Retrieval(4, hidden_dim=6, energy="lsr", beta=0.1, eps=0.1, dtype=F64)
+    q = torch.randn(2, 3, 4, dtype=F64, generator=gen)
+    sets = torch.randn(2, 5, 4, dtype=F64, generator=gen)
+    pad = torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    junk = sets.clone()
+    junk[0, 3:] = 1e3  # padding's values never matter
+    got = layer(q, junk, pad).output
+    torch.testing.assert_close(got[0], layer(q[:1], sets[:1, :3]).output[0])
+    torch.testing.assert_close(got[1], layer(q[1:], sets[1:]).output[0])
+
+
+@pytest.mark.parametrize("energy", ["lse", "lsr"])
+def test_largest_tensor_is_bounded_by_the_chunk(energy):
+    """Forward and backward with 512 queries and 8192 learnable memories never build a
+    tensor near the (B, M) = 4M-element weight matrix: the largest is one chunk's block."""
+    torch.manual_seed(0)
+    batch, chunk = 512, 256
+    layer = MemoryLayer(
+        8, 8192, energy=energy, beta=0.02 if energy == "lsr" else 1.0, chunk_size=chunk
+    )
+    x = torch.randn(batch, 8, requires_grad=True)
+    with LargestTensor() as probe:
+        out, energies = layer(x)
+        (out.square().sum() + energies.sum()).backward()
+    assert layer.memories.grad is not None and x.grad is not None
+    assert probe.largest <= batch * chunk, probe.largest
+    assert probe.largest * 16 <= batch * 8192
+
+
+def test_bad_input_raises_clear_errors():
+    layer = Retrieval(4)
+    q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 4)
+    with pytest.raises(AmlabError, match="2 examples but the memories 3 sets"):
+        layer(q, torch.randn(3, 5, 4))
+    with pytest.raises(AmlabError, match=r"padding_mask has shape \(2, 4\)"):
+        layer(q, k, torch.zeros(2, 4, dtype=torch.bool))
+    with pytest.raises(AmlabError, match="bool tensor"):
+        layer(q, k, torch.zeros(2, 5))
+    with pytest.raises(AmlabError, match=r"every memory of example\(s\) \[1\]"):
+        layer(q, k, torch.tensor([[False] * 5, [True] * 5]))
+    with pytest.raises(AmlabError, match="last axis 4"):
+        layer(q, torch.randn(2, 5, 3))
+    with pytest.raises(AmlabError, match="float64 but the layer is torch.float32"):
+        layer(q.double(), k.double())
+    with pytest.raises(AmlabError, match="on meta but the layer on cpu"):
+        layer(q.to("meta"), k)
+    with pytest.raises(AmlabError, match="M = 0"):
+        layer(q, torch.randn(2, 0, 4))
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(AmlabError, match="beta must be a finite number > 0"):
+            MemoryLayer(4, 10, beta=bad)
+    with pytest.raises(AmlabError, match="energy"):
+        Pooling(4, energy="softmax")
+    with pytest.raises(AmlabError, match="steps"):
+        MemoryLayer(4, 10, steps=0)
+    with pytest.raises(AmlabError, match="hidden_dim"):
+        Retrieval(4, 6)
+    with pytest.raises(AmlabError, match=r"\(\.\.\., in_dim\) with last axis 3"):
+        MemoryLayer(4, 10, in_dim=3)(torch.randn(2, 4))
+
+
+def test_learned_beta_stays_positive_and_moves():
+    """beta is trained as its logarithm: a step that moves log beta by far more than beta's
+    size (lower energy wants a smaller beta: E tends to -log(M) / beta) leaves it positive."""
+    layer = MemoryLayer(3, 10, beta=0.5, learn_beta=True)
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(9))
+    layer(x).energies.mean().backward()
+    opt.step()
+    assert float(layer.log_beta.detach()) < torch.log(torch.tensor(0.5)) - 2.0
+    assert float(layer.beta.detach()) > 0
+
+
+def test_peak_live_bytes_counts_each_allocation_once_while_it_lives():
+    """The probe behind the benchmark's peak memory: an allocation counts until its last
+    tensor dies; views and in-place results add nothing; tensors made before do not count."""
+    before = torch.zeros(1000)
+    with PeakLiveBytes() as probe:
+        a = torch.ones(1000)  # 4,000 bytes
+        view = a[:10]
+        a.add_(1.0)
+        del a  # the view keeps the storage
+        b = before[:500] * 2  # 2,000 bytes; before[:500] itself is a view of an old tensor
+        assert probe.current == 6000
+        del view
+        assert probe.current == 2000
+        del b
+    assert probe.peak == 6000 and probe.current == 0
