@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from amlab.energy.chunks import chunk_ranges, score_block
 from amlab.energy.distances import sq_norms
@@ -65,47 +67,53 @@ def lse_softmax_mean(
     bias: torch.Tensor | None = None,
     mem_sq: torch.Tensor | None = None,
     chunk_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """One streaming pass: ``logsumexp_mu(s_mu)`` (B,) and ``sum_mu softmax(s)_mu xi_mu`` (B, D).
+    with_mean: bool = True,
+    host_bound: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One streaming pass: ``logsumexp_mu(s_mu)`` (B,) and ``sum_mu softmax(s)_mu xi_mu`` (B, D)
+    (None with ``with_mean=False``: then the pass makes no second matmul).
 
     The softmax-weighted mean of the memories is the attention (Hopfield) update. beta is
     folded into x and b once, not into every score block. ``bias`` (M,) and the memories'
     squared norms ``mem_sq`` (M,) may be passed precomputed.
 
-    Two passes compute the same sums. When a Cauchy-Schwarz bound shows that every
-    ``exp(beta x . xi)`` and ``exp(beta (b - max b))`` is a normal float and no sum can
-    overflow (moderate beta and norms), :func:`_unshifted_pass` needs no per-query offset at
-    all. Otherwise :func:`_running_offset_pass` keeps one per query.
+    Two passes compute the same sums. With ``host_bound`` (the default) a Cauchy-Schwarz
+    bound, read back to the host, picks one: where it shows that every ``exp(beta x . xi)``
+    and ``exp(beta (b - max b))`` is a normal float and no sum can overflow (moderate beta
+    and norms), :func:`_unshifted_pass` needs no per-query offset at all; otherwise
+    :func:`_running_max_pass` keeps one per query. ``host_bound=False`` always takes the
+    running-max pass, which reads nothing back to the host (for loops on an accelerator,
+    where waiting for the bound would stall the device at every step).
     """
     batch = x.shape[0]
     if batch == 0:
-        return x.new_zeros(0), x.new_zeros(x.shape)
+        return x.new_zeros(0), (x.new_zeros(x.shape) if with_mean else None)
     xs = x * beta
     bs = None if bias is None else bias * beta
-    # total <= safe keeps acc <= safe * max|xi| < the dtype's maximum: |xi|^2 is finite
-    safe = math.sqrt(torch.finfo(x.dtype).max) / 4
     # exponents below log(tiny) give subnormals or zeros, which torch's CPU exp and the
     # matmuls that read them handle much more slowly (benchmarks/bench_lse_clamp.py: the
     # clamp makes the pass 1.3 to 14x faster); clamped, such a weight is at most
     # exp(floor) = tiny * e^8 (3.5e-35 in float32), nothing next to a total >= 1
     floor = math.log(torch.finfo(x.dtype).tiny) + 8.0
+    chunks = chunk_ranges(memories.shape[0], batch, chunk_size, score_block(x.device))
+    if not host_bound:
+        return _running_max_pass(xs, memories, bs, chunks, floor, with_mean)
+    # total <= safe keeps acc <= safe * max|xi| < the dtype's maximum: |xi|^2 is finite
+    safe = math.sqrt(torch.finfo(x.dtype).max) / 4
     if mem_sq is None:
         mem_sq = sq_norms(memories)
     # |beta x . xi| <= reach for every pair (Cauchy-Schwarz), and the scaled bias spans width
     reach = float(beta * torch.linalg.vector_norm(x, dim=1).max() * mem_sq.max().sqrt())
     width = 0.0 if bs is None else float(bs.max() - bs.min())
-    chunks = chunk_ranges(memories.shape[0], batch, chunk_size, score_block(x.device))
     if reach + width <= -floor and reach <= math.log(safe / max(memories.shape[0], 1)):
-        return _unshifted_pass(xs, memories, bs, chunks)
+        return _unshifted_pass(xs, memories, bs, chunks, with_mean)
     # no score lies more than 2 reach + width below its row's maximum; when that spread is
     # above the floor, the clamp pass is skipped
     clamp = 2 * reach + width > -floor
-    if bs is None:
-        bs = memories.new_zeros(memories.shape[0])
-    return _running_offset_pass(xs, memories, bs, chunks, safe, floor if clamp else None)
+    return _running_max_pass(xs, memories, bs, chunks, floor if clamp else None, with_mean)
 
 
-def _unshifted_pass(xs, memories, bs, chunks):
+def _unshifted_pass(xs, memories, bs, chunks, with_mean=True):
     """The sums with no offset: ``w = exp(xs . xi) exp(b - max b)``, each factor a normal
     float by the caller's bound, so no exponential under- or overflows and the largest
     weight of a row needs no tracking. One matmul, one exp, one weighted row sum and one
@@ -115,13 +123,14 @@ def _unshifted_pass(xs, memories, bs, chunks):
     batch, dim = xs.shape
     weight = None if bs is None else torch.exp(bs - bs.max())
     total = xs.new_zeros(batch)
-    acc = xs.new_zeros(xs.shape)
+    acc = xs.new_zeros(xs.shape) if with_mean else None
     blocks = scaled = None
     for lo, hi in chunks:
         chunk = memories[lo:hi]
         if blocks is None:
             blocks = xs.new_empty(batch * (hi - lo))
-            scaled = xs.new_empty(chunk.shape) if weight is not None and batch >= dim else None
+            scale_rows = weight is not None and batch >= dim and with_mean
+            scaled = xs.new_empty(chunk.shape) if scale_rows else None
         scores = torch.mm(xs, chunk.T, out=blocks[: batch * (hi - lo)].view(batch, hi - lo))
         scores.exp_()
         if weight is None:
@@ -131,58 +140,46 @@ def _unshifted_pass(xs, memories, bs, chunks):
             chunk = torch.mul(chunk, weight[lo:hi, None], out=scaled[: hi - lo])
         else:
             total += scores.mul_(weight[lo:hi]).sum(1)
-        acc.addmm_(scores, chunk)
+        if acc is not None:
+            acc.addmm_(scores, chunk)
     lse = total.log()
     if bs is not None:
         lse += bs.max()
-    return lse, acc.div_(total[:, None])
+    return lse, (None if acc is None else acc.div_(total[:, None]))
 
 
-def _running_offset_pass(xs, memories, bs, chunks, safe, floor):
-    """The sums against a per-query offset, for any beta and norms.
+def _running_max_pass(xs, memories, bs, chunks, floor, with_mean=True):
+    """The sums against a per-query offset, the running maximum of the query's scores, for
+    any beta and norms (the online softmax of flash attention).
 
-    The pass keeps, per query, an offset and the sums ``total = sum exp(s - offset)`` and
-    ``acc = sum exp(s - offset) xi`` over the chunks seen so far. The first chunk sets the
-    offset to its row maximum. Every later chunk is exponentiated against the offset as it
-    stands, with no maximum pass: one matmul (into a block holding ``b - offset``), one exp,
-    one row sum, one matmul. A row whose total would leave the safe range (a score far
-    above the offset: a much better match later in the memories, at a large beta) has just
-    that chunk redone with its offset raised to the new maximum. Exponents are first raised
-    to ``floor`` unless it is None.
+    Per chunk: one matmul (into a block holding the bias), the block's row maxima, which
+    raise the offset where they exceed it (the sums so far are rescaled by
+    ``exp(old - new)``), one exp against the offset, one row sum, one matmul. Nothing is
+    read back to the host. Exponents are first raised to ``floor`` unless it is None.
     """
     batch = xs.shape[0]
     offset = xs.new_full((batch, 1), float("-inf"))
     total = xs.new_zeros((batch, 1))
-    acc = xs.new_zeros(xs.shape)
+    acc = xs.new_zeros(xs.shape) if with_mean else None
     blocks = None
     for lo, hi in chunks:
-        chunk, chunk_bias = memories[lo:hi], bs[lo:hi]
+        chunk = memories[lo:hi]
         if blocks is None:
             blocks = xs.new_empty(batch * (hi - lo))
         scores = blocks[: batch * (hi - lo)].view(batch, hi - lo)
-        if lo == 0:
-            torch.addmm(chunk_bias, xs, chunk.T, out=scores)
-            offset = scores.amax(1, keepdim=True)
-            total = _exp(scores.sub_(offset), floor).sum(1, keepdim=True)
+        if bs is None:
+            torch.mm(xs, chunk.T, out=scores)
         else:
-            _exp(torch.sub(chunk_bias, offset, out=scores).addmm_(xs, chunk.T), floor)
-            chunk_total = scores.sum(1, keepdim=True)
-            grown = total + chunk_total
-            # one comparison on the largest total; NaN (an overflow) also fails it
-            if not bool(grown.max() <= safe):
-                rows = (~(grown <= safe)).squeeze(1).nonzero().squeeze(1)
-                exact = torch.addmm(chunk_bias, xs[rows], chunk.T)
-                new_offset = torch.maximum(offset[rows], exact.amax(1, keepdim=True))
-                rescale = torch.exp(offset[rows] - new_offset)
-                total[rows] *= rescale
-                acc[rows] *= rescale
-                offset[rows] = new_offset
-                scores[rows] = _exp(exact.sub_(new_offset), floor)
-                chunk_total[rows] = scores[rows].sum(1, keepdim=True)
-                grown = total + chunk_total
-            total = grown
-        acc.addmm_(scores, chunk)
-    return (offset + total.log()).squeeze(1), acc.div_(total)
+            torch.addmm(bs[lo:hi], xs, chunk.T, out=scores)
+        raised = torch.maximum(offset, scores.amax(1, keepdim=True))
+        rescale = torch.exp(offset - raised)  # 0 at the first chunk (offset -inf)
+        offset = raised
+        _exp(scores.sub_(offset), floor)
+        total = total.mul_(rescale).add_(scores.sum(1, keepdim=True))
+        if acc is not None:
+            acc.mul_(rescale).addmm_(scores, chunk)
+    lse = (offset + total.log()).squeeze(1)
+    return lse, (None if acc is None else acc.div_(total))
 
 
 def _exp(scores: torch.Tensor, floor: float | None) -> torch.Tensor:
@@ -209,4 +206,51 @@ def lse_energy_grad(
     if bias is None:
         bias = memory_bias(memories, form, mem_sq)
     lse, mean = lse_softmax_mean(x, memories, beta, bias=bias, mem_sq=mem_sq, chunk_size=chunk_size)
-    return -lse / beta + 0.5 * (x * x).sum(1), x - mean
+    return lse_energy_from_lse(x, lse, beta), x - mean
+
+
+def lse_energy_from_lse(x: torch.Tensor, lse: torch.Tensor, beta: float) -> torch.Tensor:
+    """E = -(1/beta) lse + 1/2 ||x||^2 (B,) from a pass's log-sum-exp (B,)."""
+    return -lse / beta + 0.5 * (x * x).sum(1)
+
+
+#: The fused kernels :func:`lse_attention_update` may use; never the math backend, which
+#: would hold the whole (B, M) score matrix.
+_FUSED_BACKENDS = (SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION)
+
+
+@torch.no_grad()
+def lse_attention_update(
+    x: torch.Tensor,
+    memories: torch.Tensor,
+    beta: float,
+    *,
+    bias: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    fused: bool = True,
+) -> torch.Tensor:
+    """The attention (Hopfield) update ``sum_mu softmax(s)_mu xi_mu`` (B, D) of states x (B, D):
+    the softmax-weighted mean itself (not x minus the gradient), with no energy.
+
+    It is attention with the states as queries, the memories as keys and values, scale beta
+    and the scaled bias ``beta b`` as an additive mask over the keys (the distance form; the
+    dot form has none), so PyTorch's fused kernel (``scaled_dot_product_attention``: flash
+    attention on a CPU, flash or memory-efficient on CUDA) computes it in one pass. Where no
+    fused kernel takes x's device, dtype and shapes (or with ``fused=False``), the streaming
+    pass does, reading nothing back to the host. Either way the result is the same to
+    rounding.
+    """
+    if fused and x.shape[0] and x.device.type in ("cpu", "cuda"):
+        keys = memories[None, None]
+        mask = None if bias is None else (beta * bias).to(x.dtype)[None, None, None]
+        try:
+            with sdpa_kernel(list(_FUSED_BACKENDS)):
+                out = F.scaled_dot_product_attention(
+                    x[None, None], keys, keys, attn_mask=mask, scale=beta
+                )
+            return out[0, 0]
+        except RuntimeError:  # no fused kernel for these inputs: the streaming pass below
+            pass
+    return lse_softmax_mean(x, memories, beta, bias=bias, chunk_size=chunk_size, host_bound=False)[
+        1
+    ]

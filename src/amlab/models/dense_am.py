@@ -33,12 +33,19 @@ from typing import Any
 
 import torch
 
-from amlab.dynamics import Oracle
+from amlab.dynamics import EnergyFn, Oracle
 from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
-from amlab.energy.lse import lse_energy, lse_energy_grad, memory_bias
+from amlab.energy.lse import (
+    lse_attention_update,
+    lse_energy,
+    lse_energy_from_lse,
+    lse_energy_grad,
+    lse_softmax_mean,
+    memory_bias,
+)
 from amlab.energy.lsr import (
     SupportStats,
-    lsr_centroid_step,
+    lsr_centroid,
     lsr_energy,
     lsr_energy_from_stats,
     lsr_grad_from_stats,
@@ -260,6 +267,82 @@ class DenseAM(AssociativeMemory):
         )
 
     def _oracle(self, method: str) -> Oracle:
+        """Energy and gradient (the direction of ``"gd"``), for :meth:`energy_and_grad`."""
+        self._check_method(method)
+        mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
+        mem_sq = self.memory_sq_norms()
+        if self.energy_name != "lsr":
+            form = self._lse_form
+            bias = memory_bias(mem, form, mem_sq)
+            return lambda x, t: lse_energy_grad(
+                x, mem, beta, form=form, bias=bias, mem_sq=mem_sq, chunk_size=chunk
+            )
+
+        def lsr_grad(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            stats = self._lsr_stats(x)
+            return lsr_energy_from_stats(stats[0], beta, eps), lsr_grad_from_stats(x, stats, eps)
+
+        return lsr_grad
+
+    def _retrieval(self, method: str, record_energies: bool) -> tuple[Oracle, EnergyFn, bool]:
+        """The descent's oracle for ``method``, its energy-only evaluation and whether the
+        oracle returns the updated state itself (``"attention"``: the softmax-weighted mean;
+        ``"fixed_point"``: the centroid) rather than a direction (``"gd"``).
+
+        One pass over the memories per call, reading nothing back to the host. Without
+        ``record_energies`` the oracle's energy is None, and the LSE update goes through
+        the fused attention kernel (:func:`~amlab.energy.lse.lse_attention_update`).
+        """
+        self._check_method(method)
+        mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
+        toward = method != "gd"
+        if self.energy_name != "lsr":
+            bias = memory_bias(mem, self._lse_form, self.memory_sq_norms())
+            stream = dict(bias=bias, chunk_size=chunk, host_bound=False)
+
+            def lse_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+                if record_energies:
+                    lse, mean = lse_softmax_mean(x, mem, beta, **stream)
+                    energy = lse_energy_from_lse(x, lse, beta)
+                else:
+                    energy, mean = (
+                        None,
+                        lse_attention_update(x, mem, beta, bias=bias, chunk_size=chunk),
+                    )
+                return energy, (mean if toward else x - mean)
+
+            def lse_final(x: torch.Tensor) -> torch.Tensor:
+                lse = lse_softmax_mean(x, mem, beta, with_mean=False, **stream)[0]
+                return lse_energy_from_lse(x, lse, beta)
+
+            return lse_step, lse_final, toward
+
+        def lsr_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            stats = self._lsr_stats(x)
+            out = lsr_centroid(x, stats) if toward else lsr_grad_from_stats(x, stats, eps)
+            return lsr_energy_from_stats(stats[0], beta, eps), out
+
+        def lsr_final(x: torch.Tensor) -> torch.Tensor:
+            if self.lsr_index(x) is None:  # Z alone: one matmul per chunk, not two
+                return lsr_energy(x, mem, beta, eps=eps, chunk_size=chunk)
+            return lsr_energy_from_stats(self._lsr_stats(x)[0], beta, eps)
+
+        return lsr_step, lsr_final, toward
+
+    @torch.no_grad()
+    def update(self, x: Any) -> torch.Tensor:
+        """One update of states x (B, D) (or (D,)), and nothing else: for the LSE energies the
+        attention (Hopfield) update, the softmax-weighted mean of the memories, in one fused
+        pass; for LSR the fixed-point update, the centroid of the active memories (a state
+        with none stays). The states of ``retrieve(x, steps=1, method="attention")`` (LSR:
+        ``"fixed_point"``) up to rounding, at the cost of one pass over the memories and no
+        energy."""
+        x, single = self._states(x)
+        method = "fixed_point" if self.energy_name == "lsr" else "attention"
+        new = self._retrieval(method, record_energies=False)[0](x, 0)[1]
+        return new[0] if single else new
+
+    def _check_method(self, method: str) -> None:
         if method == "attention" and self.energy_name == "lsr":
             raise AmlabError(
                 'method "attention" is the LSE update; for energy "lsr" use '
@@ -270,25 +353,6 @@ class DenseAM(AssociativeMemory):
                 'method "fixed_point" is LSR\'s exact solver; for LSE energies '
                 'use method="attention" or "gd".'
             )
-        mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
-        mem_sq = self.memory_sq_norms()
-        if self.energy_name != "lsr":  # gd and attention: the gradient, steps 0.1 and 1
-            form = self._lse_form
-            bias = memory_bias(mem, form, mem_sq)
-            return lambda x, t: lse_energy_grad(
-                x, mem, beta, form=form, bias=bias, mem_sq=mem_sq, chunk_size=chunk
-            )
-
-        fixed_point = method == "fixed_point"  # else gd
-
-        def lsr_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            stats = self._lsr_stats(x)
-            direction = (
-                lsr_centroid_step(x, stats) if fixed_point else lsr_grad_from_stats(x, stats, eps)
-            )
-            return lsr_energy_from_stats(stats[0], beta, eps), direction
-
-        return lsr_step
 
     def _lsr_stats(self, x: torch.Tensor) -> SupportStats:
         """LSR's support statistics (Z, active count, active sum) at states x (B, D):
