@@ -97,7 +97,8 @@ def test_retrieval_waits_a_fixed_number_of_times_whatever_the_steps(case, record
         if case != "lsr fixed point":  # a fixed point stops early; the others take every step
             assert int(am.retrieve(x, steps=steps, **run_args).steps.min()) == steps
     assert counts[5] == counts[20], counts
-    assert sum(counts[20].values()) <= 4, counts[20]
+    # the input's two checks, the start's norm (for the LSE pass's bound) and the end's two
+    assert sum(counts[20].values()) <= 5, counts[20]
 
 
 def test_converging_queries_leave_the_batch_without_a_wait():

@@ -68,9 +68,9 @@ def test_extreme_beta_and_chunks_that_do_not_divide_m(beta, chunk, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_a_far_better_match_late_in_the_memories_redoes_only_that_chunk(dtype):
+def test_a_far_better_match_late_in_the_memories_raises_the_running_maximum(dtype):
     """Memories sorted from far to near: every chunk beats the last by more than exp's range,
-    so every chunk takes the exact path for every row (and the rows differ in where)."""
+    so every chunk raises every row's offset and rescales its sums (the rows differ in where)."""
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(3, 4, dtype=dtype)
     x[1, 0] = 0.5
@@ -137,7 +137,7 @@ def spy_on_unshifted_pass(monkeypatch) -> list:
 @pytest.mark.parametrize("batch", [3, 40])  # below and above the dimension (two scalings)
 @pytest.mark.parametrize("form", ["distance", "dot"])
 def test_both_passes_equal_the_plain_computation_where_both_apply(dtype, batch, form, monkeypatch):
-    """At moderate beta both the offset-free pass and the running-offset pass are valid; each
+    """At moderate beta both the offset-free pass and the running-max pass are valid; each
     must equal the float64 plain computation, and the dispatcher must take the first."""
     from amlab.energy import lse
 

@@ -287,8 +287,8 @@ def test_descent_rejects_parts_that_change_names():
 
 def test_retrieve_of_one_state_reports_its_parts_per_step():
     class WithParts(DenseAM):  # a model whose oracle reports its energy as one part
-        def _retrieval(self, method, record_energies):
-            plain, _, toward = super()._retrieval(method, record_energies)
+        def _retrieval(self, method, record_energies, step_size=None):
+            plain, _, toward = super()._retrieval(method, record_energies, step_size)
 
             def oracle(x, t):
                 energy, direction = plain(x, t)
@@ -441,3 +441,38 @@ def test_the_update_is_the_weighted_mean_itself_as_accurate_as_the_plain_formula
             # the same rounding level: another order of operations, not a larger error
             assert errors(got).mean() <= 1.1 * plain_errors.mean(), kind
             assert errors(got).max() <= 1.3 * plain_errors.max(), kind
+
+
+@pytest.mark.parametrize(
+    "step_size,beta,expected",
+    [
+        (1.0, 2.0, "_unshifted_pass"),  # a step <= 1 keeps the bound known from the start
+        (0.1, 2.0, "_unshifted_pass"),
+        (1.5, 2.0, "_running_max_pass"),  # a longer step can leave the start's ball
+        (1.0, 400.0, "_running_max_pass"),  # the bound holds but is too wide for exp's range
+    ],
+)
+def test_retrieval_takes_the_pass_its_bound_allows_and_matches_float64(
+    step_size, beta, expected, monkeypatch
+):
+    from amlab.energy import lse
+
+    taken = []
+    for name in ("_unshifted_pass", "_running_max_pass"):
+        original = getattr(lse, name)
+        monkeypatch.setattr(lse, name, lambda *a, _n=name, _f=original: taken.append(_n) or _f(*a))
+    g = torch.Generator().manual_seed(11)
+    mem = torch.rand(40, 6, generator=g)
+    x = torch.rand(5, 6, generator=g) * 3
+    out = DenseAM(mem, beta=beta).retrieve(x, steps=4, method="gd", step_size=step_size, tol=0)
+    assert set(taken) == {expected}
+    exact = DenseAM(mem.double(), beta=beta)
+    path = (
+        DenseAM(mem, beta=beta)
+        .retrieve(x, steps=4, method="gd", step_size=step_size, tol=0, record_states=True)
+        .path
+    )
+    for row, states in zip(out.energies, path, strict=True):
+        torch.testing.assert_close(
+            row.double(), exact.energy(states.double()), rtol=1e-5, atol=1e-5
+        )

@@ -69,6 +69,7 @@ def lse_softmax_mean(
     chunk_size: int | None = None,
     with_mean: bool = True,
     host_bound: bool = True,
+    bound: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One streaming pass: ``logsumexp_mu(s_mu)`` (B,) and ``sum_mu softmax(s)_mu xi_mu`` (B, D)
     (None with ``with_mean=False``: then the pass makes no second matmul).
@@ -81,9 +82,12 @@ def lse_softmax_mean(
     bound, read back to the host, picks one: where it shows that every ``exp(beta x . xi)``
     and ``exp(beta (b - max b))`` is a normal float and no sum can overflow (moderate beta
     and norms), :func:`_unshifted_pass` needs no per-query offset at all; otherwise
-    :func:`_running_max_pass` keeps one per query. ``host_bound=False`` always takes the
-    running-max pass, which reads nothing back to the host (for loops on an accelerator,
-    where waiting for the bound would stall the device at every step).
+    :func:`_running_max_pass` keeps one per query. A caller that knows the bound on the host
+    passes it as ``bound = (reach, width)``: upper bounds on ``|beta x . xi|`` over every
+    pair and on the spread ``beta (max b - min b)`` of the scaled bias (see
+    :func:`lse_bound`); then nothing is read back. ``host_bound=False`` (and no ``bound``)
+    always takes the running-max pass, which reads nothing back either (for loops on an
+    accelerator, where waiting for the bound would stall the device at every step).
     """
     batch = x.shape[0]
     if batch == 0:
@@ -96,21 +100,40 @@ def lse_softmax_mean(
     # exp(floor) = tiny * e^8 (3.5e-35 in float32), nothing next to a total >= 1
     floor = math.log(torch.finfo(x.dtype).tiny) + 8.0
     chunks = chunk_ranges(memories.shape[0], batch, chunk_size, score_block(x.device))
-    if not host_bound:
+    if bound is None and not host_bound:
         return _running_max_pass(xs, memories, bs, chunks, floor, with_mean)
     # total <= safe keeps acc <= safe * max|xi| < the dtype's maximum: |xi|^2 is finite
     safe = math.sqrt(torch.finfo(x.dtype).max) / 4
-    if mem_sq is None:
-        mem_sq = sq_norms(memories)
-    # |beta x . xi| <= reach for every pair (Cauchy-Schwarz), and the scaled bias spans width
-    reach = float(beta * torch.linalg.vector_norm(x, dim=1).max() * mem_sq.max().sqrt())
-    width = 0.0 if bs is None else float(bs.max() - bs.min())
+    if bound is None:
+        if mem_sq is None:
+            mem_sq = sq_norms(memories)
+        x_norm = float(torch.linalg.vector_norm(x, dim=1).max())
+        bound = lse_bound(beta, x_norm, *memory_extent(mem_sq, bias))
+    reach, width = bound
     if reach + width <= -floor and reach <= math.log(safe / max(memories.shape[0], 1)):
         return _unshifted_pass(xs, memories, bs, chunks, with_mean)
     # no score lies more than 2 reach + width below its row's maximum; when that spread is
     # above the floor, the clamp pass is skipped
     clamp = 2 * reach + width > -floor
     return _running_max_pass(xs, memories, bs, chunks, floor if clamp else None, with_mean)
+
+
+def memory_extent(mem_sq: torch.Tensor, bias: torch.Tensor | None) -> tuple[float, float]:
+    """The largest memory norm and the spread ``max b - min b`` of the bias (0 for none),
+    read back to the host: what :func:`lse_bound` needs of the memories."""
+    if bias is None:
+        return float(mem_sq.max().sqrt()), 0.0
+    norm, top, bottom = torch.stack([mem_sq.max().sqrt(), bias.max(), bias.min()]).tolist()
+    return norm, top - bottom
+
+
+def lse_bound(
+    beta: float, x_norm: float, memory_norm: float, bias_spread: float
+) -> tuple[float, float]:
+    """``(reach, width)`` for :func:`lse_softmax_mean`'s ``bound``: by Cauchy-Schwarz
+    ``|beta x . xi| <= beta |x| |xi| <= reach`` for states no longer than ``x_norm`` and
+    memories no longer than ``memory_norm``; the scaled bias spans ``beta bias_spread``."""
+    return beta * x_norm * memory_norm, beta * bias_spread
 
 
 def _unshifted_pass(xs, memories, bs, chunks, with_mean=True):

@@ -39,12 +39,12 @@ class AssociativeMemory(Model):
         raise NotImplementedError
 
     def _retrieval(
-        self, method: str, record_energies: bool
+        self, method: str, record_energies: bool, step_size: StepSize | None = None
     ) -> tuple[Oracle, EnergyFn | None, bool]:
-        """What :meth:`retrieve` descends with: the oracle, an energy-only evaluation for
-        the final states (None: the oracle's) and whether the oracle returns the updated
-        state itself (see ``toward`` in :func:`~amlab.dynamics.descend`). By default the
-        ``_oracle`` of ``method``; a subclass may supply cheaper ones."""
+        """What :meth:`retrieve` descends with (at ``step_size``): the oracle, an energy-only
+        evaluation for the final states (None: the oracle's) and whether the oracle returns
+        the updated state itself (see ``toward`` in :func:`~amlab.dynamics.descend`). By
+        default the ``_oracle`` of ``method``; a subclass may supply cheaper ones."""
         return self._oracle(method), None, False
 
     # -- the shared surface ----------------------------------------------------------------
@@ -98,15 +98,16 @@ class AssociativeMemory(Model):
         method = check_choice(
             next(iter(self.METHODS)) if method is None else method, "method", tuple(self.METHODS)
         )
-        oracle, energy, toward = self._retrieval(method, record_energies)
         default_step, default_tol = self.METHODS[method]
+        step_size = default_step if step_size is None else step_size
+        oracle, energy, toward = self._retrieval(method, record_energies, step_size)
         x, single = self._states(x)
         mask = None if clamp is None else self._clamp_mask(clamp, x.shape)
         result = descend(
             oracle,
             x.detach(),
             steps=steps,
-            step_size=default_step if step_size is None else step_size,
+            step_size=step_size,
             tol=default_tol if tol is None else tol,
             clamp=mask,
             record_states=record_states,

@@ -33,15 +33,17 @@ from typing import Any
 
 import torch
 
-from amlab.dynamics import EnergyFn, Oracle
+from amlab.dynamics import EnergyFn, Oracle, StepSize
 from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
 from amlab.energy.lse import (
     lse_attention_update,
+    lse_bound,
     lse_energy,
     lse_energy_from_lse,
     lse_energy_grad,
     lse_softmax_mean,
     memory_bias,
+    memory_extent,
 )
 from amlab.energy.lsr import (
     SupportStats,
@@ -138,6 +140,7 @@ class DenseAM(AssociativeMemory):
             )
         self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
         self._norms: tuple[tuple, torch.Tensor] | None = None  # (memories key, squared norms)
+        self._extent: tuple[tuple, tuple[float, float]] | None = None  # (key, memory_extent)
         self._ball_index: tuple[tuple, BallIndex | None] | None = None  # (key, index)
 
     def with_beta(self, beta: float) -> DenseAM:
@@ -196,6 +199,16 @@ class DenseAM(AssociativeMemory):
         if self._norms is None or self._norms[0] != key:
             self._norms = (key, sq_norms(self.memories))
         return self._norms[1]
+
+    def _memory_extent(self) -> tuple[float, float]:
+        """The largest memory norm and the spread of the LSE form's bias
+        (:func:`~amlab.energy.lse.memory_extent`), read back once per memory set."""
+        key = (*_key(self.memories), self._lse_form)
+        if self._extent is None or self._extent[0] != key:
+            mem_sq = self.memory_sq_norms()
+            bias = memory_bias(self.memories, self._lse_form, mem_sq)
+            self._extent = (key, memory_extent(mem_sq, bias))
+        return self._extent[1]
 
     def lsr_index(self, x: torch.Tensor | None = None) -> BallIndex | None:
         """The LSR ball index (None: dense passes), built on first use, rebuilt if the
@@ -284,25 +297,45 @@ class DenseAM(AssociativeMemory):
 
         return lsr_grad
 
-    def _retrieval(self, method: str, record_energies: bool) -> tuple[Oracle, EnergyFn, bool]:
+    def _retrieval(
+        self, method: str, record_energies: bool, step_size: StepSize | None = None
+    ) -> tuple[Oracle, EnergyFn, bool]:
         """The descent's oracle for ``method``, its energy-only evaluation and whether the
         oracle returns the updated state itself (``"attention"``: the softmax-weighted mean;
         ``"fixed_point"``: the centroid) rather than a direction (``"gd"``).
 
-        One pass over the memories per call, reading nothing back to the host. Without
-        ``record_energies`` the oracle's energy is None, and the LSE update goes through
-        the fused attention kernel (:func:`~amlab.energy.lse.lse_attention_update`).
+        One pass over the memories per call, reading nothing back to the host inside the
+        loop. Without ``record_energies`` the oracle's energy is None, and the LSE update
+        goes through the fused attention kernel
+        (:func:`~amlab.energy.lse.lse_attention_update`). With them, a constant
+        ``step_size`` of at most 1 keeps every state within ``sqrt(|x_0|^2 + max |xi|^2)``
+        (each step moves the free entries to a convex combination of themselves and a
+        convex combination of the memories), so the LSE pass's bound is known on the host
+        from the first states, read back once; otherwise the pass keeps a running maximum.
         """
         self._check_method(method)
         mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
         toward = method != "gd"
         if self.energy_name != "lsr":
             bias = memory_bias(mem, self._lse_form, self.memory_sq_norms())
-            stream = dict(bias=bias, chunk_size=chunk, host_bound=False)
+            contracting = isinstance(step_size, (int, float)) and 0 < step_size <= 1
+            known: list[tuple[float, float]] = []  # the bound, from the first states seen
+
+            def stream(x: torch.Tensor) -> dict[str, Any]:
+                if not contracting:
+                    return dict(bias=bias, chunk_size=chunk, host_bound=False)
+                if not known:
+                    norm, spread = self._memory_extent()
+                    start = float(torch.linalg.vector_norm(x, dim=1).max())  # once per descent
+                    # (1 + 1e-4): room for the rounding of the states
+                    known.append(
+                        lse_bound(beta, math.hypot(start, norm) * (1 + 1e-4), norm, spread)
+                    )
+                return dict(bias=bias, chunk_size=chunk, bound=known[0])
 
             def lse_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
                 if record_energies:
-                    lse, mean = lse_softmax_mean(x, mem, beta, **stream)
+                    lse, mean = lse_softmax_mean(x, mem, beta, **stream(x))
                     energy = lse_energy_from_lse(x, lse, beta)
                 else:
                     energy, mean = (
@@ -312,7 +345,7 @@ class DenseAM(AssociativeMemory):
                 return energy, (mean if toward else x - mean)
 
             def lse_final(x: torch.Tensor) -> torch.Tensor:
-                lse = lse_softmax_mean(x, mem, beta, with_mean=False, **stream)[0]
+                lse = lse_softmax_mean(x, mem, beta, with_mean=False, **stream(x))[0]
                 return lse_energy_from_lse(x, lse, beta)
 
             return lse_step, lse_final, toward
