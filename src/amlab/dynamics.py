@@ -255,7 +255,12 @@ class _Mover:
         self, x: torch.Tensor, out: torch.Tensor, t: int, free: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.schedule(t)
-        new = torch.lerp(x, out, h) if self.toward else torch.add(x, out, alpha=-h)
+        if not self.toward:
+            new = x + out.mul(-h)
+        elif h <= 1:  # lerp: exactly ``out`` at h = 1
+            new = torch.lerp(x, out, h)
+        else:
+            new = x + (out - x).mul(h)
         if free is not None:
             new = torch.where(free, new, x)
         if not x.shape[1]:

@@ -326,7 +326,8 @@ class DenseAM(AssociativeMemory):
                     return dict(bias=bias, chunk_size=chunk, host_bound=False)
                 if not known:
                     norm, spread = self._memory_extent()
-                    start = float(torch.linalg.vector_norm(x, dim=1).max())  # once per descent
+                    norms = torch.linalg.vector_norm(x, dim=1)
+                    start = float(norms.max()) if x.shape[0] else 0.0  # once per descent
                     # (1 + 1e-4): room for the rounding of the states
                     known.append(
                         lse_bound(beta, math.hypot(start, norm) * (1 + 1e-4), norm, spread)
