@@ -125,3 +125,19 @@ def test_energy_transformer_forward_waits_a_fixed_number_of_times(hopfield):
     assert sum(counts[12].values()) <= 4, counts[12]
     traj = {steps: waits(lambda s=steps: model.retrieve(x, s)) for steps in (5, 12)}
     assert traj[5] == traj[12], traj
+
+
+def test_retrieval_through_the_fused_kernel_waits_a_fixed_number_of_times(monkeypatch):
+    from amlab.models import dense_am
+
+    monkeypatch.setattr(dense_am, "FUSED_UPDATE_DEVICES", ("cuda", "cpu"))
+    am = DenseAM(memories(), beta=8.0)
+    x = torch.rand(6, 8, generator=torch.Generator().manual_seed(1))
+    counts = {}
+    for steps in (5, 20):
+        run = lambda s=steps: am.retrieve(
+            x, steps=s, method="attention", tol=0.0, record_energies=False
+        )  # noqa: E731
+        run()
+        counts[steps] = waits(run)
+    assert counts[5] == counts[20], counts

@@ -368,19 +368,29 @@ def count_passes(monkeypatch) -> list[str]:
     return passes
 
 
+def fused_on_the_cpu(monkeypatch, fused: bool) -> None:
+    """Make DenseAM's updates without energy take the fused kernel on the CPU too, or not."""
+    from amlab.models import dense_am
+
+    monkeypatch.setattr(dense_am, "FUSED_UPDATE_DEVICES", ("cuda", "cpu") if fused else ("cuda",))
+
+
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("kind", ["lse", "lse_dot", "lsr"])
-def test_one_update_costs_one_pass_and_t_steps_t_passes_and_one_energy(kind, monkeypatch):
+def test_one_update_costs_one_pass_and_t_steps_t_passes_and_one_energy(kind, fused, monkeypatch):
+    fused_on_the_cpu(monkeypatch, fused)
     mem = separated_memories(12, 6, seed=3)
     am = DenseAM(mem, energy=kind, beta=30.0 if kind == "lsr" else 4.0)
     method = "fixed_point" if kind == "lsr" else "attention"
     step, energy_only = ("lsr", "lsr energy") if kind == "lsr" else ("lse+mean", "lse")
+    one = "lsr" if kind == "lsr" else ("update" if fused else "lse+mean")
     x = mem[:4] + 0.02 * torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
     passes = count_passes(monkeypatch)
     am.update(x)
-    assert passes == ["lsr" if kind == "lsr" else "update"]
+    assert passes == [one]
     passes.clear()
     am.retrieve(x, steps=1, method=method, record_energies=False)
-    assert passes == ["lsr" if kind == "lsr" else "update"]
+    assert passes == [one]
     passes.clear()
     out = am.retrieve(x, steps=7, method="gd", tol=0.0)
     assert passes == [step] * 7 + [energy_only] and out.energies.shape == (8, 4)
@@ -392,7 +402,11 @@ def test_one_update_costs_one_pass_and_t_steps_t_passes_and_one_energy(kind, mon
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("beta", [0.5, 30.0, 1e4])
 @pytest.mark.parametrize("kind", ["lse", "lse_dot"])
-def test_update_is_the_one_step_retrieval_with_and_without_clamping(kind, beta, dtype):
+@pytest.mark.parametrize("fused", [False, True])
+def test_update_is_the_one_step_retrieval_with_and_without_clamping(
+    fused, kind, beta, dtype, monkeypatch
+):
+    fused_on_the_cpu(monkeypatch, fused)
     g = torch.Generator().manual_seed(5)
     mem = torch.rand(50, 9, generator=g, dtype=dtype)
     x = torch.rand(7, 9, generator=g, dtype=dtype)
@@ -408,7 +422,7 @@ def test_update_is_the_one_step_retrieval_with_and_without_clamping(kind, beta, 
     torch.testing.assert_close(one.double(), reference, rtol=tol, atol=tol)
     clamp = torch.zeros(9, dtype=torch.bool)
     clamp[::3] = True
-    for record in (True, False):  # streaming and fused
+    for record in (True, False):  # the streaming pass, then the update without energy
         out = am.retrieve(x, steps=1, method="attention", clamp=clamp, record_energies=record)
         torch.testing.assert_close(out.states[:, clamp], x[:, clamp], rtol=0, atol=0)
         torch.testing.assert_close(
@@ -416,9 +430,13 @@ def test_update_is_the_one_step_retrieval_with_and_without_clamping(kind, beta, 
         )
 
 
-def test_the_update_is_the_weighted_mean_itself_as_accurate_as_the_plain_formula():
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_update_is_the_weighted_mean_itself_as_accurate_as_the_plain_formula(
+    fused, monkeypatch
+):
     """Far from the memories (|x| >> |x_new|) x - (x - mean) loses the digits of |x|; the
     update and the one-step retrieval must be as close to float64 as softmax(beta s) Xi is."""
+    fused_on_the_cpu(monkeypatch, fused)
     g = torch.Generator().manual_seed(7)
     mem = torch.rand(400, 64, generator=g)
     x = 300.0 * torch.randn(32, 64, generator=g)  # |x| ~ 2400, |mean| ~ 4.6
