@@ -137,6 +137,51 @@ def lse_bound(
     return beta * x_norm * memory_norm, beta * bias_spread
 
 
+#: Chunks whose sums gather in a partial sum before it joins the whole: the rounding of a
+#: pass then grows with about GROUP + chunks / GROUP additions, not with the number of
+#: chunks (thousands at M = 600,000 when a 1 MiB score block holds 256 memories of a batch
+#: of 1,024; the relative error of the mean fell from 5e-7 to 3e-7 at M = 150,000, D = 64,
+#: the plain formula's 2.6e-7).
+_GROUP = 32
+
+
+class _Sums:
+    """A pass's running sums in two levels: the whole ``total`` (``total_shape``) and
+    ``acc`` (B, D) (None without the mean), and the partial sums of the current group of
+    chunks, which join the whole every ``_GROUP`` chunks (:meth:`fold`)."""
+
+    def __init__(self, xs: torch.Tensor, total_shape: tuple[int, ...], with_mean: bool) -> None:
+        self.total, self.part_total = xs.new_zeros(total_shape), xs.new_zeros(total_shape)
+        self.acc = xs.new_zeros(xs.shape) if with_mean else None
+        self.part_acc = xs.new_zeros(xs.shape) if with_mean else None
+        self.chunks = 0
+
+    def add_weighted(self, weights: torch.Tensor, members: torch.Tensor) -> None:
+        """acc += weights (B, m) @ members (m, D), into the group's partial sum."""
+        if self.part_acc is not None:
+            self.part_acc.addmm_(weights, members)
+
+    def rescale(self, factor: torch.Tensor) -> None:
+        """Multiply the group's partial sums by factor (B, 1)."""
+        self.part_total.mul_(factor.view(self.part_total.shape))
+        if self.part_acc is not None:
+            self.part_acc.mul_(factor)
+
+    def next_chunk(self) -> bool:
+        """Count a chunk; True when the group is complete and should be folded."""
+        self.chunks += 1
+        return self.chunks % _GROUP == 0
+
+    def fold(self, factor: torch.Tensor | None = None) -> None:
+        """Add the partial sums to the whole, first multiplied by factor (B, 1) if given."""
+        for whole, part in ((self.total, self.part_total), (self.acc, self.part_acc)):
+            if whole is not None:
+                if factor is not None:
+                    whole.mul_(factor.view(-1, 1) if whole.ndim == 2 else factor.view(-1))
+                whole.add_(part)
+                part.zero_()
+
+
 def _unshifted_pass(xs, memories, bs, chunks, with_mean=True):
     """The sums with no offset: ``w = exp(xs . xi) exp(b - max b)``, each factor a normal
     float by the caller's bound, so no exponential under- or overflows and the largest
@@ -146,8 +191,7 @@ def _unshifted_pass(xs, memories, bs, chunks, with_mean=True):
     """
     batch, dim = xs.shape
     weight = None if bs is None else torch.exp(bs - bs.max())
-    total = xs.new_zeros(batch)
-    acc = xs.new_zeros(xs.shape) if with_mean else None
+    sums = _Sums(xs, (batch,), with_mean)
     blocks = scaled = None
     for lo, hi in chunks:
         chunk = memories[lo:hi]
@@ -158,18 +202,20 @@ def _unshifted_pass(xs, memories, bs, chunks, with_mean=True):
         scores = torch.mm(xs, chunk.T, out=blocks[: batch * (hi - lo)].view(batch, hi - lo))
         scores.exp_()
         if weight is None:
-            total += scores.sum(1)
+            sums.part_total += scores.sum(1)
         elif scaled is not None:
-            total.addmv_(scores, weight[lo:hi])
+            sums.part_total.addmv_(scores, weight[lo:hi])
             chunk = torch.mul(chunk, weight[lo:hi, None], out=scaled[: hi - lo])
         else:
-            total += scores.mul_(weight[lo:hi]).sum(1)
-        if acc is not None:
-            acc.addmm_(scores, chunk)
-    lse = total.log()
+            sums.part_total += scores.mul_(weight[lo:hi]).sum(1)
+        sums.add_weighted(scores, chunk)
+        if sums.next_chunk():
+            sums.fold()
+    sums.fold()
+    lse = sums.total.log()
     if bs is not None:
         lse += bs.max()
-    return lse, (None if acc is None else acc.div_(total[:, None]))
+    return lse, (None if sums.acc is None else sums.acc.div_(sums.total[:, None]))
 
 
 def _running_max_pass(xs, memories, bs, chunks, floor, with_mean=True):
@@ -180,11 +226,12 @@ def _running_max_pass(xs, memories, bs, chunks, floor, with_mean=True):
     raise the offset where they exceed it (the sums so far are rescaled by
     ``exp(old - new)``), one exp against the offset, one row sum, one matmul. Nothing is
     read back to the host. Exponents are first raised to ``floor`` unless it is None.
+    The whole sums (see :class:`_Sums`) are rescaled only when a group joins them.
     """
     batch = xs.shape[0]
     offset = xs.new_full((batch, 1), float("-inf"))
-    total = xs.new_zeros((batch, 1))
-    acc = xs.new_zeros(xs.shape) if with_mean else None
+    folded_at = offset  # the offset the whole sums are taken against
+    sums = _Sums(xs, (batch, 1), with_mean)
     blocks = None
     for lo, hi in chunks:
         chunk = memories[lo:hi]
@@ -196,14 +243,17 @@ def _running_max_pass(xs, memories, bs, chunks, floor, with_mean=True):
         else:
             torch.addmm(bs[lo:hi], xs, chunk.T, out=scores)
         raised = torch.maximum(offset, scores.amax(1, keepdim=True))
-        rescale = torch.exp(offset - raised)  # 0 at the first chunk (offset -inf)
+        sums.rescale(torch.exp(offset - raised))  # 0 at the first chunk (offset -inf)
         offset = raised
         _exp(scores.sub_(offset), floor)
-        total = total.mul_(rescale).add_(scores.sum(1, keepdim=True))
-        if acc is not None:
-            acc.mul_(rescale).addmm_(scores, chunk)
-    lse = (offset + total.log()).squeeze(1)
-    return lse, (None if acc is None else acc.div_(total))
+        sums.part_total.add_(scores.sum(1, keepdim=True))
+        sums.add_weighted(scores, chunk)
+        if sums.next_chunk():
+            sums.fold(torch.exp(folded_at - offset))
+            folded_at = offset
+    sums.fold(torch.exp(folded_at - offset))
+    lse = (offset + sums.total.log()).squeeze(1)
+    return lse, (None if sums.acc is None else sums.acc.div_(sums.total))
 
 
 def _exp(scores: torch.Tensor, floor: float | None) -> torch.Tensor:
