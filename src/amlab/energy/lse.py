@@ -183,31 +183,33 @@ class _Sums:
 
 
 def _unshifted_pass(xs, memories, bs, chunks, with_mean=True):
-    """The sums with no offset: ``w = exp(xs . xi) exp(b - max b)``, each factor a normal
-    float by the caller's bound, so no exponential under- or overflows and the largest
-    weight of a row needs no tracking. One matmul, one exp, one weighted row sum and one
-    matmul per chunk. The factor ``exp(b - max b)`` scales the chunk's memories when the
-    batch is at least the dimension (fewer numbers than the score block), else the block.
+    """The sums with no offset: ``w = exp(xs . xi + b - max b)``, a normal float by the
+    caller's bound, so no exponential under- or overflows and the largest weight of a row
+    needs no tracking. One matmul, one exp, one row sum and one matmul per chunk. When the
+    batch is at least the dimension the factor ``exp(b - max b)`` scales the chunk's
+    memories instead (fewer numbers than the score block): ``w = exp(xs . xi)`` times it.
     """
     batch, dim = xs.shape
-    weight = None if bs is None else torch.exp(bs - bs.max())
+    shift = None if bs is None else bs - bs.max()
     sums = _Sums(xs, (batch,), with_mean)
-    blocks = scaled = None
+    blocks = scaled = weight = None
     for lo, hi in chunks:
         chunk = memories[lo:hi]
         if blocks is None:
             blocks = xs.new_empty(batch * (hi - lo))
-            scale_rows = weight is not None and batch >= dim and with_mean
-            scaled = xs.new_empty(chunk.shape) if scale_rows else None
-        scores = torch.mm(xs, chunk.T, out=blocks[: batch * (hi - lo)].view(batch, hi - lo))
+            if shift is not None and batch >= dim and with_mean:
+                weight, scaled = torch.exp(shift), xs.new_empty(chunk.shape)
+        scores = blocks[: batch * (hi - lo)].view(batch, hi - lo)
+        if shift is None or weight is not None:
+            torch.mm(xs, chunk.T, out=scores)
+        else:
+            torch.addmm(shift[lo:hi], xs, chunk.T, out=scores)
         scores.exp_()
         if weight is None:
             sums.part_total += scores.sum(1)
-        elif scaled is not None:
+        else:
             sums.part_total.addmv_(scores, weight[lo:hi])
             chunk = torch.mul(chunk, weight[lo:hi, None], out=scaled[: hi - lo])
-        else:
-            sums.part_total += scores.mul_(weight[lo:hi]).sum(1)
         sums.add_weighted(scores, chunk)
         if sums.next_chunk():
             sums.fold()
