@@ -89,9 +89,10 @@ def test_retrieval_waits_a_fixed_number_of_times_whatever_the_steps(case, record
     clamp[:2] = True
     counts = {}
     for steps in (5, 20):
-        run = lambda s=steps: am.retrieve(  # noqa: E731
-            x, steps=s, clamp=clamp, record_energies=record_energies, **run_args
-        )
+
+        def run(s=steps):
+            return am.retrieve(x, steps=s, clamp=clamp, record_energies=record_energies, **run_args)
+
         run()  # the first call builds the model's caches (norms), once per memory set
         counts[steps] = waits(run)
         if case != "lsr fixed point":  # a fixed point stops early; the others take every step
@@ -109,7 +110,10 @@ def test_converging_queries_leave_the_batch_without_a_wait():
     am = DenseAM(mem, beta=200.0)
     counts = {}
     for steps in (5, 20):
-        run = lambda s=steps: am.retrieve(x, steps=s, method="gd", step_size=1e-4, tol=1e-9)  # noqa: E731
+
+        def run(s=steps):
+            return am.retrieve(x, steps=s, method="gd", step_size=1e-4, tol=1e-9)
+
         out = run()
         assert out.steps[:3].max() < steps and out.steps[3:].min() == steps
         counts[steps] = waits(run)
@@ -135,9 +139,10 @@ def test_retrieval_through_the_fused_kernel_waits_a_fixed_number_of_times(monkey
     x = torch.rand(6, 8, generator=torch.Generator().manual_seed(1))
     counts = {}
     for steps in (5, 20):
-        run = lambda s=steps: am.retrieve(
-            x, steps=s, method="attention", tol=0.0, record_energies=False
-        )  # noqa: E731
+
+        def run(s=steps):
+            return am.retrieve(x, steps=s, method="attention", tol=0.0, record_energies=False)
+
         run()
         counts[steps] = waits(run)
     assert counts[5] == counts[20], counts
