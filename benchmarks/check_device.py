@@ -6,7 +6,7 @@ on the CPU (or, for the LSR index, with the dense pass on the same device, whose
 must be identical):
 
 - lse_float32 / lse_float64: the streaming LSE pass (log-sum-exp and softmax mean), at a
-  moderate beta (the offset-free pass) and a large one (the running-offset pass), against
+  moderate beta (the offset-free pass) and a large one (the running-max pass), against
   the whole score matrix in float64;
 - lsr_index: indexed LSR support statistics against the dense pass (active counts equal,
   Z and sums close), clustered memories;
@@ -56,7 +56,7 @@ def check_lse(dev: torch.device, dtype: torch.dtype, n: int) -> dict:
     memories = torch.rand(n, 64, generator=g, dtype=F64)
     x = memories[:32] + 0.05 * torch.randn(32, 64, generator=g, dtype=F64)
     worst = 0.0
-    for beta in (0.1, 30.0):  # the offset-free pass, then the running-offset pass
+    for beta in (0.1, 30.0):  # the offset-free pass, then the running-max pass
         mem_d, x_d = memories.to(dev, dtype), x.to(dev, dtype)
         lse, mean = lse_softmax_mean(x_d, mem_d, beta, bias=memory_bias(mem_d, "distance"))
         ref_lse, ref_mean = _plain_lse(x, memories, beta)

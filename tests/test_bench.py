@@ -39,7 +39,15 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
     assert report == json.loads((tmp_path / "bench.json").read_text())
     assert report["matmul_gflops"] > 0 and report["device"]
     names = [row["name"] for row in report["workloads"]]
-    assert names == ["lse_784", "lse_64", "lsr_index", "drdam", "energy_transformer"]
+    assert names == [
+        "lse_784",
+        "lse_64",
+        "update_784",
+        "update_64",
+        "lsr_index",
+        "drdam",
+        "energy_transformer",
+    ]
     for row in report["workloads"]:
         assert FIELDS <= set(row), row["name"]
         assert row["seconds"] > 0 and row["plain_seconds"] > 0 and row["gflops"] > 0
@@ -49,8 +57,11 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
             assert row["fraction_of_matmul"] == row["gflops"] / row["matmul_gflops"]
     rows = {row["name"]: row for row in report["workloads"]}
     # amlab and the plain implementations compute the same thing (DrDAM approximates)
-    for name in ("lse_784", "lse_64", "energy_transformer"):
+    for name in ("lse_784", "lse_64", "update_784", "update_64", "energy_transformer"):
         assert rows[name]["max_abs_difference"] < 1e-3, name
+    for name in ("update_784", "update_64"):  # both at float32's rounding against float64
+        assert 0 < rows[name]["error_vs_float64"] < 1e-5, rows[name]
+        assert 0 < rows[name]["plain_error_vs_float64"] < 1e-5, rows[name]
     assert rows["lsr_index"]["max_abs_difference"] < 1e-3
     # the streaming pass never makes the (B, M) score matrix; the plain one does
     lse = rows["lse_64"]["shape"]

@@ -8,7 +8,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amlab import DenseAM
-from amlab.energy.lse import lse_energy_grad, lse_softmax_mean, memory_bias
+from amlab.energy.lse import (
+    lse_attention_update,
+    lse_energy_grad,
+    lse_softmax_mean,
+    memory_bias,
+)
 from amlab.errors import AmlabError
 from amlab.tasks.profiling import LargestTensor
 
@@ -63,9 +68,9 @@ def test_extreme_beta_and_chunks_that_do_not_divide_m(beta, chunk, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_a_far_better_match_late_in_the_memories_redoes_only_that_chunk(dtype):
+def test_a_far_better_match_late_in_the_memories_raises_the_running_maximum(dtype):
     """Memories sorted from far to near: every chunk beats the last by more than exp's range,
-    so every chunk takes the exact path for every row (and the rows differ in where)."""
+    so every chunk raises every row's offset and rescales its sums (the rows differ in where)."""
     g = torch.Generator().manual_seed(0)
     x = torch.zeros(3, 4, dtype=dtype)
     x[1, 0] = 0.5
@@ -132,7 +137,7 @@ def spy_on_unshifted_pass(monkeypatch) -> list:
 @pytest.mark.parametrize("batch", [3, 40])  # below and above the dimension (two scalings)
 @pytest.mark.parametrize("form", ["distance", "dot"])
 def test_both_passes_equal_the_plain_computation_where_both_apply(dtype, batch, form, monkeypatch):
-    """At moderate beta both the offset-free pass and the running-offset pass are valid; each
+    """At moderate beta both the offset-free pass and the running-max pass are valid; each
     must equal the float64 plain computation, and the dispatcher must take the first."""
     from amlab.energy import lse
 
@@ -143,16 +148,10 @@ def test_both_passes_equal_the_plain_computation_where_both_apply(dtype, batch, 
     bias = memory_bias(memories, form)
     bs = None if bias is None else bias * beta
     ref_lse, ref_mean = plain(x, memories, beta, bias)
-    safe = math.sqrt(torch.finfo(dtype).max) / 4
     results = {
         "unshifted": lse._unshifted_pass(x * beta, memories, bs, lse.chunk_ranges(300, 1, 37)),
-        "running": lse._running_offset_pass(
-            x * beta,
-            memories,
-            memories.new_zeros(300) if bs is None else bs,
-            lse.chunk_ranges(300, 1, 37),
-            safe,
-            None,
+        "running": lse._running_max_pass(
+            x * beta, memories, bs, lse.chunk_ranges(300, 1, 37), None
         ),
     }
     rtol = 1e-5 if dtype == torch.float32 else 1e-12
@@ -190,3 +189,80 @@ def test_with_beta_shares_the_checked_memories_and_gives_a_fresh_models_results(
     assert hot.num_memories == 42 and am.num_memories == 40  # the two stay apart
     with pytest.raises(AmlabError, match="beta"):
         am.with_beta(0.0)
+
+
+def fused_and_streamed(x, memories, beta, form, chunk=None):
+    """The attention update by the fused kernel and by the streaming pass (no host reads)."""
+    bias = memory_bias(memories, form)
+    fused = lse_attention_update(x, memories, beta, bias=bias, chunk_size=chunk)
+    streamed = lse_softmax_mean(x, memories, beta, bias=bias, chunk_size=chunk, host_bound=False)
+    return fused, streamed[1]
+
+
+def test_the_fused_kernel_runs_here(monkeypatch):
+    """The fused path must really take the kernel on a CPU (not fall back in silence)."""
+    from amlab.energy import lse
+
+    calls = []
+    monkeypatch.setattr(
+        lse, "lse_softmax_mean", lambda *a, **k: calls.append(True) or lse_softmax_mean(*a, **k)
+    )
+    for dtype in (torch.float32, torch.float64):
+        x, memories = torch.rand(3, 5, dtype=dtype), torch.rand(40, 5, dtype=dtype)
+        for form in ("distance", "dot"):
+            lse.lse_attention_update(x, memories, 2.0, bias=memory_bias(memories, form))
+    assert calls == []
+    lse.lse_attention_update(x, memories, 2.0, fused=False)
+    assert calls == [True]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    b=st.integers(1, 300),
+    m=st.integers(1, 700),
+    d=st.integers(1, 70),
+    log_beta=st.floats(-3, 4),
+    form=st.sampled_from(["distance", "dot"]),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_update_equals_the_streaming_pass_in_float64(b, m, d, log_beta, form, seed):
+    g = torch.Generator().manual_seed(seed)
+    memories = torch.rand(m, d, generator=g, dtype=torch.float64)
+    x = torch.rand(b, d, generator=g, dtype=torch.float64) * 2
+    beta = 10.0**log_beta
+    fused, streamed = fused_and_streamed(x, memories, beta, form, chunk=97)
+    # the scores, hence the weights, carry a rounding of u times the scores' scale
+    scale = beta * float(x.norm(dim=1).max() + memories.norm(dim=1).max()) ** 2
+    tol = 1e-14 * max(1.0, scale)
+    torch.testing.assert_close(fused, streamed, rtol=tol, atol=tol)
+    reference = plain(x, memories, beta, memory_bias(memories, form))[1]
+    torch.testing.assert_close(fused, reference, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("beta", [1e-3, 1.0, 1e2, 1e4])
+@pytest.mark.parametrize("form", ["distance", "dot"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 500, 3), (257, 600, 64), (33, 1000, 784)])
+def test_fused_update_equals_the_streaming_pass_in_float32(beta, form, shape):
+    """At float32 the two agree to its rounding (scores scaled to a moderate range: at a
+    large beta the float32 scores themselves carry beta times the rounding)."""
+    b, m, d = shape
+    g = torch.Generator().manual_seed(b + m + d)
+    memories = torch.rand(m, d, generator=g) / d**0.5
+    x = memories[torch.randint(m, (b,), generator=g)] + 0.1 * torch.rand(b, d, generator=g) / d**0.5
+    fused, streamed = fused_and_streamed(x, memories, beta, form)
+    reference = plain(x, memories, beta, memory_bias(memories, form))[1]
+    # each against float64 to within a few float32 roundings of the score range
+    tol = 1e-6 * max(1.0, beta * 0.05)
+    torch.testing.assert_close(fused.double(), reference, rtol=tol, atol=tol)
+    torch.testing.assert_close(streamed.double(), reference, rtol=tol, atol=tol)
+
+
+def test_fused_update_takes_dtypes_it_has_no_kernel_for_by_the_streaming_pass():
+    memories = torch.rand(30, 4, dtype=torch.float64)
+    x = torch.rand(2, 4, dtype=torch.float64)
+    reference = plain(x, memories, 3.0, memory_bias(memories, "distance"))[1]
+    half = lse_attention_update(
+        x.half(), memories.half(), 3.0, bias=memory_bias(memories.half(), "distance")
+    )
+    torch.testing.assert_close(half.double(), reference, rtol=1e-2, atol=1e-2)
+    assert lse_attention_update(x[:0], memories, 3.0).shape == (0, 4)

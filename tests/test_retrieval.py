@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from amlab import AmlabError, DenseAM, cosine_schedule, descend
+from amlab.energy.lse import lse_softmax_mean, memory_bias
 
 
 def separated_memories(m=20, d=8, seed=0):
@@ -286,14 +287,14 @@ def test_descent_rejects_parts_that_change_names():
 
 def test_retrieve_of_one_state_reports_its_parts_per_step():
     class WithParts(DenseAM):  # a model whose oracle reports its energy as one part
-        def _oracle(self, method):
-            plain = super()._oracle(method)
+        def _retrieval(self, method, record_energies, step_size=None):
+            plain, _, toward = super()._retrieval(method, record_energies, step_size)
 
             def oracle(x, t):
                 energy, direction = plain(x, t)
                 return energy, direction, {"whole": energy}
 
-            return oracle
+            return oracle, None, toward  # None: the final energy by the oracle, with parts
 
     am = WithParts(separated_memories(), beta=4.0)
     one = am.retrieve(separated_memories()[0] + 0.05, steps=5)
@@ -337,3 +338,159 @@ def test_load_reports_missing_and_corrupt_files(tmp_path):
     (tmp_path / "m" / "config.json").write_text('{"kind": "Other"}')
     with pytest.raises(AmlabError, match="Other"):
         DenseAM.load(tmp_path / "m")
+
+
+def count_passes(monkeypatch) -> list[str]:
+    """Records each pass over the memories a DenseAM makes: "update" (fused attention),
+    "lse+mean" (streaming, both sums), "lse" (streaming, energy only), "lsr" (support
+    statistics) or "lsr energy" (Z alone)."""
+    from amlab.models import dense_am
+
+    passes: list[str] = []
+
+    def spy(name, original):
+        def wrapped(*args, **kwargs):
+            passes.append(name(kwargs) if callable(name) else name)
+            return original(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(
+        dense_am,
+        "lse_softmax_mean",
+        spy(lambda k: "lse+mean" if k.get("with_mean", True) else "lse", dense_am.lse_softmax_mean),
+    )
+    monkeypatch.setattr(
+        dense_am, "lse_attention_update", spy("update", dense_am.lse_attention_update)
+    )
+    monkeypatch.setattr(dense_am, "lsr_support_stats", spy("lsr", dense_am.lsr_support_stats))
+    monkeypatch.setattr(dense_am, "lsr_energy", spy("lsr energy", dense_am.lsr_energy))
+    return passes
+
+
+def fused_on_the_cpu(monkeypatch, fused: bool) -> None:
+    """Make DenseAM's updates without energy take the fused kernel on the CPU too, or not."""
+    from amlab.models import dense_am
+
+    monkeypatch.setattr(dense_am, "FUSED_UPDATE_DEVICES", ("cuda", "cpu") if fused else ("cuda",))
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("kind", ["lse", "lse_dot", "lsr"])
+def test_one_update_costs_one_pass_and_t_steps_t_passes_and_one_energy(kind, fused, monkeypatch):
+    fused_on_the_cpu(monkeypatch, fused)
+    mem = separated_memories(12, 6, seed=3)
+    am = DenseAM(mem, energy=kind, beta=30.0 if kind == "lsr" else 4.0)
+    method = "fixed_point" if kind == "lsr" else "attention"
+    step, energy_only = ("lsr", "lsr energy") if kind == "lsr" else ("lse+mean", "lse")
+    one = "lsr" if kind == "lsr" else ("update" if fused else "lse+mean")
+    x = mem[:4] + 0.02 * torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    passes = count_passes(monkeypatch)
+    am.update(x)
+    assert passes == [one]
+    passes.clear()
+    am.retrieve(x, steps=1, method=method, record_energies=False)
+    assert passes == [one]
+    passes.clear()
+    out = am.retrieve(x, steps=7, method="gd", tol=0.0)
+    assert passes == [step] * 7 + [energy_only] and out.energies.shape == (8, 4)
+    passes.clear()
+    am(x)  # forward: the default retrieval, no energies
+    assert energy_only not in passes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("beta", [0.5, 30.0, 1e4])
+@pytest.mark.parametrize("kind", ["lse", "lse_dot"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_update_is_the_one_step_retrieval_with_and_without_clamping(
+    fused, kind, beta, dtype, monkeypatch
+):
+    fused_on_the_cpu(monkeypatch, fused)
+    g = torch.Generator().manual_seed(5)
+    mem = torch.rand(50, 9, generator=g, dtype=dtype)
+    x = torch.rand(7, 9, generator=g, dtype=dtype)
+    am = DenseAM(mem, energy=kind, beta=beta, dtype=dtype)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    bias = None if kind == "lse_dot" else -0.5 * (mem.double() ** 2).sum(1)
+    reference = torch.softmax(
+        beta * (x.double() @ mem.double().T + (0 if bias is None else bias)), 1
+    )
+    reference = reference @ mem.double()
+    one = am.retrieve(x, steps=1, method="attention").states  # the streaming pass
+    torch.testing.assert_close(am.update(x).double(), reference, rtol=tol, atol=tol)
+    torch.testing.assert_close(one.double(), reference, rtol=tol, atol=tol)
+    clamp = torch.zeros(9, dtype=torch.bool)
+    clamp[::3] = True
+    for record in (True, False):  # the streaming pass, then the update without energy
+        out = am.retrieve(x, steps=1, method="attention", clamp=clamp, record_energies=record)
+        torch.testing.assert_close(out.states[:, clamp], x[:, clamp], rtol=0, atol=0)
+        torch.testing.assert_close(
+            out.states[:, ~clamp].double(), reference[:, ~clamp], rtol=tol, atol=tol
+        )
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_update_is_the_weighted_mean_itself_as_accurate_as_the_plain_formula(
+    fused, monkeypatch
+):
+    """Far from the memories (|x| >> |x_new|) x - (x - mean) loses the digits of |x|; the
+    update and the one-step retrieval must be as close to float64 as softmax(beta s) Xi is."""
+    fused_on_the_cpu(monkeypatch, fused)
+    g = torch.Generator().manual_seed(7)
+    mem = torch.rand(400, 64, generator=g)
+    x = 300.0 * torch.randn(32, 64, generator=g)  # |x| ~ 2400, |mean| ~ 4.6
+    beta = 2e-3
+    for kind in ("lse", "lse_dot"):
+        am = DenseAM(mem, energy=kind, beta=beta)
+        bias = 0.0 if kind == "lse_dot" else -0.5 * (mem.double() ** 2).sum(1)
+        exact = torch.softmax(beta * (x.double() @ mem.double().T + bias), 1) @ mem.double()
+        scores = x @ mem.T + (0.0 if kind == "lse_dot" else -0.5 * (mem**2).sum(1))
+        plain_formula = torch.softmax(beta * scores, 1) @ mem
+
+        def errors(y, exact=exact):  # relative error of each row, against float64
+            return (y.double() - exact).norm(dim=1) / exact.norm(dim=1)
+
+        plain_errors = errors(plain_formula)
+        form = "dot" if kind == "lse_dot" else "distance"
+        old_way = x - (x - lse_softmax_mean(x, mem, beta, bias=memory_bias(mem, form))[1])
+        assert errors(old_way).mean() > 20 * plain_errors.mean()  # the test tells them apart
+        for got in (am.update(x), am.retrieve(x, steps=1, method="attention").states):
+            # the same rounding level: another order of operations, not a larger error
+            assert errors(got).mean() <= 1.1 * plain_errors.mean(), kind
+            assert errors(got).max() <= 1.3 * plain_errors.max(), kind
+
+
+@pytest.mark.parametrize(
+    "step_size,beta,expected",
+    [
+        (1.0, 2.0, "_unshifted_pass"),  # a step <= 1 keeps the bound known from the start
+        (0.1, 2.0, "_unshifted_pass"),
+        (1.5, 2.0, "_running_max_pass"),  # a longer step can leave the start's ball
+        (1.0, 400.0, "_running_max_pass"),  # the bound holds but is too wide for exp's range
+    ],
+)
+def test_retrieval_takes_the_pass_its_bound_allows_and_matches_float64(
+    step_size, beta, expected, monkeypatch
+):
+    from amlab.energy import lse
+
+    taken = []
+    for name in ("_unshifted_pass", "_running_max_pass"):
+        original = getattr(lse, name)
+        monkeypatch.setattr(lse, name, lambda *a, _n=name, _f=original: taken.append(_n) or _f(*a))
+    g = torch.Generator().manual_seed(11)
+    mem = torch.rand(40, 6, generator=g)
+    x = torch.rand(5, 6, generator=g) * 3
+    out = DenseAM(mem, beta=beta).retrieve(x, steps=4, method="gd", step_size=step_size, tol=0)
+    assert set(taken) == {expected}
+    exact = DenseAM(mem.double(), beta=beta)
+    path = (
+        DenseAM(mem, beta=beta)
+        .retrieve(x, steps=4, method="gd", step_size=step_size, tol=0, record_states=True)
+        .path
+    )
+    for row, states in zip(out.energies, path, strict=True):
+        torch.testing.assert_close(
+            row.double(), exact.energy(states.double()), rtol=1e-5, atol=1e-5
+        )

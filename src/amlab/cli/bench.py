@@ -100,6 +100,7 @@ def bench_table(report: dict) -> Table:
         "plain peak MiB",
         "largest MiB",
         "plain largest MiB",
+        "err vs f64 (plain)",
     )
     rows = [
         (
@@ -114,6 +115,7 @@ def bench_table(report: dict) -> Table:
             _fmt(row["plain_peak_bytes"], ".1f", 2**-20),
             _fmt(row["largest_tensor_bytes"], ".1f", 2**-20),
             _fmt(row["plain_largest_tensor_bytes"], ".1f", 2**-20),
+            _errors(row),
         )
         for row in report["workloads"]
     ]
@@ -122,3 +124,10 @@ def bench_table(report: dict) -> Table:
 
 def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
     return "-" if value is None else format(value * scale, spec)
+
+
+def _errors(row: dict) -> str:
+    """The largest relative error against float64 of amlab's result and plain's, if measured."""
+    if row.get("error_vs_float64") is None:
+        return "-"
+    return f"{row['error_vs_float64']:.1e} ({row['plain_error_vs_float64']:.1e})"

@@ -88,7 +88,7 @@ class EmpiricalDenoiser(Denoiser):
         self, y: torch.Tensor, s: float | torch.Tensor, labels: torch.Tensor | None = None
     ) -> torch.Tensor:
         am = self.dense_am(_scalar_level(s) ** -2)
-        return y - am.grad(y)  # one attention step: gradient descent with step 1
+        return am.update(y)  # one attention step: the softmax-weighted mean of the data
 
     def energy_scaled(
         self, y: torch.Tensor, s: float | torch.Tensor, labels: torch.Tensor | None = None

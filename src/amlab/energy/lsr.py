@@ -17,7 +17,7 @@ memories (the autograd form :func:`lsr_energy`, the dense :func:`lsr_support_sta
 index's :meth:`~amlab.energy.lsr_index.BallIndex.support_stats`); the two statistics passes
 share the accumulation :func:`add_block_stats` of (Z, active count, sum of the active
 memories) over one block of scores (the autograd form needs only Z); the energy, gradient
-and centroid step follow from those statistics.
+and centroid follow from those statistics.
 """
 
 from __future__ import annotations
@@ -128,14 +128,12 @@ def lsr_grad_from_stats(x: torch.Tensor, stats: SupportStats, eps: float) -> tor
     return _zero_outside(count, (count[:, None] * x - active_sum) / denom[:, None])
 
 
-def lsr_centroid_step(x: torch.Tensor, stats: SupportStats) -> torch.Tensor:
-    """x minus the centroid of its active memories (B, D); zero outside every support.
-
-    LSR's exact fixed-point update x <- centroid is a step of 1 along it (the gradient
-    rescaled by (eps + Z) / count).
-    """
+def lsr_centroid(x: torch.Tensor, stats: SupportStats) -> torch.Tensor:
+    """The centroid of each state's active memories (B, D), LSR's exact fixed-point update
+    (a step of 1 along the gradient rescaled by (eps + Z) / count); a state with no active
+    memory stays where it is."""
     _, count, active_sum = stats
-    return _zero_outside(count, x - active_sum / count.clamp_min(1)[:, None])
+    return torch.where((count > 0)[:, None], active_sum / count.clamp_min(1)[:, None], x)
 
 
 def _zero_outside(count: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from amlab.dynamics import Oracle, StepSize, Trajectory, descend
+from amlab.dynamics import EnergyFn, Oracle, StepSize, Trajectory, descend
 from amlab.errors import AmlabError, check_choice, check_squares_finite
 from amlab.models.model import Model
 
@@ -38,6 +38,15 @@ class AssociativeMemory(Model):
         """``(x, t) -> (energy (B,), descent direction (B, D))`` for ``method``."""
         raise NotImplementedError
 
+    def _retrieval(
+        self, method: str, record_energies: bool, step_size: StepSize | None = None
+    ) -> tuple[Oracle, EnergyFn | None, bool]:
+        """What :meth:`retrieve` descends with (at ``step_size``): the oracle, an energy-only
+        evaluation for the final states (None: the oracle's) and whether the oracle returns
+        the updated state itself (see ``toward`` in :func:`~amlab.dynamics.descend`). By
+        default the ``_oracle`` of ``method``; a subclass may supply cheaper ones."""
+        return self._oracle(method), None, False
+
     # -- the shared surface ----------------------------------------------------------------
     def energy(self, x: Any) -> torch.Tensor:
         """Energy (B,) of states x (B, D) (a scalar for x of shape (D,)); differentiable."""
@@ -47,8 +56,9 @@ class AssociativeMemory(Model):
 
     def forward(self, x: Any) -> torch.Tensor:
         """The retrieved states (B, D) (or (D,)): ``retrieve(x).states`` with every default
-        (the first method, at most 1000 steps, its default step size and tol)."""
-        return self.retrieve(x).states
+        (the first method, at most 1000 steps, its default step size and tol), recording no
+        energies."""
+        return self.retrieve(x, record_energies=False).states
 
     def grad(self, x: Any) -> torch.Tensor:
         """Analytic gradient dE/dx (B, D) (or (D,))."""
@@ -70,6 +80,7 @@ class AssociativeMemory(Model):
         method: str | None = None,
         record_states: bool = False,
         on_step: Callable[[int, int], None] | None = None,
+        record_energies: bool = True,
     ) -> Trajectory:
         """Descend the energy from states x (B, D) (or (D,)).
 
@@ -79,30 +90,36 @@ class AssociativeMemory(Model):
         clamp: bool mask (B, D) or (D,), True for observed entries that stay fixed.
         record_states: also return every intermediate state (``path``).
         on_step: progress callback, see :func:`~amlab.dynamics.descend`.
+        record_energies: False records no energies (``energies`` is None): T steps then
+            cost T passes and nothing else; with them, one energy evaluation more.
         Returns a :class:`~amlab.dynamics.Trajectory`: final states, energy after each step,
         converged flag and number of steps per query.
         """
         method = check_choice(
             next(iter(self.METHODS)) if method is None else method, "method", tuple(self.METHODS)
         )
-        oracle = self._oracle(method)
         default_step, default_tol = self.METHODS[method]
+        step_size = default_step if step_size is None else step_size
+        oracle, energy, toward = self._retrieval(method, record_energies, step_size)
         x, single = self._states(x)
         mask = None if clamp is None else self._clamp_mask(clamp, x.shape)
         result = descend(
             oracle,
             x.detach(),
             steps=steps,
-            step_size=default_step if step_size is None else step_size,
+            step_size=step_size,
             tol=default_tol if tol is None else tol,
             clamp=mask,
             record_states=record_states,
+            record_energies=record_energies,
+            energy=energy,
+            toward=toward,
             on_step=on_step,
         )
         if single:
             result = Trajectory(
                 result.states[0],
-                result.energies[:, 0],
+                None if result.energies is None else result.energies[:, 0],
                 result.converged[0],
                 result.steps[0],
                 None if result.path is None else result.path[:, 0],

@@ -33,12 +33,21 @@ from typing import Any
 
 import torch
 
-from amlab.dynamics import Oracle
+from amlab.dynamics import EnergyFn, Oracle, StepSize
 from amlab.energy.distances import nearest_memory, sq_distances, sq_norms
-from amlab.energy.lse import lse_energy, lse_energy_grad, memory_bias
+from amlab.energy.lse import (
+    lse_attention_update,
+    lse_bound,
+    lse_energy,
+    lse_energy_from_lse,
+    lse_energy_grad,
+    lse_softmax_mean,
+    memory_bias,
+    memory_extent,
+)
 from amlab.energy.lsr import (
     SupportStats,
-    lsr_centroid_step,
+    lsr_centroid,
     lsr_energy,
     lsr_energy_from_stats,
     lsr_grad_from_stats,
@@ -66,6 +75,11 @@ AUTO_INDEX_MIN_MEMORIES = 50_000
 #: ... when, on a sample of memories, the first queries' supports hold at most this fraction.
 AUTO_INDEX_MAX_SUPPORT_FRACTION = 0.05
 _SUPPORT_SAMPLE = 2048
+#: Devices on which an LSE update without energy goes through PyTorch's fused attention
+#: kernel. Not the CPU: there the streaming pass was as fast or faster (one thread, B = 256,
+#: M = 60,000, D = 784: 281 ms against 328 ms, plain torch 350 ms; B = 1,024, M = 150,000,
+#: D = 64: 288 ms against 279 ms) and closer to float64 at D = 784.
+FUSED_UPDATE_DEVICES = ("cuda",)
 
 
 @dataclass(frozen=True)
@@ -131,6 +145,7 @@ class DenseAM(AssociativeMemory):
             )
         self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
         self._norms: tuple[tuple, torch.Tensor] | None = None  # (memories key, squared norms)
+        self._extent: tuple[tuple, tuple[float, float]] | None = None  # (key, memory_extent)
         self._ball_index: tuple[tuple, BallIndex | None] | None = None  # (key, index)
 
     def with_beta(self, beta: float) -> DenseAM:
@@ -189,6 +204,16 @@ class DenseAM(AssociativeMemory):
         if self._norms is None or self._norms[0] != key:
             self._norms = (key, sq_norms(self.memories))
         return self._norms[1]
+
+    def _memory_extent(self) -> tuple[float, float]:
+        """The largest memory norm and the spread of the LSE form's bias
+        (:func:`~amlab.energy.lse.memory_extent`), read back once per memory set."""
+        key = (*_key(self.memories), self._lse_form)
+        if self._extent is None or self._extent[0] != key:
+            mem_sq = self.memory_sq_norms()
+            bias = memory_bias(self.memories, self._lse_form, mem_sq)
+            self._extent = (key, memory_extent(mem_sq, bias))
+        return self._extent[1]
 
     def lsr_index(self, x: torch.Tensor | None = None) -> BallIndex | None:
         """The LSR ball index (None: dense passes), built on first use, rebuilt if the
@@ -260,6 +285,100 @@ class DenseAM(AssociativeMemory):
         )
 
     def _oracle(self, method: str) -> Oracle:
+        """Energy and gradient (the direction of ``"gd"``), for :meth:`energy_and_grad`."""
+        self._check_method(method)
+        mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
+        mem_sq = self.memory_sq_norms()
+        if self.energy_name != "lsr":
+            form = self._lse_form
+            bias = memory_bias(mem, form, mem_sq)
+            return lambda x, t: lse_energy_grad(
+                x, mem, beta, form=form, bias=bias, mem_sq=mem_sq, chunk_size=chunk
+            )
+
+        def lsr_grad(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            stats = self._lsr_stats(x)
+            return lsr_energy_from_stats(stats[0], beta, eps), lsr_grad_from_stats(x, stats, eps)
+
+        return lsr_grad
+
+    def _retrieval(
+        self, method: str, record_energies: bool, step_size: StepSize | None = None
+    ) -> tuple[Oracle, EnergyFn, bool]:
+        """The descent's oracle for ``method``, its energy-only evaluation and whether the
+        oracle returns the updated state itself (``"attention"``: the softmax-weighted mean;
+        ``"fixed_point"``: the centroid) rather than a direction (``"gd"``).
+
+        One pass over the memories per call, reading nothing back to the host inside the
+        loop. Without ``record_energies`` the oracle's energy is None, and on the devices
+        of ``FUSED_UPDATE_DEVICES`` the LSE update goes through the fused attention kernel
+        (:func:`~amlab.energy.lse.lse_attention_update`). A constant
+        ``step_size`` of at most 1 keeps every state within ``sqrt(|x_0|^2 + max |xi|^2)``
+        (each step moves the free entries to a convex combination of themselves and a
+        convex combination of the memories), so the LSE pass's bound is known on the host
+        from the first states, read back once; otherwise the pass keeps a running maximum.
+        """
+        self._check_method(method)
+        mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
+        toward = method != "gd"
+        if self.energy_name != "lsr":
+            bias = memory_bias(mem, self._lse_form, self.memory_sq_norms())
+            contracting = isinstance(step_size, (int, float)) and 0 < step_size <= 1
+            known: list[tuple[float, float]] = []  # the bound, from the first states seen
+
+            def stream(x: torch.Tensor) -> dict[str, Any]:
+                if not contracting:
+                    return dict(bias=bias, chunk_size=chunk, host_bound=False)
+                if not known:
+                    norm, spread = self._memory_extent()
+                    norms = torch.linalg.vector_norm(x, dim=1)
+                    start = float(norms.max()) if x.shape[0] else 0.0  # once per descent
+                    # (1 + 1e-4): room for the rounding of the states
+                    known.append(
+                        lse_bound(beta, math.hypot(start, norm) * (1 + 1e-4), norm, spread)
+                    )
+                return dict(bias=bias, chunk_size=chunk, bound=known[0])
+
+            def lse_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+                if not record_energies and x.device.type in FUSED_UPDATE_DEVICES:
+                    mean = lse_attention_update(x, mem, beta, bias=bias, chunk_size=chunk)
+                    return None, (mean if toward else x - mean)
+                lse, mean = lse_softmax_mean(x, mem, beta, **stream(x))
+                energy = lse_energy_from_lse(x, lse, beta) if record_energies else None
+                return energy, (mean if toward else x - mean)
+
+            def lse_final(x: torch.Tensor) -> torch.Tensor:
+                lse = lse_softmax_mean(x, mem, beta, with_mean=False, **stream(x))[0]
+                return lse_energy_from_lse(x, lse, beta)
+
+            return lse_step, lse_final, toward
+
+        def lsr_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            stats = self._lsr_stats(x)
+            out = lsr_centroid(x, stats) if toward else lsr_grad_from_stats(x, stats, eps)
+            return lsr_energy_from_stats(stats[0], beta, eps), out
+
+        def lsr_final(x: torch.Tensor) -> torch.Tensor:
+            if self.lsr_index(x) is None:  # Z alone: one matmul per chunk, not two
+                return lsr_energy(x, mem, beta, eps=eps, chunk_size=chunk)
+            return lsr_energy_from_stats(self._lsr_stats(x)[0], beta, eps)
+
+        return lsr_step, lsr_final, toward
+
+    @torch.no_grad()
+    def update(self, x: Any) -> torch.Tensor:
+        """One update of states x (B, D) (or (D,)), and nothing else: for the LSE energies the
+        attention (Hopfield) update, the softmax-weighted mean of the memories itself (by the
+        fused attention kernel on CUDA, by the streaming pass on a CPU); for LSR the
+        fixed-point update, the centroid of the active memories (a state with none stays).
+        The states of ``retrieve(x, steps=1, method="attention")`` (LSR: ``"fixed_point"``)
+        up to rounding, at the cost of one pass over the memories and no energy."""
+        x, single = self._states(x)
+        method = "fixed_point" if self.energy_name == "lsr" else "attention"
+        new = self._retrieval(method, record_energies=False, step_size=1.0)[0](x, 0)[1]
+        return new[0] if single else new
+
+    def _check_method(self, method: str) -> None:
         if method == "attention" and self.energy_name == "lsr":
             raise AmlabError(
                 'method "attention" is the LSE update; for energy "lsr" use '
@@ -270,25 +389,6 @@ class DenseAM(AssociativeMemory):
                 'method "fixed_point" is LSR\'s exact solver; for LSE energies '
                 'use method="attention" or "gd".'
             )
-        mem, beta, eps, chunk = self.memories, self.beta, self.eps, self.chunk_size
-        mem_sq = self.memory_sq_norms()
-        if self.energy_name != "lsr":  # gd and attention: the gradient, steps 0.1 and 1
-            form = self._lse_form
-            bias = memory_bias(mem, form, mem_sq)
-            return lambda x, t: lse_energy_grad(
-                x, mem, beta, form=form, bias=bias, mem_sq=mem_sq, chunk_size=chunk
-            )
-
-        fixed_point = method == "fixed_point"  # else gd
-
-        def lsr_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-            stats = self._lsr_stats(x)
-            direction = (
-                lsr_centroid_step(x, stats) if fixed_point else lsr_grad_from_stats(x, stats, eps)
-            )
-            return lsr_energy_from_stats(stats[0], beta, eps), direction
-
-        return lsr_step
 
     def _lsr_stats(self, x: torch.Tensor) -> SupportStats:
         """LSR's support statistics (Z, active count, active sum) at states x (B, D):

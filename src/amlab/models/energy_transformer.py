@@ -152,11 +152,13 @@ class EnergyTransformer(Model):
     def energy_parts(self, x: Any, mask: Any = None) -> dict[str, torch.Tensor]:
         """{"attention": E_ATT (B,), "hopfield": E_HN (B,)} at g = LN(x); differentiable."""
         x = self._tokens(x)
+        return self._energy_parts(x, self._allowed(mask, x.shape[1]))
+
+    def _energy_parts(self, x: torch.Tensor, allowed: torch.Tensor) -> dict[str, torch.Tensor]:
+        """:meth:`energy_parts` of checked tokens x (B, N, D) and attention pattern ``allowed``."""
         g = self.layer_norm(x)
         return {
-            "attention": attention_energy(
-                g, self.w_k, self.w_q, self.beta, self._allowed(mask, x.shape[1])
-            ),
+            "attention": attention_energy(g, self.w_k, self.w_q, self.beta, allowed),
             "hopfield": hopfield_energy(g, self.xi, self.hopfield, self.hopfield_beta),
         }
 
@@ -205,6 +207,7 @@ class EnergyTransformer(Model):
         differentiable: bool = False,
         record_states: bool = False,
         on_step: Callable[[int, int], None] | None = None,
+        record_energies: bool = True,
     ) -> Trajectory:
         """Run ``x <- x - step_size dE/dg`` for ``steps`` steps (defaults: the config's) from
         tokens x (B, N, D); ``mask`` bool (N, N), True where query c may attend key b,
@@ -218,6 +221,9 @@ class EnergyTransformer(Model):
         With ``differentiable=True`` the final tokens and the energies stay in the autograd
         graph, so a loss on them trains the weights (and x) through all T steps; the
         analytic update direction is itself differentiated. Otherwise the run holds no graph.
+
+        T steps evaluate the block T times and the energies of the final tokens once more
+        (not at all with ``record_energies=False``: then ``energies`` and ``parts`` are None).
         """
         x = self._tokens(x)
         steps = self.steps if steps is None else check_positive_int(steps, "steps")
@@ -232,6 +238,10 @@ class EnergyTransformer(Model):
             parts = {"attention": e_att, "hopfield": e_hn}
             return e_att + e_hn, grad.reshape(flat.shape), parts
 
+        def final_energy(flat: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            parts = self._energy_parts(flat.view(-1, n, d), allowed)
+            return parts["attention"] + parts["hopfield"], parts
+
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             traj = descend(
                 oracle,
@@ -240,6 +250,8 @@ class EnergyTransformer(Model):
                 step_size=step_size,
                 tol=tol,
                 record_states=record_states,
+                record_energies=record_energies,
+                energy=final_energy,
                 on_step=on_step,
                 differentiable=differentiable,
             )
@@ -252,8 +264,11 @@ class EnergyTransformer(Model):
         self, x: Any, steps: int | None = None, mask: Any = None, differentiable: bool = False
     ) -> torch.Tensor:
         """The final tokens (B, N, D) of the dynamics from tokens x (B, N, D):
-        ``retrieve(x, steps, mask=mask, differentiable=differentiable).states``."""
-        return self.retrieve(x, steps, mask=mask, differentiable=differentiable).states
+        ``retrieve(x, steps, mask=mask, differentiable=differentiable).states``, recording
+        no energies."""
+        return self.retrieve(
+            x, steps, mask=mask, differentiable=differentiable, record_energies=False
+        ).states
 
     # -- input checks --------------------------------------------------------------------
     def _tokens(self, x: Any) -> torch.Tensor:

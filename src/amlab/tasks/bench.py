@@ -14,6 +14,11 @@ Workloads (full size; ``quick`` shrinks each for a smoke test):
 - ``lse_784``: one LSE step (energy and gradient, i.e. the attention update), B = 256,
   M = 60,000, D = 784; plain: matmul, softmax, matmul over the whole score matrix.
 - ``lse_64``: the same at B = 1,024, M = 600,000, D = 64 (plain holds a 2.4 GB matrix).
+- ``update_784``: one attention (Hopfield) update through the public API,
+  ``DenseAM.update`` (the softmax-weighted mean of the memories, no energy), at lse_784's
+  sizes; plain: matmul, an in-place softmax, matmul. Both results' largest relative row
+  error against float64 (on the first 16 queries) is reported too.
+- ``update_64``: the same at lse_64's sizes.
 - ``lsr_index``: one LSR fixed-point pass on clustered memories (M = 1,000,000, D = 64,
   supports of about 200), through the ball index; plain: the dense pass. The index's
   one-off build time is reported separately.
@@ -41,7 +46,15 @@ from amlab.errors import AmlabError, check_choice, check_positive_int
 from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
 from amlab.tasks.profiling import LargestTensor, peak_memory_bytes
 
-WORKLOADS = ("lse_784", "lse_64", "lsr_index", "drdam", "energy_transformer")
+WORKLOADS = (
+    "lse_784",
+    "lse_64",
+    "update_784",
+    "update_64",
+    "lsr_index",
+    "drdam",
+    "energy_transformer",
+)
 CLOCKS = ("wall", "cpu")
 DEVICES = ("cpu", "cuda")
 
@@ -56,6 +69,8 @@ class Workload:
     run: Callable[[], torch.Tensor]
     plain: Callable[[], torch.Tensor]
     extra: dict[str, Any]
+    #: the float64 result of the first rows of both, to report their errors against it
+    reference: Callable[[], torch.Tensor] | None = None
 
 
 def run_bench(
@@ -145,6 +160,11 @@ def _measure(work: Workload, timer: _Timer, matmul_gflops: float) -> dict[str, A
     row["largest_tensor_bytes"] = _largest_tensor_bytes(work.run)
     row["plain_largest_tensor_bytes"] = _largest_tensor_bytes(work.plain)
     row["max_abs_difference"] = float((ours.double() - theirs.double()).abs().max())
+    if work.reference is not None:
+        exact = work.reference()
+        for key, result in (("error_vs_float64", ours), ("plain_error_vs_float64", theirs)):
+            error = (result[: exact.shape[0]].double() - exact).norm(dim=1) / exact.norm(dim=1)
+            row[key] = float(error.max())
     row.update(work.extra)
     return row
 
@@ -199,26 +219,54 @@ def _generator(seed: int) -> torch.Generator:
 # -- the workloads -----------------------------------------------------------------------
 
 
+def _lse_problem(dev: torch.device, quick: bool, seed: int, b: int, m: int, d: int, beta: float):
+    """States x (B, D), memories (M, D), their DenseAM (norms computed: the model's one-off
+    cost, outside the timing) and the shape to report; ``quick`` shrinks B and M."""
+    nb, nm = (max(8, b // 8), max(500, m // 50)) if quick else (b, m)
+    g = _generator(seed)
+    memories = torch.rand(nm, d, generator=g).to(dev)
+    x = torch.rand(nb, d, generator=g).to(dev)
+    am = DenseAM(memories, beta=beta)
+    am.memory_sq_norms()
+    return x, memories, am, {"B": nb, "M": nm, "D": d, "beta": beta, "dtype": "float32"}
+
+
 def _lse(name: str, b: int, m: int, d: int, beta: float):
     def build(dev: torch.device, quick: bool, seed: int) -> Workload:
-        nb, nm = (max(8, b // 8), max(500, m // 50)) if quick else (b, m)
-        g = _generator(seed)
-        memories = torch.rand(nm, d, generator=g).to(dev)
-        x = torch.rand(nb, d, generator=g).to(dev)
-        am = DenseAM(memories, beta=beta)
-        am.memory_sq_norms()  # the model's one-off cost, outside the timing
+        x, memories, am, shape = _lse_problem(dev, quick, seed, b, m, d, beta)
 
         def plain() -> torch.Tensor:
             scores = torch.addmm(-0.5 * (memories * memories).sum(1), x, memories.T).mul_(beta)
             return torch.softmax(scores, dim=1) @ memories
 
+        flops = 4.0 * x.shape[0] * memories.shape[0] * d
+        return Workload(name, shape, flops, lambda: x - am.grad(x), plain, {})
+
+    return build
+
+
+def _update(name: str, b: int, m: int, d: int, beta: float):
+    def build(dev: torch.device, quick: bool, seed: int) -> Workload:
+        x, memories, am, shape = _lse_problem(dev, quick, seed, b, m, d, beta)
+        bias = -0.5 * am.memory_sq_norms()
+
+        def plain() -> torch.Tensor:
+            weights = torch.addmm(bias, x, memories.T).mul_(beta)
+            weights = weights.sub_(weights.amax(1, keepdim=True)).exp_()
+            return weights.div_(weights.sum(1, keepdim=True)) @ memories
+
+        def reference() -> torch.Tensor:
+            scores = x[:16].double() @ memories.double().T + bias.double()
+            return torch.softmax(beta * scores, dim=1) @ memories.double()
+
         return Workload(
             name,
-            {"B": nb, "M": nm, "D": d, "beta": beta, "dtype": "float32"},
-            4.0 * nb * nm * d,
-            lambda: x - am.grad(x),
+            shape,
+            4.0 * x.shape[0] * memories.shape[0] * d,
+            lambda: am.update(x),
             plain,
-            {},
+            {"plain_is": "matmul, in-place softmax, matmul"},
+            reference,
         )
 
     return build
@@ -312,6 +360,8 @@ def _energy_transformer(dev: torch.device, quick: bool, seed: int) -> Workload:
 _BUILDERS = {
     "lse_784": _lse("lse_784", 256, 60_000, 784, 0.05),
     "lse_64": _lse("lse_64", 1024, 600_000, 64, 0.1),
+    "update_784": _update("update_784", 256, 60_000, 784, 0.05),
+    "update_64": _update("update_64", 1024, 600_000, 64, 0.1),
     "lsr_index": _lsr_index,
     "drdam": _drdam,
     "energy_transformer": _energy_transformer,
