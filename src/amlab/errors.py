@@ -50,7 +50,8 @@ def as_float_tensor(
         else (t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32)
     )
     t = t.to(device=device if device is not None else t.device, dtype=target)
-    if t.numel() and not bool(torch.isfinite(t).all()):
+    # a meta tensor (a model built from a file's header to check its shapes) has no values
+    if t.numel() and not t.is_meta and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise AmlabError(
             f"{name} contains {bad} NaN or infinite value(s); replace them (for missing "
@@ -62,7 +63,9 @@ def as_float_tensor(
 def check_squares_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Rows (N, D) whose squared norms fit the dtype: energies use ||x||^2, so entries near
     the dtype's limit (e.g. 1e38 in float32) would turn into inf - inf = NaN."""
-    if t.numel() and not bool(torch.isfinite(torch.linalg.vector_norm(t, dim=-1) ** 2).all()):
+    if t.is_meta or not t.numel():  # (a meta tensor: shapes only, see as_float_tensor)
+        return t
+    if not bool(torch.isfinite(torch.linalg.vector_norm(t, dim=-1) ** 2).all()):
         raise AmlabError(
             f"{name} has entries so large that their squared norm overflows {t.dtype}; "
             "rescale the data (e.g. to [0, 1]) or use float64."
@@ -93,6 +96,22 @@ def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> in
     if v < 0 or (v == 0 and not allow_zero):
         need = ">= 0" if allow_zero else ">= 1"
         raise AmlabError(f"{name} must be an integer {need}; got {v}.")
+    return v
+
+
+#: the most steps a run may take (descent, a model's default number of steps, a looped
+#: transformer's layers): a longer run is a mistake or a tampered file, not a computation
+MAX_STEPS = 100_000
+
+
+def check_steps(value: Any, name: str = "steps", *, allow_zero: bool = False) -> int:
+    """A number of steps: an integer >= 1 (>= 0 with ``allow_zero``) and <= MAX_STEPS."""
+    v = check_positive_int(value, name, allow_zero=allow_zero)
+    if v > MAX_STEPS:
+        raise AmlabError(
+            f"{name} must be at most {MAX_STEPS:,} (amlab's limit on the length of a run); "
+            f"got {v:,}."
+        )
     return v
 
 

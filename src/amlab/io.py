@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import stat
 import tempfile
 import types
 import typing
@@ -20,8 +21,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from amlab.errors import AmlabError
 
@@ -54,23 +56,26 @@ def load_model(
     moved to ``device`` when given.
 
     config.json must name ``cls`` as its kind and hold exactly the fields of ``cls.Config``,
-    each of its type (an int stays an int; a float field takes an int); the model is built by
-    ``cls.from_saved(config, tensors)`` and its tensors must be the saved ones in name,
-    shape and dtype. Anything else raises AmlabError naming the file.
+    each of its type (an int stays an int; a float field takes an int). Before a tensor is
+    read or a weight allocated, the model this config describes is built on the meta device
+    (shapes, no data) from the tensor shapes in the safetensors header, under a budget that
+    the header sets (:class:`_BuildBudget`), and its tensors must be the saved ones in name,
+    shape and dtype: a config that asks for a bigger model than the file holds is refused
+    without allocating it. Then the tensors are read, ``cls.from_saved(config, tensors)``
+    builds the model and the tensors are loaded into it (they must be finite). Anything else
+    raises AmlabError naming the file.
     """
     path = Path(path)
     kind = cls.__name__
+    remedy = "re-save the model"
     config_file, tensors_file = path / CONFIG_FILE, path / TENSORS_FILE
     for f in (config_file, tensors_file):
-        if not f.is_file():
+        if not f.exists():
             raise AmlabError(
                 f"cannot load a {kind} from {path}: {f.name} is missing. "
                 f"Pass the directory that {kind}.save() wrote."
             )
-    try:
-        saved = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AmlabError(f"{config_file} is not valid JSON ({exc}); re-save the model.") from None
+    saved = read_json(config_file, remedy)
     found = saved.get("kind") if isinstance(saved, dict) else None
     if found != kind:
         raise AmlabError(
@@ -79,36 +84,139 @@ def load_model(
     config = config_from_json(
         cls.Config, {k: v for k, v in saved.items() if k != "kind"}, config_file
     )
-    tensors = read_tensors(tensors_file, "re-save the model")
-    try:
-        model = cls.from_saved(config, tensors)
-    except (AmlabError, TypeError, KeyError, RuntimeError) as exc:
-        raise AmlabError(
-            f"{config_file} and {tensors_file.name} do not fit {kind} ({exc}); re-save the model."
-        ) from None
-    _check_loaded(model.state_dict(), tensors, tensors_file, kind)
+    layout = read_layout(tensors_file, remedy)
+    meta = {
+        name: torch.empty(shape, dtype=dtype, device="meta")
+        for name, (shape, dtype) in layout.items()
+    }
+    with _BuildBudget(layout), torch.device("meta"):
+        skeleton = _build(cls, config, meta, config_file, tensors_file)
+    _check_layout(skeleton.state_dict(), layout, config_file, tensors_file, kind)
+    tensors = read_tensors(tensors_file, remedy)
+    model = _build(cls, config, tensors, config_file, tensors_file)
+    own = model.state_dict()
+    _check_layout(own, read_layout_of(tensors), config_file, tensors_file, kind)
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise AmlabError(f"{tensors_file}: tensor {name} holds NaN or inf; {remedy}.")
+    model.load_state_dict(tensors)
     model.eval()
     return model if device is None else model.to(device)
 
 
-def _check_loaded(
-    own: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], file: Path, kind: str
+def _build(
+    cls: type[M],
+    config: Any,
+    tensors: dict[str, torch.Tensor],
+    config_file: Path,
+    tensors_file: Path,
+) -> M:
+    """``cls.from_saved(config, tensors)``; any failure (the config comes from a file, so
+    anything may go wrong) raises AmlabError naming both files."""
+    try:
+        return cls.from_saved(config, tensors)
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: every failure is its fault
+        raise AmlabError(
+            f"{config_file} and {tensors_file.name} do not fit {cls.__name__} "
+            f"({type(exc).__name__}: {exc}); re-save the model."
+        ) from None
+
+
+#: shape and dtype of each tensor of a safetensors file, by name
+Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+
+def read_layout_of(tensors: dict[str, torch.Tensor]) -> Layout:
+    """The :data:`Layout` of tensors in memory."""
+    return {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+
+
+def _check_layout(
+    own: dict[str, torch.Tensor], saved: Layout, config_file: Path, tensors_file: Path, kind: str
 ) -> None:
     """The model built from a config holds exactly the saved tensors: same names, shapes and
-    dtypes, and finite values."""
+    dtypes."""
+    mismatch = None
     if set(own) != set(saved):
-        raise AmlabError(
-            f"{file} holds the tensors {sorted(saved)} but a {kind} of this config has "
-            f"{sorted(own)}; re-save the model."
+        mismatch = (
+            f"{tensors_file.name} holds the tensors {sorted(saved)} but a {kind} of this config "
+            f"has {sorted(own)}"
         )
-    for name, t in saved.items():
-        if t.shape != own[name].shape or t.dtype != own[name].dtype:
+    else:
+        for name, (shape, dtype) in saved.items():
+            if shape != tuple(own[name].shape) or dtype != own[name].dtype:
+                mismatch = (
+                    f"tensor {name} is {shape} {dtype} but the config makes it "
+                    f"{tuple(own[name].shape)} {own[name].dtype}"
+                )
+                break
+    if mismatch is not None:
+        raise AmlabError(
+            f"{config_file} and {tensors_file} do not fit {kind}: {mismatch}; re-save the model."
+        )
+
+
+class _BuildBudget(TorchFunctionMode):
+    """While a model is built on the meta device from a config read from a file, count the
+    torch calls made and the numbers their results hold, and stop the build (AmlabError)
+    once either passes a budget set by the file's tensors: a model that fits them creates
+    a few times their numbers in a few dozen calls per tensor, but a tampered config
+    (``layers``: 10**9, ``num_features``: 10**12) would make its construction loop for hours
+    even without allocating."""
+
+    NUMBERS_PER_SAVED, CALLS_PER_SAVED = 16, 64
+    NUMBERS_FLOOR, CALLS_FLOOR = 2**20, 2**14
+
+    def __init__(self, layout: Layout) -> None:
+        super().__init__()
+        numbers = sum(math.prod(shape) for shape, _ in layout.values())
+        self.numbers = self.NUMBERS_PER_SAVED * numbers + self.NUMBERS_FLOOR
+        self.calls = self.CALLS_PER_SAVED * len(layout) + self.CALLS_FLOOR
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        self.calls -= 1
+        if isinstance(out, torch.Tensor):
+            self.numbers -= out.numel()
+        if self.calls < 0 or self.numbers < 0:
+            raise AmlabError("the config describes a bigger model than the saved tensors hold")
+        return out
+
+
+#: torch's dtype of each dtype name in a safetensors header
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def read_layout(file: Path, remedy: str) -> Layout:
+    """The :data:`Layout` of a safetensors file, from its header alone (no tensor is read);
+    a file that is not a well-formed safetensors file raises AmlabError ending with
+    ``remedy``."""
+    _check_regular(file, remedy)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            slices = {name: f.get_slice(name) for name in f.keys()}
+            found = {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in slices.items()}
+    except Exception as exc:  # noqa: BLE001 - safetensors' parser raises several kinds
+        raise AmlabError(f"{file} is not a readable safetensors file ({exc}); {remedy}.") from None
+    layout = {}
+    for name, (shape, dtype) in found.items():
+        if dtype not in _SAFETENSORS_DTYPES:
             raise AmlabError(
-                f"{file}: tensor {name} is {tuple(t.shape)} {t.dtype} but the config makes it "
-                f"{tuple(own[name].shape)} {own[name].dtype}; re-save the model."
+                f"{file}: tensor {name} has dtype {dtype}, which no amlab model holds; {remedy}."
             )
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise AmlabError(f"{file}: tensor {name} holds NaN or inf; re-save the model.")
+        layout[name] = (shape, _SAFETENSORS_DTYPES[dtype])
+    return layout
 
 
 def config_from_json(config_cls: type[C], values: dict[str, Any], file: Path) -> C:
@@ -193,10 +301,48 @@ def _type_name(hint: Any) -> str:
 def read_tensors(file: Path, remedy: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; an unreadable one raises AmlabError that ends
     with ``remedy`` (what the user should do)."""
+    _check_regular(file, remedy)
     try:
         return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors' parser raises several kinds
         raise AmlabError(f"{file} is not a readable safetensors file ({exc}); {remedy}.") from None
+
+
+#: the largest JSON file amlab reads (a model's config, a checkpoint's state, a record)
+MAX_JSON_BYTES = 16 * 2**20
+
+
+def read_json(file: Path, remedy: str) -> Any:
+    """The JSON value in ``file``. A missing file, a special one (directory, FIFO, device),
+    one over MAX_JSON_BYTES, unreadable bytes or malformed JSON (nesting too deep included)
+    raise AmlabError naming the file and ending with ``remedy``."""
+    size = _check_regular(file, remedy)
+    if size > MAX_JSON_BYTES:
+        raise AmlabError(
+            f"{file} is {size:,} bytes, more than the {MAX_JSON_BYTES:,} a JSON file amlab "
+            f"reads may have; {remedy}."
+        )
+    try:
+        with open(file, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, huge ints
+        raise AmlabError(f"{file} is not valid JSON ({exc}); {remedy}.") from None
+
+
+def _check_regular(file: Path, remedy: str) -> int:
+    """The size of ``file``, a regular file we may read; a missing or special one (directory,
+    FIFO, device: opening a FIFO to read would wait for a writer) raises AmlabError."""
+    try:
+        st = os.stat(file)
+    except OSError as exc:
+        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AmlabError(f"{file} is not a regular file (a directory or a special file); {remedy}.")
+    return st.st_size
 
 
 def atomic_write_text(target: Path, text: str) -> None:

@@ -38,6 +38,7 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
+    check_steps,
     dtype_name,
 )
 from amlab.models.model import Model
@@ -112,7 +113,7 @@ class EnergyTransformer(Model):
         k = check_positive_int(k, "hopfield_memories")
         self.hopfield = check_choice(hopfield, "hopfield", HOPFIELD_KINDS)
         self.exclude_self = bool(exclude_self)
-        self.steps = check_positive_int(steps, "steps")
+        self.steps = check_steps(steps)
         self.step_size = check_positive(step_size, "step_size")
         self.seed = check_positive_int(seed, "seed", allow_zero=True)
         self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_positive(beta, "beta")
@@ -240,7 +241,7 @@ class EnergyTransformer(Model):
         analytic update direction is itself differentiated. Otherwise the run holds no graph.
         """
         x = self._tokens(x)
-        steps = self.steps if steps is None else check_positive_int(steps, "steps")
+        steps = self.steps if steps is None else check_steps(steps)
         step_size = self.step_size if step_size is None else step_size
         b, n, d = x.shape
         allowed = self._allowed(mask, n)
