@@ -94,11 +94,8 @@ def load_model(
     _check_layout(skeleton.state_dict(), layout, config_file, tensors_file, kind)
     tensors = read_tensors(tensors_file, remedy)
     model = _build(cls, config, tensors, config_file, tensors_file)
-    own = model.state_dict()
-    _check_layout(own, read_layout_of(tensors), config_file, tensors_file, kind)
-    for name, t in tensors.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise AmlabError(f"{tensors_file}: tensor {name} holds NaN or inf; {remedy}.")
+    _check_layout(model.state_dict(), layout_of(tensors), config_file, tensors_file, kind)
+    check_finite(tensors, tensors_file, remedy)
     model.load_state_dict(tensors)
     model.eval()
     return model if device is None else model.to(device)
@@ -126,30 +123,37 @@ def _build(
 Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]
 
 
-def read_layout_of(tensors: dict[str, torch.Tensor]) -> Layout:
+def layout_of(tensors: dict[str, torch.Tensor]) -> Layout:
     """The :data:`Layout` of tensors in memory."""
     return {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+
+
+def layout_mismatch(own: dict[str, torch.Tensor], saved: Layout, what: str) -> str | None:
+    """How the saved tensors differ from a model's own ``own`` (its ``state_dict()``) in
+    names, shapes or dtypes, or None when they are the same; ``what`` names the model."""
+    if set(own) != set(saved):
+        return f"the file holds the tensors {sorted(saved)} but {what} has {sorted(own)}"
+    for name, (shape, dtype) in saved.items():
+        if shape != tuple(own[name].shape) or dtype != own[name].dtype:
+            return (
+                f"tensor {name} is {shape} {dtype} but {what} makes it "
+                f"{tuple(own[name].shape)} {own[name].dtype}"
+            )
+    return None
+
+
+def check_finite(tensors: dict[str, torch.Tensor], file: Path, remedy: str) -> None:
+    """Every floating tensor read from ``file`` is finite."""
+    for name, t in tensors.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise AmlabError(f"{file}: tensor {name} holds NaN or inf; {remedy}.")
 
 
 def _check_layout(
     own: dict[str, torch.Tensor], saved: Layout, config_file: Path, tensors_file: Path, kind: str
 ) -> None:
-    """The model built from a config holds exactly the saved tensors: same names, shapes and
-    dtypes."""
-    mismatch = None
-    if set(own) != set(saved):
-        mismatch = (
-            f"{tensors_file.name} holds the tensors {sorted(saved)} but a {kind} of this config "
-            f"has {sorted(own)}"
-        )
-    else:
-        for name, (shape, dtype) in saved.items():
-            if shape != tuple(own[name].shape) or dtype != own[name].dtype:
-                mismatch = (
-                    f"tensor {name} is {shape} {dtype} but the config makes it "
-                    f"{tuple(own[name].shape)} {own[name].dtype}"
-                )
-                break
+    """The model built from a config holds exactly the saved tensors."""
+    mismatch = layout_mismatch(own, saved, "the config")
     if mismatch is not None:
         raise AmlabError(
             f"{config_file} and {tensors_file} do not fit {kind}: {mismatch}; re-save the model."
@@ -202,7 +206,7 @@ def read_layout(file: Path, remedy: str) -> Layout:
     """The :data:`Layout` of a safetensors file, from its header alone (no tensor is read);
     a file that is not a well-formed safetensors file raises AmlabError ending with
     ``remedy``."""
-    _check_regular(file, remedy)
+    check_regular_file(file, remedy)
     try:
         with safe_open(str(file), framework="pt") as f:
             slices = {name: f.get_slice(name) for name in f.keys()}
@@ -301,7 +305,7 @@ def _type_name(hint: Any) -> str:
 def read_tensors(file: Path, remedy: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; an unreadable one raises AmlabError that ends
     with ``remedy`` (what the user should do)."""
-    _check_regular(file, remedy)
+    check_regular_file(file, remedy)
     try:
         return load_file(str(file))
     except Exception as exc:  # noqa: BLE001 - safetensors' parser raises several kinds
@@ -316,7 +320,7 @@ def read_json(file: Path, remedy: str) -> Any:
     """The JSON value in ``file``. A missing file, a special one (directory, FIFO, device),
     one over MAX_JSON_BYTES, unreadable bytes or malformed JSON (nesting too deep included)
     raise AmlabError naming the file and ending with ``remedy``."""
-    size = _check_regular(file, remedy)
+    size = check_regular_file(file, remedy)
     if size > MAX_JSON_BYTES:
         raise AmlabError(
             f"{file} is {size:,} bytes, more than the {MAX_JSON_BYTES:,} a JSON file amlab "
@@ -333,7 +337,7 @@ def read_json(file: Path, remedy: str) -> Any:
         raise AmlabError(f"{file} is not valid JSON ({exc}); {remedy}.") from None
 
 
-def _check_regular(file: Path, remedy: str) -> int:
+def check_regular_file(file: Path, remedy: str) -> int:
     """The size of ``file``, a regular file we may read; a missing or special one (directory,
     FIFO, device: opening a FIFO to read would wait for a writer) raises AmlabError."""
     try:
