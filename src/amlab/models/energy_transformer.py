@@ -38,6 +38,7 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
+    check_scale,
     check_steps,
     dtype_name,
 )
@@ -116,11 +117,11 @@ class EnergyTransformer(Model):
         self.steps = check_steps(steps)
         self.step_size = check_positive(step_size, "step_size")
         self.seed = check_positive_int(seed, "seed", allow_zero=True)
-        self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_positive(beta, "beta")
-        self.hopfield_beta = check_positive(hopfield_beta, "hopfield_beta")
+        dtype = check_dtype(dtype)
+        self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_scale(beta, "beta", dtype)
+        self.hopfield_beta = check_scale(hopfield_beta, "hopfield_beta", dtype)
         self.eps = check_positive(eps, "eps")
         self.init_std = check_positive(init_std, "init_std")
-        dtype = check_dtype(dtype)
 
         gen = torch.Generator().manual_seed(self.seed)
 
