@@ -79,7 +79,7 @@ def load_model(
     found = saved.get("kind") if isinstance(saved, dict) else None
     if found != kind:
         raise AmlabError(
-            f"{path} holds a {found!r} model, not a {kind}; load it with the matching class."
+            f"{config_file} holds a {found!r} model, not a {kind}; load it with the matching class."
         )
     config = config_from_json(
         cls.Config, {k: v for k, v in saved.items() if k != "kind"}, config_file
@@ -114,7 +114,7 @@ def _build(
         return cls.from_saved(config, tensors)
     except Exception as exc:  # noqa: BLE001 - an untrusted file: every failure is its fault
         raise AmlabError(
-            f"{config_file} and {tensors_file.name} do not fit {cls.__name__} "
+            f"{config_file} and {tensors_file} do not fit {cls.__name__} "
             f"({type(exc).__name__}: {exc}); re-save the model."
         ) from None
 
