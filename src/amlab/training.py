@@ -356,21 +356,59 @@ def _checked_state(state: Any, file: Path) -> dict[str, Any]:
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, file: Path, groups: list) -> None:
-    """Load the optimizer state in ``file`` (with the JSON ``groups``): every tensor finite,
-    each per-parameter tensor the shape of its parameter."""
-    opt_tensors = _read_safetensors(file)
-    check_finite(opt_tensors, file, _RESTART)
-    try:
-        optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, groups))
-    except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as exc:
-        raise AmlabError(f"{file} does not fit this model's optimizer ({exc}).") from None
-    for param, entry in optimizer.state.items():
-        for name, t in entry.items():
-            if isinstance(t, torch.Tensor) and t.ndim and t.shape != param.shape:
-                raise AmlabError(
-                    f"{file}: {name} is {tuple(t.shape)} for a parameter of shape "
-                    f"{tuple(param.shape)}; it does not fit this model's optimizer. {_RESTART}."
-                )
+    """Load the optimizer state in ``file`` with the JSON ``groups``, both checked against the
+    optimizer's own: the groups' keys, parameters and value types; per parameter, one entry
+    of the same names as every other's, each tensor finite and (unless a scalar, as Adam's
+    step) of its parameter's shape and dtype."""
+
+    def refuse(problem: str) -> AmlabError:
+        return AmlabError(f"{file} does not fit this model's optimizer ({problem}); {_RESTART}.")
+
+    own_groups = optimizer.state_dict()["param_groups"]
+    if len(groups) != len(own_groups):
+        raise refuse(f"{len(groups)} parameter groups, not {len(own_groups)}")
+    for group, own in zip(groups, own_groups, strict=True):
+        if set(group) != set(own) or group["params"] != own["params"]:
+            raise refuse(f"a parameter group holds {sorted(group)}, not {sorted(own)}")
+        for key, value in own.items():
+            if not _same_kind(group[key], value):
+                raise refuse(f"a parameter group's {key} is {group[key]!r}, not like {value!r}")
+    tensors = _read_safetensors(file)
+    check_finite(tensors, file, _RESTART)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    entries: dict[int, set[str]] = {}
+    for key, t in tensors.items():
+        index, _, name = key.partition(".")
+        if not index.isdigit() or int(index) >= len(params) or not name:
+            raise refuse(f"a tensor named {key!r}, not <parameter index>.<name>")
+        param = params[int(index)]
+        if t.ndim and (t.shape != param.shape or t.dtype != param.dtype):
+            raise refuse(
+                f"{key} is {tuple(t.shape)} {t.dtype} for a parameter {tuple(param.shape)} "
+                f"{param.dtype}"
+            )
+        if not t.is_floating_point():
+            raise refuse(f"{key} is {t.dtype}")
+        entries.setdefault(int(index), set()).add(name)
+    if len({frozenset(names) for names in entries.values()}) > 1:
+        raise refuse("the parameters' entries hold different names")
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, groups))
+
+
+def _same_kind(value: Any, own: Any) -> bool:
+    """Whether ``value`` read from JSON is of the kind of the optimizer's own ``own`` (a float
+    takes an int; a tuple is a list of as many of the same kinds)."""
+    if isinstance(own, bool) or own is None:
+        return value is own or (isinstance(own, bool) and isinstance(value, bool))
+    if isinstance(own, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(own, (tuple, list)):
+        return (
+            isinstance(value, list)
+            and len(value) == len(own)
+            and all(_same_kind(v, o) for v, o in zip(value, own, strict=True))
+        )
+    return type(value) is type(own)
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
