@@ -217,7 +217,7 @@ def test_well_formed_retrievals_never_produce_nan(
 
 # -- load paths: the bytes of config.json and of the safetensors header drawn at random ------
 #: the models whose files are fuzzed (their sizes come from the config, so a config that
-#: does not fit the tensors must be caught before anything is built)
+#: does not fit the tensors must be caught before it allocates)
 LOADED = {
     "EnergyTransformer": lambda: EnergyTransformer(8, 2, 4, 12, steps=3, seed=1),
     "MaskedImageET": lambda: MaskedImageET((4, 4), dim=8, heads=2, head_dim=4, steps=2),

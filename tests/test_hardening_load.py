@@ -1,7 +1,7 @@
 """Untrusted model files: every model type, its config.json and its tensors tampered with,
 its files replaced by special files. Every failure is an AmlabError naming the file, the
-config is checked against the safetensors header before anything is built (a huge ``dim``
-allocates nothing), and run lengths are bounded."""
+model is built under a budget that its tensors set (a huge ``dim`` allocates nothing),
+and run lengths are bounded."""
 
 from __future__ import annotations
 

@@ -50,8 +50,7 @@ def as_float_tensor(
         else (t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32)
     )
     t = t.to(device=device if device is not None else t.device, dtype=target)
-    # a meta tensor (a model built from a file's header to check its shapes) has no values
-    if t.numel() and not t.is_meta and not bool(torch.isfinite(t).all()):
+    if t.numel() and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise AmlabError(
             f"{name} contains {bad} NaN or infinite value(s); replace them (for missing "
@@ -63,9 +62,7 @@ def as_float_tensor(
 def check_squares_finite(t: torch.Tensor, name: str) -> torch.Tensor:
     """Rows (N, D) whose squared norms fit the dtype: energies use ||x||^2, so entries near
     the dtype's limit (e.g. 1e38 in float32) would turn into inf - inf = NaN."""
-    if t.is_meta or not t.numel():  # (a meta tensor: shapes only, see as_float_tensor)
-        return t
-    if not bool(torch.isfinite(torch.linalg.vector_norm(t, dim=-1) ** 2).all()):
+    if t.numel() and not bool(torch.isfinite(torch.linalg.vector_norm(t, dim=-1) ** 2).all()):
         raise AmlabError(
             f"{name} has entries so large that their squared norm overflows {t.dtype}; "
             "rescale the data (e.g. to [0, 1]) or use float64."

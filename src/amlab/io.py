@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch.overrides import TorchFunctionMode
 
@@ -56,13 +55,12 @@ def load_model(
     moved to ``device`` when given.
 
     config.json must name ``cls`` as its kind and hold exactly the fields of ``cls.Config``,
-    each of its type (an int stays an int; a float field takes an int). Before a tensor is
-    read or a weight allocated, the model this config describes is built on the meta device
-    (shapes, no data) from the tensor shapes in the safetensors header, under a budget that
-    the header sets (:class:`_BuildBudget`), and its tensors must be the saved ones in name,
-    shape and dtype: a config that asks for a bigger model than the file holds is refused
-    without allocating it. Then the tensors are read, ``cls.from_saved(config, tensors)``
-    builds the model and the tensors are loaded into it (they must be finite). Anything else
+    each of its type (an int stays an int; a float field takes an int). Then the tensors are
+    read (no more numbers than the file holds) and ``cls.from_saved(config, tensors)`` builds
+    the model under a budget that the tensors set (:class:`_BuildBudget`): a config that asks
+    for a bigger model than the file holds (a huge ``dim``, ``layers``) is refused before it
+    allocates or loops beyond a few times the file's size. The model's tensors must be the
+    saved ones in name, shape and dtype, and finite; they are loaded into it. Anything else
     raises AmlabError naming the file.
     """
     path = Path(path)
@@ -84,16 +82,9 @@ def load_model(
     config = config_from_json(
         cls.Config, {k: v for k, v in saved.items() if k != "kind"}, config_file
     )
-    layout = read_layout(tensors_file, remedy)
-    meta = {
-        name: torch.empty(shape, dtype=dtype, device="meta")
-        for name, (shape, dtype) in layout.items()
-    }
-    with _BuildBudget(layout), torch.device("meta"):
-        skeleton = _build(cls, config, meta, config_file, tensors_file)
-    _check_layout(skeleton.state_dict(), layout, config_file, tensors_file, kind)
-    tensors = read_tensors(tensors_file, remedy)
-    model = _build(cls, config, tensors, config_file, tensors_file)
+    tensors = read_tensors(tensors_file, remedy)  # as many numbers as the file holds
+    with _BuildBudget(tensors):
+        model = _build(cls, config, tensors, config_file, tensors_file)
     _check_layout(model.state_dict(), layout_of(tensors), config_file, tensors_file, kind)
     check_finite(tensors, tensors_file, remedy)
     model.load_state_dict(tensors)
@@ -161,66 +152,87 @@ def _check_layout(
 
 
 class _BuildBudget(TorchFunctionMode):
-    """While a model is built on the meta device from a config read from a file, count the
-    torch calls made and the numbers their results hold, and stop the build (AmlabError)
-    once either passes a budget set by the file's tensors: a model that fits them creates
-    a few times their numbers in a few dozen calls per tensor, but a tampered config
-    (``layers``: 10**9, ``num_features``: 10**12) would make its construction loop for hours
-    even without allocating."""
+    """While a model is built from a config read from a file, count the torch calls made
+    and the numbers their results hold, and stop the build (AmlabError) once either passes
+    a budget that the file's tensors set. A model that fits them creates a few times their
+    numbers in a few dozen calls per tensor; a tampered config (``dim``: 10**6, ``layers``:
+    10**9) would allocate gigabytes or loop for hours. A call that creates a tensor from
+    sizes (:func:`_requested_numbers`) is refused before it runs, so no single allocation
+    passes the budget either."""
 
     NUMBERS_PER_SAVED, CALLS_PER_SAVED = 16, 64
     NUMBERS_FLOOR, CALLS_FLOOR = 2**20, 2**14
 
-    def __init__(self, layout: Layout) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
         super().__init__()
-        numbers = sum(math.prod(shape) for shape, _ in layout.values())
+        numbers = sum(t.numel() for t in tensors.values())
         self.numbers = self.NUMBERS_PER_SAVED * numbers + self.NUMBERS_FLOOR
-        self.calls = self.CALLS_PER_SAVED * len(layout) + self.CALLS_FLOOR
+        self.calls = self.CALLS_PER_SAVED * len(tensors) + self.CALLS_FLOOR
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        requested = _requested_numbers(func, args, kwargs)
+        if requested is not None and requested > self.numbers:
+            self._refuse()
+        out = func(*args, **kwargs)
         self.calls -= 1
-        if isinstance(out, torch.Tensor):
-            self.numbers -= out.numel()
+        outputs = out if isinstance(out, (tuple, list)) else (out,)
+        self.numbers -= sum(t.numel() for t in outputs if isinstance(t, torch.Tensor))
         if self.calls < 0 or self.numbers < 0:
-            raise AmlabError("the config describes a bigger model than the saved tensors hold")
+            self._refuse()
         return out
 
+    @staticmethod
+    def _refuse() -> None:
+        raise AmlabError("the config describes a bigger model than the saved tensors hold")
 
-#: torch's dtype of each dtype name in a safetensors header
-_SAFETENSORS_DTYPES = {
-    "F64": torch.float64,
-    "F32": torch.float32,
-    "F16": torch.float16,
-    "BF16": torch.bfloat16,
-    "I64": torch.int64,
-    "I32": torch.int32,
-    "I16": torch.int16,
-    "I8": torch.int8,
-    "U8": torch.uint8,
-    "BOOL": torch.bool,
+
+#: torch functions that create a tensor of a size given in their arguments
+_SIZED = {
+    "empty",
+    "zeros",
+    "ones",
+    "full",
+    "rand",
+    "randn",
+    "randint",
+    "normal",
+    "empty_strided",
+    "new_empty",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty_strided",
 }
 
 
-def read_layout(file: Path, remedy: str) -> Layout:
-    """The :data:`Layout` of a safetensors file, from its header alone (no tensor is read);
-    a file that is not a well-formed safetensors file raises AmlabError ending with
-    ``remedy``."""
-    check_regular_file(file, remedy)
+def _requested_numbers(func: Any, args: tuple, kwargs: dict) -> int | None:
+    """How many numbers a call that creates a tensor from sizes asks for, before it runs
+    (None for other calls, and for arguments torch itself will refuse): the size as
+    ``size=``, as the first sequence argument, or as leading int arguments (``randn(2, 3)``);
+    ``eye``'s n * m; ``arange``'s, ``linspace``'s and ``logspace``'s number of steps."""
+    name = getattr(func, "__name__", "")
     try:
-        with safe_open(str(file), framework="pt") as f:
-            slices = {name: f.get_slice(name) for name in f.keys()}
-            found = {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in slices.items()}
-    except Exception as exc:  # noqa: BLE001 - safetensors' parser raises several kinds
-        raise AmlabError(f"{file} is not a readable safetensors file ({exc}); {remedy}.") from None
-    layout = {}
-    for name, (shape, dtype) in found.items():
-        if dtype not in _SAFETENSORS_DTYPES:
-            raise AmlabError(
-                f"{file}: tensor {name} has dtype {dtype}, which no amlab model holds; {remedy}."
-            )
-        layout[name] = (shape, _SAFETENSORS_DTYPES[dtype])
-    return layout
+        if name in _SIZED:
+            rest = args[1:] if name.startswith("new_") else args
+            size = kwargs.get("size")
+            if size is None:
+                size = next((a for a in rest if isinstance(a, (tuple, list, torch.Size))), None)
+            if size is None:
+                size = [a for a in rest if isinstance(a, int) and not isinstance(a, bool)]
+            return math.prod(int(v) for v in size)
+        if name == "eye":
+            n = int(kwargs.get("n", args[0] if args else 0))
+            return n * int(kwargs.get("m", args[1] if len(args) > 1 else n))
+        if name in ("linspace", "logspace"):
+            return int(kwargs.get("steps", args[2] if len(args) > 2 else 0))
+        if name == "arange":
+            bounds = [float(a) for a in args if isinstance(a, (int, float))]
+            start, end, step = ([0.0, *bounds] if len(bounds) == 1 else [*bounds, 1.0])[:3]
+            return max(0, math.ceil((end - start) / step))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, IndexError):
+        return None
+    return None
 
 
 def config_from_json(config_cls: type[C], values: dict[str, Any], file: Path) -> C:

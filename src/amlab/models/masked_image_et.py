@@ -126,10 +126,7 @@ class MaskedImageET(Model):
             return nn.Parameter(init_std * torch.randn(*size, generator=gen))
 
         def linear(fan_in: int, fan_out: int) -> nn.Linear:
-            # no draw from torch's RNG; on the default device (meta, when load checks a config)
-            layer = nn.utils.skip_init(
-                nn.Linear, fan_in, fan_out, device=torch.get_default_device()
-            )
+            layer = nn.utils.skip_init(nn.Linear, fan_in, fan_out)  # no draw from torch's RNG
             bound = 1 / math.sqrt(fan_in)
             with torch.no_grad():
                 layer.weight.copy_(torch.rand(fan_out, fan_in, generator=gen) * 2 * bound - bound)

@@ -63,9 +63,7 @@ class Model(nn.Module):
     def from_saved(cls, config: Any, tensors: dict[str, torch.Tensor]):
         """Build the model of the checked ``config`` (its weights are then loaded from
         ``tensors`` by :func:`~amlab.io.load_model`). Models whose constructor takes tensors
-        or objects besides the config's fields override it and take them from ``tensors``.
-        It must create its tensors on torch's default device: load builds it once on the
-        meta device first, to check the config against the saved shapes."""
+        or objects besides the config's fields override it and take them from ``tensors``."""
         return cls(**config_fields(config))
 
     # -- the one input check --------------------------------------------------------------
