@@ -1,7 +1,13 @@
 """Fuzzing: whatever shapes, dtypes and values arrive, amlab either works or raises its own
-AmlabError, never a crash from deep inside torch and never a NaN."""
+AmlabError, never a crash from deep inside torch and never a NaN. The load paths too: the
+bytes of a model's config.json and of its safetensors header drawn at random load or raise
+AmlabError, in bounded time and memory."""
 
+import json
 import math
+import resource
+import struct
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +16,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amlab import AmlabError, DenseAM
+from amlab.models import (
+    EnergyTransformer,
+    ListOpsTransformer,
+    ListOpsTransformerConfig,
+    MaskedImageET,
+    RandomFeatureAM,
+)
 
 # how many examples, and whether they are drawn afresh, come from the hypothesis profile
 # chosen in conftest.py: deterministic in `make test`, exploring in `make fuzz`
@@ -200,3 +213,135 @@ def test_well_formed_retrievals_never_produce_nan(
         before, after = x.reshape(-1, 3).to(out.states.dtype), out.states.reshape(-1, 3)
         kept = torch.broadcast_to(clamp.reshape(-1, 3), before.shape)
         assert torch.equal(after[kept], before[kept])
+
+
+# -- load paths: the bytes of config.json and of the safetensors header drawn at random ------
+#: the models whose files are fuzzed (their sizes come from the config, so a config that
+#: does not fit the tensors must be caught before it allocates)
+LOADED = {
+    "EnergyTransformer": lambda: EnergyTransformer(8, 2, 4, 12, steps=3, seed=1),
+    "MaskedImageET": lambda: MaskedImageET((4, 4), dim=8, heads=2, head_dim=4, steps=2),
+    "ListOpsTransformer": lambda: ListOpsTransformer(
+        ListOpsTransformerConfig(vocab_size=18, classes=10, dim=8, max_len=12)
+    ),
+    "RandomFeatureAM": lambda: RandomFeatureAM(4, 16, 2.0, seed=3),
+    "DenseAM": lambda: DenseAM(torch.rand(5, 3), energy="lsr", beta=2.0, eps=1e-3),
+}
+#: the most one load of a fuzzed file may take
+LOAD_SECONDS = 5.0
+
+json_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=8),
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    """name -> (class, directory, config.json text, tensors.safetensors bytes)."""
+    saved = {}
+    for name, build in LOADED.items():
+        model = build()
+        directory = model.save(tmp_path_factory.mktemp(name))
+        saved[name] = (
+            type(model),
+            directory,
+            (directory / "config.json").read_text(),
+            (directory / "tensors.safetensors").read_bytes(),
+        )
+    return saved
+
+
+def load_fuzzed(saved, name: str, config: bytes | None, tensors: bytes | None) -> None:
+    """Write the fuzzed files over a saved model and load it: only AmlabError (naming the
+    directory) may come out, within LOAD_SECONDS."""
+    cls, directory, good_config, good_tensors = saved[name]
+    (directory / "config.json").write_bytes(good_config.encode() if config is None else config)
+    (directory / "tensors.safetensors").write_bytes(good_tensors if tensors is None else tensors)
+    began = time.perf_counter()
+    try:
+        cls.load(directory)
+    except AmlabError as exc:
+        assert str(directory) in str(exc)
+    assert time.perf_counter() - began < LOAD_SECONDS
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(LOADED)), data=st.data())
+def test_random_config_bytes_load_or_raise_amlab_error(saved_models, name, data):
+    good = json.loads(saved_models[name][2])
+    how = data.draw(st.sampled_from(["bytes", "value", "drop", "whole"]))
+    if how == "bytes":
+        config = data.draw(st.binary(max_size=200))
+    elif how == "whole":
+        config = json.dumps(data.draw(json_values)).encode()
+    else:
+        key = data.draw(st.sampled_from(sorted(good)))
+        changed = dict(good)
+        if how == "drop":
+            changed.pop(key)
+        else:
+            changed[key] = data.draw(
+                st.one_of(json_values, st.integers(-1, 10**15), st.sampled_from([2**62, 10**30]))
+            )
+        config = json.dumps(changed).encode()
+    load_fuzzed(saved_models, name, config, None)
+
+
+@FUZZ
+@given(name=st.sampled_from(sorted(LOADED)), data=st.data())
+def test_random_safetensors_headers_load_or_raise_amlab_error(saved_models, name, data):
+    good = saved_models[name][3]
+    length = struct.unpack("<Q", good[:8])[0]
+    header, body = good[8 : 8 + length], good[8 + length :]
+    how = data.draw(st.sampled_from(["bytes", "json", "flip", "length", "cut"]))
+    if how == "bytes":
+        new_header = data.draw(st.binary(max_size=300))
+    elif how == "json":  # a well-formed header of random entries
+        entry = st.fixed_dictionaries(
+            {
+                "dtype": st.sampled_from(["F32", "F64", "F16", "I64", "BOOL", "U8", "X"]),
+                "shape": st.lists(st.integers(0, 2**40), max_size=4),
+                "data_offsets": st.lists(st.integers(0, 2**40), min_size=2, max_size=2),
+            }
+        )
+        entries = data.draw(st.dictionaries(st.text(max_size=8), entry, max_size=4))
+        new_header = json.dumps(entries).encode()
+    elif how == "flip":
+        new_header = bytearray(header)
+        for _ in range(data.draw(st.integers(1, 8))):
+            new_header[data.draw(st.integers(0, len(header) - 1))] = data.draw(st.integers(0, 255))
+        new_header = bytes(new_header)
+    else:
+        new_header = header
+    stated = len(new_header)
+    if how == "length":
+        stated = data.draw(st.one_of(st.integers(0, 2 * length), st.integers(0, 2**64 - 1)))
+    tensors = struct.pack("<Q", stated) + new_header + body
+    if how == "cut":
+        tensors = tensors[: data.draw(st.integers(0, len(tensors) - 1))]
+    load_fuzzed(saved_models, name, None, tensors)
+
+
+def test_fuzzed_loads_keep_memory_bounded(saved_models):
+    """A header or config that asks for huge tensors allocates nothing: a few hundred such
+    loads (sizes up to 2**40 per axis) raise the peak resident memory by under 256 MB."""
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for name, (_, _, config, _) in saved_models.items():
+        good = json.loads(config)
+        for key, value in good.items():
+            if isinstance(value, int) and not isinstance(value, bool) and key != "seed":
+                for huge in (2**20, 2**30, 2**40):
+                    tampered = json.dumps({**good, key: huge}).encode()
+                    load_fuzzed(saved_models, name, tampered, None)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 256, grown_mb

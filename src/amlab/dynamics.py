@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from amlab.errors import AmlabError, check_positive, check_positive_int
+from amlab.errors import AmlabError, check_positive, check_steps
 
 #: oracle(x (b, D), step index) -> (energy (b,), descent direction (b, D)), optionally
 #: followed by a dict of named energy parts, each (b,), the same names at every call; with
@@ -62,7 +62,7 @@ class Trajectory:
 def cosine_schedule(start: float, end: float, steps: int) -> Callable[[int], float]:
     """Step size falling from ``start`` to ``end`` along a half cosine over ``steps`` steps."""
     start, end = check_positive(start, "start"), check_positive(end, "end")
-    steps = check_positive_int(steps, "steps")
+    steps = check_steps(steps)
 
     def step_size(t: int) -> float:
         frac = min(t, steps - 1) / max(steps - 1, 1)
@@ -122,7 +122,7 @@ def descend(
     once it has arrived (at once on a CPU). A divergence raises when that copy shows it, at
     the latest at the end.
     """
-    steps = check_positive_int(steps, "steps", allow_zero=True)
+    steps = check_steps(steps, allow_zero=True)
     tol = check_positive(tol, "tol", allow_zero=True)
     schedule = (
         step_size if callable(step_size) else _constant(check_positive(step_size, "step_size"))

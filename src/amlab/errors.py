@@ -96,6 +96,48 @@ def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> in
     return v
 
 
+def scale_range(dtype: torch.dtype) -> tuple[float, float]:
+    """The range [1/R, R], R = sqrt(largest number of ``dtype``), that an inverse temperature
+    or an energy's floor must lie in for ``dtype`` (float32: about 5.4e-20..1.8e19; float64:
+    7.5e-155..1.3e154). Inside it the parameter, its reciprocal, and either one times a
+    squared distance up to R (entries up to about R^(1/2)) stay finite, so energies and
+    gradients do; outside it they overflow to inf or NaN (beta = 1e39 or 1e-39 in float32)."""
+    root = math.sqrt(torch.finfo(dtype).max)
+    return 1.0 / root, root
+
+
+def check_scale(value: Any, name: str, dtype: torch.dtype, *, allow_zero: bool = False) -> float:
+    """A positive number within :func:`scale_range` of ``dtype`` (or 0 with ``allow_zero``,
+    as an energy's floor eps may be), returned as float: an inverse temperature beta, or a
+    floor inside a log. Refused with the range the dtype allows."""
+    v = check_positive(value, name, allow_zero=allow_zero)
+    low, high = scale_range(dtype)
+    if v != 0 and not low <= v <= high:
+        zero = "0 or " if allow_zero else ""
+        raise AmlabError(
+            f"{name} = {v:g} is outside the range {zero}[{low:.2g}, {high:.2g}] that "
+            f"{dtype_name(dtype)} allows (beyond it, energies and gradients overflow); choose "
+            f"a value inside it{'' if dtype == torch.float64 else ', or use float64'}."
+        )
+    return v
+
+
+#: the most steps a run may take (descent, a model's default number of steps, a looped
+#: transformer's layers): a longer run is a mistake or a tampered file, not a computation
+MAX_STEPS = 100_000
+
+
+def check_steps(value: Any, name: str = "steps", *, allow_zero: bool = False) -> int:
+    """A number of steps: an integer >= 1 (>= 0 with ``allow_zero``) and <= MAX_STEPS."""
+    v = check_positive_int(value, name, allow_zero=allow_zero)
+    if v > MAX_STEPS:
+        raise AmlabError(
+            f"{name} must be at most {MAX_STEPS:,} (amlab's limit on the length of a run); "
+            f"got {v:,}."
+        )
+    return v
+
+
 #: the floating dtypes a model may have, by name (the name is what a model's config holds)
 FLOAT_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import stat
 import tempfile
 import types
 import typing
@@ -20,8 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from amlab.errors import AmlabError
 
@@ -54,61 +55,184 @@ def load_model(
     moved to ``device`` when given.
 
     config.json must name ``cls`` as its kind and hold exactly the fields of ``cls.Config``,
-    each of its type (an int stays an int; a float field takes an int); the model is built by
-    ``cls.from_saved(config, tensors)`` and its tensors must be the saved ones in name,
-    shape and dtype. Anything else raises AmlabError naming the file.
+    each of its type (an int stays an int; a float field takes an int). Then the tensors are
+    read (no more numbers than the file holds) and ``cls.from_saved(config, tensors)`` builds
+    the model under a budget that the tensors set (:class:`_BuildBudget`): a config that asks
+    for a bigger model than the file holds (a huge ``dim``, ``layers``) is refused before it
+    allocates or loops beyond a few times the file's size. The model's tensors must be the
+    saved ones in name, shape and dtype, and finite; they are loaded into it. Anything else
+    raises AmlabError naming the file.
     """
     path = Path(path)
     kind = cls.__name__
+    remedy = "re-save the model"
     config_file, tensors_file = path / CONFIG_FILE, path / TENSORS_FILE
     for f in (config_file, tensors_file):
-        if not f.is_file():
+        if not f.exists():
             raise AmlabError(
                 f"cannot load a {kind} from {path}: {f.name} is missing. "
                 f"Pass the directory that {kind}.save() wrote."
             )
-    try:
-        saved = json.loads(config_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AmlabError(f"{config_file} is not valid JSON ({exc}); re-save the model.") from None
+    saved = read_json(config_file, remedy)
     found = saved.get("kind") if isinstance(saved, dict) else None
     if found != kind:
         raise AmlabError(
-            f"{path} holds a {found!r} model, not a {kind}; load it with the matching class."
+            f"{config_file} holds a {found!r} model, not a {kind}; load it with the matching class."
         )
     config = config_from_json(
         cls.Config, {k: v for k, v in saved.items() if k != "kind"}, config_file
     )
-    tensors = read_tensors(tensors_file, "re-save the model")
-    try:
-        model = cls.from_saved(config, tensors)
-    except (AmlabError, TypeError, KeyError, RuntimeError) as exc:
-        raise AmlabError(
-            f"{config_file} and {tensors_file.name} do not fit {kind} ({exc}); re-save the model."
-        ) from None
-    _check_loaded(model.state_dict(), tensors, tensors_file, kind)
+    tensors = read_tensors(tensors_file, remedy)  # as many numbers as the file holds
+    with _BuildBudget(tensors):
+        model = _build(cls, config, tensors, config_file, tensors_file)
+    _check_layout(model.state_dict(), layout_of(tensors), config_file, tensors_file, kind)
+    check_finite(tensors, tensors_file, remedy)
+    model.load_state_dict(tensors)
     model.eval()
     return model if device is None else model.to(device)
 
 
-def _check_loaded(
-    own: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], file: Path, kind: str
-) -> None:
-    """The model built from a config holds exactly the saved tensors: same names, shapes and
-    dtypes, and finite values."""
-    if set(own) != set(saved):
+def _build(
+    cls: type[M],
+    config: Any,
+    tensors: dict[str, torch.Tensor],
+    config_file: Path,
+    tensors_file: Path,
+) -> M:
+    """``cls.from_saved(config, tensors)``; any failure (the config comes from a file, so
+    anything may go wrong) raises AmlabError naming both files."""
+    try:
+        return cls.from_saved(config, tensors)
+    except Exception as exc:  # noqa: BLE001 - an untrusted file: every failure is its fault
         raise AmlabError(
-            f"{file} holds the tensors {sorted(saved)} but a {kind} of this config has "
-            f"{sorted(own)}; re-save the model."
-        )
-    for name, t in saved.items():
-        if t.shape != own[name].shape or t.dtype != own[name].dtype:
-            raise AmlabError(
-                f"{file}: tensor {name} is {tuple(t.shape)} {t.dtype} but the config makes it "
-                f"{tuple(own[name].shape)} {own[name].dtype}; re-save the model."
+            f"{config_file} and {tensors_file} do not fit {cls.__name__} "
+            f"({type(exc).__name__}: {exc}); re-save the model."
+        ) from None
+
+
+#: shape and dtype of each tensor of a safetensors file, by name
+Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]
+
+
+def layout_of(tensors: dict[str, torch.Tensor]) -> Layout:
+    """The :data:`Layout` of tensors in memory."""
+    return {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
+
+
+def layout_mismatch(own: dict[str, torch.Tensor], saved: Layout, what: str) -> str | None:
+    """How the saved tensors differ from a model's own ``own`` (its ``state_dict()``) in
+    names, shapes or dtypes, or None when they are the same; ``what`` names the model."""
+    if set(own) != set(saved):
+        return f"the file holds the tensors {sorted(saved)} but {what} has {sorted(own)}"
+    for name, (shape, dtype) in saved.items():
+        if shape != tuple(own[name].shape) or dtype != own[name].dtype:
+            return (
+                f"tensor {name} is {shape} {dtype} but {what} makes it "
+                f"{tuple(own[name].shape)} {own[name].dtype}"
             )
+    return None
+
+
+def check_finite(tensors: dict[str, torch.Tensor], file: Path, remedy: str) -> None:
+    """Every floating tensor read from ``file`` is finite."""
+    for name, t in tensors.items():
         if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise AmlabError(f"{file}: tensor {name} holds NaN or inf; re-save the model.")
+            raise AmlabError(f"{file}: tensor {name} holds NaN or inf; {remedy}.")
+
+
+def _check_layout(
+    own: dict[str, torch.Tensor], saved: Layout, config_file: Path, tensors_file: Path, kind: str
+) -> None:
+    """The model built from a config holds exactly the saved tensors."""
+    mismatch = layout_mismatch(own, saved, "the config")
+    if mismatch is not None:
+        raise AmlabError(
+            f"{config_file} and {tensors_file} do not fit {kind}: {mismatch}; re-save the model."
+        )
+
+
+class _BuildBudget(TorchFunctionMode):
+    """While a model is built from a config read from a file, count the torch calls made
+    and the numbers their results hold, and stop the build (AmlabError) once either passes
+    a budget that the file's tensors set. A model that fits them creates a few times their
+    numbers in a few dozen calls per tensor; a tampered config (``dim``: 10**6, ``layers``:
+    10**9) would allocate gigabytes or loop for hours. A call that creates a tensor from
+    sizes (:func:`_requested_numbers`) is refused before it runs, so no single allocation
+    passes the budget either."""
+
+    NUMBERS_PER_SAVED, CALLS_PER_SAVED = 16, 64
+    NUMBERS_FLOOR, CALLS_FLOOR = 2**20, 2**14
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        numbers = sum(t.numel() for t in tensors.values())
+        self.numbers = self.NUMBERS_PER_SAVED * numbers + self.NUMBERS_FLOOR
+        self.calls = self.CALLS_PER_SAVED * len(tensors) + self.CALLS_FLOOR
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        requested = _requested_numbers(func, args, kwargs)
+        if requested is not None and requested > self.numbers:
+            self._refuse()
+        out = func(*args, **kwargs)
+        self.calls -= 1
+        outputs = out if isinstance(out, (tuple, list)) else (out,)
+        self.numbers -= sum(t.numel() for t in outputs if isinstance(t, torch.Tensor))
+        if self.calls < 0 or self.numbers < 0:
+            self._refuse()
+        return out
+
+    @staticmethod
+    def _refuse() -> None:
+        raise AmlabError("the config describes a bigger model than the saved tensors hold")
+
+
+#: torch functions that create a tensor of a size given in their arguments
+_SIZED = {
+    "empty",
+    "zeros",
+    "ones",
+    "full",
+    "rand",
+    "randn",
+    "randint",
+    "normal",
+    "empty_strided",
+    "new_empty",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty_strided",
+}
+
+
+def _requested_numbers(func: Any, args: tuple, kwargs: dict) -> int | None:
+    """How many numbers a call that creates a tensor from sizes asks for, before it runs
+    (None for other calls, and for arguments torch itself will refuse): the size as
+    ``size=``, as the first sequence argument, or as leading int arguments (``randn(2, 3)``);
+    ``eye``'s n * m; ``arange``'s, ``linspace``'s and ``logspace``'s number of steps."""
+    name = getattr(func, "__name__", "")
+    try:
+        if name in _SIZED:
+            rest = args[1:] if name.startswith("new_") else args
+            size = kwargs.get("size")
+            if size is None:
+                size = next((a for a in rest if isinstance(a, (tuple, list, torch.Size))), None)
+            if size is None:
+                size = [a for a in rest if isinstance(a, int) and not isinstance(a, bool)]
+            return math.prod(int(v) for v in size)
+        if name == "eye":
+            n = int(kwargs.get("n", args[0] if args else 0))
+            return n * int(kwargs.get("m", args[1] if len(args) > 1 else n))
+        if name in ("linspace", "logspace"):
+            return int(kwargs.get("steps", args[2] if len(args) > 2 else 0))
+        if name == "arange":
+            bounds = [float(a) for a in args if isinstance(a, (int, float))]
+            start, end, step = ([0.0, *bounds] if len(bounds) == 1 else [*bounds, 1.0])[:3]
+            return max(0, math.ceil((end - start) / step))
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError, IndexError):
+        return None
+    return None
 
 
 def config_from_json(config_cls: type[C], values: dict[str, Any], file: Path) -> C:
@@ -193,10 +317,48 @@ def _type_name(hint: Any) -> str:
 def read_tensors(file: Path, remedy: str) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file; an unreadable one raises AmlabError that ends
     with ``remedy`` (what the user should do)."""
+    check_regular_file(file, remedy)
     try:
         return load_file(str(file))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors' parser raises several kinds
         raise AmlabError(f"{file} is not a readable safetensors file ({exc}); {remedy}.") from None
+
+
+#: the largest JSON file amlab reads (a model's config, a checkpoint's state, a record)
+MAX_JSON_BYTES = 16 * 2**20
+
+
+def read_json(file: Path, remedy: str) -> Any:
+    """The JSON value in ``file``. A missing file, a special one (directory, FIFO, device),
+    one over MAX_JSON_BYTES, unreadable bytes or malformed JSON (nesting too deep included)
+    raise AmlabError naming the file and ending with ``remedy``."""
+    size = check_regular_file(file, remedy)
+    if size > MAX_JSON_BYTES:
+        raise AmlabError(
+            f"{file} is {size:,} bytes, more than the {MAX_JSON_BYTES:,} a JSON file amlab "
+            f"reads may have; {remedy}."
+        )
+    try:
+        with open(file, "rb") as f:
+            data = f.read(MAX_JSON_BYTES + 1)
+    except OSError as exc:
+        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, huge ints
+        raise AmlabError(f"{file} is not valid JSON ({exc}); {remedy}.") from None
+
+
+def check_regular_file(file: Path, remedy: str) -> int:
+    """The size of ``file``, a regular file we may read; a missing or special one (directory,
+    FIFO, device: opening a FIFO to read would wait for a writer) raises AmlabError."""
+    try:
+        st = os.stat(file)
+    except OSError as exc:
+        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AmlabError(f"{file} is not a regular file (a directory or a special file); {remedy}.")
+    return st.st_size
 
 
 def atomic_write_text(target: Path, text: str) -> None:

@@ -42,7 +42,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
-from amlab.io import atomic_write_text, jsonable, read_tensors
+from amlab.io import (
+    atomic_write_text,
+    check_finite,
+    check_regular_file,
+    jsonable,
+    layout_mismatch,
+    layout_of,
+    read_json,
+    read_tensors,
+)
 
 #: loss(model, step, generator) -> loss tensor, or (loss tensor, {metric: float})
 LossFn = Callable[[nn.Module, int, torch.Generator], "torch.Tensor | tuple[torch.Tensor, dict]"]
@@ -272,9 +281,13 @@ def save_checkpoint(
 def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     """The checkpoint directory ``out/latest`` names, or None when there is none."""
     pointer = Path(out) / LATEST_FILE
-    if not pointer.is_file():
+    if not pointer.exists():
         return None
-    name = pointer.read_text().strip()
+    check_regular_file(pointer, "delete it to start afresh")
+    try:
+        name = pointer.read_bytes()[:256].decode().strip()
+    except (OSError, UnicodeDecodeError):
+        name = "(unreadable)"
     if not name.startswith("checkpoint-") or "/" in name or not (Path(out) / name).is_dir():
         raise AmlabError(
             f"{pointer} names {name!r}, which is not a checkpoint directory in {out}; "
@@ -283,46 +296,125 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     return Path(out) / name
 
 
+_RESTART = "delete the checkpoint to start afresh"
+
+
 def load_checkpoint(
     path: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> dict[str, Any]:
     """Load a checkpoint directory into ``model`` (and ``optimizer``); return its state
-    (step, losses, settings). Missing, truncated or corrupt files raise AmlabError."""
+    (step, losses, settings). Missing, truncated, corrupt or tampered files raise AmlabError:
+    the state must hold a step in 1..the run's steps with one finite loss per step, and the
+    tensors must be the model's (and its optimizer's) in name, shape and dtype, all finite."""
     path = Path(path)
-    try:
-        state = json.loads((path / STATE_FILE).read_text())
-        step, losses = int(state["step"]), [float(v) for v in state["losses"]]
-        settings, groups = state["settings"], state["param_groups"]
-    except FileNotFoundError:
-        raise AmlabError(f"{path / STATE_FILE} is missing; {path} is not a checkpoint.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise AmlabError(
-            f"{path / STATE_FILE} is corrupt ({type(exc).__name__}: {exc}); delete the "
-            "checkpoint to start afresh."
-        ) from None
+    state_file = path / STATE_FILE
+    if not state_file.exists():
+        raise AmlabError(f"{state_file} is missing; {path} is not a checkpoint.")
+    state = _checked_state(read_json(state_file, _RESTART), state_file)
     tensors = _read_safetensors(path / MODEL_FILE)
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
+    mismatch = layout_mismatch(model.state_dict(), layout_of(tensors), "this model")
+    if mismatch is not None:
         raise AmlabError(
-            f"{path / MODEL_FILE} does not fit this model ({exc}); resume with the same model "
-            "settings."
-        ) from None
+            f"{path / MODEL_FILE} does not fit this model ({mismatch}); resume with the same "
+            "model settings."
+        )
+    check_finite(tensors, path / MODEL_FILE, _RESTART)
+    model.load_state_dict(tensors)
     if optimizer is not None:
-        opt_tensors = _read_safetensors(path / OPTIMIZER_FILE)
-        try:
-            optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, groups))
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise AmlabError(
-                f"{path / OPTIMIZER_FILE} does not fit this model's optimizer ({exc})."
-            ) from None
-    return {"step": step, "losses": losses, "settings": settings}
+        _load_optimizer(optimizer, path / OPTIMIZER_FILE, state["param_groups"])
+    return {k: state[k] for k in ("step", "losses", "settings")}
+
+
+def _checked_state(state: Any, file: Path) -> dict[str, Any]:
+    """The content of a checkpoint's state.json, checked: exactly the keys save_checkpoint
+    writes; step an int in 1..settings.train.steps (the run's length); one finite loss per
+    step; settings and param_groups of the right kinds."""
+
+    def refuse(problem: str) -> AmlabError:
+        return AmlabError(f"{file} is corrupt ({problem}); {_RESTART}.")
+
+    keys = {"step", "losses", "settings", "param_groups"}
+    if not isinstance(state, dict) or set(state) != keys:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise refuse(f"it must hold exactly the keys {sorted(keys)}; found {found}")
+    step, losses, settings = state["step"], state["losses"], state["settings"]
+    run = settings.get("train") if isinstance(settings, dict) else None
+    length = run.get("steps") if isinstance(run, dict) else None
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise refuse("settings.train.steps, the run's length, must be an int >= 1")
+    if not isinstance(step, int) or isinstance(step, bool) or not 1 <= step <= length:
+        raise refuse(f"step must be an int from 1 to the run's {length} steps; got {step!r}")
+    if not isinstance(losses, list) or len(losses) != step:
+        raise refuse(f"losses must be a list of one loss per step ({step}) ")
+    for v in losses:
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+            raise refuse(f"losses must be finite numbers; found {v!r}")
+    groups = state["param_groups"]
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise refuse("param_groups must be a list of objects")
+    return {**state, "losses": [float(v) for v in losses]}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, file: Path, groups: list) -> None:
+    """Load the optimizer state in ``file`` with the JSON ``groups``, both checked against the
+    optimizer's own: the groups' keys, parameters and value types; per parameter, one entry
+    of the same names as every other's, each tensor finite and (unless a scalar, as Adam's
+    step) of its parameter's shape and dtype."""
+
+    def refuse(problem: str) -> AmlabError:
+        return AmlabError(f"{file} does not fit this model's optimizer ({problem}); {_RESTART}.")
+
+    own_groups = optimizer.state_dict()["param_groups"]
+    if len(groups) != len(own_groups):
+        raise refuse(f"{len(groups)} parameter groups, not {len(own_groups)}")
+    for group, own in zip(groups, own_groups, strict=True):
+        if set(group) != set(own) or group["params"] != own["params"]:
+            raise refuse(f"a parameter group holds {sorted(group)}, not {sorted(own)}")
+        for key, value in own.items():
+            if not _same_kind(group[key], value):
+                raise refuse(f"a parameter group's {key} is {group[key]!r}, not like {value!r}")
+    tensors = _read_safetensors(file)
+    check_finite(tensors, file, _RESTART)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    entries: dict[int, set[str]] = {}
+    for key, t in tensors.items():
+        index, _, name = key.partition(".")
+        if not index.isdigit() or int(index) >= len(params) or not name:
+            raise refuse(f"a tensor named {key!r}, not <parameter index>.<name>")
+        param = params[int(index)]
+        if t.ndim and (t.shape != param.shape or t.dtype != param.dtype):
+            raise refuse(
+                f"{key} is {tuple(t.shape)} {t.dtype} for a parameter {tuple(param.shape)} "
+                f"{param.dtype}"
+            )
+        if not t.is_floating_point():
+            raise refuse(f"{key} is {t.dtype}")
+        entries.setdefault(int(index), set()).add(name)
+    if len({frozenset(names) for names in entries.values()}) > 1:
+        raise refuse("the parameters' entries hold different names")
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, groups))
+
+
+def _same_kind(value: Any, own: Any) -> bool:
+    """Whether ``value`` read from JSON is of the kind of the optimizer's own ``own`` (a float
+    takes an int; a tuple is a list of as many of the same kinds)."""
+    if isinstance(own, bool) or own is None:
+        return value is own or (isinstance(own, bool) and isinstance(value, bool))
+    if isinstance(own, (int, float)):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(own, (tuple, list)):
+        return (
+            isinstance(value, list)
+            and len(value) == len(own)
+            and all(_same_kind(v, o) for v, o in zip(value, own, strict=True))
+        )
+    return type(value) is type(own)
 
 
 def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    if not file.is_file():
+    if not file.exists():
         raise AmlabError(f"{file} is missing; the checkpoint is incomplete.")
-    return read_tensors(file, "delete the checkpoint to start afresh")
+    return read_tensors(file, _RESTART)
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict, list]:

@@ -67,7 +67,20 @@ def out_option(writes: str, *, optional: bool = False, resumable: bool = False) 
         help += "; a run already there is continued with --resume, never overwritten"
     if optional:
         help += "; without --out nothing is written"
-    return typer.Option("--out", help=help + ".")
+    return typer.Option("--out", help=help + ".", parser=out_dir, metavar="PATH")
+
+
+def out_dir(text: str | Path) -> Path:
+    """The directory ``--out`` names; an empty one is refused (Path("") would be the current
+    directory, and a command would scatter its files there)."""
+    if isinstance(text, Path):  # a command's default
+        return text
+    if not text.strip():
+        raise typer.BadParameter(
+            "an empty path names no directory; pass the directory to write into, e.g. "
+            "--out results."
+        )
+    return Path(text)
 
 
 JsonOpt = Annotated[

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from amlab.cli.common import (
     show_result,
     stage_progress,
 )
+from amlab.io import read_json
 
 repro_app = typer.Typer(
     help="Reproduce a paper: writes report.md, PNG figures and metrics.json to --out.",
@@ -71,6 +71,6 @@ def _run_repro(
             data_dir=path_str(data_dir),
             progress=progress,
         )
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_json(out / "metrics.json", "run the reproduction again")
     figures = f"{len(list(out.glob('*.png')))} figures"
     show_result(metrics, as_json, wrote=(out / "report.md", out / "metrics.json", figures))

@@ -6,10 +6,24 @@ of every size the run uses) and its :class:`Section` s, each split into compute 
 built section by section; claims are recorded as (what the paper says, what was measured,
 verdict), and written as a table so a reader sees at once where the reproduction agrees
 and where it does not.
+
+A directory is written as a unit. :func:`reproduce` first marks it unfinished and clears
+the previous run's outputs, then writes the new ones, and marks it finished last:
+``run.json`` holds ``{"complete": bool, "seed", "quick", "files": [figures]}``. At the
+start it becomes ``complete: false`` listing the figures of the previous run (read from
+the old ``run.json``) and those of this run as each is written; those old figures,
+``report.md`` and ``metrics.json`` are deleted, and ``report.md`` says the run has not
+finished. Only after the new ``report.md`` and ``metrics.json`` are written does
+``run.json`` say ``complete: true``. So an interrupted rerun (another seed, say) never
+leaves figures of one run beside the report of another: the directory holds this run's
+partial figures, a report.md that says so, and a run.json that lists them for the next run
+to clear. Resumable state that sections keep under the directory (``checkpoints/``,
+``sweep/``) is not touched.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +35,10 @@ import torch
 
 from amlab.data import ImageSet, load
 from amlab.errors import AmlabError
-from amlab.io import atomic_write_text, write_metrics
+from amlab.io import atomic_write_text, read_json, write_metrics
+
+#: the file that says whether a reproduction directory holds a finished run, and its figures
+RUN_FILE = "run.json"
 
 #: progress(stage description, fraction of the whole run done in [0, 1])
 Progress = Callable[[str, float], None]
@@ -129,6 +146,7 @@ def reproduce(
         images=images,
     )
     report = reproduction_report(out, paper.title, paper.source, quick, seed)
+    report.begin_run(seed, quick)
     if intro := paper.intro(ctx):
         report.text(intro)
     metrics = paper.metrics(ctx)
@@ -159,7 +177,9 @@ def reproduce(
         + "\n".join(f"- `{k}` = {v}" for k, v in _fields(ctx.grid).items()),
     )
     progress("done", 1.0)
-    return report.write(metrics)
+    report.write(metrics)
+    report.finish_run()
+    return metrics
 
 
 def _fields(grid: Any) -> dict[str, Any]:
@@ -199,10 +219,56 @@ class Report:
         if intro:
             self.lines += [intro.strip(), ""]
         self.claims: list[tuple[str, str, str]] = []
+        self.files: list[str] = []  # the figures this report wrote (names in out)
+        self._run: dict[str, Any] | None = None  # seed and grid, once begin_run is called
+        self._stale: list[str] = []  # figures of the previous run, while they are cleared
 
     def path(self, name: str) -> Path:
         """Where a file of this report (a figure, say) goes."""
+        if name not in self.files:
+            self.files.append(name)
+            if self._run is not None:
+                self._write_run_file(complete=False)
         return self.out / name
+
+    # -- the directory as a unit (see the module docstring) ------------------------------------
+    def begin_run(self, seed: int, quick: bool) -> None:
+        """Mark the directory unfinished and clear the previous run's outputs: its figures
+        (plain ``.png`` names in the old run.json only, so a tampered one cannot reach other
+        files), report.md (replaced by a note that the run has not finished) and
+        metrics.json."""
+        run_file = self.out / RUN_FILE
+        old = read_json(run_file, f"delete {run_file}") if run_file.exists() else {}
+        listed = old.get("files") if isinstance(old, dict) else None
+        self._stale = [
+            name
+            for name in (listed if isinstance(listed, list) else [])
+            if isinstance(name, str) and name.endswith(".png") and Path(name).name == name
+        ]
+        self._run = {"seed": seed, "quick": quick}
+        self._write_run_file(complete=False)  # lists the old figures until they are gone
+        grid = "quick" if quick else "full"
+        atomic_write_text(
+            self.out / "report.md",
+            f"# Unfinished reproduction\n\nThis directory holds a reproduction (seed {seed}, "
+            f"{grid} grid) that has not finished: the figures here are its partial output, "
+            "not a report. Run the command again to finish it.\n",
+        )
+        (self.out / "metrics.json").unlink(missing_ok=True)
+        for name in self._stale:
+            if name not in self.files and (self.out / name).is_file():
+                (self.out / name).unlink()
+        self._stale = []
+        self._write_run_file(complete=False)
+
+    def finish_run(self) -> None:
+        """Mark the directory finished (after :meth:`write`)."""
+        self._write_run_file(complete=True)
+
+    def _write_run_file(self, complete: bool) -> None:
+        files = list(dict.fromkeys([*self._stale, *self.files]))
+        run = {**(self._run or {}), "complete": complete, "files": files}
+        atomic_write_text(self.out / RUN_FILE, json.dumps(run, indent=2) + "\n")
 
     def section(self, heading: str, text: str = "") -> None:
         self.lines += [f"## {heading}", ""]

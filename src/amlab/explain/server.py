@@ -1,15 +1,28 @@
-"""Serve the built explainer (a static site) on 127.0.0.1."""
+"""Serve the built explainer (a static site) on 127.0.0.1.
+
+The app is one page (``index.html``) that fetches files by name (``data/<file>``, the
+built ``assets/``), so the server answers files only: a directory URL serves its
+``index.html`` where there is one and is 404 otherwise (no listings); a path the file
+system cannot name (a null byte, undecodable bytes) is 400. Connections queue in a listen
+backlog of :data:`LISTEN_BACKLOG`, so hundreds of simultaneous requests (a page load fetches
+many files at once) wait their turn instead of being dropped.
+"""
 
 from __future__ import annotations
 
 import functools
+import sys
 import threading
+from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from amlab.errors import AmlabError, check_positive_int
 
 STATIC_DIR = Path(__file__).parent / "static"
+#: connections the kernel queues before the server accepts them (the standard library's 5
+#: dropped connections when a page asked for many files at once); capped by somaxconn
+LISTEN_BACKLOG = 1024
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -25,6 +38,30 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
     def log_message(self, format, *args):  # noqa: A002 (the base class's name)
         pass
+
+    def send_head(self):
+        try:
+            return super().send_head()
+        except ValueError:  # open() of a path with a null byte or an unencodable character
+            self.send_error(HTTPStatus.BAD_REQUEST, "Invalid path")
+            return None
+
+    def list_directory(self, path):
+        """No listings: a directory without index.html is not found."""
+        self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    """A threading server with a deep listen backlog that keeps quiet about clients that
+    hang up early."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def serve(
@@ -47,7 +84,7 @@ def serve(
         )
     handler = functools.partial(_QuietHandler, directory=str(root))
     try:
-        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        server = _Server(("127.0.0.1", port), handler)
     except OSError as exc:
         raise AmlabError(
             f"cannot listen on 127.0.0.1:{port} ({exc.strerror}); pick another --port "

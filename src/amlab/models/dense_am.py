@@ -59,8 +59,8 @@ from amlab.errors import (
     as_float_tensor,
     check_choice,
     check_dtype,
-    check_positive,
     check_positive_int,
+    check_scale,
     check_squares_finite,
     dtype_name,
 )
@@ -131,8 +131,6 @@ class DenseAM(AssociativeMemory):
         super().__init__()
         self.energy_name = check_choice(energy, "energy", ENERGIES)
         self.index = check_choice(index, "index", INDEXES)
-        self.beta = check_positive(beta, "beta")
-        self.eps = check_positive(eps, "eps", allow_zero=True)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
@@ -144,6 +142,8 @@ class DenseAM(AssociativeMemory):
                 f"{tuple(mem.shape)}. Stack your patterns as rows."
             )
         self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
+        self.beta = check_scale(beta, "beta", mem.dtype)
+        self.eps = check_scale(eps, "eps", mem.dtype, allow_zero=True)
         self._norms: tuple[tuple, torch.Tensor] | None = None  # (memories key, squared norms)
         self._extent: tuple[tuple, tuple[float, float]] | None = None  # (key, memory_extent)
         self._ball_index: tuple[tuple, BallIndex | None] | None = None  # (key, index)
@@ -158,7 +158,7 @@ class DenseAM(AssociativeMemory):
         # no shared LSR index: :meth:`add` extends an index in place, which would leave the
         # other model's index covering memories it does not have (and an index is per beta)
         other._ball_index = None
-        other.beta = check_positive(beta, "beta")
+        other.beta = check_scale(beta, "beta", self.dtype)
         return other
 
     def add(self, patterns: Any) -> DenseAM:

@@ -38,6 +38,8 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
+    check_scale,
+    check_steps,
 )
 from amlab.models.model import Model
 
@@ -112,14 +114,14 @@ class EnergyTransformer(Model):
         self.heads, self.head_dim, self.hopfield_memories = heads, head_dim, k
         self.hopfield = check_choice(hopfield, "hopfield", HOPFIELD_KINDS)
         self.exclude_self = bool(exclude_self)
-        self.steps = check_positive_int(steps, "steps")
+        self.steps = check_steps(steps)
         self.step_size = check_positive(step_size, "step_size")
         self.seed = check_positive_int(seed, "seed", allow_zero=True)
-        self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_positive(beta, "beta")
-        self.hopfield_beta = check_positive(hopfield_beta, "hopfield_beta")
+        dtype = check_dtype(dtype)
+        self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_scale(beta, "beta", dtype)
+        self.hopfield_beta = check_scale(hopfield_beta, "hopfield_beta", dtype)
         self.eps = check_positive(eps, "eps")
         self.init_std = check_positive(init_std, "init_std")
-        dtype = check_dtype(dtype)
 
         gen = torch.Generator().manual_seed(self.seed)
 
@@ -226,7 +228,7 @@ class EnergyTransformer(Model):
         (not at all with ``record_energies=False``: then ``energies`` and ``parts`` are None).
         """
         x = self._tokens(x)
-        steps = self.steps if steps is None else check_positive_int(steps, "steps")
+        steps = self.steps if steps is None else check_steps(steps)
         step_size = self.step_size if step_size is None else step_size
         b, n, d = x.shape
         allowed = self._allowed(mask, n)

@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from amlab.errors import AmlabError, check_dtype, check_positive, check_positive_int, dtype_name
+from amlab.errors import (
+    AmlabError,
+    check_dtype,
+    check_positive,
+    check_positive_int,
+    check_steps,
+    dtype_name,
+)
 from amlab.models.model import Model, seeded
 
 
@@ -38,8 +45,9 @@ class ListOpsTransformerConfig:
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "classes", "dim", "layers", "heads", "max_len"):
+        for name in ("vocab_size", "classes", "dim", "heads", "max_len"):
             check_positive_int(getattr(self, name), name)
+        check_steps(self.layers, "layers")  # with shared weights, the steps of a loop
         check_positive_int(self.seed, "seed", allow_zero=True)
         check_positive(self.mlp_ratio, "mlp_ratio")
         check_dtype(self.dtype)

@@ -67,11 +67,10 @@ class Model(nn.Module):
 
     @classmethod
     def from_saved(cls, config: Any, tensors: dict[str, torch.Tensor]):
-        """Build the model from its checked ``config`` and load the saved ``tensors``. Models
-        whose constructor takes tensors or objects besides the config's fields override it."""
-        model = cls(config) if cls.takes_config else cls(**config_fields(config))
-        model.load_state_dict(tensors)
-        return model
+        """Build the model of the checked ``config`` (its weights are then loaded from
+        ``tensors`` by :func:`~amlab.io.load_model`). Models whose constructor takes tensors
+        or objects besides the config's fields override it and take them from ``tensors``."""
+        return cls(config) if cls.takes_config else cls(**config_fields(config))
 
     # -- the one input check --------------------------------------------------------------
     def _as_input(self, x: Any, name: str = "x") -> torch.Tensor:

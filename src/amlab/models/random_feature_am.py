@@ -36,8 +36,8 @@ from amlab.errors import (
     AmlabError,
     check_choice,
     check_dtype,
-    check_positive,
     check_positive_int,
+    check_scale,
 )
 from amlab.models.base import AssociativeMemory
 from amlab.models.dense_am import DenseAM
@@ -93,11 +93,11 @@ class RandomFeatureAM(AssociativeMemory):
         super().__init__()
         dim = check_positive_int(dim, "dim")
         num_features = check_positive_int(num_features, "num_features")
-        self.beta = check_positive(beta, "beta")
+        dtype = check_dtype(dtype)
+        self.beta = check_scale(beta, "beta", dtype)
         self.kernel = check_choice(kernel, "kernel", KERNELS)
         self.seed = check_positive_int(seed, "seed", allow_zero=True)
-        self.eps = check_positive(eps, "eps", allow_zero=True)
-        dtype = check_dtype(dtype)
+        self.eps = check_scale(eps, "eps", dtype, allow_zero=True)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )

@@ -14,7 +14,6 @@ patches of the ET against two baselines:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 from amlab.data.images import image_splits
 from amlab.dynamics import Trajectory
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import write_metrics
+from amlab.io import config_from_json, read_json, write_metrics
 from amlab.models import DenseAM
 from amlab.models.masked_image_et import MaskedImageET, sample_masks
 from amlab.tasks.figures import image_grid, plt, save_figure
@@ -245,13 +244,12 @@ def dense_am_completion(
 
 def _training_config(model_dir: Path) -> ETImageConfig:
     file = model_dir / "train.json"
-    if not file.is_file():
+    if not file.exists():
         return ETImageConfig()
-    try:
-        saved = json.loads(file.read_text())["config"]
-        return ETImageConfig(**saved)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise AmlabError(f"{file} is corrupt ({exc}); retrain or remove it.") from None
+    saved = read_json(file, "retrain or remove it")
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        raise AmlabError(f'{file} holds no "config" object; retrain or remove it.')
+    return config_from_json(ETImageConfig, saved["config"], file)
 
 
 def _energy_figure(dynamics: Trajectory, path: Path) -> None:

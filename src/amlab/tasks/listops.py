@@ -30,7 +30,7 @@ from amlab.data.listops import (
     root_op,
 )
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text
+from amlab.io import atomic_write_text, read_json
 from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
 from amlab.training import OnStep, TrainConfig, latest_checkpoint, load_checkpoint, train
 
@@ -255,15 +255,23 @@ def fit(
         state = load_checkpoint(latest, model)
         # (a checkpoint of other settings: train refuses it below)
         if state["settings"]["describe"] == json.loads(json.dumps(describe)):
-            if done_file.is_file():
+            if done_file.exists():
                 # the phase ended before the kill (maybe early): its last checkpoint is
                 # its end
-                return json.loads(done_file.read_text())
+                return read_json(done_file, "delete it to train the phase again")
             # early stopping goes on from the validation history up to the checkpoint,
             # as if the run had never been killed; a kill between the checkpoint and
             # its validation check loses that check, so it is redone on the checkpoint
             step = state["step"]
-            saved = json.loads(history_file.read_text()) if history_file.is_file() else []
+            saved = (
+                read_json(history_file, "delete it to validate again")
+                if history_file.exists()
+                else []
+            )
+            if not isinstance(saved, list) or not all(
+                isinstance(h, list) and len(h) == 2 and isinstance(h[0], int) for h in saved
+            ):
+                raise AmlabError(f"{history_file} is not a list of [step, accuracy] pairs.")
             history += [h for h in saved if h[0] <= step]
             if is_check(step) and step not in (h[0] for h in history):
                 reason = check(step) or reason

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text
+from amlab.io import atomic_write_text, read_json
 from amlab.tasks.listops import RunSpec, train_run
 
 #: the task mixes the study asks for
@@ -76,13 +76,13 @@ def record_path(out: str | os.PathLike, key: str) -> Path:
 def finished(out: str | os.PathLike, spec: RunSpec) -> dict[str, Any] | None:
     """The record of a finished run with these exact settings, or None."""
     path = record_path(out, spec.key())
-    if not path.is_file():
+    if not path.exists():
         return None
     try:
-        record = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        record = read_json(path, "")
+    except AmlabError:
         return None  # cannot happen with atomic writes; treat as not finished
-    return record if record.get("spec") == spec.describe() else None
+    return record if isinstance(record, dict) and record.get("spec") == spec.describe() else None
 
 
 def run_sweep(

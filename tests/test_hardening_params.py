@@ -1,0 +1,137 @@
+"""Extreme parameters: an inverse temperature or an energy's floor outside the range its dtype
+allows is refused with that range in the message; at the ends of the range, energies,
+gradients and retrieval stay finite (float32 and float64)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from amlab.errors import AmlabError, check_scale, scale_range
+from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
+
+DTYPES = [torch.float32, torch.float64]
+
+
+def rand(*shape: int, dtype: torch.dtype, seed: int = 0, scale: float = 1.0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return scale * (2 * torch.rand(*shape, generator=g, dtype=torch.float64) - 1).to(dtype)
+
+
+def dense(energy: str, parameter: str):
+    """build(dtype, value): a DenseAM with ``parameter`` (beta or eps) set to value."""
+
+    def build(dtype, value):
+        kw = {"beta": 1.0, "eps": 1e-3, parameter: value}
+        return DenseAM(rand(7, 5, dtype=dtype), energy=energy, dtype=dtype, **kw)
+
+    return build
+
+
+def rf(parameter: str):
+    def build(dtype, value):
+        kw = {"beta": 1.0, "eps": 1e-5, parameter: value}
+        model = RandomFeatureAM(5, 64, seed=2, dtype=dtype, **kw)
+        return model.add(rand(7, 5, dtype=dtype))
+
+    return build
+
+
+def et(parameter: str):
+    def build(dtype, value):
+        kw = {parameter: value}
+        return EnergyTransformer(6, 2, 3, 10, "softmax", steps=3, seed=1, dtype=dtype, **kw)
+
+    return build
+
+
+def run_memory(model, scale: float = 1.0) -> list[torch.Tensor]:
+    x = rand(4, 5, dtype=model.dtype, seed=1, scale=scale)
+    energy, grad = model.energy_and_grad(x)
+    return [energy, grad, model.energy(x), model.retrieve(x, steps=3).states]
+
+
+def run_et(model) -> list[torch.Tensor]:
+    x = rand(2, 4, 6, dtype=model.dtype, seed=1)
+    energy, grad = model.energy_and_grad(x)
+    return [energy, grad, model(x)]
+
+
+#: (name, parameter, build(dtype, value), run(model))
+CASES = [
+    *[(f"DenseAM {e}", "beta", dense(e, "beta"), run_memory) for e in ("lse", "lse_dot", "lsr")],
+    ("DenseAM lsr", "eps", dense("lsr", "eps"), run_memory),
+    ("RandomFeatureAM", "beta", rf("beta"), run_memory),
+    ("RandomFeatureAM", "eps", rf("eps"), run_memory),
+    ("EnergyTransformer", "beta", et("beta"), run_et),
+    ("EnergyTransformer", "hopfield_beta", et("hopfield_beta"), run_et),
+]
+IDS = [f"{name}-{parameter}" for name, parameter, _, _ in CASES]
+
+
+def test_the_range_is_the_square_root_of_the_dtype_limit():
+    for dtype in DTYPES:
+        low, high = scale_range(dtype)
+        assert high == pytest.approx(math.sqrt(torch.finfo(dtype).max)) and low * high == 1.0
+    assert scale_range(torch.float32)[1] == pytest.approx(1.8446744e19, rel=1e-6)
+    assert scale_range(torch.float64)[1] == pytest.approx(1.3407807929942596e154)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name,parameter,build,run", CASES, ids=IDS)
+def test_outside_the_dtype_range_a_parameter_is_refused_with_the_range(
+    dtype, name, parameter, build, run
+):
+    low, high = scale_range(dtype)
+    limit = torch.finfo(dtype)
+    # the probe's values (beta near the float32 limits, LSR at 1e39, a huge eps), the
+    # dtype's own limits, and just outside the range
+    values = [1e-39, 1e38, 1e39, 1e300, 1e-300, limit.tiny, limit.max, high * 1.01, low / 1.01]
+    for value in values:
+        if low <= value <= high:
+            continue
+        with pytest.raises(AmlabError, match=rf"{parameter} = .* outside the range") as caught:
+            build(dtype, value)
+        assert f"{low:.2g}, {high:.2g}" in str(caught.value)
+        assert str(dtype).removeprefix("torch.") in str(caught.value)
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        if parameter == "eps" and bad == 0.0:
+            continue
+        with pytest.raises(AmlabError):
+            build(dtype, bad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name,parameter,build,run", CASES, ids=IDS)
+def test_inside_the_range_energies_gradients_and_retrieval_are_finite(
+    dtype, name, parameter, build, run
+):
+    low, high = scale_range(dtype)
+    for value in (low, low * 10, 1.0, high / 10, high):
+        outputs = run(build(dtype, value))
+        for out in outputs:
+            assert bool(torch.isfinite(out).all()), (name, parameter, value, out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_the_memory_energies_stay_finite_for_data_far_from_the_memories(dtype):
+    """At the top of the range, states up to 1e4 away from the memories (squared distances
+    1e8, beta times them far inside float32) still give finite energies and gradients."""
+    high = scale_range(dtype)[1]
+    for energy in ("lse", "lse_dot", "lsr"):
+        model = dense(energy, "beta")(dtype, high)
+        for out in run_memory(model, scale=1e4):
+            assert bool(torch.isfinite(out).all()), (energy, out)
+
+
+def test_with_beta_and_an_eps_of_zero_follow_the_same_rule():
+    am = DenseAM(rand(5, 3, dtype=torch.float32), energy="lsr", eps=0.0)
+    assert am.eps == 0.0  # LSR's eps may be 0: +inf outside the supports, by definition
+    with pytest.raises(AmlabError, match="float32"):
+        am.with_beta(1e39)
+    assert am.with_beta(1e19).beta == 1e19
+    f64 = DenseAM(rand(5, 3, dtype=torch.float64), beta=1e39)  # fine in float64
+    assert f64.beta == 1e39
+    assert check_scale(3, "beta", torch.float32) == 3.0
