@@ -16,7 +16,7 @@ from amlab.experiments.diffusion.common import (
     train_network,
 )
 from amlab.experiments.report import Context, Progress, Report, Section, part
-from amlab.tasks.diffusion import heun_samples, nearest_training
+from amlab.tasks.diffusion import draw_samples, nearest_training
 from amlab.tasks.figures import image_grid, plt, save_figure
 
 #: a sample counts as memorised when its nearest training image is closer than the median
@@ -95,7 +95,7 @@ def _memorisation(ctx: Context, train_x, train_y, x_held, threshold: float, prog
     record: dict[str, Any] = {"N": n, "training": training}
     empirical = EmpiricalDenoiser(train_x, schedule)
     for name, denoiser in (("learned", model), ("empirical", empirical)):
-        xs = heun_samples(denoiser, grid.digit_samples, grid.sampler_steps, ctx.seed + 5)
+        xs = draw_samples(denoiser, grid.digit_samples, grid.sampler_steps, ctx.seed + 5)
         d_train = nearest_training(xs, train_x)[1]
         d_held = nearest_training(xs, x_held)[1]
         record[name] = {
@@ -117,7 +117,7 @@ def _guidance(model, ctx: Context, x_pool, y_pool):
     labels = torch.arange(10).repeat_interleave(per)
     accuracy, guided = {}, []
     for w in grid.guidance_scales:
-        xs = heun_samples(model, len(labels), grid.sampler_steps, ctx.seed + 3, labels, w)
+        xs = draw_samples(model, len(labels), grid.sampler_steps, ctx.seed + 3, labels, w)
         predicted = y_pool[nearest_training(xs, x_pool)[0]]
         accuracy[w] = (predicted == labels).float().mean().item()
         guided.append((f"w={w:g}", xs[::per]))
