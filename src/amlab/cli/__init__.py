@@ -13,6 +13,7 @@ import typer
 from amlab.cli.bench import bench
 from amlab.cli.common import OneLineErrors, error_line
 from amlab.cli.explain import explain, export
+from amlab.cli.gallery import gallery_app
 from amlab.cli.listops import listops_app
 from amlab.cli.repro import repro_app
 from amlab.cli.retrieve import retrieve
@@ -61,6 +62,7 @@ app.add_typer(train_app, name="train")
 app.add_typer(eval_app, name="eval")
 app.add_typer(repro_app, name="repro")
 app.add_typer(listops_app, name="listops")
+app.add_typer(gallery_app, name="gallery")
 app.command()(explain)
 app.command()(export)
 app.command()(bench)
