@@ -34,6 +34,8 @@ PAPERS = {
     "listops": "ListOps: fewest parameters per task mix, curriculum, embeddings, ablation.",
     "diffusion": "Diffusion as associative memory: the optimal denoiser is a DenseAM; circle toy, "
     "memorisation on digits, sampler vs descent.",
+    "memorisation": "Memorisation to generalisation: memorised, spurious and generalised samples "
+    "against the training-set size (the phase curve).",
 }
 
 
