@@ -16,7 +16,7 @@ from amlab.cli import app
 from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import tokenize
 from amlab.errors import AmlabError
-from amlab.tasks.diffusion import draw_samples
+from amlab.tasks.diffusion import ImageDiffusionConfig, draw_samples, train_image_model
 from amlab.tasks.gallery import (
     DIFFUSIONDB_SCHEMA,
     SAMPLER_CODES,
@@ -307,3 +307,33 @@ def test_the_shipped_text_model_does_what_its_prompts_ask(model):
     table = adherence(prompts, judge(images, prompts, model), model)
     for name, row in table.items():
         assert row["adherence"] > row["chance"] + 0.25, (name, row)
+
+
+def test_a_text_model_of_mnist_files_trains_and_fills_a_gallery(tmp_path):
+    from test_data import write_mnist
+
+    data = tmp_path / "mnist"
+    data.mkdir()
+    write_mnist(data, "train", n=30)
+    out = tmp_path / "text"
+    config = ImageDiffusionConfig(
+        data="mnist",
+        data_dir=str(data),
+        images=30,
+        steps=2,
+        channels=8,
+        blocks=1,
+        sampler_steps=2,
+        text=True,
+    )
+    assert train_image_model(config, out)["adherence"]["class"]["prompts"] == 200
+    gallery = tmp_path / "gallery"
+    args = ["gallery", "generate", "--model", str(out), "--prompts", "a thick 3,a 5"]
+    args += ["--seeds", "0", "--guidance", "1", "--steps", "3", "--out", str(gallery), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = pq.read_table(gallery / "metadata.parquet").to_pylist()
+    assert [(r["width"], r["height"], r["training_images"]) for r in rows] == [(28, 28, 30)] * 2
+    model = load_text_model(out)
+    stored = read_png(gallery / "images" / "part-000001" / rows[1]["image_name"])
+    assert np.array_equal(regenerate(rows[1], model), stored)
