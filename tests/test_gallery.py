@@ -261,6 +261,12 @@ def test_cli_generate_names_unknown_prompt_words_and_query_answers(tmp_path, gal
         app, ["gallery", "generate", "--prompts", "a fat purple 7", "--out", str(tmp_path / "g")]
     )
     assert result.exit_code == 2 and "fat, purple" in result.output
+    assert not (tmp_path / "g").exists()  # refused before anything was written
+    result = runner.invoke(
+        app,
+        ["gallery", "generate", "--prompts", "a 3,a thin thick 7", "--out", str(tmp_path / "g")],
+    )
+    assert result.exit_code == 2 and "both 'thin' and 'thick'" in result.output
     result = runner.invoke(
         app,
         [

@@ -45,7 +45,7 @@ from PIL import Image
 
 from amlab.analysis.memorisation import AUDIT_CLASSES, Audit, audit
 from amlab.data.attributes import ATTRIBUTES
-from amlab.data.captions import tokenize
+from amlab.data.captions import request, tokenize
 from amlab.diffusion import SAMPLERS, sample
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text
@@ -256,6 +256,9 @@ def generate(
     parts, parts kept from before, seconds, the audit's fractions and the adherence per
     judged attribute against chance."""
     out = Path(out)
+    tokenize(spec.prompts, model.network.vocabulary)  # unknown words fail before any work
+    for prompt in spec.prompts:
+        request(prompt)
     state = out / STATE_DIR
     settings = {"spec": asdict(spec), "model": str(model.path), "model_hash": model.hash}
     _check_resume(out, state, settings, resume)
