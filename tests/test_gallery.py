@@ -24,6 +24,7 @@ from amlab.tasks.gallery import (
     audit_gallery,
     generate,
     read_png,
+    read_prompts,
     regenerate,
 )
 from amlab.tasks.gallery_query import query, stats
@@ -343,3 +344,16 @@ def test_a_text_model_of_mnist_files_trains_and_fills_a_gallery(tmp_path):
     model = load_text_model(out)
     stored = read_png(gallery / "images" / "part-000001" / rows[1]["image_name"])
     assert np.array_equal(regenerate(rows[1], model), stored)
+
+
+def test_a_prompts_file_gives_the_prompts(tmp_path):
+    file = tmp_path / "prompts.txt"
+    file.write_text("# digits\na thick 7\n\n  a 3  \n")
+    assert read_prompts(file) == ("a thick 7", "a 3")
+    file.write_text("# nothing\n\n")
+    with pytest.raises(AmlabError, match="holds no prompt"):
+        read_prompts(file)
+    with pytest.raises(AmlabError, match="does not exist"):
+        read_prompts(tmp_path / "none.txt")
+    with pytest.raises(AmlabError, match="seeds must lie in"):
+        GallerySpec(("a 7",), seeds=(2**32,))
