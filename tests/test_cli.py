@@ -125,7 +125,7 @@ def test_an_out_the_system_refuses_is_one_clear_error(tmp_path, monkeypatch, com
     assert "Traceback" not in result.output and not ran
 
 
-@pytest.mark.parametrize("paper", ["lsr", "drdam", "diffusion"])
+@pytest.mark.parametrize("paper", ["lsr", "drdam", "diffusion", "memorisation"])
 def test_repro_with_a_missing_data_dir_fails_before_any_work(tmp_path, paper):
     out = tmp_path / paper
     result = runner.invoke(
@@ -180,6 +180,8 @@ WRITERS = [
     ["repro", "listops"],
     ["repro", "diffusion"],
     ["repro", "fairness"],
+    ["repro", "memorisation"],
+    ["gallery", "generate"],
     ["listops", "train"],
     ["listops", "sweep"],
     ["fairness", "data"],
@@ -196,8 +198,10 @@ def test_every_command_that_writes_files_takes_out_json_and_seed(command):
     # --out is the directory the command writes into, and its help says what goes there
     assert "--out <path> Directory to write " in text or "--out PATH Directory to write " in text
     assert " --json " in text
-    # the sweep's seeds are a list (one run per model seed)
-    assert " --seed " in text or (command == ["listops", "sweep"] and " --seeds " in text)
+    # the sweep's seeds are a list (one run per model seed), and so are the gallery's (one
+    # image per seed and setting)
+    lists = (["listops", "sweep"], ["gallery", "generate"])
+    assert " --seed " in text or (command in lists and " --seeds " in text)
 
 
 @pytest.mark.parametrize(

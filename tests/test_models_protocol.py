@@ -15,7 +15,13 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from amlab.diffusion import ConvDenoiser, EmpiricalDenoiser, MLPDenoiser, VESchedule
+from amlab.diffusion import (
+    ConvDenoiser,
+    EmpiricalDenoiser,
+    MLPDenoiser,
+    TextConvDenoiser,
+    VESchedule,
+)
 from amlab.errors import AmlabError, dtype_name
 from amlab.io import config_from_json
 from amlab.models import (
@@ -107,6 +113,12 @@ MODELS: dict[str, tuple[Callable, Callable]] = {
     "ConvDenoiser": (
         lambda dt: ConvDenoiser((4, 4), SCHEDULE, channels=8, blocks=1, seed=1, dtype=dt),
         lambda m: (rand(2, 16, dtype=m.dtype), 0.5),
+    ),
+    "TextConvDenoiser": (
+        lambda dt: TextConvDenoiser(
+            (4, 4), SCHEDULE, ("a", "thick", "7"), channels=8, blocks=1, seed=1, dtype=dt
+        ),
+        lambda m: (rand(2, 16, dtype=m.dtype), 0.5, torch.tensor([[0, 2], [1, -1]])),
     ),
     "EmpiricalDenoiser": (
         lambda dt: EmpiricalDenoiser(rand(5, 3, dtype=dt), SCHEDULE, chunk_size=2, dtype=dt),

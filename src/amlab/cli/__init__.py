@@ -14,6 +14,7 @@ from amlab.cli.bench import bench
 from amlab.cli.common import OneLineErrors, error_line
 from amlab.cli.explain import explain, export
 from amlab.cli.fairness import fairness_app
+from amlab.cli.gallery import gallery_app
 from amlab.cli.listops import listops_app
 from amlab.cli.nn import nn_app
 from amlab.cli.repro import repro_app
@@ -65,6 +66,7 @@ app.add_typer(repro_app, name="repro")
 app.add_typer(listops_app, name="listops")
 app.add_typer(fairness_app, name="fairness")
 app.add_typer(nn_app, name="nn")
+app.add_typer(gallery_app, name="gallery")
 app.command()(explain)
 app.command()(export)
 app.command()(bench)

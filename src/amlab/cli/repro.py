@@ -36,6 +36,8 @@ PAPERS = {
     "memorisation on digits, sampler vs descent.",
     "fairness": "Fairness of text classifiers: group and individual metrics of baseline and "
     "mitigated models side by side, on a corpus with a planted bias.",
+    "memorisation": "Memorisation to generalisation: memorised, spurious and generalised samples "
+    "against the training-set size (the phase curve).",
 }
 
 

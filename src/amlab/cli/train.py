@@ -151,6 +151,13 @@ def diffusion_train(
         bool, typer.Option("--energy/--no-energy", help="Energy-parameterised (D = x - grad E).")
     ] = False,
     guidance: Annotated[float, typer.Option(help="Guidance scale of the samples.")] = 2.0,
+    text: Annotated[
+        bool,
+        typer.Option(
+            "--text/--no-text",
+            help="Prompted by captions of the images ('a thick slanted 7') instead of classes.",
+        ),
+    ] = False,
     resume: ResumeOpt = False,
     seed: SeedOpt = 0,
     out: Annotated[
@@ -159,7 +166,7 @@ def diffusion_train(
     ] = Path("runs/diffusion"),
     as_json: JsonOpt = False,
 ) -> None:
-    """Train a class-conditional diffusion model (checkpoints, resume) and sample each class."""
+    """Train a class- or text-conditional diffusion model (checkpoints, resume) and sample it."""
     from amlab.tasks.diffusion import ImageDiffusionConfig, train_image_model
 
     with errors():
@@ -174,12 +181,22 @@ def diffusion_train(
             energy=energy,
             guidance=guidance,
             seed=seed,
+            text=text,
         )
         with training_progress("training the denoiser") as on_step:
             metrics = train_image_model(config, out, resume=resume, on_step=on_step)
-    show_result(
-        metrics, as_json, wrote=(metrics["model"], metrics["samples"], out / "metrics.json")
-    )
+    table = None
+    if text:
+        table = result_table(
+            f"prompt adherence of {metrics['prompted_samples']} guided samples",
+            ("attribute", "adherence", "chance"),
+            [
+                (name, f"{r['adherence']:.0%}", f"{r['chance']:.0%}")
+                for name, r in metrics["adherence"].items()
+            ],
+        )
+    wrote = (metrics["model"], metrics["samples"], out / "metrics.json")
+    show_result(metrics, as_json, table, wrote=wrote)
     if not as_json:
         console.print(f"final loss {metrics['final_loss']:.4g}")
 

@@ -8,7 +8,8 @@
 - :class:`EmpiricalDenoiser`: the exact denoiser of a finite set, an LSE DenseAM with
   beta_t = 1 / s_t^2 (one denoising step is one attention update).
 - :class:`MLPDenoiser`, :class:`ConvDenoiser`: learned denoisers, optionally energy-
-  parameterised and class-conditional (trained by :func:`amlab.tasks.diffusion.train_denoiser`).
+  parameterised and class-conditional; :class:`TextConvDenoiser`, the conv net prompted by
+  text (trained by :func:`amlab.tasks.diffusion.train_denoiser`).
 """
 
 from amlab.diffusion.denoiser import NO_CLASS, Denoiser
@@ -21,6 +22,8 @@ from amlab.diffusion.networks import (
     LearnedDenoiserConfig,
     MLPDenoiser,
     MLPDenoiserConfig,
+    TextConvDenoiser,
+    TextConvDenoiserConfig,
 )
 from amlab.diffusion.samplers import SAMPLERS, Samples, ScoreFn, sample
 from amlab.diffusion.schedules import (
@@ -39,6 +42,8 @@ __all__ = [
     "LearnedDenoiserConfig",
     "MLPDenoiser",
     "MLPDenoiserConfig",
+    "TextConvDenoiser",
+    "TextConvDenoiserConfig",
     "denoising_loss",
     "NO_CLASS",
     "Denoiser",

@@ -54,6 +54,11 @@ class Denoiser(Model):
         self.dim = int(dim)
         self.num_classes = int(num_classes)
 
+    @property
+    def conditional(self) -> bool:
+        """Whether the denoiser takes labels (classes, or a prompt's token ids)."""
+        return self.num_classes > 0
+
     # -- supplied by subclasses ----------------------------------------------------------------
     def denoise_scaled(
         self, y: torch.Tensor, s: float | torch.Tensor, labels: torch.Tensor | None = None

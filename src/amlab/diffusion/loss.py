@@ -35,7 +35,9 @@ def denoising_loss(
     log_normal: tuple[float, float] | None = None,
 ) -> Callable[[LearnedDenoiser, int, torch.Generator], tuple[torch.Tensor, dict]]:
     """The loss ``loss(model, step, generator)`` of :func:`amlab.training.train` for a
-    :class:`~amlab.diffusion.networks.LearnedDenoiser` on ``data`` (N, D) (and ``labels`` (N,)).
+    :class:`~amlab.diffusion.networks.LearnedDenoiser` on ``data`` (N, D) (and ``labels``:
+    classes (N,), or token ids (N, L) of a :class:`~amlab.diffusion.networks.TextConvDenoiser`,
+    whose dropped rows become the empty prompt).
 
     log_normal: (mean, std) to draw log(s) from a normal distribution instead (EDM uses
     (-1.2, 1.2)), clipped to the schedule's range; it spends the steps on the middle noise
@@ -49,9 +51,10 @@ def denoising_loss(
         raise AmlabError(f"label_dropout must lie in [0, 1]; got {label_dropout!r}.")
     if labels is not None:
         labels = torch.as_tensor(labels).long()
-        if labels.shape != (data.shape[0],):
+        if labels.ndim not in (1, 2) or labels.shape[0] != data.shape[0]:
             raise AmlabError(
-                f"labels must have shape ({data.shape[0]},) like the data; got "
+                f"labels must have shape ({data.shape[0]},) (classes) or ({data.shape[0]}, L) "
+                "(token ids) like the data; got "
                 f"{tuple(labels.shape)}."
             )
 
@@ -75,8 +78,9 @@ def denoising_loss(
         clean = data[index].to(**place)
         s = s.to(**place)
         lab = None
-        if labels is not None and model.num_classes > 0:
+        if labels is not None and model.conditional:
             drop = torch.rand(batch_size, generator=generator) < label_dropout
+            drop = drop.reshape(-1, *[1] * (labels.ndim - 1))
             lab = torch.where(drop, NO_CLASS, labels[index]).to(model.device)
         denoised = model.denoise_scaled(clean + s[:, None] * noise.to(**place), s, lab)
         sd2 = model.sigma_data**2

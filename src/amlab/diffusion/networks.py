@@ -17,6 +17,13 @@ with sd the data's standard deviation (``sigma_data``) and F the network's outpu
 
 Classes: an embedding with one extra row for "no class" (label -1), which classifier-free
 guidance uses as the unconditional model.
+
+Text: :class:`TextConvDenoiser` is the conv net conditioned on a prompt instead of a class. Its
+``labels`` are token ids (B, L) (the index of each word in its ``vocabulary``, -1 for
+padding; :func:`amlab.data.captions.tokenize` makes them); a :class:`TextEncoder` sums the
+words' embeddings and maps the sum through a small MLP to the conditioning embedding, and the
+empty prompt (all -1, which guidance passes for the unconditional model) has an embedding
+of its own.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from torch import nn
 from amlab.diffusion.denoiser import NO_CLASS, Denoiser
 from amlab.diffusion.schedules import Schedule
 from amlab.errors import AmlabError, check_dtype, check_positive, check_positive_int, dtype_name
-from amlab.models.model import seeded
+from amlab.models.model import config_fields, seeded
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,19 +129,26 @@ class LearnedDenoiser(Denoiser):
             "dtype": dtype_name(self.dtype),
         }
 
+    def _condition(self, labels: torch.Tensor | None, batch: int, device) -> torch.Tensor | None:
+        """The conditioning embedding (B, E) added to the noise level's, or None."""
+        if self.class_embedding is None:
+            if labels is not None:
+                raise AmlabError("this network is unconditional; pass labels=None.")
+            return None
+        lab = torch.full((batch,), NO_CLASS, device=device) if labels is None else labels
+        return self.class_embedding(lab + 1)
+
     def _preconditioned(self, y: torch.Tensor, s: float | torch.Tensor, labels):
-        """G = c_skip y + c_out F(c_in y, s, class) (B, D) and c_skip (B, 1)."""
+        """G = c_skip y + c_out F(c_in y, s, class) (B, D)."""
         s = torch.as_tensor(s, dtype=y.dtype, device=y.device).reshape(-1).expand(y.shape[0])
         sd2 = self.sigma_data**2
         c_in = (s * s + sd2).rsqrt()[:, None]
         c_skip = sd2 / (s * s + sd2)[:, None]
         c_out = s[:, None] * self.sigma_data * c_in
         emb = self.noise_embedding(s)
-        if self.class_embedding is not None:
-            lab = torch.full((y.shape[0],), NO_CLASS, device=y.device) if labels is None else labels
-            emb = emb + self.class_embedding(lab + 1)
-        elif labels is not None:
-            raise AmlabError("this network is unconditional; pass labels=None.")
+        condition = self._condition(labels, y.shape[0], y.device)
+        if condition is not None:
+            emb = emb + condition
         return c_skip * y + c_out * self.body(c_in * y, emb)
 
     def denoise_scaled(
@@ -286,6 +300,120 @@ class ConvDenoiser(LearnedDenoiser):
         for first, second, proj in zip(self.first, self.second, self.emb, strict=True):
             h = h + second(first(h) + proj(emb)[:, :, None, None])
         return self.out(h).reshape(u.shape[0], -1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextConvDenoiserConfig(ConvDenoiserConfig):
+    """What :class:`TextConvDenoiser` is built with: a ConvDenoiser's fields and the words."""
+
+    vocabulary: tuple[str, ...]
+
+
+class TextEncoder(nn.Module):
+    """Prompt embedding (B, E) of token ids (B, L) (-1: padding): the sum of the words'
+    embeddings through Linear-SiLU-Linear; a prompt without words has its own embedding."""
+
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.words = nn.Embedding(vocab_size, dim)
+        self.empty = nn.Parameter(torch.zeros(dim))
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        present = ids >= 0
+        summed = (self.words(ids.clamp_min(0)) * present[..., None].to(self.empty.dtype)).sum(1)
+        return self.net(torch.where(present.any(1, keepdim=True), summed, self.empty))
+
+
+class TextConvDenoiser(ConvDenoiser):
+    """A :class:`ConvDenoiser` conditioned on prompts: ``labels`` are token ids (B, L) of
+    words of ``vocabulary`` (-1: padding; a row of -1 is the empty prompt, the unconditional
+    model of classifier-free guidance), or (L,) for one prompt shared by the batch.
+
+    The conv net's initial weights are those of the ConvDenoiser of the same seed; the text
+    encoder's are drawn after them with seed + 1. The other arguments as ConvDenoiser's.
+    """
+
+    Config = TextConvDenoiserConfig
+
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        schedule: Schedule | dict[str, Any],
+        vocabulary: tuple[str, ...] | list[str],
+        *,
+        channels: int = 32,
+        blocks: int = 3,
+        energy: bool = False,
+        num_classes: int = 0,
+        sigma_data: float = 0.5,
+        embed_dim: int = 64,
+        seed: int = 0,
+        dtype: torch.dtype | str = torch.float32,
+    ) -> None:
+        if num_classes != 0:
+            raise AmlabError(
+                f"a TextConvDenoiser is prompted by text, not classes; got num_classes="
+                f"{num_classes}: pass 0, or build a ConvDenoiser for classes."
+            )
+        words = tuple(vocabulary)
+        if not words or not all(isinstance(w, str) and w and w.split() == [w] for w in words):
+            raise AmlabError(f"vocabulary must be a non-empty list of single words; got {words}.")
+        if len(set(words)) != len(words):
+            raise AmlabError(f"vocabulary lists a word twice: {words}.")
+        super().__init__(
+            shape,
+            schedule,
+            channels=channels,
+            blocks=blocks,
+            energy=energy,
+            sigma_data=sigma_data,
+            embed_dim=embed_dim,
+            seed=seed,
+        )
+        self.vocabulary = words
+        with seeded(self.seed + 1):
+            self.text_encoder = TextEncoder(len(words), self.embed_dim)
+        self.to(check_dtype(dtype))
+
+    @property
+    def conditional(self) -> bool:
+        return True
+
+    @property
+    def config(self) -> TextConvDenoiserConfig:
+        return TextConvDenoiserConfig(vocabulary=self.vocabulary, **config_fields(super().config))
+
+    def _condition(self, labels: torch.Tensor | None, batch: int, device) -> torch.Tensor:
+        if labels is None:
+            labels = torch.full((batch, 1), NO_CLASS, device=device)
+        return self.text_encoder(labels)
+
+    def _check_labels(self, labels: Any, batch: int) -> torch.Tensor | None:
+        if labels is None:
+            return None
+        ids = torch.as_tensor(labels, device=self.device)
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise AmlabError(
+                "a TextConvDenoiser's labels are token ids (B, L) (amlab.data.captions."
+                f"tokenize); got dtype {ids.dtype}."
+            )
+        ids = ids.long()
+        if ids.ndim == 1:
+            ids = ids[None]
+        if ids.ndim == 2 and ids.shape[0] == 1 and batch != 1:
+            ids = ids.expand(batch, -1)
+        if ids.ndim != 2 or ids.shape[0] != batch:
+            raise AmlabError(
+                f"token ids must have shape ({batch}, L) or (L,); got {tuple(ids.shape)}."
+            )
+        vocab = len(self.vocabulary)
+        if ids.numel() and not bool(((ids >= NO_CLASS) & (ids < vocab)).all()):
+            raise AmlabError(
+                f"token ids must lie in [-1, {vocab - 1}] (-1: padding); got "
+                f"{ids.min().item()}..{ids.max().item()}."
+            )
+        return ids
 
 
 def _norm_conv(groups: int, channels: int, out_channels: int) -> nn.Sequential:

@@ -14,13 +14,15 @@ from typing import Any
 import torch
 
 from amlab.data import load
-from amlab.diffusion import ConvDenoiser, Denoiser, VESchedule, sample
+from amlab.data.captions import VOCABULARY, CaptionScheme, tokenize
+from amlab.diffusion import ConvDenoiser, Denoiser, TextConvDenoiser, VESchedule, sample
 from amlab.diffusion.loss import denoising_loss
 from amlab.diffusion.networks import LearnedDenoiser
 from amlab.energy.distances import nearest_memory
 from amlab.errors import AmlabError
 from amlab.io import write_metrics
 from amlab.tasks.figures import image_grid
+from amlab.tasks.prompts import TextModel, TrainingRecipe, adherence, judge, model_hash, save_recipe
 from amlab.training import OnStep, TrainConfig, TrainResult, train
 
 
@@ -67,14 +69,24 @@ def denoiser_schedule(steps: int, seed: int, checkpoints: int) -> TrainConfig:
     )
 
 
-def heun_samples(denoiser: Denoiser, n: int, steps: int, seed: int, labels=None, guidance=1.0):
-    """n samples: the probability-flow ODE (Heun) from the prior down to sigma_min, then one
-    last denoising step D(x, t_end) (the usual final step to sigma = 0)."""
+def draw_samples(
+    denoiser: Denoiser,
+    n: int,
+    steps: int,
+    seed: int,
+    labels=None,
+    guidance=1.0,
+    method: str = "heun",
+):
+    """n samples: the sampler ``method`` (default the probability-flow ODE by Heun) from the
+    prior down to sigma_min, then one last denoising step D(x, t_end) (the usual final step
+    to sigma = 0). The prior's draw and then the SDE's noise come from one generator seeded
+    with ``seed``."""
     g = torch.Generator().manual_seed(seed)
     schedule = denoiser.schedule
     start = schedule.prior(n, denoiser.dim, g)
     score = denoiser.score_fn(labels, guidance)
-    states = sample(score, schedule, start, steps=steps, method="heun").states
+    states = sample(score, schedule, start, steps=steps, method=method, generator=g).states
     with torch.no_grad():
         return denoiser.denoise(states, schedule.t_end, labels, guidance).detach()
 
@@ -88,8 +100,9 @@ def nearest_training(x: torch.Tensor, pool: torch.Tensor) -> tuple[torch.Tensor,
 class ImageDiffusionConfig:
     """What ``amlab train diffusion`` trains and samples: ``images`` training images of
     ``data``, a :class:`ConvDenoiser` of ``channels`` and ``blocks`` (energy-parameterised
-    with ``energy``), ``steps`` optimiser steps of ``batch_size`` images, then guided samples
-    (scale ``guidance``, ``sampler_steps`` Heun steps)."""
+    with ``energy``; prompted by the images' captions instead of their classes with ``text``,
+    a :class:`TextConvDenoiser`), ``steps`` optimiser steps of ``batch_size`` images, then
+    guided samples (scale ``guidance``, ``sampler_steps`` Heun steps)."""
 
     data: str = "digits"
     data_dir: str | None = None
@@ -102,6 +115,7 @@ class ImageDiffusionConfig:
     guidance: float = 2.0
     sampler_steps: int = 40
     seed: int = 0
+    text: bool = False
 
 
 def train_image_model(
@@ -116,7 +130,13 @@ def train_image_model(
     ``out/model``, and write one guided sample per class to ``out/samples.png`` and the facts
     of the run to ``out/metrics.json``, with its quality: of 20 guided samples per class, the
     share whose nearest training image has the prompted class (``prompted_accuracy``), and
-    their mean distance to that image."""
+    their mean distance to that image.
+
+    With ``config.text`` the net is a :class:`TextConvDenoiser` trained on each image's
+    caption (:class:`~amlab.data.captions.CaptionScheme` fitted to the training set, saved
+    with the model as ``captions.json``), and its quality is the adherence of 200 guided
+    samples, prompted with captions of training images, per attribute against chance
+    (:func:`amlab.tasks.prompts.adherence`)."""
     data, images, seed = config.data, config.images, config.seed
     guidance, sampler_steps = config.guidance, config.sampler_steps
     dataset = load(data, config.data_dir, split="train")
@@ -127,36 +147,58 @@ def train_image_model(
         )
     train_set = dataset.subset(images, seed=seed)
     schedule = VESchedule(0.01, 10.0)
-    model = ConvDenoiser(
-        train_set.shape,
-        schedule,
-        channels=config.channels,
-        blocks=config.blocks,
-        energy=config.energy,
-        num_classes=int(train_set.labels.max()) + 1,
-        sigma_data=0.4,
-        seed=seed,
-    )
+    net = {"channels": config.channels, "blocks": config.blocks, "energy": config.energy}
+    if config.text:
+        scheme = CaptionScheme.fit(train_set.images, train_set.shape)
+        labels = tokenize(scheme.captions(train_set.images, train_set.shape, train_set.labels))
+        model = TextConvDenoiser(
+            train_set.shape, schedule, VOCABULARY, **net, sigma_data=0.4, seed=seed
+        )
+    else:
+        labels = train_set.labels
+        classes = int(train_set.labels.max()) + 1
+        model = ConvDenoiser(
+            train_set.shape, schedule, **net, num_classes=classes, sigma_data=0.4, seed=seed
+        )
     out = Path(out)
     started = time.perf_counter()
     result = train_denoiser(
         model,
         train_set.images,
         denoiser_schedule(config.steps, seed, checkpoints=10),
-        labels=train_set.labels,
+        labels=labels,
         batch_size=config.batch_size,
         label_dropout=0.2,
         log_normal=(-1.2, 1.2),
         out=out / "checkpoints",
         resume=resume,
         on_step=on_step,
-        describe={"data": data, "images": len(train_set), "seed": seed},
+        describe={"data": data, "images": len(train_set), "seed": seed, "text": config.text},
     )
     train_seconds = time.perf_counter() - started
     model.eval()
     model.save(out / "model")
+    facts = {
+        "data": data,
+        "images": len(train_set),
+        "steps": config.steps,
+        "resumed_from": result.resumed_from,
+        "final_loss": result.losses[-1],
+        "train_seconds": train_seconds,  # this run's steps only (a resumed run's are not all)
+        "energy": config.energy,
+        "text": config.text,
+        "guidance": guidance,
+        "sampler_steps": sampler_steps,
+    }
+    if config.text:
+        recipe = TrainingRecipe(data, config.data_dir, images, seed, scheme.edges)
+        save_recipe(out / "model", recipe)
+        text_model = TextModel(model, recipe, train_set, out / "model", model_hash(out / "model"))
+        metrics = {**facts, **_text_quality(text_model, labels, config, out)}
+        write_metrics(out / "metrics.json", metrics)
+        return metrics
     classes = torch.arange(model.num_classes)
-    samples = heun_samples(model, len(classes), sampler_steps, seed + 1, classes, guidance)
+    samples = draw_samples(model, len(classes), sampler_steps, seed + 1, classes, guidance)
     image_grid(
         [(f"w={guidance:g}", samples)],
         train_set.shape,
@@ -166,18 +208,10 @@ def train_image_model(
     # quality: prompted samples counted as their class when the nearest training image has it
     per_class = 20
     prompts = classes.repeat_interleave(per_class)
-    prompted = heun_samples(model, len(prompts), sampler_steps, seed + 2, prompts, guidance)
+    prompted = draw_samples(model, len(prompts), sampler_steps, seed + 2, prompts, guidance)
     nearest, distance = nearest_training(prompted, train_set.images)
     metrics = {
-        "data": data,
-        "images": len(train_set),
-        "steps": config.steps,
-        "resumed_from": result.resumed_from,
-        "final_loss": result.losses[-1],
-        "train_seconds": train_seconds,  # this run's steps only (a resumed run's are not all)
-        "energy": config.energy,
-        "guidance": guidance,
-        "sampler_steps": sampler_steps,
+        **facts,
         "prompted_accuracy": (train_set.labels[nearest] == prompts).float().mean().item(),
         "prompted_samples": len(prompts),
         "mean_nearest_distance": distance.mean().item(),
@@ -186,3 +220,36 @@ def train_image_model(
     }
     write_metrics(out / "metrics.json", metrics)
     return metrics
+
+
+def _text_quality(
+    model: TextModel, tokens: torch.Tensor, config: ImageDiffusionConfig, out: Path
+) -> dict[str, Any]:
+    """Guided samples of a text model prompted with 200 captions of training images (drawn
+    with the run's seed): their adherence per attribute against chance, and a figure of the
+    first ten (``out/samples.png``)."""
+    train = model.train
+    g = torch.Generator().manual_seed(config.seed + 2)
+    chosen = torch.randint(len(train), (200,), generator=g)
+    prompts = model.scheme.captions(train.images[chosen], train.shape, train.labels[chosen])
+    samples = draw_samples(
+        model.network,
+        len(prompts),
+        config.sampler_steps,
+        config.seed + 2,
+        tokens[chosen],
+        config.guidance,
+    )
+    table = adherence(prompts, judge(samples, prompts, model), model)
+    image_grid(
+        [(f"w={config.guidance:g}", samples[:10])],
+        train.shape,
+        out / "samples.png",
+        title="; ".join(prompts[:10]),
+    )
+    return {
+        "adherence": table,
+        "prompted_samples": len(prompts),
+        "model": str(out / "model"),
+        "samples": str(out / "samples.png"),
+    }

@@ -15,7 +15,7 @@ from amlab.diffusion import Denoiser, EmpiricalDenoiser, MLPDenoiser, VESchedule
 from amlab.dynamics import descend
 from amlab.experiments.diffusion.common import reused_networks, train_network
 from amlab.experiments.report import Context, Progress, Report, Section, part
-from amlab.tasks.diffusion import heun_samples, nearest_training
+from amlab.tasks.diffusion import draw_samples, nearest_training
 from amlab.tasks.figures import plt, save_figure
 
 #: half the side of the square the landscapes are drawn on
@@ -109,7 +109,7 @@ def _circle_run(k: int, ctx: Context, axis, starts, progress: Progress) -> Circl
         progress(f"sigma={sigma:g}", 0.6 + 0.3 * (j + 1) / len(grid.circle_sigmas))
     samples, stats = {}, {}
     for name, denoiser in (("empirical", empirical), ("learned", model)):
-        xs = heun_samples(denoiser, grid.circle_samples, grid.sampler_steps, ctx.seed + 7)
+        xs = draw_samples(denoiser, grid.circle_samples, grid.sampler_steps, ctx.seed + 7)
         dist = nearest_training(xs, points)[1]
         samples[name] = xs
         stats[name] = {

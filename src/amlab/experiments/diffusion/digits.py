@@ -16,7 +16,7 @@ from amlab.experiments.diffusion.common import (
     train_network,
 )
 from amlab.experiments.report import Context, Progress, Report, Section, part
-from amlab.tasks.diffusion import heun_samples, nearest_training
+from amlab.tasks.diffusion import draw_samples, nearest_training
 from amlab.tasks.figures import image_grid, plt, save_figure
 
 #: a sample counts as memorised when its nearest training image is closer than the median
@@ -42,14 +42,20 @@ class Digits:
     guided: list[tuple[str, torch.Tensor]]
 
 
-def compute(ctx: Context, progress: Progress) -> Digits:
-    grid, images = ctx.grid, ctx.images
+def pool_split(ctx: Context) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The run's images shuffled with its seed: (pool images, their labels, the last
+    ``grid.holdout`` images held out). A training set of N is the pool's first N."""
+    images = ctx.images
     g = torch.Generator().manual_seed(ctx.seed + 11)
     order = torch.randperm(len(images), generator=g)
-    held, pool = order[-grid.holdout :], order[: -grid.holdout]
-    sizes = tuple(n for n in grid.digit_sizes if n <= len(pool))
-    x_pool, y_pool = images.images[pool], images.labels[pool]
-    x_held = images.images[held]
+    held, pool = order[-ctx.grid.holdout :], order[: -ctx.grid.holdout]
+    return images.images[pool], images.labels[pool], images.images[held]
+
+
+def compute(ctx: Context, progress: Progress) -> Digits:
+    grid = ctx.grid
+    x_pool, y_pool, x_held = pool_split(ctx)
+    sizes = tuple(n for n in grid.digit_sizes if n <= len(x_pool))
     typical = nearest_training(x_held, x_pool)[1].median().item()
     threshold = typical / MEMORISED_DIVISOR
     records, gallery, model = [], [], None
@@ -61,18 +67,18 @@ def compute(ctx: Context, progress: Progress) -> Digits:
         gallery += shown
     progress("guidance", 0.9)
     accuracy, guided = _guidance(model, ctx, x_pool, y_pool)
-    return Digits(len(pool), typical, threshold, records, gallery, accuracy, guided)
+    return Digits(len(x_pool), typical, threshold, records, gallery, accuracy, guided)
 
 
-def _memorisation(ctx: Context, train_x, train_y, x_held, threshold: float, progress: Progress):
-    """Train the conditional net on the N images train_x, then draw samples of it and of the
-    empirical denoiser of the same images. Returns (the net, the record of N, the gallery rows
-    of the net's first 10 samples and their nearest training images)."""
+def digit_network(ctx: Context, train_x, train_y, progress: Progress, until: float = 0.8):
+    """The class-conditional conv net of the grid's ``digit_*`` sizes trained on the N
+    images train_x (labels train_y) with the run's seed (checkpoints ``digits-N<N>``, reused
+    when finished); progress moves from 0 to ``until``. Returns (the net, its training
+    record)."""
     grid, n = ctx.grid, len(train_x)
-    schedule = digit_schedule(grid)
     model = ConvDenoiser(
         ctx.images.shape,
-        schedule,
+        digit_schedule(grid),
         channels=grid.digit_channels,
         blocks=grid.digit_blocks,
         num_classes=10,
@@ -88,14 +94,23 @@ def _memorisation(ctx: Context, train_x, train_y, x_held, threshold: float, prog
         steps=grid.digit_steps,
         batch=grid.digit_batch,
         progress=progress,
-        until=0.8,
+        until=until,
         log_normal=grid.digit_log_normal,
     )
+    return model, training
+
+
+def _memorisation(ctx: Context, train_x, train_y, x_held, threshold: float, progress: Progress):
+    """Train the conditional net on the N images train_x, then draw samples of it and of the
+    empirical denoiser of the same images. Returns (the net, the record of N, the gallery rows
+    of the net's first 10 samples and their nearest training images)."""
+    grid, n = ctx.grid, len(train_x)
+    model, training = digit_network(ctx, train_x, train_y, progress)
     progress("sampling", 0.8)
     record: dict[str, Any] = {"N": n, "training": training}
-    empirical = EmpiricalDenoiser(train_x, schedule)
+    empirical = EmpiricalDenoiser(train_x, model.schedule)
     for name, denoiser in (("learned", model), ("empirical", empirical)):
-        xs = heun_samples(denoiser, grid.digit_samples, grid.sampler_steps, ctx.seed + 5)
+        xs = draw_samples(denoiser, grid.digit_samples, grid.sampler_steps, ctx.seed + 5)
         d_train = nearest_training(xs, train_x)[1]
         d_held = nearest_training(xs, x_held)[1]
         record[name] = {
@@ -117,7 +132,7 @@ def _guidance(model, ctx: Context, x_pool, y_pool):
     labels = torch.arange(10).repeat_interleave(per)
     accuracy, guided = {}, []
     for w in grid.guidance_scales:
-        xs = heun_samples(model, len(labels), grid.sampler_steps, ctx.seed + 3, labels, w)
+        xs = draw_samples(model, len(labels), grid.sampler_steps, ctx.seed + 3, labels, w)
         predicted = y_pool[nearest_training(xs, x_pool)[0]]
         accuracy[w] = (predicted == labels).float().mean().item()
         guided.append((f"w={w:g}", xs[::per]))
