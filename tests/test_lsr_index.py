@@ -230,3 +230,21 @@ def test_energy_goes_through_the_index_and_equals_the_formula(monkeypatch, no_de
     am.energy(inside).sum().backward()
     assert visits == [1]
     torch.testing.assert_close(inside.grad, am.grad(x[:25]), rtol=1e-10, atol=1e-10)
+
+
+def test_a_centroid_within_rounding_of_its_state_is_the_state_itself():
+    """The exact solver stops when the state repeats: a fixed point's centroid summed in
+    another order (another batch, chunking or thread split) must not move it by an ulp."""
+    from amlab.energy.lsr import lsr_centroid
+
+    for dtype in (torch.float32, F64):
+        g = torch.Generator().manual_seed(0)
+        members = torch.rand(4, 5, 3, generator=g, dtype=dtype)  # 4 states, 5 active each
+        centroid = members.mean(1)
+        count = torch.full((4,), 5.0, dtype=dtype)
+        active_sum = members.sum(1)
+        ulp = torch.finfo(dtype).eps * centroid.abs()
+        x = centroid + torch.tensor([0.0, 1.0, -2.0, 1e6], dtype=dtype)[:, None] * ulp
+        out = lsr_centroid(x, (count, count, active_sum))
+        assert torch.equal(out[:3], x[:3])  # within rounding: the state repeats exactly
+        torch.testing.assert_close(out[3], active_sum[3] / 5, rtol=0, atol=0)  # a real move

@@ -131,9 +131,23 @@ def lsr_grad_from_stats(x: torch.Tensor, stats: SupportStats, eps: float) -> tor
 def lsr_centroid(x: torch.Tensor, stats: SupportStats) -> torch.Tensor:
     """The centroid of each state's active memories (B, D), LSR's exact fixed-point update
     (a step of 1 along the gradient rescaled by (eps + Z) / count); a state with no active
-    memory stays where it is."""
+    memory stays where it is.
+
+    A state whose centroid it already is, to within rounding (a few units in the last place),
+    stays exactly where it is: the sum of the active memories is rounded differently when the
+    batch or the chunking changes (a matrix product splits its work by shape and threads), so
+    recomputing a fixed point's centroid may move it by an ulp, and the solver, which stops when
+    the state repeats, would take a step more or never stop."""
     _, count, active_sum = stats
-    return torch.where((count > 0)[:, None], active_sum / count.clamp_min(1)[:, None], x)
+    centroid = torch.where((count > 0)[:, None], active_sum / count.clamp_min(1)[:, None], x)
+    ulps = ROUNDING_ULPS * torch.finfo(x.dtype).eps * torch.maximum(x.abs(), centroid.abs())
+    repeats = ((centroid - x).abs() <= ulps).all(1, keepdim=True)
+    return torch.where(repeats, x, centroid)
+
+
+#: how many units in the last place a recomputed centroid may differ from its state and
+#: still be the same fixed point (:func:`lsr_centroid`)
+ROUNDING_ULPS = 8
 
 
 def _zero_outside(count: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
