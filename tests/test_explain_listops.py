@@ -1,0 +1,116 @@
+"""amlab.explain.listops: the step-by-step forward pass equals the model's own forward
+(fused attention, nn modules), with and without ablation, for every block's output."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from amlab.data.listops import Tokenizer
+from amlab.errors import AmlabError
+from amlab.explain.listops import trace
+from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
+
+EXPRESSIONS = ["[MAX 2 9 [MIN 4 7 ] 0 ]", "[SM 1 2 ]", "[MED 3 [SM 9 9 ] 1 ]"]
+
+
+def model_of(**changes) -> ListOpsTransformer:
+    config = ListOpsTransformerConfig(
+        vocab_size=18, classes=10, dim=16, heads=4, layers=3, max_len=16, seed=3, **changes
+    )
+    model = ListOpsTransformer(config).double()
+    with torch.no_grad():  # biases and norms away from their initial 0 and 1
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(7)))
+    return model
+
+
+def batch(model) -> torch.Tensor:
+    return Tokenizer(10).encode(EXPRESSIONS, length=model.config.max_len)
+
+
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("ablate", [(), ("attention",), ("mlp",), ("attention", "mlp")])
+def test_logits_are_the_models(ablate, share):
+    model = model_of(share_weights=share)
+    tokens = batch(model)
+    model.ablate = frozenset(ablate)
+    with torch.no_grad():
+        want = model(tokens)
+        hidden = model.hidden_states(tokens)
+    for row in range(len(tokens)):
+        got = trace(model, tokens[row], attention="attention" not in ablate, mlp="mlp" not in ablate)
+        torch.testing.assert_close(got["logits"], want[row], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["blocks"][-1]["out"], hidden[row], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["blocks"][-1]["lens_logits"], got["logits"])
+        torch.testing.assert_close(got["probs"], torch.softmax(want[row], -1))
+
+
+def test_every_blocks_output_is_a_shallower_models():
+    """Block i's output is the hidden state of the model cut after block i."""
+    model = model_of()
+    tokens = batch(model)
+    got = trace(model, tokens[0])
+    for layers in (1, 2):
+        cut = ListOpsTransformer(replace(model.config, layers=layers)).double()
+        cut.load_state_dict(model.state_dict(), strict=False)
+        with torch.no_grad():
+            want = cut.hidden_states(tokens[:1])[0]
+            lens = cut(tokens[:1])[0]
+        torch.testing.assert_close(got["blocks"][layers - 1]["out"], want, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(got["blocks"][layers - 1]["lens_logits"], lens)
+
+
+def test_intermediates_are_the_modules_outputs():
+    model = model_of()
+    tokens = batch(model)[1]
+    got = trace(model, tokens)
+    n, keep = len(tokens), tokens != 0
+    block = model.blocks[0]
+    with torch.no_grad():
+        x = model.embed(tokens) + model.position(torch.arange(n))
+        torch.testing.assert_close(got["x"], x)
+        b = got["blocks"][0]
+        torch.testing.assert_close(b["ln1"], block.norm1(x))
+        q, k, v = block.qkv(block.norm1(x)).split(16, -1)
+        torch.testing.assert_close(b["q"].transpose(0, 1).reshape(n, 16), q)
+        torch.testing.assert_close(b["k"].transpose(0, 1).reshape(n, 16), k)
+        torch.testing.assert_close(b["v"].transpose(0, 1).reshape(n, 16), v)
+        torch.testing.assert_close(b["attn_out"], block.attention(x[None], keep[None])[0])
+        torch.testing.assert_close(b["mlp_out"], block.mlp(b["mid"]))
+        torch.testing.assert_close(b["mlp_post"], torch.nn.functional.gelu(b["mlp_pre"]))
+    weights = b["weights"]
+    assert torch.all(weights[:, :, ~keep] == 0) and torch.all(b["scores"][:, :, ~keep] == -torch.inf)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(4, n, dtype=torch.float64))
+    torch.testing.assert_close(b["heads"], weights @ b["v"])
+
+
+def test_a_head_switched_off_is_its_projection_columns_zeroed():
+    model = model_of()
+    tokens = batch(model)
+    for block, head in ((0, 1), (2, 3)):
+        cut = model_of()
+        with torch.no_grad():
+            cut.blocks[block].proj.weight[:, head * 4 : (head + 1) * 4] = 0
+            want = cut(tokens)
+        for row in range(len(tokens)):
+            got = trace(model, tokens[row], heads_off=[(block, head)])
+            torch.testing.assert_close(got["logits"], want[row], rtol=1e-12, atol=1e-12)
+            assert torch.all(got["blocks"][block]["mixed"][:, head * 4 : (head + 1) * 4] == 0)
+    plain = trace(model, tokens[0])["logits"]
+    assert not torch.allclose(trace(model, tokens[0], heads_off=[(0, 1)])["logits"], plain)
+
+
+def test_bad_input_is_refused():
+    model = model_of()
+    with pytest.raises(AmlabError, match="max_len"):
+        trace(model, torch.ones(17, dtype=torch.long))
+    with pytest.raises(AmlabError, match="no head"):
+        trace(model, torch.ones(3, dtype=torch.long), heads_off=[(3, 0)])
+    with pytest.raises(AmlabError, match="0..17"):
+        trace(model, torch.tensor([1, 18]))
+    with pytest.raises(AmlabError, match="int64"):
+        trace(model, torch.ones(2, 3, dtype=torch.long))
