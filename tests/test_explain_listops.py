@@ -10,17 +10,28 @@ import torch
 
 from amlab.data.listops import Tokenizer
 from amlab.errors import AmlabError
-from amlab.explain.listops import trace
-from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
+from amlab.explain.listops import sampling_distribution, trace
+from amlab.models.listops import (
+    CausalListOpsTransformer,
+    ListOpsTransformer,
+    ListOpsTransformerConfig,
+)
 
 EXPRESSIONS = ["[MAX 2 9 [MIN 4 7 ] 0 ]", "[SM 1 2 ]", "[MED 3 [SM 9 9 ] 1 ]"]
 
 
-def model_of(**changes) -> ListOpsTransformer:
+def model_of(causal: bool = False, **changes) -> ListOpsTransformer:
     config = ListOpsTransformerConfig(
-        vocab_size=18, classes=10, dim=16, heads=4, layers=3, max_len=16, seed=3, **changes
+        vocab_size=18,
+        classes=18 if causal else 10,
+        dim=16,
+        heads=4,
+        layers=3,
+        max_len=16,
+        seed=3,
+        **changes,
     )
-    model = ListOpsTransformer(config).double()
+    model = (CausalListOpsTransformer if causal else ListOpsTransformer)(config).double()
     with torch.no_grad():  # biases and norms away from their initial 0 and 1
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
@@ -32,17 +43,20 @@ def batch(model) -> torch.Tensor:
     return Tokenizer(10).encode(EXPRESSIONS, length=model.config.max_len)
 
 
-@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize(("share", "causal"), [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("ablate", [(), ("attention",), ("mlp",), ("attention", "mlp")])
-def test_logits_are_the_models(ablate, share):
-    model = model_of(share_weights=share)
+def test_logits_are_the_models(ablate, share, causal):
+    """A causal model's logits, probabilities and logit lens are read at every position."""
+    model = model_of(share_weights=share, causal=causal)
     tokens = batch(model)
     model.ablate = frozenset(ablate)
     with torch.no_grad():
         want = model(tokens)
         hidden = model.hidden_states(tokens)
     for row in range(len(tokens)):
-        got = trace(model, tokens[row], attention="attention" not in ablate, mlp="mlp" not in ablate)
+        got = trace(
+            model, tokens[row], attention="attention" not in ablate, mlp="mlp" not in ablate
+        )
         torch.testing.assert_close(got["logits"], want[row], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(got["blocks"][-1]["out"], hidden[row], rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(got["blocks"][-1]["lens_logits"], got["logits"])
@@ -79,20 +93,31 @@ def test_intermediates_are_the_modules_outputs():
         torch.testing.assert_close(b["q"].transpose(0, 1).reshape(n, 16), q)
         torch.testing.assert_close(b["k"].transpose(0, 1).reshape(n, 16), k)
         torch.testing.assert_close(b["v"].transpose(0, 1).reshape(n, 16), v)
-        torch.testing.assert_close(b["attn_out"], block.attention(x[None], keep[None])[0])
+        torch.testing.assert_close(
+            b["attn_out"], block.attention(x[None], keep[None, None, None])[0]
+        )
         torch.testing.assert_close(b["mlp_out"], block.mlp(b["mid"]))
         torch.testing.assert_close(b["mlp_post"], torch.nn.functional.gelu(b["mlp_pre"]))
     weights = b["weights"]
-    assert torch.all(weights[:, :, ~keep] == 0) and torch.all(b["scores"][:, :, ~keep] == -torch.inf)
+    assert torch.all(weights[:, :, ~keep] == 0) and torch.all(
+        b["scores"][:, :, ~keep] == -torch.inf
+    )
+    causal = trace(model_of(causal=True), tokens)["blocks"][0]
+    after = torch.ones(n, n, dtype=torch.bool).triu(1)  # keys after the query
+    assert torch.all(causal["scores"][:, after] == -torch.inf)
+    assert torch.all(causal["weights"][:, after] == 0) and torch.all(
+        causal["weights"][:, 0, 0] == 1
+    )
     torch.testing.assert_close(weights.sum(-1), torch.ones(4, n, dtype=torch.float64))
     torch.testing.assert_close(b["heads"], weights @ b["v"])
 
 
-def test_a_head_switched_off_is_its_projection_columns_zeroed():
-    model = model_of()
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_head_switched_off_is_its_projection_columns_zeroed(causal):
+    model = model_of(causal=causal)
     tokens = batch(model)
     for block, head in ((0, 1), (2, 3)):
-        cut = model_of()
+        cut = model_of(causal=causal)
         with torch.no_grad():
             cut.blocks[block].proj.weight[:, head * 4 : (head + 1) * 4] = 0
             want = cut(tokens)
@@ -114,3 +139,26 @@ def test_bad_input_is_refused():
         trace(model, torch.tensor([1, 18]))
     with pytest.raises(AmlabError, match="int64"):
         trace(model, torch.ones(2, 3, dtype=torch.long))
+
+
+def test_the_sampling_distribution_keeps_the_top_tokens():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        logits = torch.randn(12, generator=g, dtype=torch.float64)
+        for temperature in (0.5, 1.0, 3.0):
+            plain = torch.softmax(logits / temperature, -1)
+            torch.testing.assert_close(sampling_distribution(logits, temperature), plain)
+            greedy = sampling_distribution(logits, temperature, top_k=1)
+            assert greedy[logits.argmax()] == 1 and greedy.sum() == 1
+            assert torch.equal(sampling_distribution(logits, temperature, top_p=0.0), greedy)
+            top3 = sampling_distribution(logits, temperature, top_k=3)
+            assert set(top3.nonzero().squeeze(1).tolist()) == set(logits.topk(3).indices.tolist())
+            for top_p in (0.3, 0.6, 0.9):
+                kept = sampling_distribution(logits, temperature, top_p=top_p) > 0
+                mass = plain[kept].sum()
+                # the kept tokens are the most likely, reach top_p, and the least of them is needed
+                dropped = plain[~kept]
+                assert not len(dropped) or plain[kept].min() >= dropped.max()
+                assert mass >= top_p and mass - plain[kept].min() < top_p
+    with pytest.raises(AmlabError, match="temperature"):
+        sampling_distribution(torch.zeros(3), 0.0)

@@ -13,10 +13,11 @@ transformer.ts``) is tested against this function's output, and this function ag
 model's own ``forward``.
 
 :func:`export_listops` writes the shipped models (``models/listops-joint``, trained on
-MAX+MED+SUM, and ``models/listops-sum``, the same size trained on SUM alone) as raw float32
-for the app, with their held-out accuracy, a sample of their held-out expressions and the
-principal axes of their digit embeddings; :func:`listops_vectors` the test vectors of the
-app's forward pass.
+MAX+MED+SUM; ``models/listops-sum``, the same size trained on SUM alone;
+``models/listops-causal``, the same size, a next-token model of MAX+MED+SUM expressions
+followed by ``=`` and their value) as raw float32 for the app, with their held-out accuracy
+and a sample of their held-out expressions; :func:`listops_vectors` the test vectors of the
+app's forward pass, :func:`sampling_distribution` the distribution its sampler draws from.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ import torch.nn.functional as F
 from amlab.data.listops import ListOpsConfig, Tokenizer, evaluate, make_splits
 from amlab.errors import AmlabError
 from amlab.io import atomic_write_bytes
-from amlab.models.listops import ListOpsTransformer
+from amlab.models.listops import CausalListOpsTransformer, ListOpsTransformer, attention_mask
 
 MODELS = Path(__file__).parent / "models"
-#: the shipped models: the joint model (MAX+MED+SUM) and a SUM-only model of the same size
-SHIPPED_LISTOPS = {"joint": MODELS / "listops-joint", "sum": MODELS / "listops-sum"}
+#: the shipped models: the joint model (MAX+MED+SUM), a SUM-only model of the same size, and
+#: a causal (next-token) model of the same size trained on MAX+MED+SUM expressions followed
+#: by '=' and their value
+SHIPPED_LISTOPS = {
+    "joint": MODELS / "listops-joint",
+    "sum": MODELS / "listops-sum",
+    "causal": MODELS / "listops-causal",
+}
 #: held-out expressions shipped per model (the view's random-expression button draws them)
 SAMPLE_EXPRESSIONS = 200
 
@@ -68,12 +75,15 @@ def trace(
     (its numbers are still computed and returned); ``heads_off`` lists (block, head) pairs
     whose output is zeroed before the block's projection. Returns a dict of tensors:
     ``embed``/``position``/``x`` (L, D), ``blocks`` (one dict per layer: ``ln1``, ``q``,
-    ``k``, ``v`` (H, L, D/H), ``scores`` (H, L, L) with -inf at padded keys, ``weights``
+    ``k``, ``v`` (H, L, D/H), ``scores`` (H, L, L) with -inf at padded keys (and, in a
+    causal model, at keys after the query), ``weights``
     (H, L, L) (query rows, key columns), ``heads`` (H, L, D/H), ``mixed`` (L, D) the
     heads' outputs side by side (switched-off heads zeroed), ``attn_out`` (L, D),
     ``mid`` (L, D), ``ln2`` (L, D), ``mlp_pre``/``mlp_post`` (L, hidden), ``mlp_out`` and
     ``out`` (L, D), ``lens_logits`` (classes,): the class token read out after this
     block), ``final`` (D,) the normed class token, ``logits`` and ``probs`` (classes,).
+    A causal model reads out every position: ``lens_logits``, ``logits`` and ``probs``
+    are (L, classes), ``final`` (L, D).
     """
     config = model._config
     tokens = torch.as_tensor(tokens)
@@ -93,14 +103,14 @@ def trace(
         off.add((block, head))
     n, heads = len(tokens), config.heads
     head_dim = config.dim // heads
-    keep = tokens != 0
+    mask = attention_mask(tokens[None], model.causal)[0]
     embed = model.embed.weight[tokens]
     position = model.position.weight[:n]
     x = embed + position
     out: dict = {"embed": embed, "position": position, "x": x, "blocks": []}
 
     def read_out(stream: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        final = _layer_norm(stream[0], model.norm)
+        final = _layer_norm(stream if model.causal else stream[0], model.norm)
         return final, _linear(final, model.head)
 
     for layer in range(config.layers):
@@ -108,7 +118,7 @@ def trace(
         ln1 = _layer_norm(x, block.norm1)
         q, k, v = _linear(ln1, block.qkv).view(n, 3, heads, head_dim).permute(1, 2, 0, 3)
         scores = q @ k.transpose(1, 2) / math.sqrt(head_dim)
-        scores = scores.masked_fill(~keep[None, None, :], -math.inf)
+        scores = scores.masked_fill(~mask[None], -math.inf)
         weights = torch.softmax(scores, -1)
         head_out = weights @ v
         mixed = head_out.clone()
@@ -152,7 +162,9 @@ def load_shipped(name: str) -> tuple[ListOpsTransformer, dict]:
     if name not in SHIPPED_LISTOPS:
         raise AmlabError(f"no shipped ListOps model {name!r}; choose from {list(SHIPPED_LISTOPS)}.")
     path = SHIPPED_LISTOPS[name]
-    return ListOpsTransformer.load(path), json.loads((path / "metrics.json").read_text())
+    record = json.loads((path / "metrics.json").read_text())
+    cls = CausalListOpsTransformer if record["spec"].get("causal") else ListOpsTransformer
+    return cls.load(path), record
 
 
 def held_out(record: dict, count: int) -> list[str]:
@@ -166,7 +178,7 @@ def held_out(record: dict, count: int) -> list[str]:
 
 
 def digit_embeddings(model: ListOpsTransformer) -> torch.Tensor:
-    """(10, dim): the embedding rows of the values 0..9."""
+    """(10, dim): the embedding rows of the values 0..9 (the same ids in every vocabulary)."""
     tokenizer = Tokenizer(10)
     return model.embed.weight.detach()[[tokenizer.value_id(v) for v in range(10)]]
 
@@ -174,16 +186,15 @@ def digit_embeddings(model: ListOpsTransformer) -> torch.Tensor:
 def export_listops(out: str | Path) -> dict:
     """Write ``listops-<name>.bin`` (every tensor of the model's ``state_dict``, float32
     little-endian, one after the other) for each shipped model into ``out``; return the
-    manifest entry: the vocabulary, and per model its config, the tensors' names, shapes
+    manifest entry: per model its config and vocabulary, the tensors' names, shapes
     and offsets (in floats), its test accuracy (overall and per root operation, from the
     training record) and the first held-out test expressions with their values."""
     out = Path(out)
-    tokenizer = Tokenizer(10)
-    entry: dict = {"vocab": tokenizer.vocab, "models": {}}
+    entry: dict = {"models": {}}
     for name in SHIPPED_LISTOPS:
         model, record = load_shipped(name)
         spec = record["spec"]
-        if spec["data"]["modulus"] != tokenizer.modulus:
+        if spec["data"]["modulus"] != 10:
             raise AmlabError(f"the shipped model {name} was not trained on values 0..9.")
         tensors, parts, offset = [], [], 0
         for key, value in model.state_dict().items():
@@ -194,7 +205,8 @@ def export_listops(out: str | Path) -> dict:
         atomic_write_bytes(out / file, b"".join(parts))
         entry["models"][name] = {
             "file": file,
-            "config": asdict(model.config),
+            "config": {**asdict(model.config), "causal": model.causal},
+            "vocab": Tokenizer(10, equals=model.causal).vocab,
             "tensors": tensors,
             "ops": spec["ops"],
             "parameters": record["parameters"],
@@ -217,6 +229,9 @@ VECTOR_CASES = (
     ("joint", "[MED 1 9 5 ]", (True, True, ())),
     ("sum", "[SM 7 [SM 1 6 ] 4 ]", (True, True, ())),
     ("sum", "[SM 7 [SM 1 6 ] 4 ]", (True, True, ((0, 0), (1, 3)))),
+    ("causal", "[MAX 3 [MED 4 2 8 ] [SM 5 9 ] ] = 4", (True, True, ())),
+    ("causal", "[SM 7 [MAX 1 6 ] 4 ] =", (True, False, ((0, 1),))),
+    ("causal", "[MED 1 9", (True, True, ())),
 )
 
 
@@ -234,10 +249,10 @@ def listops_vectors() -> list[dict]:
     """The app's forward pass test cases: each expression padded to the model's max_len,
     the ablation, every intermediate of :func:`trace` computed in float64 from the shipped
     float32 weights, and the float32 model's own logits (``forward``, fused attention)."""
-    tokenizer = Tokenizer(10)
     cases = []
     for name, expression, (attention, mlp, heads_off) in VECTOR_CASES:
         model, _ = load_shipped(name)
+        tokenizer = Tokenizer(10, equals=model.causal)
         tokens = tokenizer.encode([expression], model.config.max_len)
         model.ablate = frozenset(
             part for part, on in (("attention", attention), ("mlp", mlp)) if not on
@@ -250,9 +265,7 @@ def listops_vectors() -> list[dict]:
         with torch.no_grad():
             logits32 = model(tokens)[0]
         model, _ = load_shipped(name)
-        steps = trace(
-            model.double(), tokens[0], attention=attention, mlp=mlp, heads_off=heads_off
-        )
+        steps = trace(model.double(), tokens[0], attention=attention, mlp=mlp, heads_off=heads_off)
         cases.append(
             {
                 "model": name,
@@ -265,6 +278,56 @@ def listops_vectors() -> list[dict]:
                 },
                 "trace": _nested(steps),
                 "logits_float32": logits32.tolist(),
+            }
+        )
+    return cases
+
+
+def sampling_distribution(
+    logits: torch.Tensor, temperature: float, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
+    """The distribution a sampler draws the next token from, (V,) from logits (V,):
+    softmax(logits / temperature), cut to the ``top_k`` most likely tokens (0: no cut) and
+    to the fewest most likely whose probability reaches ``top_p`` (the first always kept),
+    renormalised. Ties are ranked by index (a stable sort)."""
+    if not temperature > 0:
+        raise AmlabError(f"temperature must be positive; got {temperature!r}.")
+    p = torch.softmax(logits.double() / temperature, -1)
+    order = torch.sort(p, descending=True, stable=True).indices
+    ranked = p[order]
+    rank = torch.arange(len(p))
+    before = torch.cumsum(ranked, 0) - ranked  # the mass of the tokens ranked above
+    keep = (rank == 0) | (before < top_p)
+    if top_k > 0:
+        keep &= rank < top_k
+    out = torch.zeros_like(p)
+    out[order[keep]] = ranked[keep] / ranked[keep].sum()
+    return out
+
+
+def sampling_vectors(seed: int = 0) -> list[dict]:
+    """Test cases of :func:`sampling_distribution`: random logits (with ties) and settings."""
+    g = torch.Generator().manual_seed(seed)
+    cases = []
+    for temperature, top_k, top_p in (
+        (1.0, 0, 1.0),
+        (0.5, 0, 1.0),
+        (2.0, 3, 1.0),
+        (1.0, 0, 0.7),
+        (0.8, 4, 0.9),
+        (1.0, 1, 1.0),
+        (1.5, 0, 0.0),
+    ):
+        logits = torch.randn(19, generator=g, dtype=torch.float64) * 2
+        logits[5] = logits[11]  # a tie
+        dist = sampling_distribution(logits, temperature, top_k, top_p)
+        cases.append(
+            {
+                "logits": logits.tolist(),
+                "temperature": temperature,
+                "top_k": top_k,
+                "top_p": top_p,
+                "distribution": dist.tolist(),
             }
         )
     return cases
