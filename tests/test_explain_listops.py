@@ -10,12 +10,19 @@ import torch
 
 from amlab.data.listops import Tokenizer
 from amlab.errors import AmlabError
-from amlab.explain.listops import sampling_distribution, trace
+from amlab.explain.listops import (
+    SHIPPED_LISTOPS,
+    held_out,
+    load_shipped,
+    sampling_distribution,
+    trace,
+)
 from amlab.models.listops import (
     CausalListOpsTransformer,
     ListOpsTransformer,
     ListOpsTransformerConfig,
 )
+from amlab.tasks.listops import RunSpec, accuracy, make_data
 
 EXPRESSIONS = ["[MAX 2 9 [MIN 4 7 ] 0 ]", "[SM 1 2 ]", "[MED 3 [SM 9 9 ] 1 ]"]
 
@@ -162,3 +169,17 @@ def test_the_sampling_distribution_keeps_the_top_tokens():
                 assert mass >= top_p and mass - plain[kept].min() < top_p
     with pytest.raises(AmlabError, match="temperature"):
         sampling_distribution(torch.zeros(3), 0.0)
+
+
+@pytest.mark.parametrize("name", list(SHIPPED_LISTOPS))
+def test_the_shipped_models_score_what_their_record_says(name):
+    """The held-out accuracy the view states is the shipped model's on the test split that
+    `amlab listops train` drew, and the examples the view offers are that split's."""
+    model, record = load_shipped(name)
+    spec = RunSpec(**{**record["spec"], "ops": tuple(record["spec"]["ops"])})
+    test = make_data(spec)["test"]
+    assert held_out(record, 50) == test.expressions[:50]
+    result = accuracy(model, test)
+    assert result["accuracy"] == pytest.approx(record["test_accuracy"], abs=1e-6)
+    assert result["per_op"] == pytest.approx(record["test_per_op"], abs=1e-6)
+    assert model.causal == (name == "causal") and model.num_parameters() == record["parameters"]

@@ -158,7 +158,8 @@ def trace(
 
 
 def load_shipped(name: str) -> tuple[ListOpsTransformer, dict]:
-    """A shipped model (``joint`` or ``sum``) and its training record (``metrics.json``)."""
+    """A shipped model (``joint``, ``sum`` or ``causal``) and its training record
+    (``metrics.json``)."""
     if name not in SHIPPED_LISTOPS:
         raise AmlabError(f"no shipped ListOps model {name!r}; choose from {list(SHIPPED_LISTOPS)}.")
     path = SHIPPED_LISTOPS[name]
@@ -230,7 +231,7 @@ VECTOR_CASES = (
     ("sum", "[SM 7 [SM 1 6 ] 4 ]", (True, True, ())),
     ("sum", "[SM 7 [SM 1 6 ] 4 ]", (True, True, ((0, 0), (1, 3)))),
     ("causal", "[MAX 3 [MED 4 2 8 ] [SM 5 9 ] ] = 4", (True, True, ())),
-    ("causal", "[SM 7 [MAX 1 6 ] 4 ] =", (True, False, ((0, 1),))),
+    ("causal", "[SM 7 [MAX 1 6 ] 4 ] =", (True, False, ((0, 2),))),
     ("causal", "[MED 1 9", (True, True, ())),
 )
 

@@ -117,29 +117,31 @@ describe("ListOps transformer forward pass", () => {
 });
 
 describe("one head as one associative-memory update", () => {
-  it("uses the head's attention weights and never raises the energy (CCCP)", () => {
-    const w = weightsOf("joint");
-    const c = vectors.listops[0];
-    const t = forward(w, c.tokens);
-    const { heads, dim } = w.config;
-    const hd = dim / heads;
-    const keep = c.tokens.map((id: number) => id !== 0);
-    let checked = 0;
-    t.blocks.forEach((block) => {
-      for (let h = 0; h < heads; h++) {
-        const keys = block.k.slice(h * t.n * hd, (h + 1) * t.n * hd);
-        for (let i = 0; i < t.n; i++) {
-          const q = block.q.subarray((h * t.n + i) * hd, (h * t.n + i + 1) * hd);
-          const m = headAsMemory(q, keys, keep, 1 / Math.sqrt(hd));
-          const row = block.weights.subarray((h * t.n + i) * t.n, (h * t.n + i + 1) * t.n);
-          close("weights", m.weights, Array.from(row), 1e-12, 1e-15);
-          expect(m.nextEnergy).toBeLessThanOrEqual(m.energy + 1e-12);
-          checked++;
+  for (const name of ["joint", "causal"]) {
+    it(`${name}: uses the head's attention weights and never raises the energy (CCCP)`, () => {
+      const w = weightsOf(name);
+      const c = vectors.listops.find((v: { model: string }) => v.model === name);
+      const t = forward(w, c.tokens);
+      const { heads, dim } = w.config;
+      const hd = dim / heads;
+      let checked = 0;
+      t.blocks.forEach((block) => {
+        for (let h = 0; h < heads; h++) {
+          const keys = block.k.slice(h * t.n * hd, (h + 1) * t.n * hd);
+          for (let i = 0; i < t.n; i++) {
+            const keep = c.tokens.map((id: number, j: number) => id !== 0 && (name !== "causal" || j <= i));
+            const q = block.q.subarray((h * t.n + i) * hd, (h * t.n + i + 1) * hd);
+            const m = headAsMemory(q, keys, keep, 1 / Math.sqrt(hd));
+            const row = block.weights.subarray((h * t.n + i) * t.n, (h * t.n + i + 1) * t.n);
+            close("weights", m.weights, Array.from(row), 1e-12, 1e-15);
+            expect(m.nextEnergy).toBeLessThanOrEqual(m.energy + 1e-12);
+            checked++;
+          }
         }
-      }
+      });
+      expect(checked).toBe(w.config.layers * heads * t.n);
     });
-    expect(checked).toBe(2 * w.config.heads * t.n);
-  });
+  }
 });
 
 describe("erf (GELU's)", () => {
@@ -147,6 +149,21 @@ describe("erf (GELU's)", () => {
     close("erf", vectors.erf.x.map(erf), vectors.erf.erf, 1e-14, 1e-15);
   });
 });
+
+/** Each text fails at the token given, with the error matched. */
+function expectFailures(
+  read: (text: string) => { ok: true } | { ok: false; at: number; error: string },
+  cases: [string, number, RegExp][],
+) {
+  for (const [text, at, error] of cases) {
+    const p = read(text);
+    expect(p.ok, text).toBe(false);
+    if (!p.ok) {
+      expect(p.at, text).toBe(at);
+      expect(p.error, text).toMatch(error);
+    }
+  }
+}
 
 describe("ListOps parser", () => {
   it("evaluates the held-out expressions as amlab.data.listops.evaluate does", () => {
@@ -170,14 +187,7 @@ describe("ListOps parser", () => {
       ["] 3", 0, /closes nothing/],
       ["", 0, /empty/],
     ];
-    for (const [text, at, error] of cases) {
-      const p = parse(text);
-      expect(p.ok, text).toBe(false);
-      if (!p.ok) {
-        expect(p.at, text).toBe(at);
-        expect(p.error, text).toMatch(error);
-      }
-    }
+    expectFailures(parse, cases);
   });
 
   it("encodes with the model's vocabulary, the class token first", () => {
@@ -209,14 +219,7 @@ describe("causal prompts", () => {
       ["[MAX 3 ] = ]", 4, /not a value/],
       ["[MAX 3 ] ]", 3, /after the end/],
     ];
-    for (const [text, at, error] of cases) {
-      const p = parsePrompt(text);
-      expect(p.ok, text).toBe(false);
-      if (!p.ok) {
-        expect(p.at, text).toBe(at);
-        expect(p.error, text).toMatch(error);
-      }
-    }
+    expectFailures(parsePrompt, cases);
   });
 });
 
