@@ -1,5 +1,6 @@
 """The explainer in headless Chromium: time to the first interactive view, time per descent
-step with 1,000 digit memories, and the size of the built app.
+step with 1,000 digit memories, time per forward pass of the ListOps transformer, and the
+size of the built app.
 
 - first interactive: a fresh browser context (cold cache) opens #/<view>; the time is the
   page's performance.now() (milliseconds since navigation start) when the view marks itself
@@ -17,6 +18,9 @@ step with 1,000 digit memories, and the size of the built app.
   times it, for the learned denoiser (two ONNX Runtime Web calls of 4 rows: two prompts,
   conditional and unconditional) and the empirical memory (TypeScript, ~180 digits a class),
   over 10 seeds after the first (warm-up).
+- transformer forward: the transformer view's time per forward pass of the ListOps model (18
+  tokens, every intermediate kept; TypeScript) as the page times it, over 30 held-out
+  expressions.
 
     python benchmarks/bench_explain.py [--json] [--repeats N]
 """
@@ -133,6 +137,18 @@ def diffusion_step_time(browser, url: str, runs: int = 10) -> dict:
     return {kind: statistics.median(values) for kind, values in times.items()}
 
 
+def transformer_forward_time(browser, url: str, runs: int = 30) -> dict:
+    """The transformer view's own time per forward pass, over `runs` held-out expressions."""
+    context, page = open_view(browser, url, "transformer")
+    for _ in range(runs):
+        page.click("[data-testid=random]")
+    times = page.evaluate(
+        "JSON.parse(document.querySelector('[data-testid=forward-ms]').dataset.times)"
+    )
+    context.close()
+    return {"median_ms": statistics.median(times[1:]), "min_ms": min(times), "runs": len(times)}
+
+
 def bundle_sizes() -> dict:
     sizes: dict[str, dict[str, int]] = {}
     for path in STATIC_DIR.rglob("*"):
@@ -160,7 +176,7 @@ def main() -> None:
     result: dict = {"bundle": bundle_sizes(), "first_interactive_ms": {}, "step": {}}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
-        for view in ("landscape", "images", "et", "diffusion"):
+        for view in ("landscape", "images", "et", "diffusion", "transformer"):
             times = [first_interactive(browser, url, view) for _ in range(args.repeats)]
             result["first_interactive_ms"][view] = {
                 "median": statistics.median(times),
@@ -171,6 +187,7 @@ def main() -> None:
             result["step"][model] = step_time(browser, url, model)
         result["et_forward"] = et_forward_time(browser, url)
         result["diffusion_step_ms"] = diffusion_step_time(browser, url)
+        result["transformer_forward"] = transformer_forward_time(browser, url)
         browser.close()
     server.shutdown()
     if args.json:
@@ -201,6 +218,11 @@ def main() -> None:
     print(
         f"diffusion sampler step (Heun, both prompts): learned (ONNX Runtime Web) "
         f"{step['learned']:.2f} ms, empirical memory {step['empirical']:.3f} ms"
+    )
+    tf = result["transformer_forward"]
+    print(
+        f"ListOps transformer forward (TypeScript, every intermediate): median "
+        f"{tf['median_ms']:.3f} ms, min {tf['min_ms']:.3f} ms over {tf['runs']} runs"
     )
 
 

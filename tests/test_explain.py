@@ -68,7 +68,9 @@ def test_shipped_data_matches_an_export(tmp_path):
     import onnx
 
     export_app_data(tmp_path)
-    for name in ("digits.json", "manifest.json", "projections.bin"):
+    shipped = ("digits.json", "manifest.json", "projections.bin")
+    listops = tuple(f"listops-{name}.bin" for name in ("joint", "sum", "causal"))
+    for name in shipped + listops:
         assert (STATIC_DIR / "data" / name).read_bytes() == (tmp_path / name).read_bytes(), name
     assert json.loads((tmp_path / "manifest.json").read_text())["projections"]["rows"] == (
         MAX_FEATURES

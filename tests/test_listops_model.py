@@ -10,7 +10,11 @@ from test_training import assert_same_weights
 
 from amlab.data.listops import Tokenizer, evaluate
 from amlab.errors import AmlabError
-from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
+from amlab.models.listops import (
+    CausalListOpsTransformer,
+    ListOpsTransformer,
+    ListOpsTransformerConfig,
+)
 from amlab.tasks.listops import RunSpec, accuracy, encode, train_run
 from amlab.training import latest_checkpoint
 
@@ -60,7 +64,7 @@ def test_shared_weights_loop_one_block():
     assert len(model.blocks) == 1
     tokens = Tokenizer(10).encode(["[SM 1 2 ]"])
     x = model.embed(tokens) + model.position.weight[: tokens.shape[1]]
-    keep = tokens != 0
+    keep = (tokens != 0)[:, None, None, :]
     for _ in range(3):
         x = model.blocks[0](x, keep, frozenset())
     assert torch.allclose(model.hidden_states(tokens), x)
@@ -213,3 +217,59 @@ def test_killed_curriculum_run_with_early_stops_resumes_to_the_same_model(tmp_pa
     assert_same_weights(model, again)
     assert resumed["pretrain"] == full["pretrain"]
     assert resumed["val_history"] == full["val_history"]
+
+
+def causal_model() -> CausalListOpsTransformer:
+    config = ListOpsTransformerConfig(vocab_size=19, classes=19, dim=16, max_len=24)
+    return CausalListOpsTransformer(config)
+
+
+def test_a_causal_model_reads_only_what_came_before():
+    """Changing the tokens after position i leaves the logits at positions <= i as they were."""
+    model = causal_model()
+    tok = Tokenizer(10, equals=True)
+    a, b = tok.encode(["[MAX 2 9 [MIN 4 7 ] 0 ] = 9", "[MAX 2 9 [SM 1 1 ] ] = 9"], length=24)
+    with torch.no_grad():
+        la, lb = model(a[None])[0], model(b[None])[0]
+    assert la.shape == (24, 19)
+    same = 4  # <cls> [MAX 2 9 agree
+    assert torch.equal(a[:same], b[:same]) and not torch.equal(a[same], b[same])
+    torch.testing.assert_close(la[:same], lb[:same], rtol=0, atol=1e-6)
+    assert not torch.allclose(la[same], lb[same], atol=1e-4)
+    # a classifier of the same weights reads the whole sequence at the class token
+    plain = ListOpsTransformer(model.config)
+    plain.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(a[None]), plain(b[None]), atol=1e-4)
+    with pytest.raises(AmlabError, match="vocabulary size"):
+        CausalListOpsTransformer(ListOpsTransformerConfig(vocab_size=19, classes=10))
+
+
+def test_a_causal_models_accuracy_is_its_token_after_equals():
+    model = causal_model()
+    tok = Tokenizer(10, equals=True)
+    exprs = ["[SM 1 2 ]", "[MAX 3 4 ]", "[MED 1 2 3 ]", "[MAX 9 [SM 0 0 ] ]"]
+    data = encode(exprs, tok, 24, causal=True)
+    assert tok.decode(data.tokens[3]) == "[MAX 9 [SM 0 0 ] ] = 9"
+    with torch.no_grad():
+        logits = model(data.tokens)
+    want = []
+    for row, e in enumerate(exprs):
+        at = tok.encode([e]).shape[1]  # the '=' follows the class token and the expression
+        assert tok.vocab[int(data.tokens[row, at])] == "="
+        token = tok.vocab[int(logits[row, at].argmax())]
+        want.append(token.isdigit() and int(token) == evaluate(e))
+    assert accuracy(model, data)["accuracy"] == pytest.approx(sum(want) / len(want))
+
+
+def test_a_causal_model_learns_the_value_after_equals():
+    spec = replace(SPEC, causal=True, steps=300, stop_at=0.9)
+    record = train_run(spec)
+    assert (
+        spec.model_class() is CausalListOpsTransformer and spec.model_config().max_len == 8
+    )  # [MAX a b c ]: 5 tokens, + 3
+    assert record["test_accuracy"] > 0.85, record["val_history"]
+    assert record["key"].endswith("-causal_s0") and record["spec"]["causal"] is True
+    assert "causal" not in SPEC.describe()  # a classifier's record is as it was
+    _, model = train_run(replace(spec, steps=1), return_model=True)
+    assert isinstance(model, CausalListOpsTransformer)

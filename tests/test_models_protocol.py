@@ -27,6 +27,7 @@ from amlab.io import config_from_json
 from amlab.models import (
     GCN,
     MLP,
+    CausalListOpsTransformer,
     DenseAM,
     EnergyTransformer,
     GraphET,
@@ -103,6 +104,14 @@ MODELS: dict[str, tuple[Callable, Callable]] = {
     "TextTransformer": (
         text_transformer,
         lambda m: (torch.tensor([[2, 3, 5, 0], [2, 4, 1, 5]]),),
+    ),
+    "CausalListOpsTransformer": (
+        lambda dt: CausalListOpsTransformer(
+            ListOpsTransformerConfig(
+                vocab_size=19, classes=19, dim=8, max_len=12, seed=1, dtype=dtype_name(dt)
+            )
+        ),
+        lambda m: (torch.randint(1, 19, (2, 10), generator=torch.Generator().manual_seed(0)),),
     ),
     "MLPDenoiser": (
         lambda dt: MLPDenoiser(

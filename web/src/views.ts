@@ -51,4 +51,12 @@ export const VIEWS: ViewEntry[] = [
       "descending one energy over T steps, its attention and Hopfield parts, attention per head.",
     load: () => import("./views/et/EnergyTransformer.svelte"),
   },
+  {
+    id: "transformer",
+    title: "Transformer, opened up",
+    summary:
+      "Type a ListOps expression and watch a small trained transformer evaluate it: every " +
+      "intermediate live, all heads' attention, ablation, the logit lens, one head as a memory.",
+    load: () => import("./views/transformer/Transformer.svelte"),
+  },
 ];

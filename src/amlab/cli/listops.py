@@ -86,6 +86,14 @@ def listops_train(
     share_weights: Annotated[
         bool, typer.Option("--share-weights", help="Use one block for every layer.")
     ] = False,
+    causal: Annotated[
+        bool,
+        typer.Option(
+            "--causal",
+            help="A next-token model, trained on each expression followed by '=' and its "
+            "value; scored on the value it predicts after '='.",
+        ),
+    ] = False,
     pretrain_ops: Annotated[
         Any, ops_option("Train on this mix first (the curriculum; with --pretrain-steps)")
     ] = None,
@@ -130,6 +138,7 @@ def listops_train(
             heads=heads,
             mlp_ratio=mlp_ratio,
             share_weights=share_weights,
+            causal=causal,
             pretrain_ops=pretrain_ops,
             pretrain_steps=pretrain_steps or 0,
             steps=steps,

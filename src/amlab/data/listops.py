@@ -40,6 +40,8 @@ from amlab.io import atomic_write_text
 OP_TOKENS = {"max": "[MAX", "min": "[MIN", "med": "[MED", "sum": "[SM", "prod": "[PM"}
 TOKEN_OPS = {token: op for op, token in OP_TOKENS.items()}
 CLOSE = "]"
+#: the token between an expression and its value in a causal model's text
+EQUALS = "="
 #: a nested expression: an int (a value) or (operation name, children)
 Tree = "int | tuple[str, tuple[Tree, ...]]"
 
@@ -340,16 +342,19 @@ class Tokenizer:
     it, whatever the task mix), so models of different mixes share their embeddings' rows.
 
     Ids: 0 padding, 1 the class token that starts every sequence, then ``]``, the
-    operator tokens, then the values 0..n-1.
+    operator tokens, then the values 0..n-1; with ``equals``, last, ``=`` (the causal
+    models read ``[MAX 3 [MIN 4 2 ] ] = 3``: :meth:`with_value`).
     """
 
     PAD, CLS = 0, 1
 
-    def __init__(self, modulus: int = 10) -> None:
+    def __init__(self, modulus: int = 10, equals: bool = False) -> None:
         self.modulus = check_positive_int(modulus, "modulus")
         self.vocab = ["<pad>", "<cls>", CLOSE, *OP_TOKENS.values()] + [
             str(v) for v in range(modulus)
         ]
+        if equals:
+            self.vocab.append(EQUALS)
         self.ids = {t: i for i, t in enumerate(self.vocab)}
 
     def __len__(self) -> int:
@@ -357,6 +362,10 @@ class Tokenizer:
 
     def value_id(self, value: int) -> int:
         return self.ids[str(value)]
+
+    def with_value(self, expression: str) -> str:
+        """``"[MAX 3 4 ]"`` -> ``"[MAX 3 4 ] = 4"``: the text a causal model learns."""
+        return f"{expression} {EQUALS} {evaluate(expression, self.modulus)}"
 
     def encode(self, expressions: list[str], length: int | None = None) -> torch.Tensor:
         """(B, L) int64 ids: class token, the expression's tokens, padding."""

@@ -24,6 +24,13 @@ from amlab.energy.random_features import draw_projections, features
 from amlab.errors import check_positive_int
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
+from amlab.explain.listops import (
+    digit_embeddings,
+    export_listops,
+    listops_vectors,
+    load_shipped,
+    sampling_vectors,
+)
 from amlab.explain.onnx_graph import require_onnx
 from amlab.io import atomic_write_bytes, atomic_write_text
 from amlab.models import DenseAM, RandomFeatureAM
@@ -44,7 +51,9 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     Also ``et-digits.onnx``: the shipped trained MaskedImageET (:mod:`amlab.explain.et_onnx`),
     and ``diffusion-digits.onnx``: the shipped class-conditional denoiser
     (:mod:`amlab.explain.diffusion_onnx`), its manifest entry carrying its training metrics
-    and the digits' two principal axes (the diffusion view's 2-D projection).
+    and the digits' two principal axes (the diffusion view's 2-D projection); and
+    ``listops-joint.bin``/``listops-sum.bin``: the shipped ListOps transformers
+    (:mod:`amlab.explain.listops`), each with the principal axes of its digit embeddings.
     digits.json: the 1797 embedded 8x8 digits as pixel counts 0..16 (the app divides by 16,
     as :func:`amlab.data.digits` does). projections.bin: S ~ N(0, I) (max_features, 64) of
     :func:`amlab.energy.random_features.draw_projections` with seed 0, float32 little-endian.
@@ -86,12 +95,17 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     diffusion["metrics"] = json.loads((SHIPPED_DENOISER / "metrics.json").read_text())
     diffusion["pca"] = principal_axes(data.images)
     manifest["diffusion"] = diffusion
+    listops = export_listops(out)
+    for name, info in listops["models"].items():
+        info["digit_pca"] = principal_axes(digit_embeddings(load_shipped(name)[0]))
+    manifest["listops"] = listops
     _write_json(out / "manifest.json", manifest)
     names = (
         "digits.json",
         "projections.bin",
         "et-digits.onnx",
         "diffusion-digits.onnx",
+        *(info["file"] for info in listops["models"].values()),
         "manifest.json",
     )
     return [out / name for name in names]
@@ -215,9 +229,24 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(
         path,
-        {"seed": seed, **dense, "lsr_minima": minima, "drdam": drdam, "diffusion": diffusion},
+        {
+            "seed": seed,
+            **dense,
+            "lsr_minima": minima,
+            "drdam": drdam,
+            "diffusion": diffusion,
+            "listops": listops_vectors(),
+            "sampling": sampling_vectors(seed),
+            "erf": _erf_case(),
+        },
     )
     return path
+
+
+def _erf_case() -> dict:
+    """math.erf on a grid over [-7, 7] (the app's GELU needs erf, which JavaScript lacks)."""
+    x = [i / 16 for i in range(-112, 113)] + [0.3e-3, -1e-9, 2.4999, 2.5, 2.5001, 30.0]
+    return {"x": x, "erf": [math.erf(v) for v in x]}
 
 
 #: the empirical denoiser's cases: (memories K, dimension D, noise levels s)

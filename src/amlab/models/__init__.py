@@ -46,9 +46,9 @@ for the Energy Transformer)
       DenseAM, RandomFeatureAM: the retrieved states, ``retrieve(x).states`` with every
       default. EnergyTransformer: the final tokens. MaskedImageET: the completed images
       (``complete`` returns patches, images and the trajectory). GraphET, GCN, MLP: anomaly
-      logits per node. ListOpsTransformer: class logits. The text classifiers
-      (BagOfWordsClassifier, TextTransformer): one toxicity logit per text, read from token
-      ids. Denoisers (in
+      logits per node. ListOpsTransformer: class logits; CausalListOpsTransformer: the next
+      token's logits at every position. The text classifiers (BagOfWordsClassifier,
+      TextTransformer): one toxicity logit per text, read from token ids. Denoisers (in
       :mod:`amlab.diffusion`): the denoised states ``denoise(x, t)``; their ``energy``,
       ``grad``, ``energy_and_grad`` and ``retrieve`` take the time t after x.
 """
@@ -58,7 +58,11 @@ from amlab.models.baselines import GCN, MLP, BaselineConfig
 from amlab.models.dense_am import DenseAM, DenseAMConfig
 from amlab.models.energy_transformer import EnergyTransformer, EnergyTransformerConfig
 from amlab.models.graph_et import GraphET, GraphETConfig
-from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
+from amlab.models.listops import (
+    CausalListOpsTransformer,
+    ListOpsTransformer,
+    ListOpsTransformerConfig,
+)
 from amlab.models.masked_image_et import Completion, MaskedImageET, MaskedImageETConfig
 from amlab.models.model import Model
 from amlab.models.random_feature_am import RandomFeatureAM, RandomFeatureAMConfig
@@ -74,6 +78,7 @@ __all__ = [
     "BagOfWordsClassifier",
     "BagOfWordsConfig",
     "BaselineConfig",
+    "CausalListOpsTransformer",
     "Completion",
     "DenseAM",
     "DenseAMConfig",

@@ -4,7 +4,9 @@ Pre-norm encoder blocks (multi-head self-attention, then a GELU MLP, each added 
 residual stream), learned positions, and a linear read-out of the class token that
 starts every sequence. ``share_weights`` uses one block ``layers`` times (a looped
 transformer). ``ablate`` zeroes the attention or MLP output of every block, for the
-ablation study.
+ablation study. :class:`CausalListOpsTransformer` is the next-token model of the same
+architecture: each token attends to itself and the tokens before it, and the read-out gives
+the next token's logits at every position.
 """
 
 from __future__ import annotations
@@ -63,6 +65,17 @@ class ListOpsTransformerConfig:
         return int(round(self.dim * self.mlp_ratio))
 
 
+def attention_mask(tokens: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B, 1 or L, L) bool for tokens (B, L): True where a query (row) may read a key
+    (column): every key that is not padding (id 0), and in a causal model only keys at or
+    before the query."""
+    mask = (tokens != 0)[:, None, :]
+    if causal:
+        n = tokens.shape[1]
+        mask = mask & torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
+    return mask
+
+
 class Block(nn.Module):
     def __init__(self, config: ListOpsTransformerConfig) -> None:
         super().__init__()
@@ -74,19 +87,20 @@ class Block(nn.Module):
         self.up = nn.Linear(config.dim, config.hidden)
         self.down = nn.Linear(config.hidden, config.dim)
 
-    def attention(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """mask: (B, 1, 1 or L, L) bool, True where a query (row) may read a key (column)."""
         b, n, d = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(b, n, 3, self.heads, d // self.heads).unbind(2)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(b, n, d))
 
     def mlp(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.gelu(self.up(self.norm2(x))))
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, ablate: frozenset) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, ablate: frozenset) -> torch.Tensor:
         if "attention" not in ablate:
-            x = x + self.attention(x, keep)
+            x = x + self.attention(x, mask)
         if "mlp" not in ablate:
             x = x + self.mlp(x)
         return x
@@ -94,10 +108,14 @@ class Block(nn.Module):
 
 class ListOpsTransformer(Model):
     """tokens (B, L) int64, padding id 0, class token first -> logits (B, classes)
-    (``forward``). Built from a :class:`ListOpsTransformerConfig`."""
+    (``forward``; a causal model's: (B, L, classes), the next token's at every position).
+    Built from a :class:`ListOpsTransformerConfig`."""
 
     Config = ListOpsTransformerConfig
     takes_config = True
+    #: whether each token reads only itself and the tokens before it, and every position is
+    #: read out (:class:`CausalListOpsTransformer`)
+    causal = False
 
     def __init__(self, config: ListOpsTransformerConfig) -> None:
         super().__init__()
@@ -130,15 +148,17 @@ class ListOpsTransformer(Model):
                 "build the model with a larger max_len."
             )
         self._check_placement(tokens, "tokens")
-        keep = tokens != 0
+        mask = attention_mask(tokens, self.causal)[:, None]
         x = self.embed(tokens) + self.position.weight[: tokens.shape[1]]
         for i in range(config.layers):
-            x = self.blocks[0 if config.share_weights else i](x, keep, self.ablate)
+            x = self.blocks[0 if config.share_weights else i](x, mask, self.ablate)
         return x
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes) read from the class token."""
-        return self.head(self.norm(self.hidden_states(tokens)[:, 0]))
+        """Logits (B, classes) read from the class token; a causal model's (B, L, classes):
+        the next token's, read at every position."""
+        hidden = self.hidden_states(tokens)
+        return self.head(self.norm(hidden if self.causal else hidden[:, 0]))
 
     @property
     def config(self) -> ListOpsTransformerConfig:
@@ -147,3 +167,19 @@ class ListOpsTransformer(Model):
     def num_parameters(self) -> int:
         """The exact number of trainable numbers (shared weights counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+class CausalListOpsTransformer(ListOpsTransformer):
+    """The next-token model: tokens (B, L) -> logits (B, L, classes), each position's
+    prediction of the token after it, reading only the tokens up to it (``forward``). Built
+    from a :class:`ListOpsTransformerConfig` whose classes is the vocabulary size."""
+
+    causal = True
+
+    def __init__(self, config: ListOpsTransformerConfig) -> None:
+        if isinstance(config, ListOpsTransformerConfig) and config.classes != config.vocab_size:
+            raise AmlabError(
+                f"a causal model predicts tokens: classes ({config.classes}) must be the "
+                f"vocabulary size ({config.vocab_size})."
+            )
+        super().__init__(config)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from amlab.errors import AmlabError, check_dtype, check_positive, check_positive_int, dtype_name
-from amlab.models.listops import Block
+from amlab.models.listops import Block, attention_mask
 from amlab.models.model import Model, seeded
 
 
@@ -174,10 +174,10 @@ class TextTransformer(TextClassifier):
             raise AmlabError(
                 f"inputs of {tokens.shape[1]} tokens exceed max_len {self._config.max_len}."
             )
-        keep = tokens != 0
+        mask = attention_mask(tokens, causal=False)[:, None]  # (B, 1, 1, L): the non-padding
         x = self.embed_tokens(tokens) + self.position.weight[: tokens.shape[1]]
         for block in self.blocks:
-            x = block(x, keep, frozenset())
+            x = block(x, mask, frozenset())
         return self.norm(x[:, 0])
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:

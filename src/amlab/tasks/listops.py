@@ -31,7 +31,11 @@ from amlab.data.listops import (
 )
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import atomic_write_text, read_json
-from amlab.models.listops import ListOpsTransformer, ListOpsTransformerConfig
+from amlab.models.listops import (
+    CausalListOpsTransformer,
+    ListOpsTransformer,
+    ListOpsTransformerConfig,
+)
 from amlab.training import OnStep, TrainConfig, latest_checkpoint, load_checkpoint, train
 
 
@@ -48,10 +52,14 @@ class Encoded:
         return len(self.expressions)
 
 
-def encode(expressions: list[str], tokenizer: Tokenizer, length: int) -> Encoded:
+def encode(
+    expressions: list[str], tokenizer: Tokenizer, length: int, causal: bool = False
+) -> Encoded:
+    """A split as tensors; ``causal``: each expression followed by ``=`` and its value."""
+    texts = [tokenizer.with_value(e) for e in expressions] if causal else expressions
     return Encoded(
         expressions=expressions,
-        tokens=tokenizer.encode(expressions, length),
+        tokens=tokenizer.encode(texts, length),
         labels=torch.tensor([evaluate(e, tokenizer.modulus) for e in expressions]),
         ops=[root_op(e) for e in expressions],
     )
@@ -76,7 +84,8 @@ STUDY_DATA = {"max_depth": 2, "max_args": 3, "leaf_prob": 0.75, "modulus": 10}
 class RunSpec:
     """One training run. ``ops``: the task mix; ``pretrain_ops``/``pretrain_steps``: an
     optional first phase on another mix (the curriculum); data settings are those of
-    :class:`ListOpsConfig` besides ``ops``."""
+    :class:`ListOpsConfig` besides ``ops``. ``causal``: a next-token model trained on each
+    expression followed by ``=`` and its value, scored on the token it predicts after ``=``."""
 
     ops: tuple[str, ...] = ("sum",)
     dim: int = 32
@@ -100,6 +109,7 @@ class RunSpec:
     data_seed: int = 0
     pretrain_ops: tuple[str, ...] | None = None
     pretrain_steps: int = 0
+    causal: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ops", parse_ops(self.ops))
@@ -124,24 +134,34 @@ class RunSpec:
             raise AmlabError("give the operations as ops=..., not inside data.")
         return ListOpsConfig(ops=self.ops, **self.data)
 
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer(self.data_config().modulus, equals=self.causal)
+
     def model_config(self) -> ListOpsTransformerConfig:
         config = self.data_config()
+        vocab = len(self.tokenizer())
         return ListOpsTransformerConfig(
-            vocab_size=len(Tokenizer(config.modulus)),
-            classes=config.modulus,
+            vocab_size=vocab,
+            classes=vocab if self.causal else config.modulus,
             dim=self.dim,
             layers=self.layers,
             heads=self.heads,
             mlp_ratio=self.mlp_ratio,
-            max_len=longest_expression(config) + 1,
+            # the class token; a causal model's text adds '=' and the value
+            max_len=longest_expression(config) + (3 if self.causal else 1),
             share_weights=self.share_weights,
             seed=self.seed,
         )
+
+    def model_class(self) -> type[ListOpsTransformer]:
+        return CausalListOpsTransformer if self.causal else ListOpsTransformer
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self)
         d["ops"] = list(self.ops)
         d["pretrain_ops"] = None if self.pretrain_ops is None else list(self.pretrain_ops)
+        if not self.causal:  # the records and checkpoints of classifiers stay as they were
+            del d["causal"]
         return d
 
     def key(self) -> str:
@@ -149,9 +169,10 @@ class RunSpec:
         mix = "+".join(self.ops)
         pre = "" if self.pretrain_ops is None else "+".join(self.pretrain_ops) + "-then-"
         shared = "-shared" if self.share_weights else ""
+        causal = "-causal" if self.causal else ""
         return (
             f"{pre}{mix}_d{self.dim}_l{self.layers}_h{self.heads}_m{self.mlp_ratio:g}"
-            f"{shared}_s{self.seed}"
+            f"{shared}{causal}_s{self.seed}"
         )
 
 
@@ -159,34 +180,63 @@ def make_data(spec: RunSpec, exclude: set[str] | None = None) -> dict[str, Encod
     """train/val/test splits of ``spec``'s mix; ``exclude`` drops those expressions from
     train."""
     config = spec.data_config()
-    tokenizer = Tokenizer(config.modulus)
     sizes = {"test": spec.test_size, "val": spec.val_size, "train": spec.train_size}
     splits = make_splits(config, sizes, seed=spec.data_seed)
     if exclude:
         splits["train"] = [e for e in splits["train"] if e not in exclude]
     length = spec.model_config().max_len
-    return {name: encode(exprs, tokenizer, length) for name, exprs in splits.items()}
+    tokenizer = spec.tokenizer()
+    return {name: encode(exprs, tokenizer, length, spec.causal) for name, exprs in splits.items()}
+
+
+def predicted_values(logits: torch.Tensor, tokens: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(B,) the value each row's model predicts, from its logits: the class token's argmax;
+    a causal model's most likely token after ``=`` as a value (-1 where that token is not a
+    value)."""
+    if not causal:
+        return logits.argmax(-1)
+    equals = logits.shape[-1] - 1  # Tokenizer(equals=True) puts '=' last
+    rows, cols = (tokens == equals).nonzero(as_tuple=True)
+    if not torch.equal(rows, torch.arange(len(tokens))):
+        raise AmlabError("every row of a causal model's text must hold one '='.")
+    zero = Tokenizer(1).value_id(0)
+    value = logits[rows, cols].argmax(-1) - zero
+    return torch.where((value >= 0) & (value < equals - zero), value, -1)
 
 
 def batch_loss(data: Encoded, batch_size: int):
-    """The shared loop's loss: a batch drawn with replacement from ``generator``."""
+    """The shared loop's loss: a batch drawn with replacement from ``generator``; a causal
+    model's is the next token's cross-entropy at every position before padding."""
 
     def loss(model, step, generator):
         index = torch.randint(len(data), (batch_size,), generator=generator)
-        logits = model(data.tokens[index])
+        tokens = data.tokens[index]
+        logits = model(tokens)
         labels = data.labels[index]
-        value = F.cross_entropy(logits, labels)
-        return value, {"accuracy": float((logits.argmax(-1) == labels).float().mean())}
+        causal = model.causal
+        if causal:
+            value = F.cross_entropy(
+                logits[:, :-1].reshape(-1, logits.shape[-1]),
+                tokens[:, 1:].reshape(-1),
+                ignore_index=Tokenizer.PAD,
+            )
+        else:
+            value = F.cross_entropy(logits, labels)
+        right = predicted_values(logits, tokens, causal) == labels
+        return value, {"accuracy": float(right.float().mean())}
 
     return loss
 
 
 @torch.no_grad()
 def accuracy(model: ListOpsTransformer, data: Encoded, batch: int = 2048) -> dict[str, Any]:
-    """Accuracy on a split: overall and per root operation."""
+    """Accuracy on a split: overall and per root operation (a causal model's: of the value
+    it predicts after ``=``)."""
+    causal = model.causal
     right = torch.cat(
         [
-            model(data.tokens[i : i + batch]).argmax(-1) == data.labels[i : i + batch]
+            predicted_values(model(data.tokens[i : i + batch]), data.tokens[i : i + batch], causal)
+            == data.labels[i : i + batch]
             for i in range(0, len(data), batch)
         ]
     )
@@ -312,7 +362,7 @@ def train_run(
     validation history that early stopping reads is kept in ``out/<phase>/history.json``).
     """
     started = time.time()
-    model = ListOpsTransformer(spec.model_config())
+    model = spec.model_class()(spec.model_config())
     data = make_data(spec)
     record: dict[str, Any] = {"key": spec.key(), "spec": spec.describe()}
     phases = [("train", spec, data, spec.steps)]

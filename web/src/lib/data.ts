@@ -1,5 +1,6 @@
 /** The data `amlab export` writes into public/data/, loaded once per page. */
 import type { Axes, Projections, ScheduleConfig } from "./math";
+import { type TransformerConfig, type TransformerWeights, unpackTensors } from "./math/transformer";
 
 export interface Digits {
   /** (N, D) pixel values in [0, 1] (counts / 16, as amlab.data.digits) */
@@ -100,3 +101,50 @@ export const loadET = () => loadModel<ETInfo>("et");
 
 /** The trained class-conditional denoiser: its manifest entry and the ONNX model's bytes. */
 export const loadDiffusion = () => loadModel<DiffusionInfo>("diffusion");
+
+/** One shipped ListOps transformer's entry in manifest.json (amlab.explain.listops). */
+export interface ListOpsModelInfo {
+  file: string;
+  config: TransformerConfig;
+  /** token id -> token (a causal model's ends with '=') */
+  vocab: string[];
+  tensors: { name: string; shape: number[]; offset: number }[];
+  /** the operations it was trained on */
+  ops: string[];
+  parameters: number;
+  steps: number;
+  train_size: number;
+  /** accuracy on held-out test expressions (amlab listops train's record) */
+  test_accuracy: number;
+  test_per_op: Record<string, number>;
+  test_count: Record<string, number>;
+  /** the first held-out test expressions and their values */
+  examples: [string, number][];
+  /** the principal axes of its digit embeddings (rows of the values 0..9) */
+  digit_pca: Axes & { explained: number[] };
+}
+
+export interface ListOpsInfo {
+  models: Record<string, ListOpsModelInfo>;
+}
+
+export interface ListOpsModel {
+  info: ListOpsModelInfo;
+  weights: TransformerWeights;
+}
+
+let listops: Promise<Record<string, ListOpsModel>> | null = null;
+
+/** The shipped ListOps transformers by name: manifest entries and float32 weights. */
+export function loadListOps(): Promise<Record<string, ListOpsModel>> {
+  listops ??= getManifest().then(async (m) => {
+    const entry = m.listops as unknown as ListOpsInfo;
+    const models: Record<string, ListOpsModel> = {};
+    for (const [name, info] of Object.entries(entry.models)) {
+      const buffer = await (await fetchOk(info.file)).arrayBuffer();
+      models[name] = { info, weights: { config: info.config, tensors: unpackTensors(buffer, info.tensors) } };
+    }
+    return models;
+  });
+  return listops;
+}

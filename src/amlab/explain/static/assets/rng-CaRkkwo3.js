@@ -1,0 +1,1 @@
+function u(r){let a=r>>>0;return()=>{a=a+1831565813>>>0;let t=a;return t=Math.imul(t^t>>>15,t|1),t^=t+Math.imul(t^t>>>7,t|61),((t^t>>>14)>>>0)/4294967296}}function h(r,a){const t=u(a),o=new Float64Array(r);for(let n=0;n<r;n+=2){const s=Math.sqrt(-2*Math.log(1-t())),e=2*Math.PI*t();o[n]=s*Math.cos(e),n+1<r&&(o[n+1]=s*Math.sin(e))}return o}export{h as n,u as r};

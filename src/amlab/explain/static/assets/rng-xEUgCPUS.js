@@ -1,1 +1,0 @@
-function u(n){let r=n>>>0;return()=>{r=r+1831565813>>>0;let t=r;return t=Math.imul(t^t>>>15,t|1),t^=t+Math.imul(t^t>>>7,t|61),((t^t>>>14)>>>0)/4294967296}}function h(n,r){const t=u(r),o=new Float64Array(n);for(let a=0;a<n;a+=2){const e=Math.sqrt(-2*Math.log(1-t())),s=2*Math.PI*t();o[a]=e*Math.cos(s),a+1<n&&(o[a+1]=e*Math.sin(s))}return o}export{h as n};
