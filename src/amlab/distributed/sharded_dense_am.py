@@ -53,6 +53,7 @@ class ShardedDenseAM(DenseAM):
 
     _MIN_MEMORIES = 0
     _FUSED_UPDATE = False
+    _LOCKSTEP = True  # on a GPU, every rank must drop converged queries at the same step
 
     def __init__(
         self,
