@@ -13,33 +13,12 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from ranks import TIMEOUT_S, close, run_ranks
 
 from amlab import dynamics
 from amlab.distributed import ShardedDenseAM, init_group, shard_range
 from amlab.errors import AmlabError
 from amlab.models import DenseAM
-
-TIMEOUT_S = 30.0
-
-
-def run_ranks(tmp_path, world_size, case, *args):
-    """Run ``case(rank, world_size, *args)`` on ``world_size`` spawned gloo ranks."""
-    store = tmp_path / f"store-{case.__name__}-{world_size}"
-    mp.spawn(_rank, args=(world_size, str(store), case, args), nprocs=world_size, join=True)
-
-
-def _rank(rank, world_size, store, case, args):
-    torch.set_num_threads(1)
-    init_group(f"file://{store}", rank, world_size, backend="gloo", timeout_s=TIMEOUT_S)
-    try:
-        case(rank, world_size, *args)
-    finally:
-        dist.destroy_process_group()
-
-
-def close(a, b, tol=1e-12):
-    torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
 def same_trajectory(got, want, tol=1e-12):
