@@ -53,6 +53,12 @@ def init_group(
         ) from err
 
 
+def shard_range(num_memories: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows [lo, hi) of ``num_memories`` that rank ``rank`` of ``world_size`` holds in the
+    even split: contiguous, sizes differing by at most one (some empty when M < P)."""
+    return num_memories * rank // world_size, num_memories * (rank + 1) // world_size
+
+
 def check_group(group: dist.ProcessGroup | None) -> tuple[int, int]:
     """This process's rank in ``group`` (None: the default group) and the group's size."""
     if not (dist.is_available() and dist.is_initialized()):

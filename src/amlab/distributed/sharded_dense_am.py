@@ -21,19 +21,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from amlab.distributed.group import all_gather, all_reduce_, check_group, merge_lse
+from amlab.distributed.group import (
+    all_gather,
+    all_reduce_,
+    check_group,
+    merge_lse,
+    shard_range,
+)
+from amlab.distributed.store import MemoryStore
 from amlab.energy.distances import nearest_memory
 from amlab.energy.lse import memory_bias
 from amlab.energy.lsr import SupportStats, lsr_energy_from_stats
 from amlab.energy.lsr_index import BallIndex
 from amlab.errors import AmlabError
 from amlab.models.dense_am import ENERGIES, DenseAM
-
-
-def shard_range(num_memories: int, rank: int, world_size: int) -> tuple[int, int]:
-    """Rows [lo, hi) of ``num_memories`` that rank ``rank`` of ``world_size`` holds in the
-    even split: contiguous, sizes differing by at most one (some empty when M < P)."""
-    return num_memories * rank // world_size, num_memories * (rank + 1) // world_size
 
 
 class ShardedDenseAM(DenseAM):
@@ -81,6 +82,16 @@ class ShardedDenseAM(DenseAM):
         rows = torch.as_tensor(memories) if not isinstance(memories, torch.Tensor) else memories
         lo, hi = shard_range(rows.shape[0] if rows.ndim else 0, rank, world_size)
         return cls(rows[lo:hi], group=group, **options)
+
+    @classmethod
+    def from_store(
+        cls, directory: Any, group: dist.ProcessGroup | None = None, **options: Any
+    ) -> ShardedDenseAM:
+        """The sharded memory over a store on disk (:func:`~amlab.distributed.write_store`),
+        written for any number of ranks: each rank reads the rows of its even split."""
+        rank, world_size = check_group(group)
+        rows = MemoryStore(directory).rows_for(rank, world_size)
+        return cls(rows, group=group, **options)
 
     def _gather_sizes(self) -> list[int]:
         """Every rank's shard size, after checking that the ranks agree on everything else."""
