@@ -95,3 +95,21 @@ def two_ranks_load_a_store_for_three(rank, world_size, directory):
 def test_two_ranks_load_a_store_written_for_three(tmp_path):
     write_store(tmp_path / "store", memories(), 3)
     run_ranks(tmp_path, 2, two_ranks_load_a_store_for_three, str(tmp_path / "store"))
+
+
+def test_the_store_write_command_stores_what_retrieve_would(tmp_path):
+    from typer.testing import CliRunner
+
+    from amlab.cli import app
+    from amlab.data.images import load
+
+    args = ["store", "write", "--memories", "30", "--shards", "4", "--seed", "2"]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    written = json.loads(result.stdout)
+    assert written["num_memories"] == 30 and len(written["shards"]) == 4
+    assert written["store_id"] == MemoryStore(tmp_path).store_id
+    want = load("digits").subset(30, seed=2).images
+    assert torch.equal(MemoryStore(tmp_path).rows_for(0, 1), want)
+    table = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "again")])
+    assert table.exit_code == 0 and "shard-00003-of-00004.safetensors" in table.output

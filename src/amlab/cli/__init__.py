@@ -18,6 +18,7 @@ from amlab.cli.listops import listops_app
 from amlab.cli.nn import nn_app
 from amlab.cli.repro import repro_app
 from amlab.cli.retrieve import retrieve
+from amlab.cli.store import store_app
 from amlab.cli.train import eval_app, train_app
 
 app = typer.Typer(
@@ -65,6 +66,7 @@ app.add_typer(repro_app, name="repro")
 app.add_typer(listops_app, name="listops")
 app.add_typer(fairness_app, name="fairness")
 app.add_typer(nn_app, name="nn")
+app.add_typer(store_app, name="store")
 app.command()(explain)
 app.command()(export)
 app.command()(bench)
