@@ -113,3 +113,25 @@ def test_the_store_write_command_stores_what_retrieve_would(tmp_path):
     assert torch.equal(MemoryStore(tmp_path).rows_for(0, 1), want)
     table = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "again")])
     assert table.exit_code == 0 and "shard-00003-of-00004.safetensors" in table.output
+
+
+def test_under_torchrun_three_ranks_retrieve_from_a_store_written_for_two(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    write_store(tmp_path / "store", memories(), 2)
+    script = Path(__file__).with_name("torchrun_sharded.py")
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [*run, str(script), str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rank in range(3):
+        assert f"rank {rank} of 3: " in done.stdout

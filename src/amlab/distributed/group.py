@@ -20,16 +20,17 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 def init_group(
-    init_method: str,
-    rank: int,
-    world_size: int,
+    init_method: str = "env://",
+    rank: int | None = None,
+    world_size: int | None = None,
     *,
     backend: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> None:
     """Join the default process group (``torch.distributed.init_process_group``) at
-    ``init_method`` ("tcp://host:port", "file:///path" or "env://" under torchrun) as
-    ``rank`` of ``world_size``. ``backend`` None picks "nccl" when CUDA is available, else
+    ``init_method`` ("tcp://host:port", "file:///path" or, under torchrun, "env://") as
+    ``rank`` of ``world_size`` (None: from the environment, as torchrun sets RANK and
+    WORLD_SIZE). ``backend`` None picks "nccl" when CUDA is available, else
     "gloo". Every later collective fails after ``timeout_s`` seconds without the others
     (gloo; NCCL where its async error handling is on)."""
     timeout_s = check_positive(timeout_s, "timeout_s")
@@ -41,13 +42,14 @@ def init_group(
         dist.init_process_group(
             backend,
             init_method=init_method,
-            rank=rank,
-            world_size=world_size,
+            rank=-1 if rank is None else rank,
+            world_size=-1 if world_size is None else world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
         )
     except (RuntimeError, ValueError) as err:
+        who = "this rank" if rank is None else f"rank {rank} of {world_size}"
         raise AmlabError(
-            f"rank {rank} of {world_size} could not join the process group at {init_method!r} "
+            f"{who} could not join the process group at {init_method!r} "
             f"within {timeout_s:g} s ({type(err).__name__}: {err}). Start every rank with the "
             "same address and world size, and check that none has died."
         ) from err
