@@ -120,6 +120,8 @@ def test_sharded_dense_am_returns_what_one_process_returns(tmp_path, sizes):
 
 def misuse_is_refused(rank, world_size):
     mem, x, options = problem("lse", 8)
+    with pytest.raises(AmlabError, match="joined a process group already"):
+        init_group("tcp://127.0.0.1:1", rank, world_size)
     with pytest.raises(AmlabError, match="disagree on the memory's beta"):
         ShardedDenseAM(mem, dtype=torch.float64, **{**options, "beta": 1.0 + rank})
     with pytest.raises(AmlabError, match="every shard is empty"):

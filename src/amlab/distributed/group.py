@@ -36,6 +36,11 @@ def init_group(
     timeout_s = check_positive(timeout_s, "timeout_s")
     if not dist.is_available():
         raise AmlabError("this PyTorch build has no torch.distributed; install one that has.")
+    if dist.is_initialized():
+        raise AmlabError(
+            "this process has joined a process group already; call init_group once per "
+            "process (torch.distributed.destroy_process_group leaves it)."
+        )
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     try:
