@@ -85,6 +85,7 @@ def descend(
     toward: bool = False,
     on_step: Callable[[int, int], None] | None = None,
     differentiable: bool = False,
+    lockstep: bool = False,
 ) -> Trajectory:
     """Run ``x <- x - step_size(t) * direction`` for at most ``steps`` steps.
 
@@ -115,6 +116,11 @@ def descend(
         (no query is frozen), states are never written in place, and the energies (and
         their parts) stay differentiable too; ``converged`` reports the last step's move
         against ``tol``.
+    lockstep: read how many queries still move after every step, waiting for the device,
+        so that the batch shrinks at the same steps in every run of the same numbers (an
+        oracle whose passes are collectives over processes needs every process to drop
+        the same queries at the same step). Changes nothing on a CPU, where the count is
+        known at once.
 
     Nothing inside the loop waits for the device: the finiteness check and the convergence
     bookkeeping stay on it, and the host learns how many queries still move (to stop early
@@ -161,7 +167,7 @@ def descend(
             work.write_into(full)
             path.append(full)
         pending.append(_HostCopy(torch.stack([work.running.sum(), work.diverged_at]), work.running))
-        while pending and pending[0].arrived():
+        while pending and (lockstep or pending[0].arrived()):
             report = pending.pop(0)
             moving, diverged_at = report.values()
             _raise_if_diverged(diverged_at, steps, x.dtype)
@@ -353,6 +359,8 @@ class _HostCopy:
         return self.event is None or self.event.query()
 
     def values(self) -> list[int]:
+        if self.event is not None:
+            self.event.synchronize()  # no wait once arrived
         return self.host.tolist()
 
 

@@ -19,6 +19,7 @@ from amlab.cli.listops import listops_app
 from amlab.cli.nn import nn_app
 from amlab.cli.repro import repro_app
 from amlab.cli.retrieve import retrieve
+from amlab.cli.store import store_app
 from amlab.cli.train import eval_app, train_app
 
 app = typer.Typer(
@@ -67,6 +68,7 @@ app.add_typer(listops_app, name="listops")
 app.add_typer(fairness_app, name="fairness")
 app.add_typer(nn_app, name="nn")
 app.add_typer(gallery_app, name="gallery")
+app.add_typer(store_app, name="store")
 app.command()(explain)
 app.command()(export)
 app.command()(bench)

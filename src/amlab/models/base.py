@@ -24,6 +24,9 @@ class AssociativeMemory(Model):
 
     #: retrieval methods -> (default step size, default tol); the first is the default
     METHODS: ClassVar[dict[str, tuple[float, float]]] = {"gd": (0.1, 1e-6)}
+    #: whether retrieval must shrink the batch at the same steps in every process (see
+    #: ``lockstep`` in :func:`~amlab.dynamics.descend`): memories sharded over processes
+    _LOCKSTEP: ClassVar[bool] = False
 
     # -- to be supplied by subclasses ------------------------------------------------------
     @property
@@ -115,6 +118,7 @@ class AssociativeMemory(Model):
             energy=energy,
             toward=toward,
             on_step=on_step,
+            lockstep=self._LOCKSTEP,
         )
         if single:
             result = Trajectory(

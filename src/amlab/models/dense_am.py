@@ -40,7 +40,6 @@ from amlab.energy.lse import (
     lse_bound,
     lse_energy,
     lse_energy_from_lse,
-    lse_energy_grad,
     lse_softmax_mean,
     memory_bias,
     memory_extent,
@@ -117,6 +116,11 @@ class DenseAM(AssociativeMemory):
 
     Config = DenseAMConfig
     METHODS = {"gd": (0.1, 1e-6), "attention": (1.0, 1e-6), "fixed_point": (1.0, 0.0)}
+    #: the fewest memories this model may hold (a shard of a sharded memory may hold none)
+    _MIN_MEMORIES = 1
+    #: whether an update without energy may take the fused attention kernel, which gives
+    #: the weighted mean but no log-sum-exp (a sharded memory needs both to merge shards)
+    _FUSED_UPDATE = True
 
     def __init__(
         self,
@@ -136,10 +140,10 @@ class DenseAM(AssociativeMemory):
         )
         dtype = None if dtype is None else check_dtype(dtype)
         mem = as_float_tensor(memories, "memories", dtype=dtype).detach()
-        if mem.ndim != 2 or mem.shape[0] == 0 or mem.shape[1] == 0:
+        if mem.ndim != 2 or mem.shape[0] < self._MIN_MEMORIES or mem.shape[1] == 0:
             raise AmlabError(
-                f"memories must have shape (M, D) with M >= 1 and D >= 1; got "
-                f"{tuple(mem.shape)}. Stack your patterns as rows."
+                f"memories must have shape (M, D) with M >= {self._MIN_MEMORIES} and D >= 1; "
+                f"got {tuple(mem.shape)}. Stack your patterns as rows."
             )
         self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
         self.beta = check_scale(beta, "beta", mem.dtype)
@@ -292,9 +296,12 @@ class DenseAM(AssociativeMemory):
         if self.energy_name != "lsr":
             form = self._lse_form
             bias = memory_bias(mem, form, mem_sq)
-            return lambda x, t: lse_energy_grad(
-                x, mem, beta, form=form, bias=bias, mem_sq=mem_sq, chunk_size=chunk
-            )
+
+            def lse_grad(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+                lse, mean = self._lse_pass(x, bias=bias, mem_sq=mem_sq, chunk_size=chunk)
+                return lse_energy_from_lse(x, lse, beta), x - mean
+
+            return lse_grad
 
         def lsr_grad(x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
             stats = self._lsr_stats(x)
@@ -340,15 +347,16 @@ class DenseAM(AssociativeMemory):
                 return dict(bias=bias, chunk_size=chunk, bound=known[0])
 
             def lse_step(x: torch.Tensor, t: int) -> tuple[torch.Tensor | None, torch.Tensor]:
-                if not record_energies and x.device.type in FUSED_UPDATE_DEVICES:
+                fusable = self._FUSED_UPDATE and x.device.type in FUSED_UPDATE_DEVICES
+                if not record_energies and fusable:
                     mean = lse_attention_update(x, mem, beta, bias=bias, chunk_size=chunk)
                     return None, (mean if toward else x - mean)
-                lse, mean = lse_softmax_mean(x, mem, beta, **stream(x))
+                lse, mean = self._lse_pass(x, **stream(x))
                 energy = lse_energy_from_lse(x, lse, beta) if record_energies else None
                 return energy, (mean if toward else x - mean)
 
             def lse_final(x: torch.Tensor) -> torch.Tensor:
-                lse = lse_softmax_mean(x, mem, beta, with_mean=False, **stream(x))[0]
+                lse = self._lse_pass(x, with_mean=False, **stream(x))[0]
                 return lse_energy_from_lse(x, lse, beta)
 
             return lse_step, lse_final, toward
@@ -358,12 +366,19 @@ class DenseAM(AssociativeMemory):
             out = lsr_centroid(x, stats) if toward else lsr_grad_from_stats(x, stats, eps)
             return lsr_energy_from_stats(stats[0], beta, eps), out
 
-        def lsr_final(x: torch.Tensor) -> torch.Tensor:
-            if self.lsr_index(x) is None:  # Z alone: one matmul per chunk, not two
-                return lsr_energy(x, mem, beta, eps=eps, chunk_size=chunk)
-            return lsr_energy_from_stats(self._lsr_stats(x)[0], beta, eps)
+        return lsr_step, self._lsr_energy, toward
 
-        return lsr_step, lsr_final, toward
+    def _lse_pass(self, x: torch.Tensor, **stream: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One streaming LSE pass over the memories at states x (B, D): log-sum-exp (B,) and
+        softmax-weighted mean (B, D) (see :func:`~amlab.energy.lse.lse_softmax_mean`, whose
+        keyword arguments ``stream`` are)."""
+        return lse_softmax_mean(x, self.memories, self.beta, **stream)
+
+    def _lsr_energy(self, x: torch.Tensor) -> torch.Tensor:
+        """LSR energy (B,) at states x (B, D) with no gradient, by the cheapest pass."""
+        if self.lsr_index(x) is None:  # Z alone: one matmul per chunk, not two
+            return lsr_energy(x, self.memories, self.beta, eps=self.eps, chunk_size=self.chunk_size)
+        return lsr_energy_from_stats(self._lsr_stats(x)[0], self.beta, self.eps)
 
     @torch.no_grad()
     def update(self, x: Any) -> torch.Tensor:

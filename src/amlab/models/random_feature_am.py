@@ -141,24 +141,36 @@ class RandomFeatureAM(AssociativeMemory):
     # -- writing -----------------------------------------------------------------------------
     def add(self, patterns: Any) -> RandomFeatureAM:
         """Store patterns (M, D) or (D,): T += sum_mu phi(xi_mu). Returns self."""
-        x, _ = self._states(patterns, "patterns")
-        self.T += feature_sum(x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size)
-        self.stored += x.shape[0]
-        return self
+        return self.add_feature_sum(*self.feature_sum_of(patterns))
 
     def remove(self, patterns: Any) -> RandomFeatureAM:
         """Forget patterns (M, D) or (D,) stored before: T -= sum_mu phi(xi_mu). Returns self.
 
         T cannot tell which patterns it holds; removing one never added corrupts the memory.
         """
+        features, count = self.feature_sum_of(patterns)
+        return self.add_feature_sum(-features, -count)
+
+    def feature_sum_of(self, patterns: Any) -> tuple[torch.Tensor, int]:
+        """sum_mu phi(xi_mu) (the shape of T) over patterns (M, D) or (D,), and M: what
+        :meth:`add` adds to T and to the count of stored patterns."""
         x, _ = self._states(patterns, "patterns")
-        if x.shape[0] > self.num_stored:
+        features = feature_sum(
+            x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size
+        )
+        return features, x.shape[0]
+
+    def add_feature_sum(self, features: torch.Tensor, count: int) -> RandomFeatureAM:
+        """T += features, and ``count`` more patterns stored (negative: removed; refused when
+        more than are stored). Returns self. Writers that compute :meth:`feature_sum_of`
+        elsewhere (other processes) add their sums here."""
+        if count < -self.num_stored:
             raise AmlabError(
-                f"cannot remove {x.shape[0]} patterns: only {self.num_stored} are stored. "
+                f"cannot remove {-count} patterns: only {self.num_stored} are stored. "
                 "Remove only patterns that were added."
             )
-        self.T -= feature_sum(x, self.S, self.b, self.beta, self.kernel, chunk_size=self.chunk_size)
-        self.stored -= x.shape[0]
+        self.T += features
+        self.stored += count
         return self
 
     # -- size ------------------------------------------------------------------------------

@@ -1,0 +1,122 @@
+"""The process group and its collectives, with amlab's errors: joining a group within a
+bounded time, and the sums and maxima the sharded models merge their partial results with.
+
+Every collective here is called by every rank of the group in the same order with tensors
+of the same shape (the callers make sure of it); a rank that dies or never comes makes the
+others fail within the group's timeout with an :class:`~amlab.errors.AmlabError`, not hang.
+"""
+
+from __future__ import annotations
+
+import datetime
+
+import torch
+import torch.distributed as dist
+
+from amlab.errors import AmlabError, check_positive
+
+#: How long a rank waits for the others to join or to meet it in a collective, by default.
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def init_group(
+    init_method: str = "env://",
+    rank: int | None = None,
+    world_size: int | None = None,
+    *,
+    backend: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> None:
+    """Join the default process group (``torch.distributed.init_process_group``) at
+    ``init_method`` ("tcp://host:port", "file:///path" or, under torchrun, "env://") as
+    ``rank`` of ``world_size`` (None: from the environment, as torchrun sets RANK and
+    WORLD_SIZE). ``backend`` None picks "nccl" when CUDA is available, else
+    "gloo". Every later collective fails after ``timeout_s`` seconds without the others
+    (gloo; NCCL where its async error handling is on)."""
+    timeout_s = check_positive(timeout_s, "timeout_s")
+    if not dist.is_available():
+        raise AmlabError("this PyTorch build has no torch.distributed; install one that has.")
+    if dist.is_initialized():
+        raise AmlabError(
+            "this process has joined a process group already; call init_group once per "
+            "process (torch.distributed.destroy_process_group leaves it)."
+        )
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    try:
+        dist.init_process_group(
+            backend,
+            init_method=init_method,
+            rank=-1 if rank is None else rank,
+            world_size=-1 if world_size is None else world_size,
+            timeout=datetime.timedelta(seconds=timeout_s),
+        )
+    except (RuntimeError, ValueError) as err:
+        who = "this rank" if rank is None else f"rank {rank} of {world_size}"
+        raise AmlabError(
+            f"{who} could not join the process group at {init_method!r} "
+            f"within {timeout_s:g} s ({type(err).__name__}: {err}). Start every rank with the "
+            "same address and world size, and check that none has died."
+        ) from err
+
+
+def shard_range(num_memories: int, rank: int, world_size: int) -> tuple[int, int]:
+    """Rows [lo, hi) of ``num_memories`` that rank ``rank`` of ``world_size`` holds in the
+    even split: contiguous, sizes differing by at most one (some empty when M < P)."""
+    return num_memories * rank // world_size, num_memories * (rank + 1) // world_size
+
+
+def check_group(group: dist.ProcessGroup | None) -> tuple[int, int]:
+    """This process's rank in ``group`` (None: the default group) and the group's size."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise AmlabError(
+            "no torch.distributed process group: call amlab.distributed.init_group (or "
+            "torch.distributed.init_process_group) on every rank first, or launch with "
+            "torchrun and init_method='env://'."
+        )
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def all_reduce_(tensor: torch.Tensor, op: str, group: dist.ProcessGroup | None) -> torch.Tensor:
+    """``tensor`` reduced in place over the group by ``op`` ("sum", "max", "min"): on return
+    every rank holds the same values. Returns it."""
+    reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op]
+    try:
+        dist.all_reduce(tensor, op=reduce_op, group=group)
+    except RuntimeError as err:
+        raise _lost(err) from err
+    return tensor
+
+
+def all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> list[torch.Tensor]:
+    """Every rank's ``tensor`` (each the same shape), in rank order."""
+    out = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    try:
+        dist.all_gather(out, tensor, group=group)
+    except RuntimeError as err:
+        raise _lost(err) from err
+    return out
+
+
+def _lost(err: RuntimeError) -> AmlabError:
+    return AmlabError(
+        f"a collective over the process group failed ({type(err).__name__}: {err}). Another "
+        "rank has died, timed out or called a different operation; every rank must make the "
+        "same calls with the same states."
+    )
+
+
+def merge_lse(
+    lse: torch.Tensor, mean: torch.Tensor | None, group: dist.ProcessGroup | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The log-sum-exp (B,) and softmax-weighted mean (B, D) over the memories of every
+    rank, from each rank's own over its shard (lse -inf and any finite mean for a shard of
+    none): with the largest lse m of a row, ``lse = m + log sum_r w_r`` and
+    ``mean = sum_r w_r mean_r / sum_r w_r``, ``w_r = exp(lse_r - m)``. Two all-reduces: the
+    maxima (B numbers), then the weights with the weighted means (B (D + 1))."""
+    top = all_reduce_(lse.clone(), "max", group)
+    weight = torch.exp(lse - top)  # 0 for a shard of none (lse -inf)
+    if mean is None:
+        return top + all_reduce_(weight, "sum", group).log(), None
+    packed = all_reduce_(torch.cat([weight[:, None], mean * weight[:, None]], 1), "sum", group)
+    return top + packed[:, 0].log(), packed[:, 1:] / packed[:, :1]

@@ -1,0 +1,39 @@
+"""``amlab store write``: images from a data set into a sharded memory store on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from amlab.data.images import load
+from amlab.distributed.store import MemoryStore, write_store
+from amlab.errors import check_positive_int
+
+
+def write_image_store(
+    out: str | Path,
+    *,
+    data: str = "digits",
+    data_dir: str | None = None,
+    memories: int = 100,
+    shards: int = 2,
+    seed: int = 0,
+) -> dict:
+    """Write ``memories`` images of ``data`` (drawn with ``seed``, as ``amlab retrieve``
+    draws the images it stores) into ``shards`` shard files and ``store.json`` in ``out``;
+    returns what was written."""
+    images = load(data, data_dir, split="train")
+    stored = images.subset(check_positive_int(memories, "memories"), seed=seed)
+    manifest = write_store(out, stored.images, shards)
+    store = MemoryStore(manifest.parent)
+    return {
+        "store": str(manifest.parent),
+        "store_id": store.store_id,
+        "num_memories": store.num_memories,
+        "dim": store.dim,
+        "dtype": str(store.dtype).removeprefix("torch."),
+        "shards": [
+            {"file": name, "rows": [lo, hi], "bytes": size}
+            for name, lo, hi, size, _ in store.shards
+        ],
+        "config": {"data": data, "memories": memories, "shards": shards, "seed": seed},
+    }

@@ -1,0 +1,166 @@
+"""ShardedDenseAM over real process groups: 2 and 3 gloo ranks on this machine, each a
+spawned process, compared with one DenseAM holding every memory (float64 to 1e-12).
+
+Each spawn runs every case in its ranks (starting processes is the slow part); a failing
+assertion in any rank fails the test with that rank's traceback. The group's timeout bounds
+every wait, so a broken case fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+from ranks import TIMEOUT_S, close, run_ranks
+
+from amlab import dynamics
+from amlab.distributed import ShardedDenseAM, init_group, shard_range
+from amlab.errors import AmlabError
+from amlab.models import DenseAM
+
+
+def same_trajectory(got, want, tol=1e-12):
+    close(got.states, want.states, tol)
+    assert torch.equal(got.steps, want.steps) and torch.equal(got.converged, want.converged)
+    for name in ("energies", "path"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert (a is None) == (b is None), name
+        if a is not None:
+            close(a, b, tol)
+
+
+def problem(energy, num_memories):
+    """Memories (M, 6) in the unit cube, states near some of them, the energy's options."""
+    gen = torch.Generator().manual_seed(7)
+    mem = torch.rand(num_memories, 6, generator=gen, dtype=torch.float64)
+    x = mem[[0, 3, num_memories - 1, 5, 2]] + 0.15 * torch.randn(
+        5, 6, generator=gen, dtype=torch.float64
+    )
+    beta = 6.0 if energy == "lsr" else 4.0
+    return mem, x, dict(energy=energy, beta=beta, eps=1e-3 if energy == "lsr" else 0.0)
+
+
+def every_method_matches(rank, world_size, sizes):
+    lo = sum(sizes[:rank])
+    for energy in ("lse", "lse_dot", "lsr"):
+        mem, x, options = problem(energy, sum(sizes))
+        full = DenseAM(mem, dtype=torch.float64, index="none", **options)
+        shard = ShardedDenseAM(
+            mem[lo : lo + sizes[rank]], dtype=torch.float64, index="none", **options
+        )
+        assert (shard.num_memories, shard.total_memories, shard.offset) == (
+            sizes[rank],
+            sum(sizes),
+            lo,
+        )
+        close(shard.energy(x), full.energy(x))
+        close(shard.grad(x), full.grad(x))
+        for got, want in zip(shard.energy_and_grad(x), full.energy_and_grad(x), strict=True):
+            close(got, want)
+        close(shard.energy(x[1]), full.energy(x[1]))  # one state (D,)
+        close(shard.update(x), full.update(x))
+        for got, want in zip(shard.nearest(x), full.nearest(x), strict=True):
+            close(got, want)
+        # autograd through the energy gives the analytic gradient, on every rank
+        leaf = x.clone().requires_grad_(True)
+        (3 * shard.energy(leaf).sum()).backward()
+        close(leaf.grad, 3 * full.grad(x))
+        clamp = torch.zeros(5, 6, dtype=torch.bool)
+        clamp[:, :2] = True
+        for method in shard.METHODS:
+            if method == ("attention" if energy == "lsr" else "fixed_point"):
+                continue
+            for kwargs in (
+                dict(steps=20),  # attention: every query converges, each at its own step
+                dict(steps=8, clamp=clamp, record_states=True),
+                dict(steps=8, step_size=lambda t: 0.5 / (1 + t), tol=0.0),
+                dict(steps=30, step_size=0.5, record_energies=False),
+            ):
+                same_trajectory(
+                    shard.retrieve(x, method=method, **kwargs),
+                    full.retrieve(x, method=method, **kwargs),
+                )
+    # LSR through each shard's ball index: the dense pass's results, to rounding
+    mem, x, options = problem("lsr", sum(sizes))
+    full = DenseAM(mem, dtype=torch.float64, index="none", **options)
+    indexed = ShardedDenseAM(
+        mem[lo : lo + sizes[rank]], dtype=torch.float64, index="clusters", **options
+    )
+    close(indexed.energy(x), full.energy(x), 1e-10)
+    same_trajectory(
+        indexed.retrieve(x, method="fixed_point"), full.retrieve(x, method="fixed_point"), 1e-10
+    )
+    # float32: to float32 rounding
+    mem, x, options = problem("lse", sum(sizes))
+    full32 = DenseAM(mem, dtype=torch.float32, **options)
+    shard32 = ShardedDenseAM(mem[lo : lo + sizes[rank]], dtype=torch.float32, **options)
+    close(shard32.energy(x.float()), full32.energy(x.float()), 1e-5)
+    same_trajectory(
+        shard32.retrieve(x.float(), method="attention", tol=0.0, steps=10),
+        full32.retrieve(x.float(), method="attention", tol=0.0, steps=10),
+        1e-5,
+    )
+    # the even split of from_all, and add (collective: each rank its own patterns)
+    even = ShardedDenseAM.from_all(mem, dtype=torch.float64, **options)
+    assert even.num_memories == len(range(*shard_range(sum(sizes), rank, world_size)))
+    close(even.energy(x), DenseAM(mem, dtype=torch.float64, **options).energy(x))
+    extra = torch.rand(3, 6, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    even.add(extra[rank : rank + 1] if rank < 3 else extra[:0])
+    grown = DenseAM(torch.cat([mem, extra[:world_size]]), dtype=torch.float64, **options)
+    assert even.total_memories == sum(sizes) + min(world_size, 3)
+    close(even.grad(x), grown.grad(x))
+
+
+@pytest.mark.parametrize("sizes", [[7, 10], [5, 0, 12]], ids=["2 ranks", "3 ranks, one empty"])
+def test_sharded_dense_am_returns_what_one_process_returns(tmp_path, sizes):
+    run_ranks(tmp_path, len(sizes), every_method_matches, sizes)
+
+
+def misuse_is_refused(rank, world_size):
+    mem, x, options = problem("lse", 8)
+    with pytest.raises(AmlabError, match="joined a process group already"):
+        init_group("tcp://127.0.0.1:1", rank, world_size)
+    with pytest.raises(AmlabError, match="disagree on the memory's beta"):
+        ShardedDenseAM(mem, dtype=torch.float64, **{**options, "beta": 1.0 + rank})
+    with pytest.raises(AmlabError, match="every shard is empty"):
+        ShardedDenseAM(mem[:0], dtype=torch.float64, **options)
+    shard = ShardedDenseAM.from_all(mem, dtype=torch.float64, **options)
+    with pytest.raises(AmlabError, match="rank 1 passed other states"):
+        shard.energy(x + rank)
+    with pytest.raises(AmlabError, match="rank 1 passed other states"):
+        shard.retrieve(x[: 5 - rank])
+    # lockstep: ranks that learn at different steps which queries stopped (a GPU's copies
+    # arriving at different times; here rank 1 never sees one arrive) still drop them
+    # together, so their collectives keep matching shapes
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dynamics._HostCopy, "arrived", lambda self: rank == 0)
+        same_trajectory(
+            shard.retrieve(x, method="attention"),
+            DenseAM(mem, dtype=torch.float64, **options).retrieve(x, method="attention"),
+        )
+    # a rank that leaves: the other's next collective fails with a clear error, in time
+    if rank == 1:
+        return
+    start = time.monotonic()
+    with pytest.raises(AmlabError, match="collective over the process group failed"):
+        shard.energy(x)
+    assert time.monotonic() - start < TIMEOUT_S + 10
+
+
+def test_misuse_and_a_lost_rank_are_refused(tmp_path):
+    run_ranks(tmp_path, 2, misuse_is_refused)
+
+
+def test_a_rank_that_never_joins_is_a_clear_error_in_bounded_time(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(AmlabError, match=r"rank 0 of 2 could not join .* within 2 s"):
+        init_group(f"file://{tmp_path / 'store'}", 0, 2, backend="gloo", timeout_s=2.0)
+    assert time.monotonic() - start < 30
+    assert not dist.is_initialized()
+
+
+def test_without_a_group_a_clear_error():
+    with pytest.raises(AmlabError, match="no torch.distributed process group"):
+        ShardedDenseAM(torch.zeros(2, 3))
