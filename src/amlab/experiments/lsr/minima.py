@@ -2,9 +2,9 @@
 
 Memories uniform on [0,1]^d; for betas linearly spaced from 2/d to 2/R^2 (R half the
 smallest distance between memories) the LSR minima are counted exactly (a pruned
-search over the subsets, :func:`amlab.analysis.lsr_minima_counts`), the LSE minima by descent from the
-memories and uniform starts, and the share of the cube inside some LSR support is
-estimated from uniform samples.
+search over the subsets, :func:`amlab.analysis.lsr_minima_counts`), the LSE minima by
+descent from the memories and uniform starts, and the share of the cube inside some LSR
+support is estimated from uniform samples.
 """
 
 from __future__ import annotations
