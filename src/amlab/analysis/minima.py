@@ -137,52 +137,70 @@ def _possible_supports(
     r2_max: float,
     *,
     members: torch.Tensor | None = None,
-    allowed: torch.Tensor | None = None,
     max_size: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield batches (n, M) of membership masks: every non-empty set of memories that
-    holds ``members``, lies within ``allowed`` and has at most ``max_size`` members, and
+    holds ``members`` and has at most ``max_size`` members, and
     that can be the support of a minimum at some r^2 <= r2_max (both conditions of the
-    module docstring), each once. A yielded set still needs the exact check."""
+    module docstring), each once. A yielded set still needs the exact check.
+
+    Only the memories that can join (the candidates) enter the second condition; the
+    others (not within 2r of a member of ``members``, or in another connected component
+    of the overlap graph) are left to the exact check."""
     m = mem.shape[0]
     adjacent = pair_sq < 4.0 * r2_max  # the diagonal too: a memory is within 2r of itself
     forced = torch.zeros(m, dtype=torch.bool) if members is None else members
     if not bool(adjacent[forced][:, forced].all()):
         return
-    free = torch.ones(m, dtype=torch.bool) if allowed is None else allowed.clone()
-    free &= adjacent[forced].all(0) & ~forced
+    free = adjacent[forced].all(0) & ~forced
+    tol = _search_margin(mem, pair_sq)
+    if bool(forced.any()):
+        yield from _search(mem, pair_sq, adjacent, forced, free, max_size, tol)
+        return
+    # a support is a clique, so it lies within one connected component
+    label = torch.where(free, torch.arange(m), m)
+    while True:
+        spread = torch.where(adjacent & free[None, :], label[None, :], m).amin(1)
+        spread = torch.where(free, torch.minimum(label, spread), m)
+        if torch.equal(spread, label):
+            break
+        label = spread
+    for component in label[free].unique().tolist():
+        yield from _search(mem, pair_sq, adjacent, forced, label == component, max_size, tol)
+
+
+def _search(
+    mem: torch.Tensor,
+    pair_sq: torch.Tensor,
+    adjacent: torch.Tensor,
+    forced: torch.Tensor,
+    free: torch.Tensor,
+    max_size: int | None,
+    tol: float,
+) -> Iterator[torch.Tensor]:
+    """The search of :func:`_possible_supports` over the sets holding every ``forced``
+    memory and any of the ``free`` ones."""
+    m = mem.shape[0]
     free_ids = free.nonzero().squeeze(1)
-    free_ids = free_ids[_search_order(mem[free_ids])]
-    # order: the excluded memories, the forced members, then the free ones in search order
-    order = torch.cat(
-        [(~free & ~forced).nonzero().squeeze(1), forced.nonzero().squeeze(1), free_ids]
-    )
-    n_out, n_in, n_free = (
-        m - int(forced.sum()) - free_ids.numel(),
-        int(forced.sum()),
-        free_ids.numel(),
-    )
-    first_free = n_out + n_in
+    # the candidates: the forced members, then the free memories in search order
+    order = torch.cat([forced.nonzero().squeeze(1), free_ids[_search_order(mem[free_ids])]])
+    n_in, n = int(forced.sum()), order.numel()
     d = pair_sq[order][:, order]
     adjacent = adjacent[order][:, order]
-    tol = _search_margin(mem, pair_sq)
-    # gain[t, i, j]: sum over the free memories from position first_free + t of
-    # min(0, d(k, i) - d(k, j)), for i among the possible members (positions >= n_out)
-    gain = torch.zeros(n_free + 1, m - n_out, m, dtype=d.dtype)
-    if n_free:
-        lower = (d[first_free:, n_out:, None] - d[first_free:, None, :]).clamp_(max=0.0)
-        gain[:n_free] = lower.flip(0).cumsum(0).flip(0)
-    member = torch.zeros(1, m, dtype=torch.bool)
-    member[0, n_out:first_free] = True
-    stack = [(0, member, d[n_out:first_free].sum(0, keepdim=True))]
+    # gain[t, i, j]: sum over the candidates from position n_in + t of min(0, d(k, i) - d(k, j))
+    gain = torch.zeros(n - n_in + 1, n, n, dtype=d.dtype)
+    lower = (d[n_in:, :, None] - d[n_in:, None, :]).clamp_(max=0.0)
+    gain[:-1] = lower.flip(0).cumsum(0).flip(0)
+    member = torch.zeros(1, n, dtype=torch.bool)
+    member[0, :n_in] = True
+    stack = [(n_in, member, d[:n_in].sum(0, keepdim=True))]
     while stack:
-        t, member, f = stack.pop()
-        if t == n_free:
+        c, member, f = stack.pop()  # positions before c are decided
+        if c == n:
             found = torch.zeros(member.shape[0], m, dtype=torch.bool)
             found[:, order] = member
             yield found[found.any(1)]
             continue
-        c = first_free + t
         join = ~(member & ~adjacent[c]).any(1)
         if max_size is not None:
             join &= member.sum(1) < max_size
@@ -190,53 +208,64 @@ def _possible_supports(
         joined[:, c] = True
         member = torch.cat([member, joined])
         f = torch.cat([f, f[join] + d[c]])
-        keep = _not_cut(member, f, gain[t + 1], c + 1, n_out, tol)
+        keep = _not_cut(
+            member[:, : c + 1],
+            f[:, : c + 1],
+            gain[c + 1 - n_in, : c + 1, : c + 1].contiguous(),
+            tol,
+        )
         member, f = member[keep], f[keep]
         for lo in range(0, member.shape[0], BATCH):
-            stack.append((t + 1, member[lo : lo + BATCH], f[lo : lo + BATCH]))
+            stack.append((c + 1, member[lo : lo + BATCH], f[lo : lo + BATCH]))
 
 
-def _not_cut(
-    member: torch.Tensor, f: torch.Tensor, gain: torch.Tensor, decided: int, n_out: int, tol: float
-) -> torch.Tensor:
-    """(n,) False for the branches the second condition cuts: some decided member i and
-    decided non-member j (positions < ``decided``; members only from ``n_out`` on) with
+def _not_cut(member: torch.Tensor, f: torch.Tensor, gain: torch.Tensor, tol: float) -> torch.Tensor:
+    """(n,) False for the branches the second condition cuts: some member i and
+    non-member j among the decided memories (the columns) with
     f(i) - f(j) + gain[i, j] > tol."""
-    gain = gain[: decided - n_out, :decided]
     inf = float("inf")
     chunk = max(1, (1 << 18) // gain.numel())
     keep = []
     for lo in range(0, member.shape[0], chunk):
-        inside, fs = member[lo : lo + chunk, :decided], f[lo : lo + chunk, :decided]
-        f_in = torch.where(inside[:, n_out:], fs[:, n_out:], -inf)
+        inside, fs = member[lo : lo + chunk], f[lo : lo + chunk]
+        f_in = torch.where(inside, fs, -inf)
         f_out = torch.where(inside, inf, fs)
         worst = (f_in[:, :, None] + gain).sub_(f_out[:, None, :]).amax((1, 2))
         keep.append(worst <= tol)
     return torch.cat(keep)
 
 
-def _centroid_sq_distances(
-    mem: torch.Tensor, member: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Centroids (n, D) of the sets (n, M) and their squared distances (n, M) to every
-    memory. Summed in memory order and by differences, so a set gets the same bits in any
-    batch; the search and the brute-force oracle decide ties alike."""
+def _centroids(mem: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """Centroids (n, D) of the sets (n, M), summed in memory order, so that a set gets the
+    same bits in any batch: the search and the brute-force oracle decide ties alike."""
     sums = mem.new_zeros(member.shape[0], mem.shape[1])
-    for k in range(mem.shape[0]):
+    for k in member.any(0).nonzero().squeeze(1).tolist():
         sums += member[:, k, None] * mem[k]
-    centroid = sums / member.sum(1, keepdim=True)
-    d2 = torch.stack([((centroid - xi) ** 2).sum(1) for xi in mem], 1)
-    return centroid, d2
+    return sums / member.sum(1, keepdim=True)
+
+
+def _sq_distances_by_differences(points: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+    """Squared distances (n, M) from points (n, D) to memories (M, D), one memory at a
+    time by differences: the same bits for a point in any batch."""
+    if mem.shape[0] == 0:
+        return points.new_zeros(points.shape[0], 0)
+    return torch.stack([((points - xi) ** 2).sum(1) for xi in mem], 1)
 
 
 def _spread(
-    mem: torch.Tensor, member: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centroids (n, D), q = max member and p = min non-member squared distance (n,)."""
-    centroid, d2 = _centroid_sq_distances(mem, member)
-    q = torch.where(member, d2, torch.full_like(d2, -1.0)).amax(1)
-    p = torch.where(member, torch.full_like(d2, float("inf")), d2).amin(1)
-    return centroid, q, p
+    mem: torch.Tensor, member: torch.Tensor, r2_max: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sets (n, M) with q < r2_max (the others are minima at no r^2 <= r2_max), with
+    their centroids, q = max member and p = min non-member squared distance."""
+    centroid = _centroids(mem, member)
+    cols = member.any(0).nonzero().squeeze(1)
+    to_members = _sq_distances_by_differences(centroid, mem[cols])
+    q = torch.where(member[:, cols], to_members, -1.0).amax(1)
+    some = q < r2_max
+    member, centroid, q = member[some], centroid[some], q[some]
+    d2 = _sq_distances_by_differences(centroid, mem)
+    p = torch.where(member, float("inf"), d2).amin(1)
+    return member, centroid, q, p
 
 
 def _lsr_result(mem: torch.Tensor, beta: float, points: list, supports: list) -> Minima:
@@ -258,8 +287,8 @@ def lsr_minima(memories: Any, beta: float, *, max_size: int | None = None) -> Mi
     r2 = 2.0 / check_positive(beta, "beta")
     points, supports = [], []
     for member in _possible_supports(mem, _pair_sq_distances(mem), r2, max_size=max_size):
-        centroid, q, p = _spread(mem, member)
-        keep = (q < r2) & (p >= r2)
+        member, centroid, q, p = _spread(mem, member, r2)
+        keep = p >= r2
         points.append(centroid[keep])
         supports.append(member[keep])
     return _lsr_result(mem, beta, points, supports)
@@ -282,7 +311,7 @@ def lsr_minima_counts(memories: Any, betas: Any) -> dict[str, torch.Tensor]:
     n = betas.numel()
     counts = {1: torch.zeros(n + 1, dtype=torch.long), 2: torch.zeros(n + 1, dtype=torch.long)}
     for member in _possible_supports(mem, _pair_sq_distances(mem), float(r2_sorted[-1])):
-        _, q, p = _spread(mem, member)
+        member, _, q, p = _spread(mem, member, float(r2_sorted[-1]))
         # grid indices k (sorted by r^2) with q < r2[k] <= p
         first = torch.searchsorted(r2_sorted, q, right=True)
         last = torch.searchsorted(r2_sorted, p, right=True)
@@ -309,7 +338,8 @@ def lsr_minima_brute_force(memories: Any, beta: float) -> Minima:
     member = ((ids[:, None] >> torch.arange(m)) & 1).bool()
     points, supports = [], []
     for block in member.split(4096):
-        centroid, d2 = _centroid_sq_distances(mem, block)
+        centroid = _centroids(mem, block)
+        d2 = _sq_distances_by_differences(centroid, mem)
         keep = ((d2 < r2) == block).all(1)
         points.append(centroid[keep])
         supports.append(block[keep])
@@ -337,19 +367,20 @@ def lsr_neighbour_minima(
     d2[index] = -1.0  # first in the ordering below
     ball = (d2 < 4.0 * r2).nonzero().squeeze(1)
     ball = ball[torch.argsort(d2[ball], stable=True)]  # memory index first, then by distance
-    sub = mem[ball]
-    root = torch.zeros(ball.numel(), dtype=torch.bool)
+    # the search runs over the index and its nearest neighbours; the check over the ball
+    near = mem[ball[: 1 + max_neighbours]]
+    root = torch.zeros(near.shape[0], dtype=torch.bool)
     root[0] = True
-    allowed = torch.zeros(ball.numel(), dtype=torch.bool)
-    allowed[: 1 + max_neighbours] = True
     points, supports = [], []
     for member in _possible_supports(
-        sub, _pair_sq_distances(sub), r2, members=root, allowed=allowed, max_size=max_size
+        near, _pair_sq_distances(near), r2, members=root, max_size=max_size
     ):
-        centroid, q, p = _spread(sub, member)
-        keep = (q < r2) & (p >= r2)
+        in_ball = torch.zeros(member.shape[0], ball.numel(), dtype=torch.bool)
+        in_ball[:, : near.shape[0]] = member
+        in_ball, centroid, q, p = _spread(mem[ball], in_ball, r2)
+        keep = p >= r2
         full = torch.zeros(int(keep.sum()), m, dtype=torch.bool)
-        full[:, ball] = member[keep]
+        full[:, ball] = in_ball[keep]
         points.append(centroid[keep])
         supports.append(full)
     return _lsr_result(mem, beta, points, supports)
