@@ -16,6 +16,7 @@ from amlab.analysis import (
     lsr_multistart_minima,
     lsr_neighbour_minima,
 )
+from amlab.analysis import minima as minima_module
 from amlab.analysis.minima import _pair_sq_distances, _possible_supports
 
 
@@ -122,6 +123,29 @@ def test_search_cuts_almost_every_subset_at_the_smallest_paper_beta():
     found = torch.cat(yielded)
     assert found.shape[0] < 0.01 * 2**20
     assert found.unique(dim=0).shape[0] == found.shape[0] and bool(found.any(1).all())
+
+
+@pytest.mark.parametrize("cut_max", [128, 0])  # 0: the search without the cut
+def test_separate_clusters_give_the_union_of_their_minima(monkeypatch, cut_max):
+    # four clusters far apart (the overlap graph has four components): every minimum is
+    # one cluster's minimum, found by brute force on that cluster alone
+    monkeypatch.setattr(minima_module, "CUT_MAX", cut_max)
+    g = torch.Generator().manual_seed(13)
+    clusters = [
+        torch.rand(n, 3, generator=g, dtype=torch.float64) + 10 * k
+        for k, n in enumerate((12, 9, 14, 7))
+    ]
+    mem = torch.cat(clusters)
+    offsets = [0, 12, 21, 35]
+    emergent = 0
+    for beta in beta_grid(clusters[0], 6)[1:]:
+        expected = set()
+        for cluster, offset in zip(clusters, offsets, strict=True):
+            for row in lsr_minima_brute_force(cluster, beta).supports.int().tolist():
+                expected.add(tuple([0] * offset + row + [0] * (mem.shape[0] - offset - len(row))))
+        assert supports(lsr_minima(mem, beta)) == expected, beta
+        emergent += sum(sum(row) > 1 for row in expected)
+    assert emergent > 0
 
 
 def test_every_minimum_has_zero_gradient_and_rises_in_every_direction():

@@ -47,6 +47,8 @@ from amlab.models import DenseAM
 
 #: candidate sets per batch of the exact search; bounds its memory
 BATCH = 1 << 14
+#: the most candidates for which the search uses the cut (its table is CUT_MAX^3 floats)
+CUT_MAX = 128
 
 
 @dataclass
@@ -179,7 +181,14 @@ def _search(
     tol: float,
 ) -> Iterator[torch.Tensor]:
     """The search of :func:`_possible_supports` over the sets holding every ``forced``
-    memory and any of the ``free`` ones."""
+    memory and any of the ``free`` ones.
+
+    Each set is grown from its smallest members by adding, one at a time and in search
+    order, memories within 2r of all its members (each set comes once). A set's subtree
+    adds only its candidates (later memories within 2r of every member); every other
+    memory is out of it, and the cut compares members with those. Above
+    ``CUT_MAX`` candidates the cut is left out (its table grows as the cube): the sets
+    are then the cliques, each checked exactly."""
     m = mem.shape[0]
     free_ids = free.nonzero().squeeze(1)
     # the candidates: the forced members, then the free memories in search order
@@ -187,51 +196,66 @@ def _search(
     n_in, n = int(forced.sum()), order.numel()
     d = pair_sq[order][:, order]
     adjacent = adjacent[order][:, order]
-    # gain[t, i, j]: sum over the candidates from position n_in + t of min(0, d(k, i) - d(k, j))
-    gain = torch.zeros(n - n_in + 1, n, n, dtype=d.dtype)
-    lower = (d[n_in:, :, None] - d[n_in:, None, :]).clamp_(max=0.0)
-    gain[:-1] = lower.flip(0).cumsum(0).flip(0)
-    member = torch.zeros(1, n, dtype=torch.bool)
-    member[0, :n_in] = True
-    stack = [(n_in, member, d[:n_in].sum(0, keepdim=True))]
+    position = torch.arange(n)
+    later = position[None, :] > position[:, None]  # later[k, l]: l comes after k
+    gain = None
+    if n <= CUT_MAX:
+        # gain[k, i, j]: sum over the positions l after k of min(0, d(l, i) - d(l, j))
+        lower = (d[:, :, None] - d[:, None, :]).clamp_(max=0.0)
+        gain = torch.cat([lower.flip(0).cumsum(0).flip(0)[1:], lower.new_zeros(1, n, n)])
+    if n_in:
+        member = (position < n_in)[None, :]
+        grow = (position >= n_in)[None, :]
+        stack = [(member, d[:n_in].sum(0, keepdim=True), grow, torch.tensor([n_in - 1]))]
+    else:
+        stack = [(torch.eye(n, dtype=torch.bool), d.clone(), adjacent & later, position)]
     while stack:
-        c, member, f = stack.pop()  # positions before c are decided
-        if c == n:
-            found = torch.zeros(member.shape[0], m, dtype=torch.bool)
-            found[:, order] = member
-            yield found[found.any(1)]
-            continue
-        join = ~(member & ~adjacent[c]).any(1)
+        member, f, grow, last = stack.pop()
+        if gain is not None:
+            keep = _not_cut(member, f, ~member & ~grow, tol, gain, last)
+            member, f, grow, last = member[keep], f[keep], grow[keep], last[keep]
+            done = _not_cut(member, f, ~member, tol)  # the set itself, all others out
+        else:
+            done = torch.ones(member.shape[0], dtype=torch.bool)
+        if bool(done.any()):
+            found = torch.zeros(int(done.sum()), m, dtype=torch.bool)
+            found[:, order] = member[done]
+            yield found
         if max_size is not None:
-            join &= member.sum(1) < max_size
-        joined = member[join]
-        joined[:, c] = True
-        member = torch.cat([member, joined])
-        f = torch.cat([f, f[join] + d[c]])
-        keep = _not_cut(
-            member[:, : c + 1],
-            f[:, : c + 1],
-            gain[c + 1 - n_in, : c + 1, : c + 1].contiguous(),
-            tol,
-        )
-        member, f = member[keep], f[keep]
-        for lo in range(0, member.shape[0], BATCH):
-            stack.append((c + 1, member[lo : lo + BATCH], f[lo : lo + BATCH]))
+            grow = grow & (member.sum(1, keepdim=True) < max_size)
+        rows, cols = grow.nonzero(as_tuple=True)
+        for lo in range(0, rows.numel(), BATCH):
+            r, c = rows[lo : lo + BATCH], cols[lo : lo + BATCH]
+            child = member[r]
+            child[torch.arange(r.numel()), c] = True
+            stack.append((child, f[r] + d[c], grow[r] & adjacent[c] & later[c], c))
 
 
-def _not_cut(member: torch.Tensor, f: torch.Tensor, gain: torch.Tensor, tol: float) -> torch.Tensor:
-    """(n,) False for the branches the second condition cuts: some member i and
-    non-member j among the decided memories (the columns) with
-    f(i) - f(j) + gain[i, j] > tol."""
-    inf = float("inf")
-    chunk = max(1, (1 << 18) // gain.numel())
+def _not_cut(
+    member: torch.Tensor,
+    f: torch.Tensor,
+    out: torch.Tensor,
+    tol: float,
+    gain: torch.Tensor | None = None,
+    last: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(n,) False for the sets (n, M), all of one size, whose subtree the second condition
+    cuts: some member i and memory j in ``out`` with f(i) - f(j) + gain[last, i, j] > tol
+    (no gain: the set alone)."""
+    n, size = member.shape
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    inside = member.nonzero()[:, 1].view(n, -1)  # each row's members, in order
+    f_in = f.gather(1, inside)
+    f_out = torch.where(out, f, float("inf"))
+    chunk = max(1, (1 << 18) // (inside.shape[1] * size))
     keep = []
-    for lo in range(0, member.shape[0], chunk):
-        inside, fs = member[lo : lo + chunk], f[lo : lo + chunk]
-        f_in = torch.where(inside, fs, -inf)
-        f_out = torch.where(inside, inf, fs)
-        worst = (f_in[:, :, None] + gain).sub_(f_out[:, None, :]).amax((1, 2))
-        keep.append(worst <= tol)
+    for lo in range(0, n, chunk):
+        rows = slice(lo, lo + chunk)
+        worst = f_in[rows, :, None] - f_out[rows, None, :]
+        if gain is not None:
+            worst += gain[last[rows, None], inside[rows]]
+        keep.append(worst.amax((1, 2)) <= tol)
     return torch.cat(keep)
 
 
