@@ -7,23 +7,24 @@ S of memories therefore gives a minimum iff, with ``c`` its centroid and ``r^2 =
 
     q_S = max_{mu in S} ||c - xi_mu||^2  <  r^2  <=  p_S = min_{nu not in S} ||c - xi_nu||^2
 
-(every member active at c, no other memory active). The exact search decides the
-memories one at a time (include or exclude) and cuts a branch, with all the sets below
-it, by two conditions every support must meet:
+(every member active at c, no other memory active). The exact search grows sets one
+member at a time, in a fixed order of the memories (so each set comes once), and cuts a
+set, with every set grown from it, by two conditions every support must meet:
 
-- its members lie pairwise within 2r (their balls overlap), so a memory is included only
-  when it is within 2r of every member so far;
+- its members lie pairwise within 2r (their balls overlap), so a memory is added only
+  when it is within 2r of every member;
 - every member is nearer to c than every non-member (q_S < p_S). With
   ``f_S(mu) = sum_{k in S} ||xi_k - xi_mu||^2`` one has
   ``||c - xi_mu||^2 = f_S(mu) / |S| - const(S)``, so this is ``f_S(i) < f_S(j)`` for
-  every member i and non-member j, and f_S is a sum over the members. With T the members
-  and X the non-members decided so far, the undecided memories k can lower
-  ``f(i) - f(j)`` by at most ``sum_k min(0, d(k, i) - d(k, j))`` (d the squared
-  distance), so the branch is cut when for some i in T, j in X
+  every member i and non-member j, and f_S is a sum over the members. With T a set and X
+  the memories no set grown from it can hold (earlier in the order, or not within 2r of
+  a member), the memories k that can still join lower ``f(i) - f(j)`` by at most
+  ``sum_k min(0, d(k, i) - d(k, j))`` (d the squared distance), so T is cut when for
+  some i in T, j in X
 
-      f_T(i) - f_T(j) + sum_{k undecided} min(0, d(k, i) - d(k, j)) > 0
+      f_T(i) - f_T(j) + sum_{k after T's last member} min(0, d(k, i) - d(k, j)) > 0
 
-  (evaluated for a whole batch of branches at once, with a margin above rounding).
+  (evaluated for a whole batch of sets at once, with a margin above rounding).
 
 The sets that survive are checked exactly. The second condition holds at every r, so one
 search with the adjacency of the largest r of a grid counts the minima at every beta of
