@@ -210,6 +210,7 @@ def _search(
         stack = [(member, d[:n_in].sum(0, keepdim=True), grow, torch.tensor([n_in - 1]))]
     else:
         stack = [(torch.eye(n, dtype=torch.bool), d.clone(), adjacent & later, position)]
+    found = []  # sets to check, yielded in batches of about BATCH
     while stack:
         member, f, grow, last = stack.pop()
         if gain is not None:
@@ -219,9 +220,10 @@ def _search(
         else:
             done = torch.ones(member.shape[0], dtype=torch.bool)
         if bool(done.any()):
-            found = torch.zeros(int(done.sum()), m, dtype=torch.bool)
-            found[:, order] = member[done]
-            yield found
+            found.append(member[done])
+        if sum(x.shape[0] for x in found) >= BATCH:
+            yield _in_memory_order(torch.cat(found), order, m)
+            found = []
         if max_size is not None:
             grow = grow & (member.sum(1, keepdim=True) < max_size)
         rows, cols = grow.nonzero(as_tuple=True)
@@ -230,6 +232,15 @@ def _search(
             child = member[r]
             child[torch.arange(r.numel()), c] = True
             stack.append((child, f[r] + d[c], grow[r] & adjacent[c] & later[c], c))
+    if found:
+        yield _in_memory_order(torch.cat(found), order, m)
+
+
+def _in_memory_order(member: torch.Tensor, order: torch.Tensor, m: int) -> torch.Tensor:
+    """Membership masks (n, m) from masks (n, len(order)) over the memories ``order``."""
+    full = torch.zeros(member.shape[0], m, dtype=torch.bool)
+    full[:, order] = member
+    return full
 
 
 def _not_cut(
