@@ -143,9 +143,9 @@ def _possible_supports(
     max_size: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield batches (n, M) of membership masks: every non-empty set of memories that
-    holds ``members`` and has at most ``max_size`` members, and
-    that can be the support of a minimum at some r^2 <= r2_max (both conditions of the
-    module docstring), each once. A yielded set still needs the exact check.
+    holds ``members``, has at most ``max_size`` members and can be the support of a
+    minimum at some r^2 <= r2_max (both conditions of the module docstring), each once.
+    A yielded set still needs the exact check.
 
     Only the memories that can join (the candidates) enter the second condition; the
     others (not within 2r of a member of ``members``, or in another connected component
@@ -163,11 +163,11 @@ def _possible_supports(
     # a support is a clique, so it lies within one connected component
     label = torch.where(free, torch.arange(m), m)
     while True:
-        spread = torch.where(adjacent & free[None, :], label[None, :], m).amin(1)
-        spread = torch.where(free, torch.minimum(label, spread), m)
-        if torch.equal(spread, label):
+        reached = torch.where(adjacent & free[None, :], label[None, :], m).amin(1)
+        reached = torch.where(free, torch.minimum(label, reached), m)
+        if torch.equal(reached, label):
             break
-        label = spread
+        label = reached  # each memory takes the smallest label of its neighbours
     for component in label[free].unique().tolist():
         yield from _search(mem, pair_sq, adjacent, forced, label == component, max_size, tol)
 
