@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from amlab import AmlabError, DenseAM
+from amlab.errors import as_float_tensor
 from amlab.models import (
     EnergyTransformer,
     ListOpsTransformer,
@@ -171,6 +172,10 @@ def test_numpy_and_list_inputs_work():
     assert am.energy([[1.0, 0.0, 0.0]]).shape == (1,)
     with pytest.raises(AmlabError):
         am.energy([[1.0, 0.0]])
+    # Python floats are doubles: a float64 model reads them without rounding to float32
+    x = [[0.1, 1 / 3, 2.0**-30 + 1.0]]
+    assert torch.equal(am.energy(x), am.energy(torch.tensor(x, dtype=torch.float64)))
+    assert as_float_tensor([0.1], "x", dtype=torch.float64).item() == 0.1
 
 
 @FUZZ

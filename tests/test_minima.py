@@ -1,5 +1,6 @@
-"""Local minima: the clique enumeration against brute force over all subsets, and the
-properties every minimum must have."""
+"""Local minima: the pruned exact search against brute force over all subsets (random
+memories, the paper's grid at small sizes, lattices with exact ties, repeated memories),
+and the properties every minimum must have."""
 
 import math
 
@@ -15,6 +16,8 @@ from amlab.analysis import (
     lsr_multistart_minima,
     lsr_neighbour_minima,
 )
+from amlab.analysis import minima as minima_module
+from amlab.analysis.minima import _pair_sq_distances, _possible_supports
 
 
 def supports(minima):
@@ -28,8 +31,11 @@ def beta_grid(mem, n=12):
     return torch.linspace(2.0 / d, 2.0 / r_min**2, n).tolist()
 
 
-@pytest.mark.parametrize("m,d,seed", [(5, 2, 0), (9, 3, 1), (12, 8, 2), (14, 4, 3), (14, 2, 4)])
-def test_clique_enumeration_equals_brute_force(m, d, seed):
+@pytest.mark.parametrize(
+    "m,d,seed",
+    [(5, 2, 0), (9, 3, 1), (12, 8, 2), (14, 4, 3), (14, 2, 4), (11, 1, 11), (13, 1, 12)],
+)
+def test_exact_search_equals_brute_force(m, d, seed):
     g = torch.Generator().manual_seed(seed)
     mem = torch.rand(m, d, generator=g, dtype=torch.float64)
     betas = beta_grid(mem)
@@ -46,6 +52,100 @@ def test_clique_enumeration_equals_brute_force(m, d, seed):
             exact.num_stored,
             exact.num_emergent,
         )
+
+
+def paper_case(m, d, seed, n_betas=50):
+    """Memories and betas as ``amlab repro lsr`` draws them (papers.md section 1)."""
+    g = torch.Generator().manual_seed(seed)
+    mem = torch.rand(m, d, generator=g, dtype=torch.float64)
+    r_min = 0.5 * torch.pdist(mem).min().item()
+    return mem, torch.linspace(2.0 / d, 2.0 / r_min**2, n_betas, dtype=torch.float64).tolist()
+
+
+def assert_counts_are_brute_force(mem, betas):
+    counts = lsr_minima_counts(mem, betas)
+    for i, beta in enumerate(betas):
+        brute = lsr_minima_brute_force(mem, beta)
+        assert (int(counts["stored"][i]), int(counts["emergent"][i])) == (
+            brute.num_stored,
+            brute.num_emergent,
+        ), beta
+
+
+@pytest.mark.parametrize("m,d", [(5, 8), (5, 32), (10, 8), (10, 32)])
+def test_grid_counts_equal_brute_force_on_the_papers_grid(m, d):
+    # every beta of the paper's grid, the last one included (there the two closest
+    # memories' supports touch, and rounding decides: both sides decide it alike)
+    for seed in (0, 42, 88):
+        assert_counts_are_brute_force(*paper_case(m, d, seed))
+
+
+def lattice_betas():
+    """betas whose r^2 = 2/beta is exactly a squared distance between lattice points and
+    centroids (0.25, 0.5, 1, 2, 4), and the next float on either side of each."""
+    betas = []
+    for beta in (8.0, 4.0, 2.0, 1.0, 0.5):
+        betas += [math.nextafter(beta, 0.0), beta, math.nextafter(beta, math.inf)]
+    return betas
+
+
+@pytest.mark.parametrize(
+    "mem",
+    [
+        [[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)],  # the unit cube's corners
+        [[i, j] for i in (0, 1, 2) for j in (0, 1, 2)],  # a 3x3 square lattice
+        [[0, 0], [1, 0], [0, 1], [1, 1], [1, 0], [2, 0], [0.5, 0.5]],  # a repeated memory
+        [[0], [1], [2], [3], [4], [6], [8]],  # points on a line
+    ],
+    ids=["cube", "square", "repeated", "line"],
+)
+def test_exact_ties_are_decided_like_brute_force(mem):
+    # members exactly at distance r are inactive (not minima), non-members exactly at r
+    # are allowed; the search must cut no branch holding such a set
+    mem = torch.tensor(mem, dtype=torch.float64)
+    betas = lattice_betas()
+    for beta in betas:
+        exact, brute = lsr_minima(mem, beta), lsr_minima_brute_force(mem, beta)
+        assert supports(exact) == supports(brute), beta
+    assert_counts_are_brute_force(mem, betas)
+    # the ties are there: some minimum appears or vanishes between neighbouring floats
+    per_beta = [len(lsr_minima_brute_force(mem, beta)) for beta in betas]
+    assert any(a != b for a, b in zip(per_beta, per_beta[1:], strict=False))
+
+
+def test_search_cuts_almost_every_subset_at_the_smallest_paper_beta():
+    # at beta = 2/d every pair of memories overlaps, so adjacency cuts nothing; the order
+    # condition leaves well under 1% of the 2^20 subsets to check
+    mem, betas = paper_case(20, 8, 0)
+    r2 = 2.0 / betas[0]
+    assert bool((_pair_sq_distances(mem) < 4 * r2).all())
+    yielded = list(_possible_supports(mem, _pair_sq_distances(mem), r2))
+    found = torch.cat(yielded)
+    assert found.shape[0] < 0.01 * 2**20
+    assert found.unique(dim=0).shape[0] == found.shape[0] and bool(found.any(1).all())
+
+
+@pytest.mark.parametrize("cut_max", [128, 0])  # 0: the search without the cut
+def test_separate_clusters_give_the_union_of_their_minima(monkeypatch, cut_max):
+    # four clusters far apart (the overlap graph has four components): every minimum is
+    # one cluster's minimum, found by brute force on that cluster alone
+    monkeypatch.setattr(minima_module, "CUT_MAX", cut_max)
+    g = torch.Generator().manual_seed(13)
+    clusters = [
+        torch.rand(n, 3, generator=g, dtype=torch.float64) + 10 * k
+        for k, n in enumerate((12, 9, 14, 7))
+    ]
+    mem = torch.cat(clusters)
+    offsets = [0, 12, 21, 35]
+    emergent = 0
+    for beta in beta_grid(clusters[0], 6)[1:]:
+        expected = set()
+        for cluster, offset in zip(clusters, offsets, strict=True):
+            for row in lsr_minima_brute_force(cluster, beta).supports.int().tolist():
+                expected.add(tuple([0] * offset + row + [0] * (mem.shape[0] - offset - len(row))))
+        assert supports(lsr_minima(mem, beta)) == expected, beta
+        emergent += sum(sum(row) > 1 for row in expected)
+    assert emergent > 0
 
 
 def test_every_minimum_has_zero_gradient_and_rises_in_every_direction():

@@ -27,7 +27,8 @@ def as_float_tensor(
     """Turn ``value`` (tensor, array or nested list) into a finite floating tensor.
 
     Integers and booleans become ``dtype`` (float32 unless given); floating tensors keep
-    their dtype unless ``dtype`` is given. Raises AmlabError for non-numeric input,
+    their dtype unless ``dtype`` is given; Python floats asked for in float64 keep all
+    their digits. Raises AmlabError for non-numeric input,
     complex numbers, NaN or inf.
     """
     if isinstance(value, torch.Tensor):
@@ -40,6 +41,9 @@ def as_float_tensor(
                 f"{name} must be a tensor or array of numbers; got {type(value).__name__} "
                 f"that torch cannot convert ({exc}). Pass a torch.Tensor or numpy array."
             ) from None
+    if dtype == torch.float64 and t.dtype == torch.float32 and not hasattr(value, "dtype"):
+        # torch reads Python floats (doubles) as float32: read them again at full precision
+        t = torch.as_tensor(value, dtype=torch.float64)
     if t.is_complex():
         raise AmlabError(f"{name} is complex ({t.dtype}); amlab works with real numbers only.")
     if not (t.is_floating_point() or t.dtype in _INTEGER_DTYPES):

@@ -7,12 +7,28 @@ S of memories therefore gives a minimum iff, with ``c`` its centroid and ``r^2 =
 
     q_S = max_{mu in S} ||c - xi_mu||^2  <  r^2  <=  p_S = min_{nu not in S} ||c - xi_nu||^2
 
-(every member active at c, no other memory active). Members of such an S lie pairwise
-within 2r, so S is a clique of the graph joining memories closer than 2r: the exact
-enumeration walks those cliques only, breadth-first in vectorised batches, instead of
-all 2^M subsets. Because the condition is an interval in r^2, one walk over the cliques
-of the smallest beta counts the minima at every beta of a grid at once
-(:func:`lsr_minima_counts`).
+(every member active at c, no other memory active). The exact search grows sets one
+member at a time, in a fixed order of the memories (so each set comes once), and cuts a
+set, with every set grown from it, by two conditions every support must meet:
+
+- its members lie pairwise within 2r (their balls overlap), so a memory is added only
+  when it is within 2r of every member;
+- every member is nearer to c than every non-member (q_S < p_S). With
+  ``f_S(mu) = sum_{k in S} ||xi_k - xi_mu||^2`` one has
+  ``||c - xi_mu||^2 = f_S(mu) / |S| - const(S)``, so this is ``f_S(i) < f_S(j)`` for
+  every member i and non-member j, and f_S is a sum over the members. With T a set and X
+  the memories no set grown from it can hold (earlier in the order, or not within 2r of
+  a member), the memories k that can still join lower ``f(i) - f(j)`` by at most
+  ``sum_k min(0, d(k, i) - d(k, j))`` (d the squared distance), so T is cut when for
+  some i in T, j in X
+
+      f_T(i) - f_T(j) + sum_{k after T's last member} min(0, d(k, i) - d(k, j)) > 0
+
+  (evaluated for a whole batch of sets at once, with a margin above rounding).
+
+The sets that survive are checked exactly. The second condition holds at every r, so one
+search with the adjacency of the largest r of a grid counts the minima at every beta of
+the grid at once (:func:`lsr_minima_counts`): each set is a minimum for r^2 in [q_S, p_S).
 
 LSE minima have no closed form: :func:`lse_minima` descends from many starts and
 de-duplicates.
@@ -30,8 +46,10 @@ from amlab.energy.distances import sq_distances
 from amlab.errors import AmlabError, as_float_tensor, check_positive, check_positive_int
 from amlab.models import DenseAM
 
-#: cliques evaluated per batch; bounds the memory of the enumeration
-BATCH = 1 << 16
+#: candidate sets per batch of the exact search; bounds its memory
+BATCH = 1 << 14
+#: the most candidates for which the search uses the cut (its table is CUT_MAX^3 floats)
+CUT_MAX = 128
 
 
 @dataclass
@@ -68,7 +86,7 @@ class Minima:
         return self.supports.sum(1)
 
 
-# -- LSR: exact enumeration ------------------------------------------------------------------
+# -- LSR: exact search ------------------------------------------------------------------
 def _memories(memories: Any) -> torch.Tensor:
     mem = as_float_tensor(memories, "memories", dtype=torch.float64)
     if mem.ndim != 2 or mem.shape[0] == 0 or mem.shape[1] == 0:
@@ -76,58 +94,214 @@ def _memories(memories: Any) -> torch.Tensor:
     return mem
 
 
-def _overlap_graph(mem: torch.Tensor, r2: float) -> torch.Tensor:
-    """Adjacency (M, M) of memories closer than 2r (their supports overlap), no self-loops.
-
-    Squared distances by differences when small (exact), else by the expansion."""
+def _pair_sq_distances(mem: torch.Tensor) -> torch.Tensor:
+    """Squared distances (M, M) between memories: by differences when small (exact), else
+    by the expansion about their mean."""
     m, d = mem.shape
     if m * m * d <= 1 << 22:
         diff = mem[:, None, :] - mem[None, :, :]
-        pair_sq = (diff * diff).sum(-1)
-    else:
-        sq = (mem * mem).sum(1)
-        pair_sq = sq_distances(mem, mem, sq, sq)
-    adjacency = pair_sq < 4.0 * r2
-    adjacency.fill_diagonal_(False)
-    return adjacency
+        return (diff * diff).sum(-1)
+    centred = mem - mem.mean(0)
+    sq = (centred * centred).sum(1)
+    return sq_distances(centred, centred, sq, sq).clamp_(min=0.0).fill_diagonal_(0.0)
 
 
-def _clique_batches(
+def _search_margin(mem: torch.Tensor, pair_sq: torch.Tensor) -> float:
+    """How far above zero the cut's bound must be before a branch is cut.
+
+    With scale = the largest squared distance + the largest coordinate times
+    sqrt(D * that) + D times the largest squared coordinate about the mean: rounding moves
+    the bound (sums of at most 3M squared distances) by about (M + D) ulps of M * scale,
+    and the exact check's q_S - p_S (from a centroid rounded by about M ulps of the
+    largest coordinate) by about (M + D) ulps of scale. A cut needs the bound above
+    1e-9 of M * scale, orders of magnitude above both for M + D up to ~1e5, so a branch
+    that is cut holds no set the exact check would keep, rounding included."""
+    m, d = mem.shape
+    dmax = float(pair_sq.max())
+    spread = float((mem - mem.mean(0)).abs().max())
+    scale = dmax + (dmax * d) ** 0.5 * float(mem.abs().max()) + d * spread**2
+    return 1e-9 * m * scale
+
+
+def _search_order(mem: torch.Tensor) -> torch.Tensor:
+    """Order (n,) in which the search decides these memories: along their first principal
+    axis, so that the memories decided early lie on one side (the cut is the strongest
+    when members and non-members are both decided). Any order is exact."""
+    if mem.shape[0] < 3:
+        return torch.arange(mem.shape[0])
+    centred = mem - mem.mean(0)
+    axis = torch.linalg.svd(centred, full_matrices=False).Vh[0]
+    return torch.argsort(centred @ axis, stable=True)
+
+
+def _possible_supports(
     mem: torch.Tensor,
-    adjacency: torch.Tensor,
-    members: torch.Tensor,
-    candidates: torch.Tensor,
-    max_size: int | None,
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Yield (membership (n, M) bool, member sums (n, D)) for every clique grown from the
-    starting ``members`` (n0, M) by adding, one at a time and in increasing index order,
-    memories in ``candidates`` (n0, M) adjacent to all members. Each clique comes once."""
+    pair_sq: torch.Tensor,
+    r2_max: float,
+    *,
+    members: torch.Tensor | None = None,
+    max_size: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield batches (n, M) of membership masks: every non-empty set of memories that
+    holds ``members``, has at most ``max_size`` members and can be the support of a
+    minimum at some r^2 <= r2_max (both conditions of the module docstring), each once.
+    A yielded set still needs the exact check.
+
+    Only the memories that can join (the candidates) enter the second condition; the
+    others (not within 2r of a member of ``members``, or in another connected component
+    of the overlap graph) are left to the exact check."""
     m = mem.shape[0]
-    order = torch.arange(m)
-    stack = [(members, members.to(mem.dtype) @ mem, candidates)]
+    adjacent = pair_sq < 4.0 * r2_max  # the diagonal too: a memory is within 2r of itself
+    forced = torch.zeros(m, dtype=torch.bool) if members is None else members
+    if not bool(adjacent[forced][:, forced].all()):
+        return
+    free = adjacent[forced].all(0) & ~forced
+    tol = _search_margin(mem, pair_sq)
+    if bool(forced.any()):
+        yield from _search(mem, pair_sq, adjacent, forced, free, max_size, tol)
+        return
+    # a support is a clique, so it lies within one connected component
+    label = torch.where(free, torch.arange(m), m)
+    while True:
+        reached = torch.where(adjacent & free[None, :], label[None, :], m).amin(1)
+        reached = torch.where(free, torch.minimum(label, reached), m)
+        if torch.equal(reached, label):
+            break
+        label = reached  # each memory takes the smallest label of its neighbours
+    for component in label[free].unique().tolist():
+        yield from _search(mem, pair_sq, adjacent, forced, label == component, max_size, tol)
+
+
+def _search(
+    mem: torch.Tensor,
+    pair_sq: torch.Tensor,
+    adjacent: torch.Tensor,
+    forced: torch.Tensor,
+    free: torch.Tensor,
+    max_size: int | None,
+    tol: float,
+) -> Iterator[torch.Tensor]:
+    """The search of :func:`_possible_supports` over the sets holding every ``forced``
+    memory and any of the ``free`` ones.
+
+    Each set is grown from its smallest members by adding, one at a time and in search
+    order, memories within 2r of all its members (each set comes once). A set's subtree
+    adds only its candidates (later memories within 2r of every member); every other
+    memory is out of it, and the cut compares members with those. Above
+    ``CUT_MAX`` candidates the cut is left out (its table grows as the cube): the sets
+    are then the cliques, each checked exactly."""
+    m = mem.shape[0]
+    free_ids = free.nonzero().squeeze(1)
+    # the candidates: the forced members, then the free memories in search order
+    order = torch.cat([forced.nonzero().squeeze(1), free_ids[_search_order(mem[free_ids])]])
+    n_in, n = int(forced.sum()), order.numel()
+    d = pair_sq[order][:, order]
+    adjacent = adjacent[order][:, order]
+    position = torch.arange(n)
+    later = position[None, :] > position[:, None]  # later[k, l]: l comes after k
+    gain = None
+    if n <= CUT_MAX:
+        # gain[k, i, j]: sum over the positions l after k of min(0, d(l, i) - d(l, j))
+        lower = (d[:, :, None] - d[:, None, :]).clamp_(max=0.0)
+        gain = torch.cat([lower.flip(0).cumsum(0).flip(0)[1:], lower.new_zeros(1, n, n)])
+    if n_in:
+        member = (position < n_in)[None, :]
+        grow = (position >= n_in)[None, :]
+        stack = [(member, d[:n_in].sum(0, keepdim=True), grow, torch.tensor([n_in - 1]))]
+    else:
+        stack = [(torch.eye(n, dtype=torch.bool), d.clone(), adjacent & later, position)]
+    found = []  # sets to check, yielded in batches of about BATCH
     while stack:
-        member, sums, cand = stack.pop()
-        yield member, sums
-        if max_size is not None and int(member[0].sum()) >= max_size:
-            continue
-        rows, cols = cand.nonzero(as_tuple=True)
+        member, f, grow, last = stack.pop()
+        if gain is not None:
+            keep = _not_cut(member, f, ~member & ~grow, tol, gain, last)
+            member, f, grow, last = member[keep], f[keep], grow[keep], last[keep]
+            done = _not_cut(member, f, ~member, tol)  # the set itself, all others out
+        else:
+            done = torch.ones(member.shape[0], dtype=torch.bool)
+        if bool(done.any()):
+            found.append(member[done])
+        if sum(x.shape[0] for x in found) >= BATCH:
+            yield _in_memory_order(torch.cat(found), order, m)
+            found = []
+        if max_size is not None:
+            grow = grow & (member.sum(1, keepdim=True) < max_size)
+        rows, cols = grow.nonzero(as_tuple=True)
         for lo in range(0, rows.numel(), BATCH):
             r, c = rows[lo : lo + BATCH], cols[lo : lo + BATCH]
-            new_member = member[r].clone()
-            new_member[torch.arange(r.numel()), c] = True
-            new_cand = cand[r] & adjacency[c] & (order[None, :] > c[:, None])
-            stack.append((new_member, sums[r] + mem[c], new_cand))
+            child = member[r]
+            child[torch.arange(r.numel()), c] = True
+            stack.append((child, f[r] + d[c], grow[r] & adjacent[c] & later[c], c))
+    if found:
+        yield _in_memory_order(torch.cat(found), order, m)
+
+
+def _in_memory_order(member: torch.Tensor, order: torch.Tensor, m: int) -> torch.Tensor:
+    """Membership masks (n, m) from masks (n, len(order)) over the memories ``order``."""
+    full = torch.zeros(member.shape[0], m, dtype=torch.bool)
+    full[:, order] = member
+    return full
+
+
+def _not_cut(
+    member: torch.Tensor,
+    f: torch.Tensor,
+    out: torch.Tensor,
+    tol: float,
+    gain: torch.Tensor | None = None,
+    last: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(n,) False for the sets (n, M), all of one size, whose subtree the second condition
+    cuts: some member i and memory j in ``out`` with f(i) - f(j) + gain[last, i, j] > tol
+    (no gain: the set alone)."""
+    n, size = member.shape
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool)
+    inside = member.nonzero()[:, 1].view(n, -1)  # each row's members, in order
+    f_in = f.gather(1, inside)
+    f_out = torch.where(out, f, float("inf"))
+    chunk = max(1, (1 << 18) // (inside.shape[1] * size))
+    keep = []
+    for lo in range(0, n, chunk):
+        rows = slice(lo, lo + chunk)
+        worst = f_in[rows, :, None] - f_out[rows, None, :]
+        if gain is not None:
+            worst += gain[last[rows, None], inside[rows]]
+        keep.append(worst.amax((1, 2)) <= tol)
+    return torch.cat(keep)
+
+
+def _centroids(mem: torch.Tensor, member: torch.Tensor) -> torch.Tensor:
+    """Centroids (n, D) of the sets (n, M), summed in memory order, so that a set gets the
+    same bits in any batch: the search and the brute-force oracle decide ties alike."""
+    sums = mem.new_zeros(member.shape[0], mem.shape[1])
+    for k in member.any(0).nonzero().squeeze(1).tolist():
+        sums += member[:, k, None] * mem[k]
+    return sums / member.sum(1, keepdim=True)
+
+
+def _sq_distances_by_differences(points: torch.Tensor, mem: torch.Tensor) -> torch.Tensor:
+    """Squared distances (n, M) from points (n, D) to memories (M, D), one memory at a
+    time by differences: the same bits for a point in any batch."""
+    if mem.shape[0] == 0:
+        return points.new_zeros(points.shape[0], 0)
+    return torch.stack([((points - xi) ** 2).sum(1) for xi in mem], 1)
 
 
 def _spread(
-    mem: torch.Tensor, member: torch.Tensor, sums: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Centroids (n, D), q = max member and p = min non-member squared distance (n,)."""
-    centroid = sums / member.sum(1, keepdim=True)
-    d2 = sq_distances(centroid, mem, (centroid * centroid).sum(1), (mem * mem).sum(1))
-    q = torch.where(member, d2, torch.full_like(d2, -1.0)).amax(1)
-    p = torch.where(member, torch.full_like(d2, float("inf")), d2).amin(1)
-    return centroid, q, p
+    mem: torch.Tensor, member: torch.Tensor, r2_max: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sets (n, M) with q < r2_max (the others are minima at no r^2 <= r2_max), with
+    their centroids, q = max member and p = min non-member squared distance."""
+    centroid = _centroids(mem, member)
+    cols = member.any(0).nonzero().squeeze(1)
+    to_members = _sq_distances_by_differences(centroid, mem[cols])
+    q = torch.where(member[:, cols], to_members, -1.0).amax(1)
+    some = q < r2_max
+    member, centroid, q = member[some], centroid[some], q[some]
+    d2 = _sq_distances_by_differences(centroid, mem)
+    p = torch.where(member, float("inf"), d2).amin(1)
+    return member, centroid, q, p
 
 
 def _lsr_result(mem: torch.Tensor, beta: float, points: list, supports: list) -> Minima:
@@ -138,60 +312,31 @@ def _lsr_result(mem: torch.Tensor, beta: float, points: list, supports: list) ->
     return Minima(pts, sup, energies.detach(), sup.sum(1) == 1)
 
 
-def _all_cliques(
-    mem: torch.Tensor, adjacency: torch.Tensor, max_size: int | None
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Every clique of ``adjacency`` (each once) as (membership (n, M), member sums (n, D)).
-
-    When every pair is adjacent (small beta: all supports overlap) every subset is a
-    clique, and the subsets are generated directly from their bit patterns, which is
-    much cheaper than growing them.
-    """
-    m = mem.shape[0]
-    if m <= 40 and bool(adjacency.sum() == m * (m - 1)):
-        bits = torch.arange(m)
-        for lo in range(1, 2**m, BATCH):
-            ids = torch.arange(lo, min(lo + BATCH, 2**m))
-            member = ((ids[:, None] >> bits) & 1).bool()
-            if max_size is not None:
-                member = member[member.sum(1) <= max_size]
-            yield member, member.to(mem.dtype) @ mem
-        return
-    order = torch.arange(m)
-    yield from _clique_batches(
-        mem,
-        adjacency,
-        torch.eye(m, dtype=torch.bool),
-        adjacency & (order[None, :] > order[:, None]),
-        max_size,
-    )
-
-
 def lsr_minima(memories: Any, beta: float, *, max_size: int | None = None) -> Minima:
-    """Every local minimum of the LSR energy (eps = 0), exactly, by clique enumeration.
+    """Every local minimum of the LSR energy (eps = 0), exactly, by the pruned search of
+    the module docstring.
 
     memories: (M, D). max_size limits the support size searched (None: no limit).
     Computed in float64.
     """
     mem = _memories(memories)
     r2 = 2.0 / check_positive(beta, "beta")
-    adjacency = _overlap_graph(mem, r2)
     points, supports = [], []
-    for member, sums in _all_cliques(mem, adjacency, max_size):
-        centroid, q, p = _spread(mem, member, sums)
-        keep = (q < r2) & (p >= r2)
+    for member in _possible_supports(mem, _pair_sq_distances(mem), r2, max_size=max_size):
+        member, centroid, q, p = _spread(mem, member, r2)
+        keep = p >= r2
         points.append(centroid[keep])
         supports.append(member[keep])
     return _lsr_result(mem, beta, points, supports)
 
 
 def lsr_minima_counts(memories: Any, betas: Any) -> dict[str, torch.Tensor]:
-    """Numbers of stored and emergent LSR minima at every beta of a grid, in one walk.
+    """Numbers of stored and emergent LSR minima at every beta of a grid, in one search.
 
     Each set S is a minimum for r^2 = 2/beta in the interval [q_S, p_S) (see the module
-    docstring), so the cliques at the smallest beta are walked once and each adds one to
-    the betas whose r^2 falls in its interval. Returns {"betas", "stored", "emergent"},
-    each (len(betas),).
+    docstring), so one search with the adjacency of the smallest beta finds every
+    candidate, and each adds one to the betas whose r^2 falls in its interval. Returns
+    {"betas", "stored", "emergent"}, each (len(betas),).
     """
     mem = _memories(memories)
     betas = as_float_tensor(betas, "betas", dtype=torch.float64).reshape(-1)
@@ -199,11 +344,10 @@ def lsr_minima_counts(memories: Any, betas: Any) -> dict[str, torch.Tensor]:
         raise AmlabError("betas must be a non-empty list of positive numbers.")
     r2 = 2.0 / betas  # r^2 of each beta, computed as lsr_minima does
     r2_sorted, order = torch.sort(r2)
-    adjacency = _overlap_graph(mem, float(r2_sorted[-1]))
     n = betas.numel()
     counts = {1: torch.zeros(n + 1, dtype=torch.long), 2: torch.zeros(n + 1, dtype=torch.long)}
-    for member, sums in _all_cliques(mem, adjacency, None):
-        _, q, p = _spread(mem, member, sums)
+    for member in _possible_supports(mem, _pair_sq_distances(mem), float(r2_sorted[-1])):
+        member, _, q, p = _spread(mem, member, float(r2_sorted[-1]))
         # grid indices k (sorted by r^2) with q < r2[k] <= p
         first = torch.searchsorted(r2_sorted, q, right=True)
         last = torch.searchsorted(r2_sorted, p, right=True)
@@ -228,13 +372,14 @@ def lsr_minima_brute_force(memories: Any, beta: float) -> Minima:
     r2 = 2.0 / check_positive(beta, "beta")
     ids = torch.arange(1, 2**m)
     member = ((ids[:, None] >> torch.arange(m)) & 1).bool()
-    centroid = member.double() @ mem / member.sum(1, keepdim=True)
-    # direct differences (not the expansion the enumeration uses), a block of subsets at a time
-    active = torch.cat(
-        [((block[:, None, :] - mem) ** 2).sum(-1) < r2 for block in centroid.split(4096)]
-    )
-    keep = (active == member).all(1)
-    return _lsr_result(mem, beta, [centroid[keep]], [member[keep]])
+    points, supports = [], []
+    for block in member.split(4096):
+        centroid = _centroids(mem, block)
+        d2 = _sq_distances_by_differences(centroid, mem)
+        keep = ((d2 < r2) == block).all(1)
+        points.append(centroid[keep])
+        supports.append(block[keep])
+    return _lsr_result(mem, beta, points, supports)
 
 
 def lsr_neighbour_minima(
@@ -243,8 +388,8 @@ def lsr_neighbour_minima(
     """Minima whose support contains memory ``index``, among its neighbours within 2r.
 
     The paper's search for image data, where the whole enumeration is out of reach:
-    supports are cliques holding ``index`` of at most ``max_size`` memories drawn from
-    the ``max_neighbours`` nearest memories within 2r of it. Each candidate is checked
+    supports hold ``index`` and at most ``max_size`` memories in all, drawn from the
+    ``max_neighbours`` nearest memories within 2r of it. Each candidate is checked
     exactly: a centroid lies within r of memory ``index``, so only memories within 2r of
     it can be active there, and all of those are checked.
     """
@@ -258,18 +403,20 @@ def lsr_neighbour_minima(
     d2[index] = -1.0  # first in the ordering below
     ball = (d2 < 4.0 * r2).nonzero().squeeze(1)
     ball = ball[torch.argsort(d2[ball], stable=True)]  # memory index first, then by distance
-    sub = mem[ball]
-    adjacency = _overlap_graph(sub, r2)
-    root = torch.zeros(1, ball.numel(), dtype=torch.bool)
-    root[0, 0] = True
-    candidates = adjacency[:1].clone()
-    candidates[0, 1 + max_neighbours :] = False
+    # the search runs over the index and its nearest neighbours; the check over the ball
+    near = mem[ball[: 1 + max_neighbours]]
+    root = torch.zeros(near.shape[0], dtype=torch.bool)
+    root[0] = True
     points, supports = [], []
-    for member, sums in _clique_batches(sub, adjacency, root, candidates, max_size):
-        centroid, q, p = _spread(sub, member, sums)
-        keep = (q < r2) & (p >= r2)
+    for member in _possible_supports(
+        near, _pair_sq_distances(near), r2, members=root, max_size=max_size
+    ):
+        in_ball = torch.zeros(member.shape[0], ball.numel(), dtype=torch.bool)
+        in_ball[:, : near.shape[0]] = member
+        in_ball, centroid, q, p = _spread(mem[ball], in_ball, r2)
+        keep = p >= r2
         full = torch.zeros(int(keep.sum()), m, dtype=torch.bool)
-        full[:, ball] = member[keep]
+        full[:, ball] = in_ball[keep]
         points.append(centroid[keep])
         supports.append(full)
     return _lsr_result(mem, beta, points, supports)

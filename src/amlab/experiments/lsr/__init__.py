@@ -2,7 +2,7 @@
 
 One module per section, each compute -> figure -> write: :mod:`.kernels` (the 1-D picture
 and the kernel comparison), :mod:`.minima` (the number of stored and emergent minima
-against beta, exact by clique enumeration), :mod:`.loglik` (the log-likelihood of
+against beta, exact by a pruned search), :mod:`.loglik` (the log-likelihood of
 retrieved points) and :mod:`.images` (images stored at a beta where every one is an exact
 fixed point, with a gallery of emergent memories). :class:`Grid` holds every size.
 """

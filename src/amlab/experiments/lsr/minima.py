@@ -1,10 +1,10 @@
 """The LSR paper's count of stored and emergent minima against beta (papers.md section 1).
 
 Memories uniform on [0,1]^d; for betas linearly spaced from 2/d to 2/R^2 (R half the
-smallest distance between memories) the LSR minima are counted exactly (clique
-enumeration, :func:`amlab.analysis.lsr_minima_counts`), the LSE minima by descent from the
-memories and uniform starts, and the share of the cube inside some LSR support is
-estimated from uniform samples.
+smallest distance between memories) the LSR minima are counted exactly (a pruned
+search over the subsets, :func:`amlab.analysis.lsr_minima_counts`), the LSE minima by
+descent from the memories and uniform starts, and the share of the cube inside some LSR
+support is estimated from uniform samples.
 """
 
 from __future__ import annotations
@@ -121,9 +121,10 @@ def write(runs: list[dict], ctx: Context, report: Report) -> dict:
         f"Memories uniform on [0,1]^d, M in {list(grid.minima_sizes)}, d in "
         f"{list(grid.minima_dims)}, seeds {seeds(ctx)}; {grid.minima_n_betas} "
         "beta values linearly spaced from 2/d to 2/R^2 (R half the smallest distance between "
-        "memories), as in the paper. LSR minima are counted **exactly**: every clique of the "
-        "graph joining memories closer than 2r is a candidate support, kept when its "
-        "centroid's active set is itself (`amlab.analysis.lsr_minima_counts`, one walk for "
+        "memories), as in the paper. LSR minima are counted **exactly**: a search over the "
+        "subsets of memories, cut wherever the members cannot lie pairwise within 2r or cannot "
+        "all be nearer their centroid than every other memory, keeps a set when its "
+        "centroid's active set is itself (`amlab.analysis.lsr_minima_counts`, one search for "
         "the whole beta grid). LSE minima are found by descent (attention updates, i.e. "
         f"gradient steps of 1) from the memories and {grid.minima_starts_per_memory} uniform "
         "starts per memory, de-duplicated; an LSE minimum counts as stored within a quarter of "
