@@ -1,7 +1,8 @@
 /**
- * Log-sum-exp (Gaussian kernel) energy, distance form (amlab.energy.lse):
- *   E(x) = -(1/beta) logsumexp_mu(-(beta/2) ||x - xi_mu||^2)
- *   grad E(x) = x - sum_mu softmax_mu xi_mu
+ * Log-sum-exp energy in its two forms (amlab.energy.lse):
+ *   distance: E(x) = -(1/beta) logsumexp_mu(-(beta/2) ||x - xi_mu||^2)
+ *   dot:      E(x) = 1/2 ||x||^2 - (1/beta) logsumexp_mu(beta x . xi_mu)
+ *   both:     grad E(x) = x - sum_mu softmax_mu xi_mu (the softmax of the form's scores)
  */
 import { type EnergyGrad, type Memories, sqDistance } from "./types";
 
@@ -11,11 +12,12 @@ export function lseEnergyGrad(
   mem: Memories,
   beta: number,
   weights: Float64Array = new Float64Array(mem.m),
+  form: "distance" | "dot" = "distance",
 ): EnergyGrad {
   const { m, d, data } = mem;
   let max = -Infinity;
   for (let mu = 0; mu < m; mu++) {
-    const s = -0.5 * beta * sqDistance(x, mem, mu);
+    const s = form === "dot" ? beta * dot(x, mem, mu) : -0.5 * beta * sqDistance(x, mem, mu);
     weights[mu] = s;
     if (s > max) max = s;
   }
@@ -33,5 +35,14 @@ export function lseEnergyGrad(
     const off = mu * d;
     for (let k = 0; k < d; k++) grad[k] -= w * data[off + k];
   }
-  return { energy: -(max + Math.log(sum)) / beta, grad };
+  let half = 0; // the dot form's 1/2 ||x||^2
+  if (form === "dot") for (let k = 0; k < d; k++) half += 0.5 * x[k] * x[k];
+  return { energy: half - (max + Math.log(sum)) / beta, grad };
+}
+
+function dot(x: ArrayLike<number>, mem: Memories, mu: number): number {
+  const { data, d } = mem;
+  let s = 0;
+  for (let k = 0; k < d; k++) s += x[k] * data[mu * d + k];
+  return s;
 }

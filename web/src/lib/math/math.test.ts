@@ -77,6 +77,20 @@ describe("LSE energy", () => {
   }
 });
 
+describe("LSE energy, dot form", () => {
+  it("differs from the distance form by ||xi||^2 / 2 when every memory has that norm", () => {
+    // exp(beta x.xi - beta |xi|^2 / 2) = exp(-beta |x - xi|^2 / 2) exp(beta |x|^2 / 2)
+    const rows = [[0.6, 0.8, 0], [0, 0.6, -0.8], [-1, 0, 0], [0, 0, 1]].map((r) => r.map((v) => 2 * v));
+    const mem = memories(rows); // every |xi|^2 = 4
+    for (const x of [[0.3, -0.2, 0.5], [2, 1, 0], [-0.1, 0, 0.05]]) {
+      const dist = lseEnergyGrad(x, mem, 1.7);
+      const dot = lseEnergyGrad(x, mem, 1.7, undefined, "dot");
+      close([dot.energy], [dist.energy - 2], 1e-12, 1e-12);
+      close(dot.grad, Array.from(dist.grad), 1e-12, 1e-12);
+    }
+  });
+});
+
 describe("LSR energy", () => {
   for (const [n, c] of vectors.lsr.entries()) {
     it(`case ${n}: energy, gradient, gd step, fixed-point step (M=${c.memories.length})`, () => {

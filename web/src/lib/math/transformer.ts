@@ -11,6 +11,9 @@
  * (H, L, L) for scores and weights (query rows, key columns).
  */
 
+import { lseEnergyGrad } from "./lse";
+import { memories } from "./types";
+
 export interface TransformerConfig {
   vocab_size: number;
   classes: number;
@@ -293,25 +296,17 @@ export function drawIndex(p: ArrayLike<number>, u: number): number {
  */
 export function headAsMemory(q: ArrayLike<number>, keys: Float64Array, keep: boolean[], beta: number) {
   const d = q.length;
-  const energy = (x: ArrayLike<number>) => {
-    const s = keep.map((on, j) => {
-      if (!on) return -Infinity;
-      let dot = 0;
-      for (let e = 0; e < d; e++) dot += keys[j * d + e] * x[e];
-      return beta * dot;
-    });
-    const max = Math.max(...s);
-    const lse = max + Math.log(s.reduce((acc, v) => acc + Math.exp(v - max), 0));
-    let sq = 0;
-    for (let e = 0; e < d; e++) sq += x[e] * x[e];
-    return { energy: 0.5 * sq - lse / beta, weights: softmax(s) };
-  };
-  const before = energy(q);
-  const next = new Float64Array(d);
-  before.weights.forEach((p, j) => {
-    for (let e = 0; e < d; e++) next[e] += p * keys[j * d + e];
+  const kept = keep.flatMap((on, j) => (on ? [j] : []));
+  const mem = memories(Float64Array.from(kept.flatMap((j) => Array.from(keys.subarray(j * d, (j + 1) * d)))), d);
+  const keptWeights = new Float64Array(mem.m);
+  const before = lseEnergyGrad(q, mem, beta, keptWeights, "dot");
+  const weights = new Float64Array(keep.length);
+  const next = new Float64Array(d); // the softmax-weighted mean of the keys itself
+  kept.forEach((j, i) => {
+    weights[j] = keptWeights[i];
+    for (let e = 0; e < d; e++) next[e] += keptWeights[i] * mem.data[i * d + e];
   });
-  return { energy: before.energy, weights: before.weights, next, nextEnergy: energy(next).energy };
+  return { energy: before.energy, weights, next, nextEnergy: lseEnergyGrad(next, mem, beta, undefined, "dot").energy };
 }
 
 /** The weights' tensors, cut out of one float32 buffer by the manifest's names and offsets. */
