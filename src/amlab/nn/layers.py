@@ -22,6 +22,7 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
+    check_steps,
 )
 from amlab.models.model import seeded
 from amlab.nn.functional import ENERGIES, memory_read, read_weights
@@ -43,7 +44,7 @@ class _MemoryReader(nn.Module):
         super().__init__()
         self.energy = check_choice(energy, "energy", ENERGIES)
         self.eps = check_positive(eps, "eps", allow_zero=True)
-        self.steps = check_positive_int(steps, "steps")
+        self.steps = check_steps(steps)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
