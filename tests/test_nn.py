@@ -254,6 +254,8 @@ def test_bad_input_raises_clear_errors():
         Pooling(4, energy="softmax")
     with pytest.raises(AmlabError, match="steps"):
         MemoryLayer(4, 10, steps=0)
+    with pytest.raises(AmlabError, match="steps must be at most 100,000"):
+        MemoryLayer(4, 10, steps=10**6)
     with pytest.raises(AmlabError, match="hidden_dim"):
         Retrieval(4, 6)
     with pytest.raises(AmlabError, match=r"\(\.\.\., in_dim\) with last axis 3"):

@@ -82,10 +82,8 @@ def read_weights(
 ) -> torch.Tensor:
     """The read-out's weights w (G, N, M), for inspection (they hold G * N * M numbers):
     softmax for LSE, ``ReLU(1 + a) / (eps + Z)`` for LSR (exact zeros outside the supports)."""
-    norm = _normaliser_pass(
-        queries, keys, keys[..., :0], beta, energy, eps, padding_mask, chunk_size
-    )[1]
     chunks = _Chunks(queries, keys, beta, energy, padding_mask)
+    norm = _normaliser_pass(chunks, keys[..., :0], eps, chunk_size)[1]
     return torch.cat(
         [chunks.weights(lo, hi, norm, eps)[0] for lo, hi in _ranges(queries, keys, chunk_size)],
         dim=-1,
@@ -134,12 +132,12 @@ class _Chunks:
 
 
 @torch.no_grad()
-def _normaliser_pass(q, k, v, beta, energy, eps, padding_mask, chunk_size):
+def _normaliser_pass(chunks: _Chunks, v, eps, chunk_size):
     """Forward: (output (G, N, E), normaliser (G, N), energy (G, N)); the normaliser is
     logsumexp(a) for LSE and Z for LSR."""
-    chunks = _Chunks(q, k, beta, energy, padding_mask)
+    q, k, beta = chunks.q, chunks.k, chunks.beta
     acc = q.new_zeros(*q.shape[:2], v.shape[-1])
-    if energy == "lsr":
+    if chunks.energy == "lsr":
         z = q.new_zeros(q.shape[:2])
         for lo, hi in _ranges(q, k, chunk_size):
             kernel = chunks.scores(lo, hi)
@@ -171,7 +169,8 @@ def _normaliser_pass(q, k, v, beta, energy, eps, padding_mask, chunk_size):
 class _MemoryRead(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, energy, eps, padding_mask, chunk_size):
-        out, norm, e = _normaliser_pass(q, k, v, beta, energy, eps, padding_mask, chunk_size)
+        chunks = _Chunks(q, k, beta, energy, padding_mask)
+        out, norm, e = _normaliser_pass(chunks, v, eps, chunk_size)
         ctx.save_for_backward(q, k, v, beta, out, norm)
         ctx.settings = (energy, eps, padding_mask, chunk_size)
         ctx.values_are_keys = v is k

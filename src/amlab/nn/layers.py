@@ -22,6 +22,7 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
+    check_steps,
 )
 from amlab.models.model import seeded
 from amlab.nn.functional import ENERGIES, memory_read, read_weights
@@ -43,7 +44,7 @@ class _MemoryReader(nn.Module):
         super().__init__()
         self.energy = check_choice(energy, "energy", ENERGIES)
         self.eps = check_positive(eps, "eps", allow_zero=True)
-        self.steps = check_positive_int(steps, "steps")
+        self.steps = check_steps(steps)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
@@ -183,31 +184,27 @@ class Retrieval(_MemoryReader):
         memories: torch.Tensor,
         padding_mask: torch.Tensor | None = None,
     ) -> Retrieved:
-        self._check(queries, "queries", "(B, N, query_dim)", 3, self.query_dim)
-        self._check(memories, "memories", "(B, M, memory_dim)", 3, self.memory_dim)
-        check_sets(queries.shape[0], memories, padding_mask)
-        out, energies = self._read(
-            self.query_proj(queries),
-            self.key_proj(memories),
-            self.value_proj(memories),
-            padding_mask,
-        )
+        q, keys = self._queries_keys(queries, memories, padding_mask)
+        out, energies = self._read(q, keys, self.value_proj(memories), padding_mask)
         return Retrieved(self.out_proj(out), energies)
 
     def weights(self, queries, memories, padding_mask=None) -> torch.Tensor:
         """The first step's weights (B, N, M) over the memories, for inspection."""
-        self._check(queries, "queries", "(B, N, query_dim)", 3, self.query_dim)
-        self._check(memories, "memories", "(B, M, memory_dim)", 3, self.memory_dim)
-        check_sets(queries.shape[0], memories, padding_mask)
         return read_weights(
-            self.query_proj(queries),
-            self.key_proj(memories),
+            *self._queries_keys(queries, memories, padding_mask),
             self.beta,
             energy=self.energy,
             eps=self.eps,
             padding_mask=padding_mask,
             chunk_size=self.chunk_size,
         )
+
+    def _queries_keys(self, queries, memories, padding_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """The checked input's projected queries and keys."""
+        self._check(queries, "queries", "(B, N, query_dim)", 3, self.query_dim)
+        self._check(memories, "memories", "(B, M, memory_dim)", 3, self.memory_dim)
+        check_sets(queries.shape[0], memories, padding_mask)
+        return self.query_proj(queries), self.key_proj(memories)
 
 
 def check_sets(batch: int, memories: torch.Tensor, padding_mask: torch.Tensor | None) -> None:
@@ -299,9 +296,8 @@ class MemoryLayer(_MemoryReader):
             self.out_proj = _linear(read_dim, out_dim, self.dtype)
 
     def forward(self, x: torch.Tensor) -> Retrieved:
-        self._check(x, "x", "(..., in_dim)", 0, self.in_dim)
+        q = self._queries(x)  # checks x first
         lead = x.shape[:-1]
-        q = self.in_proj(x).reshape(1, -1, self.dim)
         keys = self.memories[None]
         values = keys if self.values is None else self.values[None]
         out, energies = self._read(q, keys, values, None)
@@ -309,10 +305,8 @@ class MemoryLayer(_MemoryReader):
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The first step's weights (..., M) over the memories, for inspection."""
-        self._check(x, "x", "(..., in_dim)", 0, self.in_dim)
-        q = self.in_proj(x).reshape(1, -1, self.dim)
         w = read_weights(
-            q,
+            self._queries(x),
             self.memories[None],
             self.beta,
             energy=self.energy,
@@ -320,6 +314,11 @@ class MemoryLayer(_MemoryReader):
             chunk_size=self.chunk_size,
         )
         return w.reshape(*x.shape[:-1], -1)
+
+    def _queries(self, x: torch.Tensor) -> torch.Tensor:
+        """The checked input x (..., in_dim) as one group of queries (1, N, dim)."""
+        self._check(x, "x", "(..., in_dim)", 0, self.in_dim)
+        return self.in_proj(x).reshape(1, -1, self.dim)
 
 
 class Pooling(nn.Module):
@@ -350,14 +349,15 @@ class Pooling(nn.Module):
     def forward(
         self, memories: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> Retrieved:
-        self.retrieval._check(memories, "memories", "(B, M, dim)", 3, self.retrieval.memory_dim)
-        queries = self.queries.expand(memories.shape[0], *self.queries.shape)
-        return self.retrieval(queries, memories, padding_mask)
+        return self.retrieval(self._batch_queries(memories), memories, padding_mask)
 
     def weights(
         self, memories: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The first step's weights (B, num_queries, M) over each set, for inspection."""
+        return self.retrieval.weights(self._batch_queries(memories), memories, padding_mask)
+
+    def _batch_queries(self, memories: torch.Tensor) -> torch.Tensor:
+        """The queries once per set of the checked memories (B, num_queries, dim)."""
         self.retrieval._check(memories, "memories", "(B, M, dim)", 3, self.retrieval.memory_dim)
-        queries = self.queries.expand(memories.shape[0], *self.queries.shape)
-        return self.retrieval.weights(queries, memories, padding_mask)
+        return self.queries.expand(memories.shape[0], *self.queries.shape)

@@ -424,7 +424,7 @@ def run_prototypes(
     )
     metrics = {
         "config": asdict(config),
-        "prototypes": 10 * config.per_class,
+        "prototypes": len(layer.memories),  # the same in every run
         "train_images": len(train_set),
         "test_images": len(test_set),
         "logistic_regression_accuracy": float(
