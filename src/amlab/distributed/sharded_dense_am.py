@@ -79,7 +79,7 @@ class ShardedDenseAM(DenseAM):
         """The sharded memory over ``memories`` (M, D), the same on every rank: each keeps its
         rows of the even split (:func:`shard_range`)."""
         rank, world_size = check_group(group)
-        rows = torch.as_tensor(memories) if not isinstance(memories, torch.Tensor) else memories
+        rows = torch.as_tensor(memories)  # a tensor as it is, not copied
         lo, hi = shard_range(rows.shape[0] if rows.ndim else 0, rank, world_size)
         return cls(rows[lo:hi], group=group, **options)
 

@@ -19,8 +19,8 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from amlab.distributed.group import shard_range
-from amlab.errors import AmlabError, as_float_tensor, check_positive_int, dtype_name
-from amlab.io import atomic_write_bytes, atomic_write_text
+from amlab.errors import FLOAT_DTYPES, AmlabError, as_float_tensor, check_positive_int, dtype_name
+from amlab.io import atomic_write_bytes, atomic_write_text, check_regular_file, read_json
 
 MANIFEST = "store.json"
 FORMAT = "amlab memory store"
@@ -75,32 +75,32 @@ class MemoryStore:
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
         path = self.directory / MANIFEST
+        remedy = "write the store with amlab.distributed.write_store (amlab store write)"
+        # read_json refuses a missing, special (a FIFO would hang) or oversized file
+        manifest = read_json(path, f"{MANIFEST} is not a readable memory store manifest; {remedy}")
         try:
-            manifest = json.loads(path.read_text())
             if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
                 raise ValueError(f"not an {FORMAT} of version {VERSION}")
             self.store_id = str(manifest["store_id"])
             self.num_memories, self.dim = int(manifest["num_memories"]), int(manifest["dim"])
-            self.dtype = getattr(torch, manifest["dtype"])
+            self.dtype = FLOAT_DTYPES[manifest["dtype"]]
             self.shards = [
                 (str(s["file"]), int(s["rows"][0]), int(s["rows"][1]), int(s["bytes"]), s["sha256"])
                 for s in manifest["shards"]
             ]
-        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as err:
             raise AmlabError(
-                f"{path} is not a readable memory store manifest ({err}); write the store with "
-                "amlab.distributed.write_store (amlab store write)."
+                f"{path} is not a readable memory store manifest ({err}); {remedy}."
             ) from None
         ends = [0] + [hi for _, _, hi, _, _ in self.shards]
         if [lo for _, lo, _, _, _ in self.shards] != ends[:-1] or ends[-1] != self.num_memories:
             raise AmlabError(f"{path}: the shards' rows do not cover 0..{self.num_memories}.")
         for name, _, _, size, _ in self.shards:
             file = self.directory / name
-            if not file.is_file():
-                raise AmlabError(f"{file}: shard file missing from the store; copy it back.")
-            if file.stat().st_size != size:
+            found = check_regular_file(file, "shard file missing from the store; copy it back")
+            if found != size:
                 raise AmlabError(
-                    f"{file}: {file.stat().st_size} bytes but the manifest says {size}: the "
+                    f"{file}: {found} bytes but the manifest says {size}: the "
                     "file is truncated or from another store; copy the store's own file back."
                 )
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from amlab.data.images import load
 from amlab.distributed.store import MemoryStore, write_store
-from amlab.errors import check_positive_int
+from amlab.errors import check_positive_int, dtype_name
 
 
 def write_image_store(
@@ -30,7 +30,7 @@ def write_image_store(
         "store_id": store.store_id,
         "num_memories": store.num_memories,
         "dim": store.dim,
-        "dtype": str(store.dtype).removeprefix("torch."),
+        "dtype": dtype_name(store.dtype),
         "shards": [
             {"file": name, "rows": [lo, hi], "bytes": size}
             for name, lo, hi, size, _ in store.shards
