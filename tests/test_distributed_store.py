@@ -135,3 +135,13 @@ def test_under_torchrun_three_ranks_retrieve_from_a_store_written_for_two(tmp_pa
     assert done.returncode == 0, done.stdout + done.stderr
     for rank in range(3):
         assert f"rank {rank} of 3: " in done.stdout
+
+
+def test_a_shard_removed_after_opening_is_refused_naming_it(tmp_path):
+    write_store(tmp_path / "store", memories(), 3)
+    store = MemoryStore(tmp_path / "store")  # opened while every shard is there
+    victim = tmp_path / "store" / "shard-00001-of-00003.safetensors"
+    victim.unlink()
+    with pytest.raises(AmlabError, match="cannot read") as err:
+        store.rows_for(0, 1)
+    assert str(victim) in str(err.value)

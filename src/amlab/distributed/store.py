@@ -123,7 +123,12 @@ class MemoryStore:
 
     def _read(self, name: str, sha: str, num_rows: int) -> torch.Tensor:
         file = self.directory / name
-        data = file.read_bytes()
+        remedy = f"copy store {self.store_id}'s own file back"
+        check_regular_file(file, remedy)
+        try:
+            data = file.read_bytes()
+        except OSError as exc:  # removed or made unreadable after the store was opened
+            raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
         if hashlib.sha256(data).hexdigest() != sha:
             raise AmlabError(
                 f"{file}: its contents differ from the manifest's SHA-256 (changed, or a shard "
