@@ -55,7 +55,7 @@ from amlab.data.fairness import (
     words,
 )
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
-from amlab.io import CONFIG_FILE, atomic_write_text, write_metrics
+from amlab.io import CONFIG_FILE, atomic_write_text, read_json, write_metrics
 from amlab.models.text_classifier import (
     BagOfWordsClassifier,
     TextClassifier,
@@ -268,8 +268,6 @@ def save_classifier(model: TextClassifier, record: dict[str, Any], out: str | os
 def load_classifier(path: str | os.PathLike) -> TextClassifier:
     """The classifier saved in ``path`` (a directory :func:`save_classifier` wrote, or its
     ``model/``)."""
-    import json
-
     path = Path(path)
     if (path / "model" / CONFIG_FILE).is_file():
         path = path / "model"
@@ -278,7 +276,8 @@ def load_classifier(path: str | os.PathLike) -> TextClassifier:
             f"{path} holds no saved classifier (no {CONFIG_FILE}); pass the --out directory "
             "of `amlab fairness train`."
         )
-    kind = json.loads((path / CONFIG_FILE).read_text()).get("kind")
+    saved = read_json(path / CONFIG_FILE, "save the classifier again")
+    kind = saved.get("kind") if isinstance(saved, dict) else None
     if kind not in CLASSES:
         raise AmlabError(
             f"{path} holds a {kind!r} model, not a text classifier ({', '.join(CLASSES)})."
