@@ -419,8 +419,12 @@ def headline(group: dict, individual: dict) -> dict[str, float]:
 
 
 # -- the audit's files -------------------------------------------------------------------------
-def _fmt(interval: dict[str, float]) -> str:
-    return f"{interval['value']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+def fmt_interval(interval: dict[str, float], digits: int = 3) -> str:
+    """``value [low, high]`` of a bootstrap interval, ``digits`` decimals each."""
+    return (
+        f"{interval['value']:.{digits}f} [{interval['low']:.{digits}f}, "
+        f"{interval['high']:.{digits}f}]"
+    )
 
 
 def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> list[Path]:
@@ -461,7 +465,7 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
         "|---|" + "---|" * (len(FAMILY_METRICS) + 1),
     ]
     for family, row in result["group"]["families"].items():
-        cells = " | ".join(_fmt(row[m]) for m in FAMILY_METRICS)
+        cells = " | ".join(fmt_interval(row[m]) for m in FAMILY_METRICS)
         lines.append(f"| {family} | {cells} | {'passes' if row['four_fifths'] else 'fails'} |")
     columns = ("positive_rate", "fpr", "fnr", "subgroup_auc", "bpsn_auc", "bnsp_auc")
     lines += [
@@ -473,7 +477,9 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
     ]
     for name, row in result["group"]["subgroups"].items():
         lines.append(
-            f"| {name} | {row['count']} | " + " | ".join(_fmt(row[c]) for c in columns) + " |"
+            f"| {name} | {row['count']} | "
+            + " | ".join(fmt_interval(row[c]) for c in columns)
+            + " |"
         )
     individual = result["individual"]
     lines += [
@@ -482,16 +488,19 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
         "",
         "| pairs of | pairs | counterfactual gap | flip rate |",
         "|---|---|---|---|",
-        f"| all | {individual['all']['pairs']} | {_fmt(individual['all']['gap'])} | "
-        f"{_fmt(individual['all']['flip_rate'])} |",
+        f"| all | {individual['all']['pairs']} | {fmt_interval(individual['all']['gap'])} | "
+        f"{fmt_interval(individual['all']['flip_rate'])} |",
     ]
     for name, row in individual["groups"].items():
-        lines.append(f"| {name} | {row['pairs']} | {_fmt(row['gap'])} | {_fmt(row['flip_rate'])} |")
+        lines.append(
+            f"| {name} | {row['pairs']} | {fmt_interval(row['gap'])} | "
+            f"{fmt_interval(row['flip_rate'])} |"
+        )
     if "consistency" in individual:
         lines += [
             "",
             f"Nearest-neighbour consistency ({settings['neighbours']} neighbours, the "
-            f"model's embeddings): {_fmt(individual['consistency'])}.",
+            f"model's embeddings): {fmt_interval(individual['consistency'])}.",
         ]
     else:
         lines += [
