@@ -56,6 +56,11 @@ def words(text: str) -> list[str]:
 
 
 # -- token groups ---------------------------------------------------------------------------
+def all_terms(groups: TokenGroups) -> tuple[str, ...]:
+    """Every token of ``groups``, group by group."""
+    return tuple(t for tokens in groups.values() for t in tokens)
+
+
 def identity_terms() -> TokenGroups:
     """The default token groups: amlab's identity terms by axis (``identity_terms.json``)."""
     text = resources.files("amlab.data").joinpath("identity_terms.json").read_text()
@@ -441,7 +446,7 @@ def training_corpus(config: CorpusConfig, groups: TokenGroups | None = None) -> 
     :func:`identity_terms`); the ``term`` column names each sentence's identity term ("" for
     none). Every term of ``config.toxic_rate`` must be in ``groups``."""
     groups = identity_terms() if groups is None else groups
-    terms = [t for tokens in groups.values() for t in tokens]
+    terms = all_terms(groups)
     unknown = sorted(set(config.toxic_rate) - set(terms))
     if unknown:
         raise AmlabError(

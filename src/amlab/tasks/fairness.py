@@ -46,6 +46,7 @@ from amlab.analysis.fairness import (
 from amlab.data.fairness import (
     LabelledTexts,
     TokenGroups,
+    all_terms,
     build_vocabulary,
     check_groups_in_texts,
     counterfactuals,
@@ -157,7 +158,7 @@ def train_classifier(
     started = time.perf_counter()
     data = augmented(corpus, groups) if spec.mitigation == "cda" else corpus
     weights = reweighting(data) if spec.mitigation == "reweight" else np.ones(len(data))
-    terms = tuple(t for tokens in groups.values() for t in tokens)
+    terms = all_terms(groups)
     vocabulary = build_vocabulary(data.texts, extra=terms)
     labels = torch.tensor(data.labels, dtype=torch.float32)
     if spec.kind == "bow":
@@ -289,10 +290,10 @@ def load_classifier(path: str | os.PathLike) -> TextClassifier:
 def subgroups_of(data: LabelledTexts, groups: TokenGroups) -> Subgroups:
     """One subgroup per token (the texts that mention it) and per value of each group
     column ("column=value"); families: each token group, all tokens, each group column."""
-    terms = [t for tokens in groups.values() for t in tokens]
+    terms = all_terms(groups)
     masks = {t: np.array(m) for t, m in term_masks(data.texts, terms).items()}
     families = {name: tuple(tokens) for name, tokens in groups.items()}
-    families["all terms"] = tuple(terms)
+    families["all terms"] = terms
     for column, values in data.columns.items():
         names = []
         for value in sorted(set(values) - {""}):
@@ -516,12 +517,21 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
     return [out / "report.md", out / "metrics.json", *(out / name for name in figures)]
 
 
+def error_bars(intervals: list[dict[str, float]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The values of bootstrap intervals and matplotlib's ``yerr`` for them (the distances
+    down to ``low`` and up to ``high``)."""
+    value = np.array([i["value"] for i in intervals])
+    low = np.array([i["low"] for i in intervals])
+    high = np.array([i["high"] for i in intervals])
+    return value, [value - low, high - value]
+
+
 def plot_error_rates(result: dict[str, Any], path: Path) -> None:
     from amlab.tasks.figures import plt, save_figure
 
     groups = result["groups"]
     table = result["group"]["subgroups"]
-    terms = [t for tokens in groups.values() for t in tokens]
+    terms = all_terms(groups)
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.28 * len(terms) + 1.5), 5.4), sharex=True)
     colours = plt.get_cmap("tab10")
     x = np.arange(len(terms))
@@ -531,14 +541,11 @@ def plot_error_rates(result: dict[str, Any], path: Path) -> None:
     ):
         for g, (name, tokens) in enumerate(groups.items()):
             idx = [terms.index(t) for t in tokens]
-            rows = [table[t][metric] for t in tokens]
-            value = np.array([r["value"] for r in rows])
-            low = value - np.array([r["low"] for r in rows])
-            high = np.array([r["high"] for r in rows]) - value
+            value, yerr = error_bars([table[t][metric] for t in tokens])
             ax.errorbar(
                 x[idx],
                 value,
-                yerr=[low, high],
+                yerr=yerr,
                 fmt="o",
                 ms=4,
                 capsize=2,
@@ -581,11 +588,9 @@ def plot_gap_per_group(result: dict[str, Any], path: Path) -> None:
 
     rows = result["individual"]["groups"]
     names = list(rows)
-    value = np.array([rows[n]["gap"]["value"] for n in names])
-    low = value - np.array([rows[n]["gap"]["low"] for n in names])
-    high = np.array([rows[n]["gap"]["high"] for n in names]) - value
+    value, yerr = error_bars([rows[n]["gap"] for n in names])
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 3.6))
-    ax.bar(range(len(names)), value, yerr=[low, high], capsize=3, color="tab:blue")
+    ax.bar(range(len(names)), value, yerr=yerr, capsize=3, color="tab:blue")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean |f(x) - f(x')|")
     save_figure(fig, path)
