@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text
+from amlab.io import atomic_write_text, read_json
 
 #: {group: (tokens, ...)}: identity terms that may be swapped for one another
 TokenGroups = dict[str, tuple[str, ...]]
@@ -72,10 +72,7 @@ def load_token_groups(path: str | os.PathLike) -> TokenGroups:
     path = Path(path)
     if not path.is_file():
         raise AmlabError(f"group file {path} does not exist; pass a JSON file of group -> tokens.")
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AmlabError(f"group file {path} is not valid JSON ({exc}).") from None
+    value = read_json(path, "pass a JSON file of group -> tokens")
     return check_token_groups(value, str(path))
 
 
