@@ -355,12 +355,13 @@ def audit(
     group = group_metrics(
         data.labels, score, subgroups_of(data, groups), bootstrap, t, settings.min_count
     )
+    source = np.array([s.source for s in swaps], dtype=np.int64)
     pairs = Pairs(
-        source=np.array([s.source for s in swaps]),
+        source=source,
         group=[s.group for s in swaps],
         token=[s.token for s in swaps],
         other=[s.other for s in swaps],
-        score=score[[s.source for s in swaps]],
+        score=score[source],
         swapped_score=swapped_score,
     )
     individual = counterfactual_metrics(pairs, bootstrap, t)
