@@ -120,7 +120,7 @@ def test_bad_group_files_are_refused(tmp_path, value, message):
         load_token_groups(path)
 
 
-def test_group_files_must_fit_the_data_and_the_model():
+def test_group_files_must_fit_the_data_and_the_model(tmp_path):
     texts = ["the gay guy", "a muslim neighbour"]
     check_groups_in_texts({"o": ("gay",), "r": ("muslim",)}, texts)
     with pytest.raises(AmlabError, match="no text mentions any token of the group.*age"):
@@ -131,6 +131,10 @@ def test_group_files_must_fit_the_data_and_the_model():
         check_groups_in_texts({"r": ("muslim",)}, texts, vocabulary=("<pad>", "gay"))
     with pytest.raises(AmlabError, match="does not exist"):
         load_token_groups("/nonexistent/groups.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(AmlabError, match="bad.json is not valid JSON"):
+        load_token_groups(bad)
 
 
 def test_labelled_csv_with_group_columns_and_its_errors(tmp_path):

@@ -93,6 +93,13 @@ def test_saved_bow_classifier_loads_and_scores_alike(tmp_path, bow_audits):
     assert np.array_equal(score_texts(loaded, texts), score_texts(model, texts))
     with pytest.raises(AmlabError, match="holds no saved classifier"):
         load_classifier(tmp_path)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with pytest.raises(AmlabError, match="not valid JSON"):
+        load_classifier(tmp_path / "bad")
+    (tmp_path / "bad" / "config.json").write_text("[1]")
+    with pytest.raises(AmlabError, match="not a text classifier"):
+        load_classifier(tmp_path / "bad")
 
 
 def test_reweighting_makes_term_and_label_independent(corpus):

@@ -259,15 +259,16 @@ def counterfactual_metrics(pairs: Pairs, bootstrap: Bootstrap, threshold: float 
     change = pairs.swapped_score - pairs.score
     matrices = {}
     for group in dict.fromkeys(pairs.group):
-        terms = list(
-            dict.fromkeys(np.concatenate([tokens[groups == group], others[groups == group]]))
-        )
-        matrix = np.full((len(terms), len(terms)), np.nan)
-        for a, ta in enumerate(terms):
-            for b, tb in enumerate(terms):
-                select = (tokens == ta) & (others == tb)
-                if select.any():
-                    matrix[a, b] = change[select].mean()
+        mine = groups == group
+        terms = list(dict.fromkeys(np.concatenate([tokens[mine], others[mine]])))
+        names = np.asarray(terms)
+        # each pair's cell (row: its term swapped out, column: the term swapped in)
+        row = (tokens[mine][:, None] == names).argmax(1)
+        cell = row * len(terms) + (others[mine][:, None] == names).argmax(1)
+        size = len(terms) ** 2
+        total = np.bincount(cell, weights=change[mine], minlength=size)
+        count = np.bincount(cell, minlength=size)
+        matrix = _ratio(total, count).reshape(len(terms), len(terms))
         matrices[group] = {"terms": terms, "mean_change": matrix.tolist()}
     return {
         "all": over(np.ones(len(gap), dtype=bool)),
@@ -285,8 +286,10 @@ def neighbours(embeddings: np.ndarray, k: int) -> np.ndarray:
     if len(embeddings) <= k:
         raise AmlabError(f"nearest-neighbour consistency needs more than k = {k} texts.")
     found = NearestNeighbors(n_neighbors=k + 1).fit(embeddings).kneighbors(embeddings)[1]
-    # a row's own index is among its k + 1 nearest (distance 0); drop it, keep k others
-    return np.array([[j for j in row if j != i][:k] for i, row in enumerate(found)])
+    # a row's own index is among its k + 1 nearest (distance 0) unless k + 1 others tie with
+    # it; move it last (a stable sort keeps the others' order) and keep the first k
+    own = found == np.arange(len(found))[:, None]
+    return np.take_along_axis(found, np.argsort(own, axis=1, kind="stable"), axis=1)[:, :k]
 
 
 def consistency(

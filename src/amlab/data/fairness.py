@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text
+from amlab.io import atomic_write_text, read_json
 
 #: {group: (tokens, ...)}: identity terms that may be swapped for one another
 TokenGroups = dict[str, tuple[str, ...]]
@@ -56,6 +56,11 @@ def words(text: str) -> list[str]:
 
 
 # -- token groups ---------------------------------------------------------------------------
+def all_terms(groups: TokenGroups) -> tuple[str, ...]:
+    """Every token of ``groups``, group by group."""
+    return tuple(t for tokens in groups.values() for t in tokens)
+
+
 def identity_terms() -> TokenGroups:
     """The default token groups: amlab's identity terms by axis (``identity_terms.json``)."""
     text = resources.files("amlab.data").joinpath("identity_terms.json").read_text()
@@ -67,10 +72,7 @@ def load_token_groups(path: str | os.PathLike) -> TokenGroups:
     path = Path(path)
     if not path.is_file():
         raise AmlabError(f"group file {path} does not exist; pass a JSON file of group -> tokens.")
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AmlabError(f"group file {path} is not valid JSON ({exc}).") from None
+    value = read_json(path, "pass a JSON file of group -> tokens")
     return check_token_groups(value, str(path))
 
 
@@ -441,7 +443,7 @@ def training_corpus(config: CorpusConfig, groups: TokenGroups | None = None) -> 
     :func:`identity_terms`); the ``term`` column names each sentence's identity term ("" for
     none). Every term of ``config.toxic_rate`` must be in ``groups``."""
     groups = identity_terms() if groups is None else groups
-    terms = [t for tokens in groups.values() for t in tokens]
+    terms = all_terms(groups)
     unknown = sorted(set(config.toxic_rate) - set(terms))
     if unknown:
         raise AmlabError(

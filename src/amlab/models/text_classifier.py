@@ -87,15 +87,13 @@ class BagOfWordsClassifier(TextClassifier):
             self.weight[:3] = 0.0
             self.bias.fill_(float(bias))
 
-    def counts(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, V) how often each vocabulary entry occurs in each text (specials included)."""
-        tokens = self._tokens(tokens)
-        out = torch.zeros(tokens.shape[0], len(self.vocabulary), dtype=self.dtype)
-        return out.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=self.dtype))
-
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, V) the word counts, the specials' columns zeroed: what the logit reads."""
-        counts = self.counts(tokens)
+        tokens = self._tokens(tokens)
+        counts = torch.zeros(
+            tokens.shape[0], len(self.vocabulary), dtype=self.dtype, device=tokens.device
+        )
+        counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=self.dtype))
         counts[:, :3] = 0.0
         return counts
 

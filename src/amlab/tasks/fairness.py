@@ -46,6 +46,7 @@ from amlab.analysis.fairness import (
 from amlab.data.fairness import (
     LabelledTexts,
     TokenGroups,
+    all_terms,
     build_vocabulary,
     check_groups_in_texts,
     counterfactuals,
@@ -55,7 +56,7 @@ from amlab.data.fairness import (
     words,
 )
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
-from amlab.io import CONFIG_FILE, atomic_write_text, write_metrics
+from amlab.io import CONFIG_FILE, atomic_write_text, read_json, write_metrics
 from amlab.models.text_classifier import (
     BagOfWordsClassifier,
     TextClassifier,
@@ -157,7 +158,7 @@ def train_classifier(
     started = time.perf_counter()
     data = augmented(corpus, groups) if spec.mitigation == "cda" else corpus
     weights = reweighting(data) if spec.mitigation == "reweight" else np.ones(len(data))
-    terms = tuple(t for tokens in groups.values() for t in tokens)
+    terms = all_terms(groups)
     vocabulary = build_vocabulary(data.texts, extra=terms)
     labels = torch.tensor(data.labels, dtype=torch.float32)
     if spec.kind == "bow":
@@ -268,8 +269,6 @@ def save_classifier(model: TextClassifier, record: dict[str, Any], out: str | os
 def load_classifier(path: str | os.PathLike) -> TextClassifier:
     """The classifier saved in ``path`` (a directory :func:`save_classifier` wrote, or its
     ``model/``)."""
-    import json
-
     path = Path(path)
     if (path / "model" / CONFIG_FILE).is_file():
         path = path / "model"
@@ -278,7 +277,8 @@ def load_classifier(path: str | os.PathLike) -> TextClassifier:
             f"{path} holds no saved classifier (no {CONFIG_FILE}); pass the --out directory "
             "of `amlab fairness train`."
         )
-    kind = json.loads((path / CONFIG_FILE).read_text()).get("kind")
+    saved = read_json(path / CONFIG_FILE, "save the classifier again")
+    kind = saved.get("kind") if isinstance(saved, dict) else None
     if kind not in CLASSES:
         raise AmlabError(
             f"{path} holds a {kind!r} model, not a text classifier ({', '.join(CLASSES)})."
@@ -290,10 +290,10 @@ def load_classifier(path: str | os.PathLike) -> TextClassifier:
 def subgroups_of(data: LabelledTexts, groups: TokenGroups) -> Subgroups:
     """One subgroup per token (the texts that mention it) and per value of each group
     column ("column=value"); families: each token group, all tokens, each group column."""
-    terms = [t for tokens in groups.values() for t in tokens]
+    terms = all_terms(groups)
     masks = {t: np.array(m) for t, m in term_masks(data.texts, terms).items()}
     families = {name: tuple(tokens) for name, tokens in groups.items()}
-    families["all terms"] = tuple(terms)
+    families["all terms"] = terms
     for column, values in data.columns.items():
         names = []
         for value in sorted(set(values) - {""}):
@@ -355,12 +355,13 @@ def audit(
     group = group_metrics(
         data.labels, score, subgroups_of(data, groups), bootstrap, t, settings.min_count
     )
+    source = np.array([s.source for s in swaps], dtype=np.int64)
     pairs = Pairs(
-        source=np.array([s.source for s in swaps]),
+        source=source,
         group=[s.group for s in swaps],
         token=[s.token for s in swaps],
         other=[s.other for s in swaps],
-        score=score[[s.source for s in swaps]],
+        score=score[source],
         swapped_score=swapped_score,
     )
     individual = counterfactual_metrics(pairs, bootstrap, t)
@@ -420,8 +421,12 @@ def headline(group: dict, individual: dict) -> dict[str, float]:
 
 
 # -- the audit's files -------------------------------------------------------------------------
-def _fmt(interval: dict[str, float]) -> str:
-    return f"{interval['value']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+def fmt_interval(interval: dict[str, float], digits: int = 3) -> str:
+    """``value [low, high]`` of a bootstrap interval, ``digits`` decimals each."""
+    return (
+        f"{interval['value']:.{digits}f} [{interval['low']:.{digits}f}, "
+        f"{interval['high']:.{digits}f}]"
+    )
 
 
 def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> list[Path]:
@@ -462,7 +467,7 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
         "|---|" + "---|" * (len(FAMILY_METRICS) + 1),
     ]
     for family, row in result["group"]["families"].items():
-        cells = " | ".join(_fmt(row[m]) for m in FAMILY_METRICS)
+        cells = " | ".join(fmt_interval(row[m]) for m in FAMILY_METRICS)
         lines.append(f"| {family} | {cells} | {'passes' if row['four_fifths'] else 'fails'} |")
     columns = ("positive_rate", "fpr", "fnr", "subgroup_auc", "bpsn_auc", "bnsp_auc")
     lines += [
@@ -474,7 +479,9 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
     ]
     for name, row in result["group"]["subgroups"].items():
         lines.append(
-            f"| {name} | {row['count']} | " + " | ".join(_fmt(row[c]) for c in columns) + " |"
+            f"| {name} | {row['count']} | "
+            + " | ".join(fmt_interval(row[c]) for c in columns)
+            + " |"
         )
     individual = result["individual"]
     lines += [
@@ -483,16 +490,19 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
         "",
         "| pairs of | pairs | counterfactual gap | flip rate |",
         "|---|---|---|---|",
-        f"| all | {individual['all']['pairs']} | {_fmt(individual['all']['gap'])} | "
-        f"{_fmt(individual['all']['flip_rate'])} |",
+        f"| all | {individual['all']['pairs']} | {fmt_interval(individual['all']['gap'])} | "
+        f"{fmt_interval(individual['all']['flip_rate'])} |",
     ]
     for name, row in individual["groups"].items():
-        lines.append(f"| {name} | {row['pairs']} | {_fmt(row['gap'])} | {_fmt(row['flip_rate'])} |")
+        lines.append(
+            f"| {name} | {row['pairs']} | {fmt_interval(row['gap'])} | "
+            f"{fmt_interval(row['flip_rate'])} |"
+        )
     if "consistency" in individual:
         lines += [
             "",
             f"Nearest-neighbour consistency ({settings['neighbours']} neighbours, the "
-            f"model's embeddings): {_fmt(individual['consistency'])}.",
+            f"model's embeddings): {fmt_interval(individual['consistency'])}.",
         ]
     else:
         lines += [
@@ -508,12 +518,21 @@ def write_audit(result: dict[str, Any], out: str | os.PathLike, title: str) -> l
     return [out / "report.md", out / "metrics.json", *(out / name for name in figures)]
 
 
+def error_bars(intervals: list[dict[str, float]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The values of bootstrap intervals and matplotlib's ``yerr`` for them (the distances
+    down to ``low`` and up to ``high``)."""
+    value = np.array([i["value"] for i in intervals])
+    low = np.array([i["low"] for i in intervals])
+    high = np.array([i["high"] for i in intervals])
+    return value, [value - low, high - value]
+
+
 def plot_error_rates(result: dict[str, Any], path: Path) -> None:
     from amlab.tasks.figures import plt, save_figure
 
     groups = result["groups"]
     table = result["group"]["subgroups"]
-    terms = [t for tokens in groups.values() for t in tokens]
+    terms = all_terms(groups)
     fig, axes = plt.subplots(2, 1, figsize=(max(6.0, 0.28 * len(terms) + 1.5), 5.4), sharex=True)
     colours = plt.get_cmap("tab10")
     x = np.arange(len(terms))
@@ -523,14 +542,11 @@ def plot_error_rates(result: dict[str, Any], path: Path) -> None:
     ):
         for g, (name, tokens) in enumerate(groups.items()):
             idx = [terms.index(t) for t in tokens]
-            rows = [table[t][metric] for t in tokens]
-            value = np.array([r["value"] for r in rows])
-            low = value - np.array([r["low"] for r in rows])
-            high = np.array([r["high"] for r in rows]) - value
+            value, yerr = error_bars([table[t][metric] for t in tokens])
             ax.errorbar(
                 x[idx],
                 value,
-                yerr=[low, high],
+                yerr=yerr,
                 fmt="o",
                 ms=4,
                 capsize=2,
@@ -573,11 +589,9 @@ def plot_gap_per_group(result: dict[str, Any], path: Path) -> None:
 
     rows = result["individual"]["groups"]
     names = list(rows)
-    value = np.array([rows[n]["gap"]["value"] for n in names])
-    low = value - np.array([rows[n]["gap"]["low"] for n in names])
-    high = np.array([rows[n]["gap"]["high"] for n in names]) - value
+    value, yerr = error_bars([rows[n]["gap"] for n in names])
     fig, ax = plt.subplots(figsize=(max(5.0, 0.7 * len(names) + 2), 3.6))
-    ax.bar(range(len(names)), value, yerr=[low, high], capsize=3, color="tab:blue")
+    ax.bar(range(len(names)), value, yerr=yerr, capsize=3, color="tab:blue")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("mean |f(x) - f(x')|")
     save_figure(fig, path)

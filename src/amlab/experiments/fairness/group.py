@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from amlab.data.fairness import PLANTED_BIAS
+from amlab.data.fairness import PLANTED_BIAS, all_terms
 from amlab.experiments.fairness.models import RUNS
 from amlab.experiments.report import Context, Report, Section
+from amlab.tasks.fairness import error_bars
 from amlab.tasks.figures import plt, save_figure
 
 OVER = tuple(t for t, r in PLANTED_BIAS.items() if r > 0.5)
@@ -22,7 +23,7 @@ def planted_gaps(audit: dict[str, Any]) -> dict[str, float]:
     """Mean FPR and BPSN AUC of the terms planted mostly toxic, mean FPR and BNSP AUC of
     those planted mostly harmless, and the same means over every other term."""
     table = audit["group"]["subgroups"]
-    others = [t for tokens in audit["groups"].values() for t in tokens if t not in PLANTED_BIAS]
+    others = [t for t in all_terms(audit["groups"]) if t not in PLANTED_BIAS]
 
     def mean(terms, metric):
         return float(np.mean([table[t][metric]["value"] for t in terms]))
@@ -55,7 +56,7 @@ def kinds(runs: dict[str, Any]) -> list[str]:
 def figure(result: None, ctx: Context, report: Report) -> None:
     runs = ctx.results[RUNS]["runs"]
     groups = ctx.results[RUNS]["groups"]
-    terms = [t for tokens in groups.values() for t in tokens]
+    terms = all_terms(groups)
     x = np.arange(len(terms))
     fig, axes = plt.subplots(
         len(kinds(runs)), 1, figsize=(10, 2.8 * len(kinds(runs))), squeeze=False
@@ -64,11 +65,7 @@ def figure(result: None, ctx: Context, report: Report) -> None:
         names = [n for n in runs if n.split("+")[0] == kind]
         for j, name in enumerate(names):
             table = runs[name]["audit"]["group"]["subgroups"]
-            value = np.array([table[t]["fpr"]["value"] for t in terms])
-            err = [
-                value - [table[t]["fpr"]["low"] for t in terms],
-                np.array([table[t]["fpr"]["high"] for t in terms]) - value,
-            ]
+            value, err = error_bars([table[t]["fpr"] for t in terms])
             offset = (j - (len(names) - 1) / 2) * 0.18
             ax.errorbar(x + offset, value, yerr=err, fmt="o", ms=3, capsize=1.5, lw=0.8, label=name)
         for t in OVER + UNDER:

@@ -9,7 +9,7 @@ from typing import Any
 from amlab.experiments.fairness.group import kinds
 from amlab.experiments.fairness.models import RUNS
 from amlab.experiments.report import Context, Report, Section
-from amlab.tasks.fairness import plot_swap_matrix
+from amlab.tasks.fairness import fmt_interval, plot_swap_matrix
 
 MATRIX = "swap_matrix.png"
 
@@ -36,9 +36,6 @@ def write(result: None, ctx: Context, report: Report) -> dict[str, Any]:
         "embeddings), each with its 95% bootstrap interval.",
     )
 
-    def cell(interval):
-        return f"{interval['value']:.4f} [{interval['low']:.4f}, {interval['high']:.4f}]"
-
     rows = []
     for name, run in runs.items():
         ind = run["audit"]["individual"]
@@ -46,9 +43,9 @@ def write(result: None, ctx: Context, report: Report) -> dict[str, Any]:
         rows.append(
             (
                 name,
-                cell(ind["all"]["gap"]),
-                cell(ind["all"]["flip_rate"]),
-                cell(ind["consistency"]),
+                fmt_interval(ind["all"]["gap"], 4),
+                fmt_interval(ind["all"]["flip_rate"], 4),
+                fmt_interval(ind["consistency"], 4),
                 f"{worst} ({ind['groups'][worst]['gap']['value']:.4f})",
             )
         )

@@ -7,7 +7,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from amlab.data.fairness import CorpusConfig, balanced_test_set, identity_terms, training_corpus
+from amlab.data.fairness import (
+    CorpusConfig,
+    all_terms,
+    balanced_test_set,
+    identity_terms,
+    training_corpus,
+)
 from amlab.experiments.report import Context, Progress, Report, Section
 from amlab.tasks.fairness import (
     AuditSettings,
@@ -35,11 +41,7 @@ def compute(ctx: Context, progress: Progress) -> dict[str, Any]:
         save_classifier(model, record, ctx.out / "models" / spec.name.replace("+", "-"))
         runs[spec.name] = {"training": record, "audit": audit(test, groups, settings, model=model)}
     cells = Counter(zip(corpus.columns["term"], corpus.labels, strict=True))
-    toxic_share = {
-        t: cells[t, 1] / max(cells[t, 0] + cells[t, 1], 1)
-        for tokens in groups.values()
-        for t in tokens
-    }
+    toxic_share = {t: cells[t, 1] / max(cells[t, 0] + cells[t, 1], 1) for t in all_terms(groups)}
     return {
         "runs": runs,
         "groups": groups,
