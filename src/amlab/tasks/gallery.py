@@ -99,7 +99,11 @@ SAMPLER_CODES = {
 }
 #: our samplers as DiffusionDB names them in a part JSON (Euler-Maruyama has no code: 9)
 SAMPLER_LABELS = {"euler": "k_euler", "heun": "k_heun", "euler_maruyama": "euler_maruyama"}
-SAMPLER_OF_LABEL = {label: name for name, label in SAMPLER_LABELS.items()}
+#: our samplers' codes in the metadata table (9, "others", where DiffusionDB has none)
+SAMPLER_CODE = {
+    name: next((code for code, known in SAMPLER_CODES.items() if known == label), 9)
+    for name, label in SAMPLER_LABELS.items()
+}
 STATE_DIR = ".amlab"
 
 
@@ -200,7 +204,7 @@ def render(model: TextModel, settings: dict[str, Any]) -> np.ndarray:
 
 def regenerate(row: dict[str, Any], model: TextModel) -> np.ndarray:
     """The picture of a metadata row (a dict of its columns), drawn again from its settings."""
-    codes = {3: "euler", 5: "heun", 9: "euler_maruyama"}
+    codes = {code: name for name, code in SAMPLER_CODE.items()}
     if row["sampler"] not in codes:
         raise AmlabError(
             f"sampler code {row['sampler']} ({SAMPLER_CODES.get(row['sampler'], '?')}) is not "
@@ -373,7 +377,6 @@ def metadata_table(
     audited = audit(images, model.train.images, scale)
     height, width = pictures[0].shape
     now = datetime.now(timezone.utc)
-    codes = {name: code for code, name in SAMPLER_CODES.items()}
     columns = {
         "image_name": list(names),
         "prompt": prompts,
@@ -381,7 +384,7 @@ def metadata_table(
         "seed": [r["seed"] for r in rows],
         "step": [r["steps"] for r in rows],
         "cfg": [r["cfg"] for r in rows],
-        "sampler": [codes.get(SAMPLER_LABELS[r["sampler"]], 9) for r in rows],
+        "sampler": [SAMPLER_CODE[r["sampler"]] for r in rows],
         "width": [width] * len(rows),
         "height": [height] * len(rows),
         "user_name": [None] * len(rows),
