@@ -46,7 +46,7 @@ from PIL import Image
 from amlab.analysis.memorisation import AUDIT_CLASSES, Audit, audit
 from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import request, tokenize
-from amlab.diffusion import SAMPLERS, sample
+from amlab.diffusion import SAMPLERS
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text
 from amlab.tasks.prompts import TextModel, adherence, judge, load_text_model
@@ -186,17 +186,13 @@ def render(model: TextModel, settings: dict[str, Any]) -> np.ndarray:
     """The picture (H, W) uint8 that ``settings`` (prompt, seed, cfg, steps, sampler) draw
     from ``model``: one image, the prior and the sampler's noise from one generator seeded
     with ``seed``, then the final denoising step; ink clipped to [0, 1] and rounded."""
+    from amlab.tasks.diffusion import draw_samples  # it brings matplotlib, which a query needs not
+
     net = model.network
     tokens = tokenize([settings["prompt"]], net.vocabulary)
-    g = torch.Generator().manual_seed(settings["seed"])
-    schedule = net.schedule
-    start = schedule.prior(1, net.dim, g)
-    score = net.score_fn(tokens, settings["cfg"])
-    states = sample(
-        score, schedule, start, steps=settings["steps"], method=settings["sampler"], generator=g
-    ).states
-    with torch.no_grad():
-        final = net.denoise(states, schedule.t_end, tokens, settings["cfg"])
+    final = draw_samples(
+        net, 1, settings["steps"], settings["seed"], tokens, settings["cfg"], settings["sampler"]
+    )
     height, width = model.train.shape[-2:]
     pixels = (final.reshape(height, width).clamp(0, 1) * 255).round()
     return pixels.to(torch.uint8).numpy()
