@@ -27,7 +27,7 @@ from amlab.cli.common import (
     stage_progress,
 )
 from amlab.diffusion import SAMPLERS
-from amlab.errors import AmlabError
+from amlab.errors import AmlabError, check_positive
 
 gallery_app = typer.Typer(
     help="A DiffusionDB of our own models: generate a gallery, query it, audit it.",
@@ -237,8 +237,8 @@ def audit(
 
     with errors():
         for name, value in (("--threshold", threshold), ("--noise-level", noise_level)):
-            if value is not None and value <= 0:
-                raise AmlabError(f"{name} must be positive; got {value}.")
+            if value is not None:
+                check_positive(value, name)
         result = audit_gallery(
             gallery, threshold=threshold, noise_level=noise_level, data_dir=path_str(data_dir)
         )
