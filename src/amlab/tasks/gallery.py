@@ -48,7 +48,7 @@ from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import request, tokenize
 from amlab.diffusion import SAMPLERS
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
-from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text
+from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json
 from amlab.tasks.prompts import TextModel, adherence, judge, load_text_model
 
 #: DiffusionDB's metadata table, column by column (its README's "Metadata Schema")
@@ -306,10 +306,7 @@ def _check_resume(out: Path, state: Path, settings: dict[str, Any], resume: bool
             raise AmlabError(
                 f"{out} already holds a gallery; pass --resume to continue it, or a new --out."
             )
-        try:
-            before = json.loads(recorded.read_text())
-        except json.JSONDecodeError:
-            raise AmlabError(f"{recorded} is damaged; start the gallery in a new --out.") from None
+        before = read_json(recorded, "start the gallery in a new --out")
         if before != json.loads(json.dumps(settings)):
             raise AmlabError(
                 f"the gallery in {out} was drawn with other settings or another model; resume "
@@ -410,7 +407,7 @@ def load_gallery(gallery: str | Path, data_dir: str | None = None) -> tuple[pa.T
             f"{gallery} holds no finished gallery (metadata.parquet and {STATE_DIR}/gallery.json); "
             "pass the --out of amlab gallery generate, run to its end (--resume finishes it)."
         )
-    settings = json.loads(recorded.read_text())
+    settings = read_json(recorded, "draw the gallery again")
     model = load_text_model(settings["model"], data_dir)
     if model.hash != settings["model_hash"]:
         raise AmlabError(
