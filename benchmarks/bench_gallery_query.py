@@ -52,7 +52,7 @@ def generated_table(rows: int, seed: int = 0) -> pa.Table:
     columns = {
         "image_name": pa.array([f"{i:032x}.png" for i in range(rows)]),
         "prompt": pa.array(prompts),
-        "part_id": np.arange(rows, dtype=np.uint16) // 1000 + 1,
+        "part_id": (np.arange(rows) // 1000 + 1).astype(np.uint16),  # counted before narrowing
         "seed": g.integers(0, 2**32, rows, dtype=np.uint32),
         "step": g.choice(np.array([20, 30, 50], dtype=np.uint16), rows),
         "cfg": g.choice(np.array([1, 2, 3, 7], dtype=np.float32), rows),

@@ -141,6 +141,13 @@ def integer(text: str) -> int:
         raise ValueError(f"{text!r} is not an integer") from None
 
 
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+
+
 def choice(values: Iterable[str]) -> Callable[[str], str]:
     """An element that must be one of ``values`` (case does not matter)."""
     values = tuple(values)

@@ -19,6 +19,7 @@ from amlab.cli.common import (
     errors,
     integer,
     list_option,
+    number,
     out_option,
     path_str,
     result_table,
@@ -26,7 +27,7 @@ from amlab.cli.common import (
     stage_progress,
 )
 from amlab.diffusion import SAMPLERS
-from amlab.errors import AmlabError
+from amlab.errors import AmlabError, check_positive
 
 gallery_app = typer.Typer(
     help="A DiffusionDB of our own models: generate a gallery, query it, audit it.",
@@ -49,17 +50,6 @@ GalleryDataDirOpt = Annotated[
 ]
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number") from None
-
-
-def _prompt(text: str) -> str:
-    return text
-
-
 @gallery_app.command("generate")
 def generate(
     out: Annotated[
@@ -73,14 +63,12 @@ def generate(
         ),
     ] = None,
     data_dir: GalleryDataDirOpt = None,
-    prompts: Annotated[
-        Any, list_option(_prompt, "'a thick 7,a 3'", "Prompts", "PROMPT,...")
-    ] = None,
+    prompts: Annotated[Any, list_option(str, "'a thick 7,a 3'", "Prompts", "PROMPT,...")] = None,
     prompts_file: Annotated[
         Path | None, typer.Option(help="A text file of prompts, one a line (# comments).")
     ] = None,
     seeds: Annotated[Any, list_option(integer, "0,1,2", "Seeds", "SEED,...")] = None,
-    guidance: Annotated[Any, list_option(_number, "1,3", "Guidance (CFG) scales", "W,...")] = None,
+    guidance: Annotated[Any, list_option(number, "1,3", "Guidance (CFG) scales", "W,...")] = None,
     steps: Annotated[Any, list_option(integer, "20,40", "Sampler steps", "N,...")] = None,
     samplers: Annotated[
         Any,
@@ -99,7 +87,7 @@ def generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Draw prompts x seeds x guidance x steps x samplers into DiffusionDB's layout."""
-    from amlab.tasks.gallery import DEFAULT_SPEC, QUICK_SPEC, GallerySpec, read_prompts
+    from amlab.tasks.gallery import DEFAULT_SPEC, QUICK_SPEC, read_prompts
     from amlab.tasks.gallery import generate as run
     from amlab.tasks.prompts import load_text_model
 
@@ -117,8 +105,8 @@ def generate(
         }
         if prompts_file is not None:
             given["prompts"] = read_prompts(prompts_file)
+        # replace() builds a new GallerySpec, so its checks run on the values given
         spec = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
-        spec = GallerySpec(**dataclasses.asdict(spec))  # checks the values
         text_model = load_text_model(model, path_str(data_dir))
         with stage_progress() as progress:
             summary = run(
@@ -249,8 +237,8 @@ def audit(
 
     with errors():
         for name, value in (("--threshold", threshold), ("--noise-level", noise_level)):
-            if value is not None and value <= 0:
-                raise AmlabError(f"{name} must be positive; got {value}.")
+            if value is not None:
+                check_positive(value, name)
         result = audit_gallery(
             gallery, threshold=threshold, noise_level=noise_level, data_dir=path_str(data_dir)
         )

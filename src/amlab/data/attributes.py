@@ -81,7 +81,7 @@ def slant(images: Any, shape: tuple[int, ...]) -> torch.Tensor:
 def size(images: Any, shape: tuple[int, ...]) -> torch.Tensor:
     """The ink's radius of gyration over the image height (B,)."""
     _, var_r, _, var_c = _moments(images, shape)
-    return (var_r + var_c).sqrt() / as_images(images, shape).shape[1]
+    return (var_r + var_c).sqrt() / int(shape[-2])  # H of (H, W) or (1, H, W)
 
 
 def measure(images: Any, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:

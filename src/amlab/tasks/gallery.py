@@ -46,9 +46,9 @@ from PIL import Image
 from amlab.analysis.memorisation import AUDIT_CLASSES, Audit, audit
 from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import request, tokenize
-from amlab.diffusion import SAMPLERS, sample
+from amlab.diffusion import SAMPLERS
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
-from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text
+from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json
 from amlab.tasks.prompts import TextModel, adherence, judge, load_text_model
 
 #: DiffusionDB's metadata table, column by column (its README's "Metadata Schema")
@@ -99,7 +99,11 @@ SAMPLER_CODES = {
 }
 #: our samplers as DiffusionDB names them in a part JSON (Euler-Maruyama has no code: 9)
 SAMPLER_LABELS = {"euler": "k_euler", "heun": "k_heun", "euler_maruyama": "euler_maruyama"}
-SAMPLER_OF_LABEL = {label: name for name, label in SAMPLER_LABELS.items()}
+#: our samplers' codes in the metadata table (9, "others", where DiffusionDB has none)
+SAMPLER_CODE = {
+    name: next((code for code, known in SAMPLER_CODES.items() if known == label), 9)
+    for name, label in SAMPLER_LABELS.items()
+}
 STATE_DIR = ".amlab"
 
 
@@ -182,17 +186,13 @@ def render(model: TextModel, settings: dict[str, Any]) -> np.ndarray:
     """The picture (H, W) uint8 that ``settings`` (prompt, seed, cfg, steps, sampler) draw
     from ``model``: one image, the prior and the sampler's noise from one generator seeded
     with ``seed``, then the final denoising step; ink clipped to [0, 1] and rounded."""
+    from amlab.tasks.diffusion import draw_samples  # it brings matplotlib, which a query needs not
+
     net = model.network
     tokens = tokenize([settings["prompt"]], net.vocabulary)
-    g = torch.Generator().manual_seed(settings["seed"])
-    schedule = net.schedule
-    start = schedule.prior(1, net.dim, g)
-    score = net.score_fn(tokens, settings["cfg"])
-    states = sample(
-        score, schedule, start, steps=settings["steps"], method=settings["sampler"], generator=g
-    ).states
-    with torch.no_grad():
-        final = net.denoise(states, schedule.t_end, tokens, settings["cfg"])
+    final = draw_samples(
+        net, 1, settings["steps"], settings["seed"], tokens, settings["cfg"], settings["sampler"]
+    )
     height, width = model.train.shape[-2:]
     pixels = (final.reshape(height, width).clamp(0, 1) * 255).round()
     return pixels.to(torch.uint8).numpy()
@@ -200,7 +200,7 @@ def render(model: TextModel, settings: dict[str, Any]) -> np.ndarray:
 
 def regenerate(row: dict[str, Any], model: TextModel) -> np.ndarray:
     """The picture of a metadata row (a dict of its columns), drawn again from its settings."""
-    codes = {3: "euler", 5: "heun", 9: "euler_maruyama"}
+    codes = {code: name for name, code in SAMPLER_CODE.items()}
     if row["sampler"] not in codes:
         raise AmlabError(
             f"sampler code {row['sampler']} ({SAMPLER_CODES.get(row['sampler'], '?')}) is not "
@@ -306,10 +306,7 @@ def _check_resume(out: Path, state: Path, settings: dict[str, Any], resume: bool
             raise AmlabError(
                 f"{out} already holds a gallery; pass --resume to continue it, or a new --out."
             )
-        try:
-            before = json.loads(recorded.read_text())
-        except json.JSONDecodeError:
-            raise AmlabError(f"{recorded} is damaged; start the gallery in a new --out.") from None
+        before = read_json(recorded, "start the gallery in a new --out")
         if before != json.loads(json.dumps(settings)):
             raise AmlabError(
                 f"the gallery in {out} was drawn with other settings or another model; resume "
@@ -373,7 +370,6 @@ def metadata_table(
     audited = audit(images, model.train.images, scale)
     height, width = pictures[0].shape
     now = datetime.now(timezone.utc)
-    codes = {name: code for code, name in SAMPLER_CODES.items()}
     columns = {
         "image_name": list(names),
         "prompt": prompts,
@@ -381,7 +377,7 @@ def metadata_table(
         "seed": [r["seed"] for r in rows],
         "step": [r["steps"] for r in rows],
         "cfg": [r["cfg"] for r in rows],
-        "sampler": [codes.get(SAMPLER_LABELS[r["sampler"]], 9) for r in rows],
+        "sampler": [SAMPLER_CODE[r["sampler"]] for r in rows],
         "width": [width] * len(rows),
         "height": [height] * len(rows),
         "user_name": [None] * len(rows),
@@ -411,7 +407,7 @@ def load_gallery(gallery: str | Path, data_dir: str | None = None) -> tuple[pa.T
             f"{gallery} holds no finished gallery (metadata.parquet and {STATE_DIR}/gallery.json); "
             "pass the --out of amlab gallery generate, run to its end (--resume finishes it)."
         )
-    settings = json.loads(recorded.read_text())
+    settings = read_json(recorded, "draw the gallery again")
     model = load_text_model(settings["model"], data_dir)
     if model.hash != settings["model_hash"]:
         raise AmlabError(

@@ -25,7 +25,7 @@ from amlab.data.captions import CaptionScheme, request
 from amlab.diffusion import TextConvDenoiser
 from amlab.energy.distances import nearest_memory
 from amlab.errors import AmlabError
-from amlab.io import CONFIG_FILE, TENSORS_FILE, atomic_write_text
+from amlab.io import CONFIG_FILE, TENSORS_FILE, atomic_write_text, read_json
 
 CAPTIONS_FILE = "captions.json"
 #: the text model shipped with the package (``amlab gallery generate`` without --model)
@@ -90,8 +90,8 @@ def load_text_model(path: str | Path | None = None, data_dir: str | None = None)
             f"{path} holds no text model ({CAPTIONS_FILE} is missing); pass the --out of "
             "amlab train diffusion --text, or its model/ directory."
         )
+    saved = read_json(file, "train the model again")
     try:
-        saved = json.loads(file.read_text())
         recipe = TrainingRecipe(
             data=str(saved["data"]),
             data_dir=saved["data_dir"],
@@ -99,7 +99,7 @@ def load_text_model(path: str | Path | None = None, data_dir: str | None = None)
             seed=int(saved["seed"]),
             edges={k: (float(v[0]), float(v[1])) for k, v in saved["edges"].items()},
         )
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise AmlabError(
             f"{file} is not a caption record ({exc}); train the model again."
         ) from None

@@ -2,12 +2,12 @@
 associative memories (papers.md, Pham et al., arXiv 2505.21777).
 
 One section, :mod:`.phase`: conv-net denoisers trained on N digits for several N and seeds
-(the class-conditional nets of :mod:`amlab.experiments.diffusion.digits`, drawn
-unconditionally), each sample classed memorised / spurious / generalised by the audit of
-:mod:`amlab.analysis.memorisation` (nearest-neighbour retrieval and descent of the training
-set's LSE energy, the exact empirical denoiser's DenseAM), with the empirical denoiser's own
-samples beside them. Networks are checkpointed under ``out/checkpoints`` and reused by a
-later run with the same settings.
+(the class-conditional nets of :mod:`amlab.experiments.diffusion.digits`, prompted with the
+classes of training images at guidance 1), each sample classed memorised / spurious /
+generalised by the audit of :mod:`amlab.analysis.memorisation` (nearest-neighbour retrieval
+and descent of the training set's LSE energy, the exact empirical denoiser's DenseAM), with
+the empirical denoiser's own samples beside them. Networks are checkpointed under
+``out/checkpoints`` and reused by a later run with the same settings.
 """
 
 from __future__ import annotations
