@@ -105,3 +105,19 @@ def test_chunked_equals_unchunked(kind):
         for a, b in zip(part.energy_and_grad(x), whole.energy_and_grad(x), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(part.energy(x), whole.energy(x), rtol=1e-5, atol=1e-6)
+
+
+def test_nearest_other_distances_equal_brute_force_in_any_block():
+    from amlab.energy.distances import nearest_other_distances
+
+    g = torch.Generator().manual_seed(3)
+    points = torch.randn(37, 5, generator=g, dtype=torch.float64)
+    points[7] = points[2]  # a duplicate: its nearest other point is at distance 0
+    full = ((points[:, None] - points[None]) ** 2).sum(-1).sqrt()
+    full.fill_diagonal_(float("inf"))
+    want = full.min(1).values
+    for block in (1, 4, 37, 100):
+        torch.testing.assert_close(nearest_other_distances(points, block=block), want)
+    rows = torch.tensor([30, 2, 7])
+    torch.testing.assert_close(nearest_other_distances(points, rows, block=2), want[rows])
+    assert nearest_other_distances(points)[7] == 0

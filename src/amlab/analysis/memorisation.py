@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from amlab.energy.distances import nearest_memory
+from amlab.energy.distances import nearest_memory, nearest_other_distances
 from amlab.errors import AmlabError, as_float_tensor, check_positive, check_positive_int
 from amlab.models import DenseAM
 
@@ -59,12 +59,7 @@ class Audit:
         if len(rows) > TYPICAL_SAMPLE:  # the median of a fixed sample of them
             rows = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))
             rows = rows[:TYPICAL_SAMPLE]
-        nearest_other = []
-        for part in rows.split(512):
-            distance = torch.cdist(train[part], train)
-            distance[torch.arange(len(part)), part] = float("inf")
-            nearest_other.append(distance.min(1).values)
-        typical = float(torch.cat(nearest_other).median())
+        typical = float(nearest_other_distances(train, rows, block=512).median())
         if typical <= 0:
             raise AmlabError(
                 "most training images have an exact duplicate; the audit needs distinct images "

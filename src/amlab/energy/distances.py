@@ -1,4 +1,5 @@
-"""Squared distances between states and memories, and the nearest memory, chunked."""
+"""Squared distances between states and memories, the nearest memory, and each point's
+nearest other point, chunked."""
 
 from __future__ import annotations
 
@@ -42,3 +43,18 @@ def nearest_memory(
         best = torch.where(better, d2, best)
         index = torch.where(better, arg + lo, index)
     return index, best.sqrt()
+
+
+def nearest_other_distances(
+    points: torch.Tensor, rows: torch.Tensor | None = None, block: int = 2048
+) -> torch.Tensor:
+    """Distance from each of ``points[rows]`` (every row by default) to its nearest *other*
+    row of ``points`` (N, D), ``block`` rows of the distance matrix at a time."""
+    rows = torch.arange(points.shape[0]) if rows is None else rows
+    nearest = points.new_empty(len(rows))
+    for start in range(0, len(rows), block):
+        part = rows[start : start + block]
+        d = torch.cdist(points[part], points)
+        d[torch.arange(len(part)), part] = float("inf")
+        nearest[start : start + len(part)] = d.min(1).values
+    return nearest

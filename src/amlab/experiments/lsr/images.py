@@ -15,7 +15,7 @@ import torch
 
 from amlab.analysis import lsr_neighbour_minima
 from amlab.analysis.minima import first_unique
-from amlab.energy.distances import nearest_memory
+from amlab.energy.distances import nearest_memory, nearest_other_distances
 from amlab.experiments.report import Context, Progress, Report, Section
 from amlab.models import DenseAM
 from amlab.tasks.figures import image_grid
@@ -71,7 +71,7 @@ def compute(ctx: Context, progress: Progress) -> ImagesResult:
     _, keep = first_unique(images)
     mem, labels = images[keep], data.labels[keep]
     progress("nearest neighbours", 0.1)
-    nn_dist = nearest_neighbour_distances(mem)
+    nn_dist = nearest_other_distances(mem)
     r = float(nn_dist.min()) * (1 - 1e-9)  # just below the smallest distance between images
     beta = 2.0 / r**2
     am = DenseAM(mem, energy="lsr", beta=beta)
@@ -142,18 +142,6 @@ def emergent_search(
         sizes={s: sizes.count(s) for s in sorted(set(sizes))},
         median_novelty=float(novelty.median()) if len(novelty) else float("nan"),
     )
-
-
-def nearest_neighbour_distances(mem: torch.Tensor, block: int = 2048) -> torch.Tensor:
-    """Distance (M,) from each memory to its nearest other memory (``block`` rows of the
-    distance matrix at a time)."""
-    nn = torch.empty(mem.shape[0], dtype=mem.dtype)
-    for lo in range(0, mem.shape[0], block):
-        rows = slice(lo, min(lo + block, mem.shape[0]))
-        d = torch.cdist(mem[rows], mem)
-        d[torch.arange(d.shape[0]), torch.arange(rows.start, rows.stop)] = float("inf")
-        nn[rows] = d.min(1).values
-    return nn
 
 
 # -- figure -------------------------------------------------------------------------------------
