@@ -122,9 +122,7 @@ def trace(
         weights = torch.softmax(scores, -1)
         head_out = weights @ v
         mixed = head_out.clone()
-        for h in range(heads):
-            if (layer, h) in off:
-                mixed[h] = 0
+        mixed[[h for h in range(heads) if (layer, h) in off]] = 0
         mixed = mixed.transpose(0, 1).reshape(n, config.dim)
         attn_out = _linear(mixed, block.proj)
         mid = x + attn_out if attention else x
