@@ -85,7 +85,7 @@ def trace(
     A causal model reads out every position: ``lens_logits``, ``logits`` and ``probs``
     are (L, classes), ``final`` (L, D).
     """
-    config = model._config
+    config = model.config
     tokens = torch.as_tensor(tokens)
     if tokens.ndim != 1 or tokens.dtype != torch.long or len(tokens) == 0:
         raise AmlabError(f"tokens must be a non-empty (L,) int64 tensor; got {tokens!r}.")
