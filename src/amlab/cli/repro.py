@@ -19,7 +19,6 @@ from amlab.cli.common import (
     show_result,
     stage_progress,
 )
-from amlab.io import read_json
 
 repro_app = typer.Typer(
     help="Reproduce a paper: writes report.md, PNG figures and metrics.json to --out.",
@@ -51,28 +50,17 @@ def _add_repro_command(paper: str, description: str) -> None:
         seed: SeedOpt = 0,
         as_json: JsonOpt = False,
     ) -> None:
+        # the paper's experiments with a progress bar, then where the report went
         run = importlib.import_module(f"amlab.experiments.{paper}").PAPER.run
-        _run_repro(run, out, quick, data_dir, seed, as_json)
+        with errors(), stage_progress() as progress:
+            metrics = run(
+                out=out, quick=quick, seed=seed, data_dir=path_str(data_dir), progress=progress
+            )
+        figures = f"{len(list(out.glob('*.png')))} figures"
+        show_result(metrics, as_json, wrote=(out / "report.md", out / "metrics.json", figures))
 
     repro_app.command(paper, help=description)(command)
 
 
 for _paper, _description in PAPERS.items():
     _add_repro_command(_paper, _description)
-
-
-def _run_repro(
-    run, out: Path, quick: bool, data_dir: Path | None, seed: int, as_json: bool
-) -> None:
-    """Run one paper's experiments with a progress bar; print where the report went."""
-    with errors(), stage_progress() as progress:
-        run(
-            out=out,
-            quick=quick,
-            seed=seed,
-            data_dir=path_str(data_dir),
-            progress=progress,
-        )
-    metrics = read_json(out / "metrics.json", "run the reproduction again")
-    figures = f"{len(list(out.glob('*.png')))} figures"
-    show_result(metrics, as_json, wrote=(out / "report.md", out / "metrics.json", figures))

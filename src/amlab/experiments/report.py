@@ -23,7 +23,6 @@ to clear. Resumable state that sections keep under the directory (``checkpoints/
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -221,7 +220,6 @@ class Report:
         self.claims: list[tuple[str, str, str]] = []
         self.files: list[str] = []  # the figures this report wrote (names in out)
         self._run: dict[str, Any] | None = None  # seed and grid, once begin_run is called
-        self._stale: list[str] = []  # figures of the previous run, while they are cleared
 
     def path(self, name: str) -> Path:
         """Where a file of this report (a figure, say) goes."""
@@ -240,13 +238,13 @@ class Report:
         run_file = self.out / RUN_FILE
         old = read_json(run_file, f"delete {run_file}") if run_file.exists() else {}
         listed = old.get("files") if isinstance(old, dict) else None
-        self._stale = [
+        stale = [
             name
             for name in (listed if isinstance(listed, list) else [])
             if isinstance(name, str) and name.endswith(".png") and Path(name).name == name
         ]
         self._run = {"seed": seed, "quick": quick}
-        self._write_run_file(complete=False)  # lists the old figures until they are gone
+        self._write_run_file(complete=False, stale=stale)  # until the old figures are gone
         grid = "quick" if quick else "full"
         atomic_write_text(
             self.out / "report.md",
@@ -255,20 +253,22 @@ class Report:
             "not a report. Run the command again to finish it.\n",
         )
         (self.out / "metrics.json").unlink(missing_ok=True)
-        for name in self._stale:
+        for name in stale:
             if name not in self.files and (self.out / name).is_file():
                 (self.out / name).unlink()
-        self._stale = []
         self._write_run_file(complete=False)
 
     def finish_run(self) -> None:
         """Mark the directory finished (after :meth:`write`)."""
         self._write_run_file(complete=True)
 
-    def _write_run_file(self, complete: bool) -> None:
-        files = list(dict.fromkeys([*self._stale, *self.files]))
-        run = {**(self._run or {}), "complete": complete, "files": files}
-        atomic_write_text(self.out / RUN_FILE, json.dumps(run, indent=2) + "\n")
+    def _write_run_file(self, complete: bool, stale: Sequence[str] = ()) -> None:
+        """run.json: this run's figures, after ``stale`` ones of the previous run not yet
+        deleted."""
+        files = list(dict.fromkeys([*stale, *self.files]))
+        write_metrics(
+            self.out / RUN_FILE, {**(self._run or {}), "complete": complete, "files": files}
+        )
 
     def section(self, heading: str, text: str = "") -> None:
         self.lines += [f"## {heading}", ""]

@@ -52,8 +52,9 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     and ``diffusion-digits.onnx``: the shipped class-conditional denoiser
     (:mod:`amlab.explain.diffusion_onnx`), its manifest entry carrying its training metrics
     and the digits' two principal axes (the diffusion view's 2-D projection); and
-    ``listops-joint.bin``/``listops-sum.bin``: the shipped ListOps transformers
-    (:mod:`amlab.explain.listops`), each with the principal axes of its digit embeddings.
+    ``listops-joint.bin``/``listops-sum.bin``/``listops-causal.bin``: the shipped ListOps
+    transformers (:mod:`amlab.explain.listops`), each with the principal axes of its digit
+    embeddings.
     digits.json: the 1797 embedded 8x8 digits as pixel counts 0..16 (the app divides by 16,
     as :func:`amlab.data.digits` does). projections.bin: S ~ N(0, I) (max_features, 64) of
     :func:`amlab.energy.random_features.draw_projections` with seed 0, float32 little-endian.

@@ -85,7 +85,7 @@ def trace(
     A causal model reads out every position: ``lens_logits``, ``logits`` and ``probs``
     are (L, classes), ``final`` (L, D).
     """
-    config = model._config
+    config = model.config
     tokens = torch.as_tensor(tokens)
     if tokens.ndim != 1 or tokens.dtype != torch.long or len(tokens) == 0:
         raise AmlabError(f"tokens must be a non-empty (L,) int64 tensor; got {tokens!r}.")
@@ -122,9 +122,7 @@ def trace(
         weights = torch.softmax(scores, -1)
         head_out = weights @ v
         mixed = head_out.clone()
-        for h in range(heads):
-            if (layer, h) in off:
-                mixed[h] = 0
+        mixed[[h for h in range(heads) if (layer, h) in off]] = 0
         mixed = mixed.transpose(0, 1).reshape(n, config.dim)
         attn_out = _linear(mixed, block.proj)
         mid = x + attn_out if attention else x

@@ -63,7 +63,6 @@ DEVICES = ("cpu", "cuda")
 class Workload:
     """One comparison: ``run`` (amlab) and ``plain`` compute the same result."""
 
-    name: str
     shape: dict[str, Any]
     flops: float | None
     run: Callable[[], torch.Tensor]
@@ -133,7 +132,7 @@ def run_bench(
         work = _BUILDERS[name](dev, quick, seed)
         # the rate just before the workload: a shared machine's rate drifts during a run
         rates.append(matmul_gflops())
-        rows.append(_measure(work, timer, rates[-1]))
+        rows.append(_measure(name, work, timer, rates[-1]))
         del work
     report["matmul_gflops"] = max(rates)
     report["workloads"] = rows
@@ -143,11 +142,11 @@ def run_bench(
     return report
 
 
-def _measure(work: Workload, timer: _Timer, matmul_gflops: float) -> dict[str, Any]:
+def _measure(name: str, work: Workload, timer: _Timer, matmul_gflops: float) -> dict[str, Any]:
     seconds = timer.best(work.run)
     plain_seconds = timer.best(work.plain)
     ours, theirs = work.run(), work.plain()
-    row: dict[str, Any] = {"name": work.name, "shape": work.shape, "seconds": seconds}
+    row: dict[str, Any] = {"name": name, "shape": work.shape, "seconds": seconds}
     gflops = None if work.flops is None else work.flops / seconds / 1e9
     row["gflops"] = gflops
     row["matmul_gflops"] = matmul_gflops
@@ -231,7 +230,7 @@ def _lse_problem(dev: torch.device, quick: bool, seed: int, b: int, m: int, d: i
     return x, memories, am, {"B": nb, "M": nm, "D": d, "beta": beta, "dtype": "float32"}
 
 
-def _lse(name: str, b: int, m: int, d: int, beta: float):
+def _lse(b: int, m: int, d: int, beta: float):
     def build(dev: torch.device, quick: bool, seed: int) -> Workload:
         x, memories, am, shape = _lse_problem(dev, quick, seed, b, m, d, beta)
 
@@ -240,12 +239,12 @@ def _lse(name: str, b: int, m: int, d: int, beta: float):
             return torch.softmax(scores, dim=1) @ memories
 
         flops = 4.0 * x.shape[0] * memories.shape[0] * d
-        return Workload(name, shape, flops, lambda: x - am.grad(x), plain, {})
+        return Workload(shape, flops, lambda: x - am.grad(x), plain, {})
 
     return build
 
 
-def _update(name: str, b: int, m: int, d: int, beta: float):
+def _update(b: int, m: int, d: int, beta: float):
     def build(dev: torch.device, quick: bool, seed: int) -> Workload:
         x, memories, am, shape = _lse_problem(dev, quick, seed, b, m, d, beta)
         bias = -0.5 * am.memory_sq_norms()
@@ -260,7 +259,6 @@ def _update(name: str, b: int, m: int, d: int, beta: float):
             return torch.softmax(beta * scores, dim=1) @ memories.double()
 
         return Workload(
-            name,
             shape,
             4.0 * x.shape[0] * memories.shape[0] * d,
             lambda: am.update(x),
@@ -296,7 +294,6 @@ def _lsr_index(dev: torch.device, quick: bool, seed: int) -> Workload:
 
     counts = index.support_stats(x, memories, beta, mem_sq=mem_sq)[1]
     return Workload(
-        "lsr_index",
         {"B": b, "M": memories.shape[0], "D": d, "beta": beta, "dtype": "float32"},
         4.0 * b * memories.shape[0] * d,  # the dense pass's flops: an effective rate
         run,
@@ -320,7 +317,6 @@ def _drdam(dev: torch.device, quick: bool, seed: int) -> Workload:
     rf = RandomFeatureAM.from_dense(dense, num_features=y).to(dev)
     dense.memory_sq_norms()
     return Workload(
-        "drdam",
         {"B": b, "Y": y, "D": d, "M": m, "kernel": rf.kernel, "dtype": "float32"},
         4.0 * b * y * d,  # x S^T and its transpose product, per feature
         lambda: rf.grad(x),
@@ -348,7 +344,6 @@ def _energy_transformer(dev: torch.device, quick: bool, seed: int) -> Workload:
     with FlopCounterMode(display=False) as counter:
         model(x)
     return Workload(
-        "energy_transformer",
         {"B": b, "N": n, "D": d, "heads": h, "head_dim": y, "K": k, "steps": 12},
         float(counter.get_total_flops()),
         lambda: model(x),
@@ -358,10 +353,10 @@ def _energy_transformer(dev: torch.device, quick: bool, seed: int) -> Workload:
 
 
 _BUILDERS = {
-    "lse_784": _lse("lse_784", 256, 60_000, 784, 0.05),
-    "lse_64": _lse("lse_64", 1024, 600_000, 64, 0.1),
-    "update_784": _update("update_784", 256, 60_000, 784, 0.05),
-    "update_64": _update("update_64", 1024, 600_000, 64, 0.1),
+    "lse_784": _lse(256, 60_000, 784, 0.05),
+    "lse_64": _lse(1024, 600_000, 64, 0.1),
+    "update_784": _update(256, 60_000, 784, 0.05),
+    "update_64": _update(1024, 600_000, 64, 0.1),
     "lsr_index": _lsr_index,
     "drdam": _drdam,
     "energy_transformer": _energy_transformer,
