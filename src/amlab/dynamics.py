@@ -186,11 +186,7 @@ def descend(
         final, names = _evaluate_energy(oracle, energy, x, steps, names)
         # a query that stopped after s steps has its final energy from row s on
         after = torch.arange(n + 1, device=x.device)[:, None] >= n_steps[None, :]
-        columns = [
-            torch.where(after, value, torch.stack([*column, value]))
-            for value, *column in zip(final, *rows[:n], strict=True)
-        ]
-        energies, parts = columns[0], dict(zip(names, columns[1:], strict=True)) or None
+        energies, parts = _columns([*rows[:n], final], names, after)
         last = final[0]
     converged &= torch.isfinite(last)
     return Trajectory(
@@ -420,11 +416,15 @@ def _parts(
 
 
 def _columns(
-    rows: list[list[torch.Tensor]], names: tuple[str, ...]
+    rows: list[list[torch.Tensor]], names: tuple[str, ...], after: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     """The recorded rows [energy, *parts] of each step as energies (n + 1, B) and the parts
-    by name, each (n + 1, B) (None when there are none)."""
-    energies, *parts = (torch.stack(column) for column in zip(*rows, strict=True))
+    by name, each (n + 1, B) (None when there are none). Where ``after`` (n + 1, B) is True
+    an entry is the last row's instead."""
+    columns = [torch.stack(column) for column in zip(*rows, strict=True)]
+    if after is not None:
+        columns = [torch.where(after, column[-1], column) for column in columns]
+    energies, *parts = columns
     return energies, dict(zip(names, parts, strict=True)) or None
 
 
