@@ -285,7 +285,8 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
         return None
     check_regular_file(pointer, "delete it to start afresh")
     try:
-        name = pointer.read_bytes()[:256].decode().strip()
+        with open(pointer, "rb") as f:
+            name = f.read(256).decode().strip()  # a name is short: read no more
     except (OSError, UnicodeDecodeError):
         name = "(unreadable)"
     if not name.startswith("checkpoint-") or "/" in name or not (Path(out) / name).is_dir():
