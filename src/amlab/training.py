@@ -48,7 +48,6 @@ from amlab.io import (
     check_regular_file,
     jsonable,
     layout_mismatch,
-    layout_of,
     read_json,
     read_tensors,
 )
@@ -313,7 +312,7 @@ def load_checkpoint(
         raise AmlabError(f"{state_file} is missing; {path} is not a checkpoint.")
     state = _checked_state(read_json(state_file, _RESTART), state_file)
     tensors = _read_safetensors(path / MODEL_FILE)
-    mismatch = layout_mismatch(model.state_dict(), layout_of(tensors), "this model")
+    mismatch = layout_mismatch(model.state_dict(), tensors, "this model")
     if mismatch is not None:
         raise AmlabError(
             f"{path / MODEL_FILE} does not fit this model ({mismatch}); resume with the same "
