@@ -254,7 +254,7 @@ MEMORY_PROBE = textwrap.dedent(
 def test_a_tampered_config_allocates_nothing_while_it_is_checked(tmp_path):
     """In a fresh process (the peak resident memory of this one is already high), a config
     that asks for ~400 MB of weights is refused and the peak grows by under 64 MB (measured:
-    0-2 MB). Before the header check the model was built first: its weights were drawn, and
+    0-2 MB). Without the build budget the model was built in full: its weights were drawn, and
     the peak grew by ~580 MB."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     result = subprocess.run(

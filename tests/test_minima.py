@@ -24,11 +24,12 @@ def supports(minima):
     return {tuple(row) for row in minima.supports.int().tolist()}
 
 
-def beta_grid(mem, n=12):
-    """The paper's range: from 2/d (r = sqrt(d)) to 2/R^2 (R half the smallest distance)."""
+def beta_grid(mem, n=12, dtype=None):
+    """The paper's range: from 2/d (r = sqrt(d)) to 2/R^2 (R half the smallest distance),
+    n betas spaced in ``dtype`` (torch's default when None)."""
     d = mem.shape[1]
     r_min = 0.5 * torch.pdist(mem).min().item()
-    return torch.linspace(2.0 / d, 2.0 / r_min**2, n).tolist()
+    return torch.linspace(2.0 / d, 2.0 / r_min**2, n, dtype=dtype).tolist()
 
 
 @pytest.mark.parametrize(
@@ -58,8 +59,7 @@ def paper_case(m, d, seed, n_betas=50):
     """Memories and betas as ``amlab repro lsr`` draws them (papers.md section 1)."""
     g = torch.Generator().manual_seed(seed)
     mem = torch.rand(m, d, generator=g, dtype=torch.float64)
-    r_min = 0.5 * torch.pdist(mem).min().item()
-    return mem, torch.linspace(2.0 / d, 2.0 / r_min**2, n_betas, dtype=torch.float64).tolist()
+    return mem, beta_grid(mem, n_betas, dtype=torch.float64)
 
 
 def assert_counts_are_brute_force(mem, betas):

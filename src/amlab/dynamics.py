@@ -186,11 +186,7 @@ def descend(
         final, names = _evaluate_energy(oracle, energy, x, steps, names)
         # a query that stopped after s steps has its final energy from row s on
         after = torch.arange(n + 1, device=x.device)[:, None] >= n_steps[None, :]
-        columns = [
-            torch.where(after, value, torch.stack([*column, value]))
-            for value, *column in zip(final, *rows[:n], strict=True)
-        ]
-        energies, parts = columns[0], dict(zip(names, columns[1:], strict=True)) or None
+        energies, parts = _columns([*rows[:n], final], names, after)
         last = final[0]
     converged &= torch.isfinite(last)
     return Trajectory(
@@ -276,12 +272,13 @@ class _Mover:
 
 class _Batch:
     """The queries still in the batch: rows ``ids`` (None: all) of the full batch, with
-    their states, step counts, converged flags, whether each still moves, and the first
-    step (on the device) at which a state left the dtype's range (``steps``: none did)."""
+    their states, step counts, whether each still moves, and the first step (on the device)
+    at which a state left the dtype's range (``steps``: none did). A query stops moving only
+    by converging, so the converged flags are ``~running``."""
 
-    def __init__(self, x, ids, free, n_steps, converged, running, diverged_at) -> None:
+    def __init__(self, x, ids, free, n_steps, running, diverged_at) -> None:
         self.x, self.ids, self.free = x, ids, free
-        self.n_steps, self.converged, self.running = n_steps, converged, running
+        self.n_steps, self.running = n_steps, running
         self.diverged_at = diverged_at
 
     @classmethod
@@ -292,7 +289,6 @@ class _Batch:
             None,
             free,
             torch.zeros(batch, dtype=torch.long, device=device),
-            torch.zeros(batch, dtype=torch.bool, device=device),
             torch.ones(batch, dtype=torch.bool, device=device),
             torch.full((), steps, dtype=torch.long, device=device),
         )
@@ -301,15 +297,17 @@ class _Batch:
     def size(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def converged(self) -> torch.Tensor:
+        return ~self.running
+
     def step(self, move: _Mover, out: torch.Tensor, t: int) -> None:
         """One step of the queries that still move; the others keep their states."""
         new, moved = move(self.x, out, t, self.free)
         new = torch.where(self.running[:, None], new, self.x)
         self.diverged_at = _first_divergence(self.diverged_at, self.running & ~_finite_rows(new), t)
         self.n_steps = self.n_steps + self.running
-        done = self.running & (moved <= move.tol)
-        self.converged = self.converged | done
-        self.running = self.running & ~done
+        self.running = self.running & ~(moved <= move.tol)  # NaN: not converged
         self.x = new
 
     def scatter(self, value: torch.Tensor, into: torch.Tensor) -> torch.Tensor:
@@ -333,7 +331,6 @@ class _Batch:
             rows if self.ids is None else self.ids[rows],
             None if self.free is None else self.free[rows],
             self.n_steps[rows],
-            self.converged[rows],
             self.running[rows],
             self.diverged_at,
         )
@@ -419,11 +416,15 @@ def _parts(
 
 
 def _columns(
-    rows: list[list[torch.Tensor]], names: tuple[str, ...]
+    rows: list[list[torch.Tensor]], names: tuple[str, ...], after: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
     """The recorded rows [energy, *parts] of each step as energies (n + 1, B) and the parts
-    by name, each (n + 1, B) (None when there are none)."""
-    energies, *parts = (torch.stack(column) for column in zip(*rows, strict=True))
+    by name, each (n + 1, B) (None when there are none). Where ``after`` (n + 1, B) is True
+    an entry is the last row's instead."""
+    columns = [torch.stack(column) for column in zip(*rows, strict=True)]
+    if after is not None:
+        columns = [torch.where(after, column[-1], column) for column in columns]
+    energies, *parts = columns
     return energies, dict(zip(names, parts, strict=True)) or None
 
 

@@ -85,7 +85,7 @@ def load_model(
     tensors = read_tensors(tensors_file, remedy)  # as many numbers as the file holds
     with _BuildBudget(tensors):
         model = _build(cls, config, tensors, config_file, tensors_file)
-    _check_layout(model.state_dict(), layout_of(tensors), config_file, tensors_file, kind)
+    _check_layout(model.state_dict(), tensors, config_file, tensors_file, kind)
     check_finite(tensors, tensors_file, remedy)
     model.load_state_dict(tensors)
     model.eval()
@@ -110,21 +110,15 @@ def _build(
         ) from None
 
 
-#: shape and dtype of each tensor of a safetensors file, by name
-Layout = dict[str, tuple[tuple[int, ...], torch.dtype]]
-
-
-def layout_of(tensors: dict[str, torch.Tensor]) -> Layout:
-    """The :data:`Layout` of tensors in memory."""
-    return {name: (tuple(t.shape), t.dtype) for name, t in tensors.items()}
-
-
-def layout_mismatch(own: dict[str, torch.Tensor], saved: Layout, what: str) -> str | None:
-    """How the saved tensors differ from a model's own ``own`` (its ``state_dict()``) in
+def layout_mismatch(
+    own: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], what: str
+) -> str | None:
+    """How the ``saved`` tensors differ from a model's own ``own`` (its ``state_dict()``) in
     names, shapes or dtypes, or None when they are the same; ``what`` names the model."""
     if set(own) != set(saved):
         return f"the file holds the tensors {sorted(saved)} but {what} has {sorted(own)}"
-    for name, (shape, dtype) in saved.items():
+    for name, t in saved.items():
+        shape, dtype = tuple(t.shape), t.dtype
         if shape != tuple(own[name].shape) or dtype != own[name].dtype:
             return (
                 f"tensor {name} is {shape} {dtype} but {what} makes it "
@@ -141,7 +135,11 @@ def check_finite(tensors: dict[str, torch.Tensor], file: Path, remedy: str) -> N
 
 
 def _check_layout(
-    own: dict[str, torch.Tensor], saved: Layout, config_file: Path, tensors_file: Path, kind: str
+    own: dict[str, torch.Tensor],
+    saved: dict[str, torch.Tensor],
+    config_file: Path,
+    tensors_file: Path,
+    kind: str,
 ) -> None:
     """The model built from a config holds exactly the saved tensors."""
     mismatch = layout_mismatch(own, saved, "the config")

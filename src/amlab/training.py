@@ -48,7 +48,6 @@ from amlab.io import (
     check_regular_file,
     jsonable,
     layout_mismatch,
-    layout_of,
     read_json,
     read_tensors,
 )
@@ -285,7 +284,8 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
         return None
     check_regular_file(pointer, "delete it to start afresh")
     try:
-        name = pointer.read_bytes()[:256].decode().strip()
+        with open(pointer, "rb") as f:
+            name = f.read(256).decode().strip()  # a name is short: read no more
     except (OSError, UnicodeDecodeError):
         name = "(unreadable)"
     if not name.startswith("checkpoint-") or "/" in name or not (Path(out) / name).is_dir():
@@ -312,7 +312,7 @@ def load_checkpoint(
         raise AmlabError(f"{state_file} is missing; {path} is not a checkpoint.")
     state = _checked_state(read_json(state_file, _RESTART), state_file)
     tensors = _read_safetensors(path / MODEL_FILE)
-    mismatch = layout_mismatch(model.state_dict(), layout_of(tensors), "this model")
+    mismatch = layout_mismatch(model.state_dict(), tensors, "this model")
     if mismatch is not None:
         raise AmlabError(
             f"{path / MODEL_FILE} does not fit this model ({mismatch}); resume with the same "

@@ -415,10 +415,8 @@ def lsr_neighbour_minima(
         in_ball[:, : near.shape[0]] = member
         in_ball, centroid, q, p = _spread(mem[ball], in_ball, r2)
         keep = p >= r2
-        full = torch.zeros(int(keep.sum()), m, dtype=torch.bool)
-        full[:, ball] = in_ball[keep]
         points.append(centroid[keep])
-        supports.append(full)
+        supports.append(_in_memory_order(in_ball[keep], ball, m))
     return _lsr_result(mem, beta, points, supports)
 
 

@@ -125,7 +125,8 @@ def lsr_grad_from_stats(x: torch.Tensor, stats: SupportStats, eps: float) -> tor
     """grad E = (count x - active sum) / (eps + Z) (B, D); zero outside every support."""
     z, count, active_sum = stats
     denom = (eps + z).clamp_min(torch.finfo(x.dtype).tiny)
-    return _zero_outside(count, (count[:, None] * x - active_sum) / denom[:, None])
+    grad = (count[:, None] * x - active_sum) / denom[:, None]
+    return torch.where((count > 0)[:, None], grad, torch.zeros_like(grad))
 
 
 def lsr_centroid(x: torch.Tensor, stats: SupportStats) -> torch.Tensor:
@@ -148,11 +149,6 @@ def lsr_centroid(x: torch.Tensor, stats: SupportStats) -> torch.Tensor:
 #: how many units in the last place a recomputed centroid may differ from its state and
 #: still be the same fixed point (:func:`lsr_centroid`)
 ROUNDING_ULPS = 8
-
-
-def _zero_outside(count: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """rows (B, D), zeroed where no memory is active (count 0)."""
-    return torch.where((count > 0)[:, None], rows, torch.zeros_like(rows))
 
 
 def lsr_energy_grad(
