@@ -278,13 +278,15 @@ def run_torchrun_script(tmp_path: Path, mode: str, torchrun: bool = True) -> str
     launch = [sys.executable]
     if torchrun:
         launch += ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    subprocess.run(
+    done = subprocess.run(
         [*launch, str(script), prefix, "2", mode],
-        check=True,
         env=env,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    # the launcher's and the ranks' own output, so that a failure says why
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return prefix
 
 
