@@ -347,6 +347,23 @@ def read_json(file: Path, remedy: str) -> Any:
         raise AmlabError(f"{file} is not valid JSON ({exc}); {remedy}.") from None
 
 
+def read_text(file: Path, remedy: str) -> str:
+    """The UTF-8 text of ``file``. A missing or special file, unreadable bytes or bytes that
+    are not UTF-8 raise AmlabError naming the file (and the first bad byte) and ending with
+    ``remedy``."""
+    check_regular_file(file, remedy)
+    try:
+        data = Path(file).read_bytes()
+    except OSError as exc:
+        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AmlabError(
+            f"{file} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); {remedy}."
+        ) from None
+
+
 def check_regular_file(file: Path, remedy: str) -> int:
     """The size of ``file``, a regular file we may read; a missing or special one (directory,
     FIFO, device: opening a FIFO to read would wait for a writer) raises AmlabError."""

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from amlab.errors import AmlabError, check_positive_int
+from amlab.io import read_text
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _read_matrix(path, what: str, allow_empty: bool = False) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise AmlabError(f"the {what} file {path} does not exist.")
-    text = path.read_text().replace(",", " ")
+    text = read_text(path, f"pass the {what} as a text file of numbers").replace(",", " ")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # numpy's "empty input" warning
         try:

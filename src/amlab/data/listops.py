@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text
+from amlab.io import atomic_write_text, read_text
 
 #: operation name -> its token in the files
 OP_TOKENS = {"max": "[MAX", "min": "[MIN", "med": "[MED", "sum": "[SM", "prod": "[PM"}
@@ -312,7 +312,7 @@ def read_tsv(path: str | os.PathLike, modulus: int = 10) -> tuple[list[str], lis
     path = Path(path)
     if not path.is_file():
         raise AmlabError(f"{path} does not exist; pass a ListOps .tsv file.")
-    lines = path.read_text().splitlines()
+    lines = read_text(path, "pass a ListOps .tsv file").splitlines()
     lra = bool(lines) and lines[0].strip() == LRA_HEADER
     expressions, values = [], []
     for number, line in enumerate(lines[1:] if lra else lines, start=2 if lra else 1):

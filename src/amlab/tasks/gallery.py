@@ -48,7 +48,7 @@ from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import request, tokenize
 from amlab.diffusion import SAMPLERS
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
-from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json
+from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json, read_text
 from amlab.tasks.prompts import TextModel, adherence, judge, load_text_model
 
 #: DiffusionDB's metadata table, column by column (its README's "Metadata Schema")
@@ -172,10 +172,7 @@ def read_prompts(path: str | Path) -> tuple[str, ...]:
         raise AmlabError(
             f"the prompts file {path} does not exist; pass a text file, one prompt a line."
         )
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise AmlabError(f"{path} is not a text file; pass one prompt a line.") from None
+    lines = read_text(path, "pass a text file, one prompt a line").splitlines()
     prompts = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
     if not prompts:
         raise AmlabError(f"{path} holds no prompt; write one prompt a line.")
