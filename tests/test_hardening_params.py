@@ -135,3 +135,22 @@ def test_with_beta_and_an_eps_of_zero_follow_the_same_rule():
     f64 = DenseAM(rand(5, 3, dtype=torch.float64), beta=1e39)  # fine in float64
     assert f64.beta == 1e39
     assert check_scale(3, "beta", torch.float32) == 3.0
+
+
+@pytest.mark.parametrize("name,parameter,build,run", CASES, ids=IDS)
+def test_a_conversion_to_a_dtype_whose_range_excludes_a_parameter_is_refused(
+    name, parameter, build, run
+):
+    """Built in float64 with a parameter only float64 allows, the model refuses .float() and
+    .to(torch.float32) and stays as it was (float64, still finite); .double() of a float32
+    model and a float32 conversion of an in-range model go through."""
+    model = build(torch.float64, 1e30)
+    for convert in (lambda m: m.float(), lambda m: m.to(torch.float32)):
+        with pytest.raises(AmlabError, match=rf"{parameter} = 1e\+30 is outside .*float32"):
+            convert(model)
+        assert model.dtype == torch.float64
+        assert all(t.dtype != torch.float32 for t in model.state_dict().values())
+        assert all(torch.isfinite(t).all() for t in run(model))
+    assert build(torch.float32, 1e18).double().dtype == torch.float64
+    small = build(torch.float64, 0.5).float()
+    assert small.dtype == torch.float32 and all(torch.isfinite(t).all() for t in run(small))

@@ -115,6 +115,7 @@ class DenseAM(AssociativeMemory):
     """
 
     Config = DenseAMConfig
+    scales = {"beta": False, "eps": True}
     METHODS = {"gd": (0.1, 1e-6), "attention": (1.0, 1e-6), "fixed_point": (1.0, 0.0)}
     #: the fewest memories this model may hold (a shard of a sharded memory may hold none)
     _MIN_MEMORIES = 1

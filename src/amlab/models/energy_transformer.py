@@ -86,6 +86,7 @@ class EnergyTransformer(Model):
     """
 
     Config = EnergyTransformerConfig
+    scales = {"beta": False, "hopfield_beta": False}
 
     def __init__(
         self,

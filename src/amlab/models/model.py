@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from amlab.errors import AmlabError, as_float_tensor, dtype_name
+from amlab.errors import AmlabError, as_float_tensor, check_scale, dtype_name
 from amlab.io import load_model, save_model
 
 
@@ -26,6 +26,11 @@ class Model(nn.Module):
     Config: ClassVar[type]
     #: the constructor takes the ``Config`` itself (``cls(config)``), not its fields
     takes_config: ClassVar[bool] = False
+
+    #: float attributes that must lie within the range the model's dtype allows
+    #: (:func:`amlab.errors.check_scale`), each with whether it may be 0; checked when built
+    #: and again before the tensors change dtype
+    scales: ClassVar[dict[str, bool]] = {}
 
     @property
     def config(self) -> Any:
@@ -46,6 +51,18 @@ class Model(nn.Module):
     def device(self) -> torch.device:
         """The device the model's tensors are on."""
         return self._reference().device
+
+    def _apply(self, fn, recurse: bool = True):
+        """Before ``.float()``, ``.double()`` or ``.to(dtype)`` converts the tensors, check that
+        every scale lies within the new dtype's range: a conversion that would overflow (beta =
+        1e60 into float32) is refused, and the model is left as it was."""
+        if self.scales:
+            ref = self._reference()
+            dtype = fn(torch.empty(0, dtype=ref.dtype, device=ref.device)).dtype
+            if dtype != ref.dtype:
+                for name, allow_zero in self.scales.items():
+                    check_scale(getattr(self, name), name, dtype, allow_zero=allow_zero)
+        return super()._apply(fn, recurse)
 
     def _reference(self) -> torch.Tensor:
         """The model's first floating parameter or buffer (all of them share dtype and device)."""

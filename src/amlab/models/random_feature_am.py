@@ -77,6 +77,7 @@ class RandomFeatureAM(AssociativeMemory):
     """
 
     Config = RandomFeatureAMConfig
+    scales = {"beta": False, "eps": True}
     METHODS = {"gd": (0.1, 1e-6)}
 
     def __init__(
