@@ -63,7 +63,10 @@ def test_the_shipped_models_show_the_planted_bias_and_its_mitigation():
         scores = score_texts(model, texts)
         gap[name] = scores[0] - scores[1]
     assert gap["bow"] > 0.05 and gap["transformer"] > 0.05, gap
-    assert abs(gap["bow+cda"]) < gap["bow"] / 5 and abs(gap["transformer+clp"]) < gap["transformer"] / 5
+    assert (
+        abs(gap["bow+cda"]) < gap["bow"] / 5
+        and abs(gap["transformer+clp"]) < gap["transformer"] / 5
+    )
 
 
 def test_the_export_round_trips(tmp_path):
