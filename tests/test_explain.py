@@ -32,6 +32,8 @@ from amlab.explain.diffusion_onnx import (
 )
 from amlab.explain.et_onnx import OUTPUTS, SHIPPED_ET, et_onnx_bytes, export_et_onnx
 from amlab.explain.export import MAX_FEATURES, PROJECTION_SEED, principal_axes
+from amlab.explain.fairness import SHIPPED_FAIRNESS
+from amlab.explain.fairness import file_name as fairness_file
 from amlab.models.masked_image_et import MaskedImageET
 
 # tracing to ONNX writes through the onnx package (the onnx extra, which make setup installs)
@@ -70,7 +72,8 @@ def test_shipped_data_matches_an_export(tmp_path):
     export_app_data(tmp_path)
     shipped = ("digits.json", "manifest.json", "projections.bin")
     listops = tuple(f"listops-{name}.bin" for name in ("joint", "sum", "causal"))
-    for name in shipped + listops:
+    fairness = ("fairness-data.json", *(fairness_file(name) for name in SHIPPED_FAIRNESS))
+    for name in shipped + listops + fairness:
         assert (STATIC_DIR / "data" / name).read_bytes() == (tmp_path / name).read_bytes(), name
     assert json.loads((tmp_path / "manifest.json").read_text())["projections"]["rows"] == (
         MAX_FEATURES

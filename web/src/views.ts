@@ -59,4 +59,12 @@ export const VIEWS: ViewEntry[] = [
       "intermediate live, all heads' attention, ablation, the logit lens, one head as a memory.",
     load: () => import("./views/transformer/Transformer.svelte"),
   },
+  {
+    id: "fairness",
+    title: "Fairness, two ways",
+    summary:
+      "Type a sentence and see four toxicity classifiers score it; swap an identity term, build " +
+      "your own group, move the threshold: group and individual fairness metrics side by side.",
+    load: () => import("./views/fairness/Fairness.svelte"),
+  },
 ];

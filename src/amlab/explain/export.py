@@ -24,6 +24,7 @@ from amlab.energy.random_features import draw_projections, features
 from amlab.errors import check_positive_int
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
+from amlab.explain.fairness import export_fairness, fairness_vectors
 from amlab.explain.listops import (
     digit_embeddings,
     export_listops,
@@ -54,7 +55,8 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     and the digits' two principal axes (the diffusion view's 2-D projection); and
     ``listops-joint.bin``/``listops-sum.bin``/``listops-causal.bin``: the shipped ListOps
     transformers (:mod:`amlab.explain.listops`), each with the principal axes of its digit
-    embeddings.
+    embeddings; and ``fairness-data.json`` with ``fairness-<model>.bin``: the fairness view's
+    token groups, balanced test set and shipped text classifiers (:mod:`amlab.explain.fairness`).
     digits.json: the 1797 embedded 8x8 digits as pixel counts 0..16 (the app divides by 16,
     as :func:`amlab.data.digits` does). projections.bin: S ~ N(0, I) (max_features, 64) of
     :func:`amlab.energy.random_features.draw_projections` with seed 0, float32 little-endian.
@@ -100,6 +102,7 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     for name, info in listops["models"].items():
         info["digit_pca"] = principal_axes(digit_embeddings(load_shipped(name)[0]))
     manifest["listops"] = listops
+    manifest["fairness"] = export_fairness(out)
     _write_json(out / "manifest.json", manifest)
     names = (
         "digits.json",
@@ -107,6 +110,8 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
         "et-digits.onnx",
         "diffusion-digits.onnx",
         *(info["file"] for info in listops["models"].values()),
+        manifest["fairness"]["data"],
+        *(info["file"] for info in manifest["fairness"]["models"].values()),
         "manifest.json",
     )
     return [out / name for name in names]
@@ -239,6 +244,7 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
             "listops": listops_vectors(),
             "sampling": sampling_vectors(seed),
             "erf": _erf_case(),
+            "fairness": fairness_vectors(),
         },
     )
     return path

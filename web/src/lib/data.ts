@@ -1,5 +1,6 @@
 /** The data `amlab export` writes into public/data/, loaded once per page. */
 import type { Axes, Projections, ScheduleConfig } from "./math";
+import { type Classifier, classifierFrom, type FairnessModelInfo, type TokenGroups } from "./math/fairness";
 import { type TransformerConfig, type TransformerWeights, unpackTensors } from "./math/transformer";
 
 export interface Digits {
@@ -147,4 +148,33 @@ export function loadListOps(): Promise<Record<string, ListOpsModel>> {
     return models;
   });
   return listops;
+}
+
+/** The fairness view's data (amlab.explain.fairness): token groups and the balanced test set. */
+export interface FairnessData {
+  groups: TokenGroups;
+  test: { texts: string[]; labels: number[]; group: string[]; sha256: string };
+}
+
+export interface Fairness {
+  data: FairnessData;
+  /** the shipped classifiers by name, in the manifest's order */
+  models: { info: FairnessModelInfo; classifier: Classifier }[];
+}
+
+let fairness: Promise<Fairness> | null = null;
+
+/** The shipped text classifiers (manifest entries and float32 weights) and the test set. */
+export function loadFairness(): Promise<Fairness> {
+  fairness ??= getManifest().then(async (m) => {
+    const entry = m.fairness as unknown as { data: string; models: Record<string, FairnessModelInfo> };
+    const data = (await (await fetchOk(entry.data)).json()) as FairnessData;
+    const models = [];
+    for (const [name, info] of Object.entries(entry.models)) {
+      const buffer = await (await fetchOk(info.file)).arrayBuffer();
+      models.push({ info, classifier: classifierFrom(name, info, buffer) });
+    }
+    return { data, models };
+  });
+  return fairness;
 }
