@@ -119,7 +119,6 @@ def test_a_group_built_by_drag_and_keyboard_gives_pythons_metrics(
     subgroups = subgroups_of(test, mine)
     swaps = counterfactuals(test.texts, mine)
     index = {t: i for i, t in enumerate(test.texts)}
-    source = np.array([s.source for s in swaps])
     gaps = []
     for k, name in enumerate(MODELS):
         point = Bootstrap(len(test), 1)
@@ -128,14 +127,7 @@ def test_a_group_built_by_drag_and_keyboard_gives_pythons_metrics(
         assert terms == ["gay", "straight", "queer"]
         np.testing.assert_allclose(fpr, [want["subgroups"][t]["fpr"]["value"] for t in terms])
         np.testing.assert_allclose(fnr, [want["subgroups"][t]["fnr"]["value"] for t in terms])
-        pairs = Pairs(
-            source=source,
-            group=[s.group for s in swaps],
-            token=[s.token for s in swaps],
-            other=[s.other for s in swaps],
-            score=scores[name][source],
-            swapped_score=scores[name][[index[s.text] for s in swaps]],
-        )
+        pairs = Pairs.from_swaps(swaps, scores[name], scores[name][[index[s.text] for s in swaps]])
         individual = counterfactual_metrics(pairs, point, 0.45)["all"]
         row = page.locator("[data-testid=individual-table] tbody tr").nth(k)
         cells = row.locator("td").all_inner_texts()

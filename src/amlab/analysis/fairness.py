@@ -234,6 +234,21 @@ class Pairs:
     score: np.ndarray
     swapped_score: np.ndarray
 
+    @classmethod
+    def from_swaps(cls, swaps, score: np.ndarray, swapped_score: np.ndarray) -> Pairs:
+        """The pairs of ``swaps`` (:class:`amlab.data.fairness.Swap`, each with ``source``,
+        ``group``, ``token`` and ``other``), given the scores of all source texts and those of
+        the swapped texts in the swaps' order."""
+        source = np.array([s.source for s in swaps], dtype=np.int64)
+        return cls(
+            source=source,
+            group=[s.group for s in swaps],
+            token=[s.token for s in swaps],
+            other=[s.other for s in swaps],
+            score=np.asarray(score)[source],
+            swapped_score=np.asarray(swapped_score),
+        )
+
 
 def counterfactual_metrics(pairs: Pairs, bootstrap: Bootstrap, threshold: float = 0.5) -> dict:
     """The counterfactual token fairness gap and flip rate over all pairs, per group and per

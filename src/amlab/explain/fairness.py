@@ -176,7 +176,6 @@ def fairness_vectors() -> dict:
     test = balanced_test_set(groups)
     subgroups = view_subgroups(test.texts, groups)
     swaps = counterfactuals(test.texts, groups)
-    source = np.array([s.source for s in swaps], dtype=np.int64)
     index = {text: i for i, text in enumerate(test.texts)}
     if any(s.text not in index for s in swaps):
         raise AmlabError("a swap of the balanced test set is not a text of it.")
@@ -192,14 +191,7 @@ def fairness_vectors() -> dict:
         metrics = []
         for threshold in VECTOR_THRESHOLDS:
             group = group_metrics(test.labels, scores, subgroups, point, threshold, min_count=0)
-            pairs = Pairs(
-                source=source,
-                group=[s.group for s in swaps],
-                token=[s.token for s in swaps],
-                other=[s.other for s in swaps],
-                score=scores[source],
-                swapped_score=scores[swapped],
-            )
+            pairs = Pairs.from_swaps(swaps, scores, scores[swapped])
             individual = counterfactual_metrics(pairs, point, threshold)
             metrics.append(
                 {

@@ -355,15 +355,7 @@ def audit(
     group = group_metrics(
         data.labels, score, subgroups_of(data, groups), bootstrap, t, settings.min_count
     )
-    source = np.array([s.source for s in swaps], dtype=np.int64)
-    pairs = Pairs(
-        source=source,
-        group=[s.group for s in swaps],
-        token=[s.token for s in swaps],
-        other=[s.other for s in swaps],
-        score=score[source],
-        swapped_score=swapped_score,
-    )
+    pairs = Pairs.from_swaps(swaps, score, swapped_score)
     individual = counterfactual_metrics(pairs, bootstrap, t)
     warnings = list(group["warnings"])
     if model is not None and len(data) > settings.neighbours:
