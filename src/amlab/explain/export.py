@@ -24,6 +24,7 @@ from amlab.energy.random_features import draw_projections, features
 from amlab.errors import check_positive_int
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
+from amlab.explain.gallery import copy_shipped_gallery, gallery_vectors
 from amlab.explain.listops import (
     digit_embeddings,
     export_listops,
@@ -32,6 +33,7 @@ from amlab.explain.listops import (
     sampling_vectors,
 )
 from amlab.explain.onnx_graph import require_onnx
+from amlab.explain.pca import principal_axes
 from amlab.io import atomic_write_bytes, atomic_write_text
 from amlab.models import DenseAM, RandomFeatureAM
 
@@ -100,6 +102,7 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     for name, info in listops["models"].items():
         info["digit_pca"] = principal_axes(digit_embeddings(load_shipped(name)[0]))
     manifest["listops"] = listops
+    copy_shipped_gallery(out / "gallery")
     _write_json(out / "manifest.json", manifest)
     names = (
         "digits.json",
@@ -107,26 +110,10 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
         "et-digits.onnx",
         "diffusion-digits.onnx",
         *(info["file"] for info in listops["models"].values()),
+        "gallery",
         "manifest.json",
     )
     return [out / name for name in names]
-
-
-def principal_axes(x: torch.Tensor, k: int = 2) -> dict:
-    """The mean (D,) and top-k principal axes (k, D) of the rows of x, rounded to float32 (so
-    the export is the same on every machine's LAPACK), each axis signed so that its largest
-    entry is positive; and the fraction of the variance each axis explains."""
-    centred = x.double() - x.double().mean(0)
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    axes = vh[:k]
-    peak = axes.abs().argmax(1)
-    axes = axes * axes[torch.arange(k), peak].sign()[:, None]
-    explained = (s[:k] ** 2 / (s**2).sum()).float()
-    return {
-        "mean": x.double().mean(0).float().double().tolist(),
-        "axes": axes.float().double().tolist(),
-        "explained": [round(v, 4) for v in explained.tolist()],
-    }
 
 
 def _finite_or_none(t: torch.Tensor) -> list:
@@ -239,6 +226,7 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
             "listops": listops_vectors(),
             "sampling": sampling_vectors(seed),
             "erf": _erf_case(),
+            "gallery": gallery_vectors(),
         },
     )
     return path
