@@ -59,4 +59,12 @@ export const VIEWS: ViewEntry[] = [
       "intermediate live, all heads' attention, ablation, the logit lens, one head as a memory.",
     load: () => import("./views/transformer/Transformer.svelte"),
   },
+  {
+    id: "gallery",
+    title: "Gallery",
+    summary:
+      "A gallery of a text-prompted denoiser's images, read from its parquet: a map of the " +
+      "images beside the training digits, filters, each image's nearest training digit and audit.",
+    load: () => import("./views/gallery/Gallery.svelte"),
+  },
 ];
