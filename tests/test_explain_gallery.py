@@ -6,7 +6,9 @@ user's gallery without leaving it, and bad input is refused."""
 
 import http.client
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -222,12 +224,14 @@ def test_server_answers_data_gallery_from_the_users_gallery_only(tmp_path, view)
         serve(0, gallery=tmp_path)
 
 
-def test_cli_explain_serves_a_users_gallery(gallery):
+def test_cli_explain_serves_a_users_gallery(gallery, tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # where it writes the view's files
     proc = subprocess.Popen(
         [sys.executable, "-m", "amlab.cli", "explain", "--port", "0", "--no-browser"]
         + ["--gallery", str(gallery)],
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         lines = []
@@ -240,9 +244,14 @@ def test_cli_explain_serves_a_users_gallery(gallery):
         with urllib.request.urlopen(url.split("#")[0] + "data/gallery/metadata.parquet") as r:
             table = pq.read_table(pa.BufferReader(r.read()))
         assert table.num_rows == len(SPEC.rows()) and table.column_names[-2:] == list(MAP_COLUMNS)
+        assert [p.name[:14] for p in tmp_path.iterdir()] == ["amlab-gallery-"]
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: it stops and removes the view's files
+        assert proc.wait(timeout=10) == 0
+        assert list(tmp_path.iterdir()) == []
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def test_view_columns_are_a_gallerys():
