@@ -68,7 +68,8 @@ $(NPM_STAMP): web/package.json web/package-lock.json
 
 # the app's data (web/public/data) and the test vectors of its math, from the Python package
 # (the Energy Transformer and the denoiser go out as ONNX: the onnx extra, installed by setup)
-$(EXPORTED): $(STAMP) $(shell find src/amlab -name '*.py') $(wildcard src/amlab/explain/models/*/*)
+$(EXPORTED): $(STAMP) $(shell find src/amlab -name '*.py') $(wildcard src/amlab/explain/models/*/*) \
+		$(shell find src/amlab/explain/shipped-gallery -type f)
 	$(BIN)/amlab export --out web/public/data --vectors web/test-vectors/vectors.json
 	touch $@
 

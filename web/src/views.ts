@@ -67,4 +67,12 @@ export const VIEWS: ViewEntry[] = [
       "your own group, move the threshold: group and individual fairness metrics side by side.",
     load: () => import("./views/fairness/Fairness.svelte"),
   },
+  {
+    id: "gallery",
+    title: "Gallery",
+    summary:
+      "A gallery of a text-prompted denoiser's images, read from its parquet: a map of the " +
+      "images beside the training digits, filters, each image's nearest training digit and audit.",
+    load: () => import("./views/gallery/Gallery.svelte"),
+  },
 ];

@@ -25,24 +25,38 @@ def explain(
     no_browser: Annotated[
         bool, typer.Option("--no-browser", help="Only serve; do not open a browser.")
     ] = False,
+    gallery: Annotated[
+        Path | None,
+        typer.Option(
+            help="A gallery (the --out of amlab gallery generate) for the #/gallery view to "
+            "show instead of the shipped one."
+        ),
+    ] = None,
 ) -> None:
     """Serve the interactive explainer on 127.0.0.1 and open it in the browser."""
+    import tempfile
     import webbrowser
 
+    from amlab.cli.gallery import write_view
     from amlab.explain import serve
 
-    with errors():
-        server = serve(port)
-    url = f"http://127.0.0.1:{server.server_address[1]}/"
-    console.print(f"amlab explain: serving {url} (Ctrl-C stops)")
-    if not no_browser:
-        webbrowser.open(url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    with tempfile.TemporaryDirectory(prefix="amlab-gallery-") as view, errors():
+        if gallery is not None:
+            with busy("preparing the gallery"):
+                write_view(gallery, Path(view))
+        server = serve(port, gallery=None if gallery is None else view)
+        url = f"http://127.0.0.1:{server.server_address[1]}/"
+        if gallery is not None:
+            url += "#/gallery"
+        console.print(f"amlab explain: serving {url} (Ctrl-C stops)")
+        if not no_browser:
+            webbrowser.open(url)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
 
 def export(

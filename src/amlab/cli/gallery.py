@@ -271,4 +271,35 @@ def audit(
     show_result(result, as_json, table, wrote)
 
 
-__all__ = ["gallery_app"]
+def write_view(gallery: Path, out: Path, data_dir: Path | None = None) -> list[Path]:
+    """Write the explainer's gallery-view files of ``gallery`` into ``out``
+    (:func:`amlab.explain.gallery.write_gallery_view`), after checking its metadata."""
+    from amlab.explain.gallery import write_gallery_view
+    from amlab.tasks.gallery import gallery_pictures, load_gallery
+    from amlab.tasks.gallery_query import check_schema
+
+    table, model = load_gallery(gallery, path_str(data_dir))
+    check_schema(gallery / "metadata.parquet")
+    pictures = gallery_pictures(gallery, table)
+    train = model.train
+    return write_gallery_view(table, pictures, train.images, train.labels, gallery / "images", out)
+
+
+@gallery_app.command("explorer")
+def explorer(
+    gallery: Annotated[Path, typer.Option(help="The --out of amlab gallery generate.")] = Path(
+        "runs/gallery"
+    ),
+    out: Annotated[
+        Path, out_option("metadata.parquet with the map's columns, training.json and images/")
+    ] = Path("runs/gallery-view"),
+    data_dir: GalleryDataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write what the explainer's #/gallery view reads (amlab explain --gallery does it for you)."""
+    with errors():
+        wrote = write_view(gallery, out, data_dir)
+    show_result({"written": [str(path) for path in wrote]}, as_json, wrote=wrote)
+
+
+__all__ = ["gallery_app", "write_view"]

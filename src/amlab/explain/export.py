@@ -25,6 +25,7 @@ from amlab.errors import check_positive_int
 from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
 from amlab.explain.et_onnx import export_et_onnx
 from amlab.explain.fairness import export_fairness, fairness_vectors
+from amlab.explain.gallery import copy_shipped_gallery, gallery_vectors
 from amlab.explain.listops import (
     digit_embeddings,
     export_listops,
@@ -33,6 +34,7 @@ from amlab.explain.listops import (
     sampling_vectors,
 )
 from amlab.explain.onnx_graph import require_onnx
+from amlab.explain.pca import principal_axes
 from amlab.io import atomic_write_bytes, atomic_write_text
 from amlab.models import DenseAM, RandomFeatureAM
 
@@ -103,6 +105,7 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
         info["digit_pca"] = principal_axes(digit_embeddings(load_shipped(name)[0]))
     manifest["listops"] = listops
     manifest["fairness"] = export_fairness(out)
+    copy_shipped_gallery(out / "gallery")
     _write_json(out / "manifest.json", manifest)
     names = (
         "digits.json",
@@ -112,26 +115,10 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
         *(info["file"] for info in listops["models"].values()),
         manifest["fairness"]["data"],
         *(info["file"] for info in manifest["fairness"]["models"].values()),
+        "gallery",
         "manifest.json",
     )
     return [out / name for name in names]
-
-
-def principal_axes(x: torch.Tensor, k: int = 2) -> dict:
-    """The mean (D,) and top-k principal axes (k, D) of the rows of x, rounded to float32 (so
-    the export is the same on every machine's LAPACK), each axis signed so that its largest
-    entry is positive; and the fraction of the variance each axis explains."""
-    centred = x.double() - x.double().mean(0)
-    _, s, vh = torch.linalg.svd(centred, full_matrices=False)
-    axes = vh[:k]
-    peak = axes.abs().argmax(1)
-    axes = axes * axes[torch.arange(k), peak].sign()[:, None]
-    explained = (s[:k] ** 2 / (s**2).sum()).float()
-    return {
-        "mean": x.double().mean(0).float().double().tolist(),
-        "axes": axes.float().double().tolist(),
-        "explained": [round(v, 4) for v in explained.tolist()],
-    }
 
 
 def _finite_or_none(t: torch.Tensor) -> list:
@@ -245,6 +232,7 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
             "sampling": sampling_vectors(seed),
             "erf": _erf_case(),
             "fairness": fairness_vectors(),
+            "gallery": gallery_vectors(),
         },
     )
     return path

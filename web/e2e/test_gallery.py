@@ -1,0 +1,121 @@
+"""The gallery view in the browser: it reads the shipped gallery's metadata.parquet itself
+(hyparquet, network blocked), shows one point per row, filters as DuckDB does, shows a clicked
+row's prompt and settings and links it into the diffusion view; a malformed parquet, or one
+lacking a column, shows what is wrong."""
+
+from __future__ import annotations
+
+import io
+from urllib.parse import parse_qs, urlsplit
+
+import duckdb
+import pyarrow.parquet as pq
+from playwright.sync_api import expect
+
+from amlab.explain import STATIC_DIR
+
+SERVED = STATIC_DIR / "data" / "gallery" / "metadata.parquet"
+
+
+def open_gallery(page, base_url: str, query: str = "") -> None:
+    page.goto(f"{base_url}#/gallery{query}")
+    expect(page.locator("[data-testid=gallery][data-ready=true]")).to_be_visible(timeout=30_000)
+
+
+def shown_images(page) -> list[str]:
+    points = page.locator("[data-testid=point]")
+    return [points.nth(i).get_attribute("data-image") for i in range(points.count())]
+
+
+def test_gallery_map_filters_and_selection_are_the_parquets(offline, base_url):
+    page = offline.page
+    table = pq.read_table(SERVED)
+    open_gallery(page, base_url)
+    assert page.get_attribute("[data-testid=gallery]", "data-rows") == str(table.num_rows)
+    assert sorted(shown_images(page)) == sorted(table["image_name"].to_pylist())
+    expect(page.locator("[data-testid=count]")).to_have_text(str(table.num_rows))
+
+    # prompt text, guidance and steps: the rows DuckDB selects
+    page.fill("[data-testid=filter-prompt]", "THICK")
+    page.select_option("[data-testid=filter-cfg]", label="3")
+    page.select_option("[data-testid=filter-steps]", label="30")
+    want = duckdb.execute(
+        "SELECT image_name, prompt, seed, cfg, step FROM read_parquet(?) "
+        "WHERE prompt ILIKE '%thick%' AND cfg = 3 AND step = 30 ORDER BY image_name",
+        [str(SERVED)],
+    ).fetchall()
+    assert 0 < len(want) < table.num_rows
+    expect(page.locator("[data-testid=count]")).to_have_text(str(len(want)))
+    assert sorted(shown_images(page)) == [r[0] for r in want]
+    # and a seed
+    seed = want[0][2]
+    page.select_option("[data-testid=filter-seed]", label=str(seed))
+    expect(page.locator("[data-testid=count]")).to_have_text(
+        str(sum(1 for r in want if r[2] == seed))
+    )
+
+    # click a point: its row's prompt and settings, its nearest training digit, the link
+    name = want[0][0]
+    page.click(f"[data-testid=point][data-image='{name}']")
+    row = next(r for r in table.to_pylist() if r["image_name"] == name)
+    expect(page.locator("[data-testid=selected]")).to_have_attribute("data-image", name)
+    expect(page.locator("[data-testid=sel-prompt]")).to_have_text(row["prompt"])
+    expect(page.locator("[data-testid=sel-seed]")).to_have_text(str(row["seed"]))
+    expect(page.locator("[data-testid=sel-steps]")).to_have_text(str(row["step"]))
+    expect(page.locator("[data-testid=sel-audit]")).to_have_text(row["audit"])
+    expect(page.locator("[data-testid=sel-distance]")).to_have_text(
+        f"{row['nearest_distance']:.3f}"
+    )
+    expect(page.locator("[data-testid=nearest-image]")).to_be_visible()
+    picture = page.locator("[data-testid=picture]")
+    loaded = picture.evaluate("img => img.complete && img.naturalWidth")
+    assert loaded == row["width"]
+    href = page.get_attribute("[data-testid=diffusion-link]", "href")
+    route = urlsplit(href.lstrip("#"))
+    assert route.path == "/diffusion"
+    assert "prompt=" + row["prompt"].replace(" ", "%20") in href
+    params = {k: v[0] for k, v in parse_qs(route.query).items()}
+    assert params == {
+        "prompt": row["prompt"],
+        "seed": str(row["seed"]),
+        "guidance": f"{row['cfg']:g}",
+        "steps": str(row["step"]),
+    }
+    # the view's state is in the route: a reload shows the same selection and filters
+    page.reload()
+    expect(page.locator("[data-testid=gallery][data-ready=true]")).to_be_visible(timeout=30_000)
+    expect(page.locator("[data-testid=sel-prompt]")).to_have_text(row["prompt"])
+    expect(page.locator("[data-testid=count]")).to_have_text(
+        str(sum(1 for r in want if r[2] == seed))
+    )
+    page.click("[data-testid=colour-prompt]")
+    offline.screenshot("gallery")
+
+
+def serve_instead(page, body: bytes) -> None:
+    page.route(
+        "**/data/gallery/metadata.parquet",
+        lambda route: route.fulfill(status=200, body=body, content_type="application/octet-stream"),
+    )
+
+
+def test_a_malformed_parquet_shows_what_is_wrong(offline, base_url):
+    page = offline.page
+    serve_instead(page, b"this is no parquet file, only text")
+    page.goto(f"{base_url}#/gallery")
+    expect(page.locator("[data-testid=gallery-error]")).to_contain_text(
+        "metadata.parquet is not a readable parquet file", timeout=30_000
+    )
+    assert page.locator("[data-testid=point]").count() == 0
+
+
+def test_a_parquet_without_a_column_names_it(offline, base_url):
+    page = offline.page
+    buffer = io.BytesIO()
+    pq.write_table(pq.read_table(SERVED).drop(["audit", "map_y"]), buffer)
+    serve_instead(page, buffer.getvalue())
+    page.goto(f"{base_url}#/gallery")
+    expect(page.locator("[data-testid=gallery-error]")).to_contain_text(
+        "lacks the column(s) audit, map_y", timeout=30_000
+    )
+    assert page.locator("[data-testid=point]").count() == 0

@@ -1,0 +1,109 @@
+/**
+ * The gallery view's parquet reading, filters and links against the Python package: the
+ * shipped gallery's metadata.parquet (copied into public/data by `amlab export`) read here by
+ * hyparquet equals what pyarrow read (`amlab export --vectors`), the filters keep the rows
+ * pyarrow's compute kernels keep, and float32 guidance prints as numpy prints it.
+ */
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import {
+  diffusionLink,
+  filterRows,
+  filtersFromParams,
+  float32String,
+  type GalleryRow,
+  imagePath,
+  legend,
+  paramsOf,
+  readGallery,
+  rowColours,
+  VIEW_COLUMNS,
+} from "./gallery";
+
+interface Vectors {
+  gallery: {
+    file: string;
+    columns: Record<string, (string | number)[]>;
+    filters: { prompt: string; cfg: number | null; step: number | null; seed: number | null; rows: number[] }[];
+    float32: [number, string][];
+  };
+}
+const vectors: Vectors = JSON.parse(readFileSync("test-vectors/vectors.json", "utf8"));
+const want = vectors.gallery;
+
+function buffer(path: string): ArrayBuffer {
+  const b = readFileSync(path);
+  return b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+}
+
+const rows = await readGallery(buffer(`public/data/${want.file}`));
+
+describe("readGallery", () => {
+  it("reads the columns amlab.explain.gallery names", () => {
+    expect(Object.keys(want.columns)).toEqual([...VIEW_COLUMNS]);
+  });
+
+  it("reads every row and column as pyarrow does", () => {
+    expect(rows.length).toBe(want.columns.prompt.length);
+    expect(rows.length).toBeGreaterThan(100);
+    for (const c of VIEW_COLUMNS) {
+      expect(rows.map((r) => r[c as keyof GalleryRow]), c).toEqual(want.columns[c]);
+    }
+  });
+
+  it("refuses a file that is no parquet", async () => {
+    await expect(readGallery(new TextEncoder().encode("not a parquet file at all").buffer as ArrayBuffer, "x.parquet"))
+      .rejects.toThrow(/x.parquet is not a readable parquet file/);
+  });
+
+  it("refuses a truncated parquet", async () => {
+    const whole = buffer(`public/data/${want.file}`);
+    await expect(readGallery(whole.slice(0, whole.byteLength - 100))).rejects.toThrow(/not a readable parquet/);
+  });
+});
+
+describe("filters", () => {
+  it("keep the rows pyarrow keeps", () => {
+    expect(want.filters.some((f) => f.rows.length === 0)).toBe(true);
+    expect(want.filters.some((f) => f.rows.length > 0 && f.rows.length < rows.length)).toBe(true);
+    for (const f of want.filters) expect(filterRows(rows, f), JSON.stringify(f)).toEqual(f.rows);
+  });
+
+  it("round-trip through the route", () => {
+    const f = { prompt: "thick 9", cfg: Math.fround(2.2), step: 30, seed: 3 };
+    const back = filtersFromParams(paramsOf(f, "prompt", "x.png"));
+    expect(back).toEqual(f);
+    expect(filtersFromParams(new URLSearchParams("cfg=abc&steps="))).toEqual({ prompt: "", cfg: null, step: null, seed: null });
+  });
+});
+
+describe("links and labels", () => {
+  it("print float32 guidance as numpy's shortest decimal", () => {
+    for (const [value, numpy] of want.float32) {
+      const s = float32String(value);
+      expect(Number(s), numpy).toBe(Number(numpy));
+      expect(Math.fround(Number(s))).toBe(value);
+    }
+  });
+
+  it("open the diffusion view at the row's prompt, seed, guidance and steps", () => {
+    const r = { ...rows[0], prompt: "a thin slanted 7", seed: 4000000000, cfg: Math.fround(2.2), step: 30 };
+    const link = diffusionLink(r);
+    expect(link).toBe("#/diffusion?prompt=a%20thin%20slanted%207&seed=4000000000&guidance=2.2&steps=30");
+    const params = new URLSearchParams(link.split("?")[1]);
+    expect(params.get("prompt")).toBe("a thin slanted 7");
+    expect(Math.fround(Number(params.get("guidance")))).toBe(r.cfg);
+  });
+
+  it("find the pictures in DiffusionDB's layout", () => {
+    expect(imagePath({ ...rows[0], part_id: 12, image_name: "x.png" })).toBe("images/part-000012/x.png");
+  });
+
+  it("colour every row and name every colour in the legend", () => {
+    for (const by of ["audit", "prompt"] as const) {
+      const colours = rowColours(rows, by);
+      const keys = new Map(legend(rows, by).map(([label, colour]) => [label, colour]));
+      rows.forEach((r, i) => expect(keys.get(by === "audit" ? r.audit : r.prompt)).toBe(colours[i]));
+    }
+  });
+});
