@@ -20,15 +20,18 @@ from typer.testing import CliRunner
 from amlab.analysis.minima import lsr_minima_brute_force
 from amlab.cli import app
 from amlab.data import digits
-from amlab.diffusion import ConvDenoiser, MLPDenoiser, VESchedule
+from amlab.data.captions import VOCABULARY, CaptionScheme
+from amlab.diffusion import ConvDenoiser, MLPDenoiser, TextConvDenoiser, VESchedule
 from amlab.energy.lse import lse_energy
 from amlab.energy.random_features import draw_projections
 from amlab.errors import AmlabError
 from amlab.explain import STATIC_DIR, export_app_data, export_test_vectors, serve
 from amlab.explain.diffusion_onnx import (
     SHIPPED_DENOISER,
+    SHIPPED_TEXT_DENOISER,
     denoiser_onnx_bytes,
     export_denoiser_onnx,
+    export_text_denoiser_onnx,
 )
 from amlab.explain.et_onnx import OUTPUTS, SHIPPED_ET, et_onnx_bytes, export_et_onnx
 from amlab.explain.export import MAX_FEATURES, PROJECTION_SEED, principal_axes
@@ -78,7 +81,7 @@ def test_shipped_data_matches_an_export(tmp_path):
     assert json.loads((tmp_path / "manifest.json").read_text())["projections"]["rows"] == (
         MAX_FEATURES
     )
-    for name in ("et-digits.onnx", "diffusion-digits.onnx"):
+    for name in ("et-digits.onnx", "diffusion-digits.onnx", "text-digits.onnx"):
         shipped = (STATIC_DIR / "data" / name).read_bytes()
         producer = onnx.load_from_string(shipped).producer_version
         if producer != torch.__version__.split("+")[0]:
@@ -254,12 +257,15 @@ def test_et_onnx_bad_inputs(tmp_path):
 
 
 # -- the diffusion view: the trained denoiser as ONNX, the vectors of its math -----------------
+def onnx_session(model):
+    """The model and an ONNX Runtime session of its exported graph."""
+    onnxruntime = pytest.importorskip("onnxruntime")  # the onnx extra
+    return model, onnxruntime.InferenceSession(denoiser_onnx_bytes(model))
+
+
 @pytest.fixture(scope="module")
 def denoiser_session():
-    onnxruntime = pytest.importorskip("onnxruntime")  # the onnx extra
-
-    model = ConvDenoiser.load(SHIPPED_DENOISER)
-    return model, onnxruntime.InferenceSession(denoiser_onnx_bytes(model))
+    return onnx_session(ConvDenoiser.load(SHIPPED_DENOISER))
 
 
 def test_denoiser_onnx_is_the_python_model(denoiser_session):
@@ -309,6 +315,75 @@ def test_denoiser_onnx_export_is_deterministic_and_checks_the_model(tmp_path):
         denoiser_onnx_bytes(MLPDenoiser(4, schedule, num_classes=2, energy=True))
     with pytest.raises(AmlabError, match="class-conditional"):
         denoiser_onnx_bytes(MLPDenoiser(4, schedule))
+
+
+@pytest.fixture(scope="module")
+def text_session():
+    return onnx_session(TextConvDenoiser.load(SHIPPED_TEXT_DENOISER))
+
+
+def test_text_denoiser_onnx_is_the_python_model(text_session):
+    """ONNX Runtime's run of the text model's graph (text encoder inside, token ids in)
+    equals TextConvDenoiser.denoise_scaled for prompts of different lengths padded with -1,
+    the empty prompt among them, at batch sizes 1 and 4; more padding changes nothing; and
+    the guided combination of a conditional and an unconditional row is Denoiser.denoise's."""
+    model, session = text_session
+    g = torch.Generator().manual_seed(2)
+    clean = digits().images[:4].float()
+    tokens = torch.tensor([[0, 2, 6, 14], [8, -1, -1, -1], [-1, -1, -1, -1], [1, 3, 5, 16]])
+    for s in (0.01, 0.3, 2.0, 10.0):
+        y = clean + s * torch.randn(clean.shape, generator=g)
+        with torch.no_grad():
+            expected = model.denoise_scaled(y, s, tokens).numpy()
+        for rows in (slice(0, 1), slice(0, 4)):
+            n = len(tokens[rows])
+            feeds = {"y": y[rows].numpy(), "s": np.full(n, s, dtype=np.float32)}
+            (out,) = session.run(None, {**feeds, "tokens": tokens[rows].numpy()})
+            np.testing.assert_allclose(out, expected[rows], rtol=1e-5, atol=1e-5)
+            padded = torch.cat([tokens[rows], torch.full((n, 3), -1)], 1).numpy()
+            (longer,) = session.run(None, {**feeds, "tokens": padded})
+            np.testing.assert_array_equal(longer, out)
+    x, t, w = y[:2], 0.6, 2.5
+    feeds = {"y": torch.cat([x, x]).numpy()}
+    feeds["s"] = np.full(4, model.schedule.noise_level(t), dtype=np.float32)
+    feeds["tokens"] = np.array([[0, 9, -1], [2, 4, 12], [-1, -1, -1], [-1, -1, -1]])
+    cond, uncond = np.split(session.run(None, feeds)[0], 2)
+    with torch.no_grad():
+        expected = model.denoise(x, t, torch.tensor([[0, 9, -1], [2, 4, 12]]), guidance=w)
+    np.testing.assert_allclose(uncond + w * (cond - uncond), expected.numpy(), atol=2e-5)
+
+
+@needs_onnx
+def test_text_denoiser_export_carries_the_words_and_captions(tmp_path):
+    entry = export_text_denoiser_onnx(tmp_path / "t.onnx")
+    model = TextConvDenoiser.load(SHIPPED_TEXT_DENOISER)
+    assert (tmp_path / "t.onnx").read_bytes() == denoiser_onnx_bytes(model)
+    assert entry["inputs"] == ["y", "s", "tokens"]
+    assert tuple(entry["config"]["vocabulary"]) == VOCABULARY == model.vocabulary
+    assert entry["vocabulary"] == list(VOCABULARY)
+    assert entry["attribute_words"]["slant"] == ["upright", "slanted"]
+    # each embedded digit's caption under the terciles saved with the model
+    edges = json.loads((SHIPPED_TEXT_DENOISER / "captions.json").read_text())["edges"]
+    data = digits()
+    scheme = CaptionScheme({k: tuple(v) for k, v in edges.items()})
+    assert entry["captions"] == scheme.captions(data.images, data.shape, data.labels)
+    assert entry["captions"][0] == "a thin large slanted 0" and data.labels[0] == 0
+    assert entry["metrics"]["text"] is True
+    with pytest.raises(AmlabError):
+        export_text_denoiser_onnx(tmp_path / "x.onnx", tmp_path)  # no saved model there
+
+
+def test_vectors_prompts_are_split_words_of_the_vocabulary(vectors):
+    """The tokeniser's vectors by hand: Python's lower() and split(), each word's index."""
+    cases = vectors["diffusion"]["prompts"]["cases"]
+    for case in cases:
+        found = case["prompt"].lower().split()
+        unknown = [w for i, w in enumerate(found) if w not in VOCABULARY and w not in found[:i]]
+        assert case["unknown"] == unknown
+        if not unknown:
+            assert case["ids"] == [VOCABULARY.index(w) for w in found]
+    assert any(c["unknown"] for c in cases) and any(c.get("request") is None for c in cases)
+    assert any(c["unknown"] == [] and c["request"] is None for c in cases)
 
 
 def test_vectors_empirical_denoiser_is_the_brute_force_posterior_mean(vectors):

@@ -2,19 +2,26 @@
 (ONNX Runtime Web, wasm served by `amlab explain`, network blocked) and by the empirical
 memory of the stored digits (TypeScript), checked against amlab.diffusion: the empirical run
 is the Heun sampler with EmpiricalDenoiser, the learned one's steps are ConvDenoiser's, and
-the energies shown are E_t of the class memory."""
+the energies shown are E_t of the class memory. Text prompts ("a thick slanted 7") run the
+shipped TextConvDenoiser: the page's image is the one Python draws for that prompt and seed,
+its memory the digits of that caption, an unknown word is named, the address sets them."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 from playwright.sync_api import expect
 
 from amlab.data import digits
-from amlab.diffusion import ConvDenoiser, EmpiricalDenoiser, sample
-from amlab.explain.diffusion_onnx import SAMPLER, SHIPPED_DENOISER
+from amlab.data.captions import CaptionScheme, request, tokenize
+from amlab.diffusion import ConvDenoiser, EmpiricalDenoiser, TextConvDenoiser, sample
+from amlab.explain.diffusion_onnx import SAMPLER, SHIPPED_DENOISER, SHIPPED_TEXT_DENOISER
+from amlab.io import read_json
 
 STEPS = SAMPLER["steps"]
+MASK = 0xFFFFFFFF
 
 
 def wait_for_run(page, key: str) -> None:
@@ -31,7 +38,7 @@ def test_diffusion_runs_are_the_python_samplers(offline, base_url, set_range, re
     page.fill("[data-testid=seed]", "5")
     set_range(page, "guidance", 3)
     expect(page.locator("[data-testid=guidance-value]")).to_have_text("3")
-    wait_for_run(page, "2:7:5:3")
+    wait_for_run(page, f"2:7:5:3:{STEPS}")
     start = torch.tensor(read(page, "run", "data-start"))
     times = read(page, "run", "data-times")
     model = ConvDenoiser.load(SHIPPED_DENOISER)
@@ -107,7 +114,7 @@ def test_diffusion_runs_are_the_python_samplers(offline, base_url, set_range, re
     # a new seed and guidance 0 (the unconditional model): both runs are redone
     page.fill("[data-testid=seed]", "6")
     set_range(page, "guidance", 0)
-    wait_for_run(page, "2:7:6:0")
+    wait_for_run(page, f"2:7:6:0:{STEPS}")
     learned = read(page, "traj-b-learned", "data-states")
     learned_d = read(page, "traj-b-learned", "data-denoised")
     x = torch.tensor(learned[20], dtype=torch.float32)[None]
@@ -120,10 +127,140 @@ def test_diffusion_state_lives_in_the_address(offline, base_url):
     page = offline.page
     page.goto(f"{base_url}#/diffusion?a=1&b=4&seed=3&w=1.5&k=7")
     expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
-    wait_for_run(page, "1:4:3:1.5")
+    wait_for_run(page, f"1:4:3:1.5:{STEPS}")
     expect(page.locator("[data-testid=k]")).to_have_text("7")
     expect(page.locator("[data-testid=prompt-a-1]")).to_have_class("on")
     expect(page.locator("[data-testid=prompt-b-4]")).to_have_class("on")
     page.click("[data-testid=prompt-a-0]")
-    wait_for_run(page, "0:4:3:1.5")
+    wait_for_run(page, f"0:4:3:1.5:{STEPS}")
     assert "a=0&b=4&seed=3&w=1.5&k=7" in page.url
+
+
+# -- text prompts ------------------------------------------------------------------------------
+def seeded_normals(n: int, seed: int) -> np.ndarray:
+    """The page's start noise for a seed, written again here: mulberry32 (web/src/lib/rng.ts)
+    by Box-Muller, in uint32 arithmetic."""
+    a = seed & MASK
+
+    def uniform() -> float:
+        nonlocal a
+        a = (a + 0x6D2B79F5) & MASK
+        t = ((a ^ (a >> 15)) * (a | 1)) & MASK
+        t ^= (t + ((t ^ (t >> 7)) * (t | 61))) & MASK
+        return ((t ^ (t >> 14)) & MASK) / 2**32
+
+    out = np.empty(n)
+    for i in range(0, n, 2):
+        r = math.sqrt(-2 * math.log(1 - uniform()))
+        theta = 2 * math.pi * uniform()
+        out[i] = r * math.cos(theta)
+        if i + 1 < n:
+            out[i + 1] = r * math.sin(theta)
+    return out
+
+
+def caption_memory(prompt: str) -> tuple[torch.Tensor, bool]:
+    """The stored digits (float64) whose caption (under the text model's terciles) asks for
+    what the prompt asks, and True; where there are none, the digits of its class and False."""
+    edges = read_json(SHIPPED_TEXT_DENOISER / "captions.json", "")["edges"]
+    data = digits(dtype=torch.float64)
+    scheme = CaptionScheme({k: tuple(v) for k, v in edges.items()})
+    captions = scheme.captions(data.images.float(), data.shape, data.labels)
+    asked = request(prompt)
+    keep = [i for i, c in enumerate(captions) if request(c) == asked]
+    if keep:
+        return data.images[keep], True
+    return data.images[data.labels == asked.digit], False
+
+
+def check_text_run(page, read, prompts, seed: int, guidance: float, steps: int) -> None:
+    """The page's learned runs are TextConvDenoiser's guided Heun runs from the page's start,
+    which is the seed's noise; its empirical runs those of the captioned digits' memory."""
+    model = TextConvDenoiser.load(SHIPPED_TEXT_DENOISER)
+    schedule = model.schedule
+    scale = float(np.hypot(schedule.alpha(1.0), schedule.sigma(1.0)))
+    start = read(page, "run", "data-start")
+    np.testing.assert_allclose(start, seeded_normals(64, seed) * scale, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(read(page, "run", "data-times"), schedule.times(steps).numpy())
+    x0 = torch.tensor(start, dtype=torch.float32)[None]
+    for key, prompt in zip("ab", prompts, strict=True):
+        tokens = tokenize([prompt], model.vocabulary)
+        run = sample(model.score_fn(tokens, guidance), schedule, x0, steps=steps, record=True)
+        with torch.no_grad():
+            image = model.denoise(run.states, schedule.t_end, tokens, guidance)[0].numpy()
+        states = read(page, f"traj-{key}-learned", "data-states")
+        denoised = read(page, f"traj-{key}-learned", "data-denoised")
+        np.testing.assert_allclose(states, run.path[:, 0].numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(denoised[-1], image, rtol=1e-4, atol=1e-4)
+        stored, exact_caption = caption_memory(prompt)
+        memory = EmpiricalDenoiser(stored, schedule)
+        exact = sample(memory.score_fn(), schedule, x0.double(), steps=steps, record=True)
+        np.testing.assert_allclose(
+            read(page, f"traj-{key}-empirical", "data-states"),
+            exact.path[:, 0].numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
+        shown = page.locator(f"[data-testid=memory-{key}]")
+        if exact_caption:
+            expect(shown).to_contain_text(f'the {len(stored)} stored digits captioned "{prompt}"')
+        else:
+            expect(shown).to_contain_text(
+                f'no stored digit is captioned "{prompt}": the {len(stored)}'
+            )
+
+
+def test_diffusion_text_prompts_are_the_python_text_model(offline, base_url, set_range, read):
+    page = offline.page
+    page.goto(f"{base_url}#/diffusion")
+    expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
+    page.click("[data-testid=mode-text]")
+    prompts = ("a thick slanted 7", "a thin upright 7")
+    page.fill("[data-testid=prompt-text-a]", "A  Thick slanted 7")  # read as Python reads it
+    page.fill("[data-testid=prompt-text-b]", prompts[1])
+    page.fill("[data-testid=seed]", "4")
+    set_range(page, "guidance", 3)
+    page.click("[data-testid=run-prompts]")
+    wait_for_run(page, f"{prompts[0]}|{prompts[1]}:4:3:{STEPS}")
+    check_text_run(page, read, prompts, 4, 3.0, STEPS)
+    assert "prompt=A++Thick+slanted+7&prompt_b=a+thin+upright+7&seed=4&guidance=3" in page.url
+    offline.screenshot("diffusion-text")
+
+    # an unknown word is named, and nothing runs: the shown run stays the last one
+    page.fill("[data-testid=prompt-text-b]", "a purple 7 dragon")
+    page.keyboard.press("Enter")
+    error = page.locator("[data-testid=prompt-error-b]")
+    expect(error).to_contain_text('does not know "purple", "dragon"')
+    expect(page.locator("[data-testid=prompt-error-a]")).to_have_count(0)
+    page.fill("[data-testid=seed]", "5")
+    page.wait_for_timeout(500)
+    expect(page.locator("[data-testid=run]")).to_have_attribute(
+        "data-for", f"{prompts[0]}|{prompts[1]}:4:3:{STEPS}"
+    )
+    # a prompt asking for two digits is refused as amlab.data.captions.request refuses it
+    page.fill("[data-testid=prompt-text-b]", "a 3 7")
+    page.click("[data-testid=run-prompts]")
+    expect(error).to_contain_text("more than one digit (3, 7)")
+    page.fill("[data-testid=prompt-text-b]", "a 3")
+    page.click("[data-testid=run-prompts]")
+    wait_for_run(page, f"{prompts[0]}|a 3:5:3:{STEPS}")
+    expect(error).to_have_count(0)
+
+    # back to classes: the class model runs again
+    page.click("[data-testid=mode-class]")
+    wait_for_run(page, f"3:8:5:3:{STEPS}")
+
+
+def test_diffusion_text_prompt_lives_in_the_address(offline, base_url, read):
+    page = offline.page
+    page.goto(f"{base_url}#/diffusion?prompt=a%20thin%20large%203&seed=9&guidance=1.5&steps=12")
+    expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
+    wait_for_run(page, "a thin large 3|a thin upright 7:9:1.5:12")
+    expect(page.locator("[data-testid=prompt-text-a]")).to_have_value("a thin large 3")
+    expect(page.locator("[data-testid=steps]")).to_have_value("12")
+    check_text_run(page, read, ("a thin large 3", "a thin upright 7"), 9, 1.5, 12)
+    page.click("[data-testid=play]")
+    expect(page.locator("[data-testid=k]")).to_have_text("12", timeout=30_000)
+    assert "prompt=a+thin+large+3&prompt_b=a+thin+upright+7&seed=9&guidance=1.5&steps=12" in (
+        page.url
+    )

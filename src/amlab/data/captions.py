@@ -90,13 +90,20 @@ class CaptionScheme:
         return out
 
 
-def words(prompt: str) -> list[str]:
-    """The words of a prompt (lower-cased, split at white space), all of :data:`VOCABULARY`;
-    unknown words raise an AmlabError naming them."""
+def unknown_words(prompt: str) -> list[str]:
+    """The words of a prompt (lower-cased, split at white space) not in :data:`VOCABULARY`,
+    each once, in the order they first appear."""
     if not isinstance(prompt, str):
         raise AmlabError(f"a prompt must be a string; got {type(prompt).__name__}.")
     found = prompt.lower().split()
-    unknown = sorted({w for w in found if w not in VOCABULARY}, key=found.index)
+    return sorted({w for w in found if w not in VOCABULARY}, key=found.index)
+
+
+def words(prompt: str) -> list[str]:
+    """The words of a prompt (lower-cased, split at white space), all of :data:`VOCABULARY`;
+    unknown words raise an AmlabError naming them."""
+    unknown = unknown_words(prompt)
+    found = prompt.lower().split()
     if unknown:
         raise AmlabError(
             f"prompt {prompt!r} has words the model does not know: {', '.join(unknown)}; "

@@ -1,11 +1,12 @@
 """What the explainer needs from the Python package, written as JSON and raw float32.
 
 - :func:`export_app_data`: the data the app computes with (the embedded digits, the
-  DrDAM random projections, the trained Energy Transformer and the trained denoiser as ONNX,
+  DrDAM random projections, the trained Energy Transformer and the trained denoisers as ONNX,
   the digits' principal axes), so the browser and the Python models share their numbers.
 - :func:`export_test_vectors`: energies, gradients, one descent step, LSR minima, DrDAM
-  features, the diffusion schedules, the empirical denoiser and its sampler computed here,
-  against which the app's TypeScript math is tested (vitest).
+  features, the diffusion schedules, the empirical denoiser and its sampler, prompts'
+  tokens and a text-prompted run computed here, against which the app's TypeScript is
+  tested (vitest).
 """
 
 from __future__ import annotations
@@ -18,11 +19,25 @@ from typing import Any
 import torch
 
 from amlab.analysis.minima import lsr_minima
+from amlab.data.captions import request, tokenize, unknown_words
 from amlab.data.images import digits, digits_split
-from amlab.diffusion import EmpiricalDenoiser, Schedule, VESchedule, VPSchedule, sample
+from amlab.diffusion import (
+    EmpiricalDenoiser,
+    Schedule,
+    TextConvDenoiser,
+    VESchedule,
+    VPSchedule,
+    sample,
+)
 from amlab.energy.random_features import draw_projections, features
-from amlab.errors import check_positive_int
-from amlab.explain.diffusion_onnx import SHIPPED_DENOISER, export_denoiser_onnx
+from amlab.errors import AmlabError, check_positive_int
+from amlab.explain.diffusion_onnx import (
+    SHIPPED_DENOISER,
+    SHIPPED_TEXT_DENOISER,
+    export_denoiser_onnx,
+    export_text_denoiser_onnx,
+    prompt_words,
+)
 from amlab.explain.et_onnx import export_et_onnx
 from amlab.explain.fairness import export_fairness, fairness_vectors
 from amlab.explain.gallery import copy_shipped_gallery, gallery_vectors
@@ -54,7 +69,9 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     Also ``et-digits.onnx``: the shipped trained MaskedImageET (:mod:`amlab.explain.et_onnx`),
     and ``diffusion-digits.onnx``: the shipped class-conditional denoiser
     (:mod:`amlab.explain.diffusion_onnx`), its manifest entry carrying its training metrics
-    and the digits' two principal axes (the diffusion view's 2-D projection); and
+    and the digits' two principal axes (the diffusion view's 2-D projection);
+    ``text-digits.onnx``: the shipped text-prompted denoiser, its entry carrying its
+    vocabulary, the digits' captions and its training metrics; and
     ``listops-joint.bin``/``listops-sum.bin``/``listops-causal.bin``: the shipped ListOps
     transformers (:mod:`amlab.explain.listops`), each with the principal axes of its digit
     embeddings; and ``fairness-data.json`` with ``fairness-<model>.bin``: the fairness view's
@@ -100,6 +117,7 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     diffusion["metrics"] = json.loads((SHIPPED_DENOISER / "metrics.json").read_text())
     diffusion["pca"] = principal_axes(data.images)
     manifest["diffusion"] = diffusion
+    manifest["diffusion_text"] = export_text_denoiser_onnx(out / "text-digits.onnx")
     listops = export_listops(out)
     for name, info in listops["models"].items():
         info["digit_pca"] = principal_axes(digit_embeddings(load_shipped(name)[0]))
@@ -112,6 +130,7 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
         "projections.bin",
         "et-digits.onnx",
         "diffusion-digits.onnx",
+        "text-digits.onnx",
         *(info["file"] for info in listops["models"].values()),
         manifest["fairness"]["data"],
         *(info["file"] for info in manifest["fairness"]["models"].values()),
@@ -218,6 +237,11 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
     pca["x"] = x.tolist()
     pca["coords"] = ((x - torch.tensor(pca["mean"], dtype=f64)) @ axes.T).tolist()
     diffusion["pca"] = pca
+    diffusion["prompts"] = {
+        **prompt_words(),
+        "cases": [_prompt_case(prompt) for prompt in _PROMPTS],
+    }
+    diffusion["text_run"] = _text_run_case(g)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_json(
@@ -295,4 +319,77 @@ def _sampler_case(mem: torch.Tensor, schedule: Schedule, steps: int, g) -> dict:
         "start": start.tolist(),
         "path": run.path.tolist(),
         "final": denoiser.denoise(run.states, schedule.t_end).tolist(),
+    }
+
+
+#: prompts for the tokeniser's vectors: known words in any case and spacing, unknown words
+#: (one twice), conflicting requests, and the white space Python's str.split knows and
+#: JavaScript's \s does not (U+001C..U+001F, U+0085) and the other way round (U+FEFF)
+_PROMPTS = (
+    "a thick slanted 7",
+    "A  Thin\tSMALL\n2 ",
+    "",
+    "   ",
+    "7",
+    "slanted a 4 a",
+    "a 3 7",
+    "a 7 7",
+    "thin thick 1",
+    "a large small upright slanted 0",
+    "a purple 7 dragon Purple",
+    "a thick 10",
+    "slanted\u00a0a\u20034\u3000",
+    "a\u00857\x1cthin\x1f",
+    "a\ufeff7",
+    "\u0130 7",
+    "\u039f\u0394\u039f\u03a3 2",
+)
+
+
+def _prompt_case(prompt: str) -> dict:
+    """What amlab.data.captions makes of a prompt: its unknown words, or its token ids and
+    request (or the request's refusal: two digits, both words of an attribute)."""
+    unknown = unknown_words(prompt)
+    if unknown:
+        return {"prompt": prompt, "unknown": unknown}
+    case = {"prompt": prompt, "unknown": [], "ids": tokenize([prompt])[0].tolist()}
+    if not prompt.split():
+        case["ids"] = []  # tokenize pads an empty prompt to one -1
+    try:
+        asked = request(prompt)
+        case["request"] = {"digit": asked.digit, "levels": asked.levels}
+    except AmlabError:
+        case["request"] = None
+    return case
+
+
+def _text_run_case(g: torch.Generator) -> dict:
+    """The shipped text model's guided Heun run (as the diffusion view's) for two prompts from
+    one prior draw: the conditional, unconditional and guided denoiser at the start, every
+    state, and the final denoising step; float32, as the model computes."""
+    model = TextConvDenoiser.load(SHIPPED_TEXT_DENOISER)
+    schedule = model.schedule
+    prompts, guidance, steps = ["a thick slanted 7", "a thin 2"], 2.5, 12
+    tokens = tokenize(prompts, model.vocabulary)
+    start = schedule.prior(len(prompts), model.dim, g)
+    run = sample(
+        model.score_fn(tokens, guidance), schedule, start, steps=steps, method="heun", record=True
+    )
+    with torch.no_grad():
+        cond = model.denoise(start, 1.0, tokens)
+        uncond = model.denoise(start, 1.0)
+        guided = model.denoise(start, 1.0, tokens, guidance)
+        final = model.denoise(run.states, schedule.t_end, tokens, guidance)
+    return {
+        "prompts": prompts,
+        "tokens": tokens.tolist(),
+        "guidance": guidance,
+        "steps": steps,
+        "schedule": schedule.config(),
+        "start": start.tolist(),
+        "cond": cond.tolist(),
+        "uncond": uncond.tolist(),
+        "guided": guided.tolist(),
+        "path": run.path.tolist(),
+        "final": final.tolist(),
     }

@@ -1,4 +1,5 @@
 /** The data `amlab export` writes into public/data/, loaded once per page. */
+import type { PromptWords } from "./captions";
 import type { Axes, Projections, ScheduleConfig } from "./math";
 import { type Classifier, classifierFrom, type FairnessModelInfo, type TokenGroups } from "./math/fairness";
 import { type TransformerConfig, type TransformerWeights, unpackTensors } from "./math/transformer";
@@ -70,13 +71,18 @@ export interface ETInfo {
   held_out: number[];
 }
 
-/** The trained denoiser's entry in manifest.json (written by amlab.explain.diffusion_onnx). */
-export interface DiffusionInfo {
+/** What every trained denoiser's entry in manifest.json has (amlab.explain.diffusion_onnx). */
+export interface DenoiserInfo {
   file: string;
   config: { schedule: ScheduleConfig; num_classes: number; sigma_data: number; shape: number[] };
   sampler: { method: "euler" | "heun"; steps: number };
+  /** y, s, and labels (the class model) or tokens (the text model) */
   inputs: string[];
   outputs: string[];
+}
+
+/** The trained class-conditional denoiser's entry in manifest.json. */
+export interface DiffusionInfo extends DenoiserInfo {
   /** the training run's metrics.json (amlab train diffusion) */
   metrics: { images: number; steps: number; guidance: number; prompted_accuracy: number; prompted_samples: number; final_loss: number };
   /** the embedded digits' two principal axes (the view's 2-D projection) */
@@ -102,6 +108,22 @@ export const loadET = () => loadModel<ETInfo>("et");
 
 /** The trained class-conditional denoiser: its manifest entry and the ONNX model's bytes. */
 export const loadDiffusion = () => loadModel<DiffusionInfo>("diffusion");
+
+/** The trained text-prompted denoiser's entry in manifest.json: the words a prompt may use,
+ * the caption of every embedded digit, and its training run's adherence per attribute. */
+export interface TextDiffusionInfo extends DenoiserInfo, PromptWords {
+  captions: string[];
+  metrics: {
+    images: number;
+    steps: number;
+    guidance: number;
+    prompted_samples: number;
+    adherence: Record<string, { adherence: number; chance: number; prompts: number }>;
+  };
+}
+
+/** The trained text-prompted denoiser (amlab train diffusion --text): entry and ONNX bytes. */
+export const loadTextDiffusion = () => loadModel<TextDiffusionInfo>("diffusion_text");
 
 /** One shipped ListOps transformer's entry in manifest.json (amlab.explain.listops). */
 export interface ListOpsModelInfo {
