@@ -90,6 +90,12 @@ def test_gallery_map_filters_and_selection_are_the_parquets(offline, base_url):
     )
     page.click("[data-testid=colour-prompt]")
     offline.screenshot("gallery")
+    # following the link opens the diffusion view on the row's prompt, seed and steps
+    page.click("[data-testid=diffusion-link]")
+    expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
+    expect(page.locator("[data-testid=prompt-text-a]")).to_have_value(row["prompt"])
+    expect(page.locator("[data-testid=steps]")).to_have_value(str(row["step"]))
+    assert f"seed={row['seed']}" in page.url and f"guidance={row['cfg']:g}" in page.url
 
 
 def serve_instead(page, body: bytes) -> None:
