@@ -1,11 +1,12 @@
 """Associative memory as trainable layers: retrieval from learnable memories, from a set given
 with each example, and pooling of a set by learnable queries.
 
-Every layer runs ``steps`` retrieval steps (:func:`amlab.nn.functional.memory_read`, chunked
-over the memories both ways): the query, projected if the layer has projections, is moved
-to the weighted mean of the keys ``steps - 1`` times, then the last step reads out the
-values. Each returns :class:`Retrieved`: the output and the energy of the state that each
-step started from.
+Every layer runs ``steps`` retrieval steps (chunked over the memories both ways): the query,
+projected if the layer has projections, is moved ``steps - 1`` times by
+:func:`~amlab.nn.functional.memory_step` (LSE: to the softmax-weighted mean of the keys;
+LSR: the damped centroid step), which never raises its energy, then the last step reads out
+the values (:func:`~amlab.nn.functional.memory_read`). Each returns :class:`Retrieved`: the
+output and the energy of the state that each step started from.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from amlab.errors import (
     check_steps,
 )
 from amlab.models.model import seeded
-from amlab.nn.functional import ENERGIES, memory_read, read_weights
+from amlab.nn.functional import ENERGIES, memory_read, memory_step, read_weights
 
 
 class Retrieved(NamedTuple):
@@ -65,23 +66,23 @@ class _MemoryReader(nn.Module):
         return self.log_beta.exp()
 
     def _read(self, q, keys, values, padding_mask) -> Retrieved:
-        """``steps`` read-outs of q (G, N, D) from keys (G, M, D) and values (G, M, E)."""
+        """``steps - 1`` moves of q (G, N, D) on the keys (G, M, D), then the read-out of the
+        values (G, M, E) (None or the keys themselves: the keys)."""
         beta = self.beta
+        settings = {
+            "energy": self.energy,
+            "eps": self.eps,
+            "padding_mask": padding_mask,
+            "chunk_size": self.chunk_size,
+        }
         energies = []
-        for step in range(self.steps):
-            last = step == self.steps - 1
-            q, e = memory_read(
-                q,
-                keys,
-                values if last else keys,
-                beta,
-                energy=self.energy,
-                eps=self.eps,
-                padding_mask=padding_mask,
-                chunk_size=self.chunk_size,
-            )
+        for _ in range(self.steps - 1):
+            q, e = memory_step(q, keys, beta, **settings)
             energies.append(e)
-        return Retrieved(q, torch.stack(energies))
+        # the keys as values are passed as None: one tensor given twice breaks torch.compile
+        out, e = memory_read(q, keys, None if values is keys else values, beta, **settings)
+        energies.append(e)
+        return Retrieved(out, torch.stack(energies))
 
     def extra_repr(self) -> str:
         eps = f", eps={self.eps}" if self.energy == "lsr" else ""
@@ -298,9 +299,8 @@ class MemoryLayer(_MemoryReader):
     def forward(self, x: torch.Tensor) -> Retrieved:
         q = self._queries(x)  # checks x first
         lead = x.shape[:-1]
-        keys = self.memories[None]
-        values = keys if self.values is None else self.values[None]
-        out, energies = self._read(q, keys, values, None)
+        values = None if self.values is None else self.values[None]
+        out, energies = self._read(q, self.memories[None], values, None)
         return Retrieved(self.out_proj(out.reshape(*lead, -1)), energies.reshape(-1, *lead))
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
