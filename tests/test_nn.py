@@ -346,6 +346,39 @@ def test_largest_tensor_is_bounded_by_the_chunk(energy):
     assert probe.largest * 16 <= batch * 8192
 
 
+def test_compiled_layers_have_no_graph_break_and_equal_eager():
+    """``torch.compile(fullgraph=True)``, which raises at any graph break, of a MemoryLayer
+    (LSR: a state step, then the read-out of its memories, keys and values one tensor) and of
+    a Retrieval with projections and padding: outputs and gradients (input, memories, beta)
+    equal eager's. A set that is all padding is still refused, checked on the device.
+    The backend ``aot_eager`` captures the forward graph (Dynamo) and the backward graph
+    (AOTAutograd) without generating code, which is slow on a CPU."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 4, dtype=F64, generator=gen)
+    q, sets = (
+        torch.randn(2, 3, 4, dtype=F64, generator=gen),
+        torch.randn(2, 5, 4, dtype=F64, generator=gen),
+    )
+    pad = torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    memory = MemoryLayer(4, 10, energy="lsr", beta=0.2, learn_beta=True, steps=2, dtype=F64)
+    retrieval = Retrieval(4, hidden_dim=3, beta=0.5, learn_beta=True, steps=2, dtype=F64)
+    for layer, args in ((memory, (x,)), (retrieval, (q, sets, pad))):
+        compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+        results = []
+        for run in (layer, compiled):
+            inputs = [a.clone().requires_grad_(a.is_floating_point()) for a in args]
+            out = run(*inputs)
+            floats = [a for a in inputs if a.requires_grad]
+            results.append(
+                [*out, *torch.autograd.grad(weighted_sum(out), [*floats, *layer.parameters()])]
+            )
+        assert len(results[0]) >= 5
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="every memory of an example as padding"):
+        compiled(q, sets, torch.tensor([[False] * 5, [True] * 5]))
+
+
 def test_bad_input_raises_clear_errors():
     layer = Retrieval(4)
     q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 4)

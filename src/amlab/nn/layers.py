@@ -210,7 +210,10 @@ class Retrieval(_MemoryReader):
 
 def check_sets(batch: int, memories: torch.Tensor, padding_mask: torch.Tensor | None) -> None:
     """Memories (B, M, D) for ``batch`` examples, with M >= 1 and a bool padding mask (B, M)
-    that leaves every example at least one memory."""
+    that leaves every example at least one memory. That last check reads a value back to the
+    host (an AmlabError naming the examples); under ``torch.compile`` it runs on the device
+    instead (``torch._assert_async``: a RuntimeError saying :data:`EMPTY_SET`), so that the
+    compiled graph does not break."""
     if memories.shape[0] != batch:
         raise AmlabError(
             f"the queries hold {batch} examples but the memories {memories.shape[0]} sets; "
@@ -234,12 +237,21 @@ def check_sets(batch: int, memories: torch.Tensor, padding_mask: torch.Tensor | 
         raise AmlabError(
             f"padding_mask is on {padding_mask.device} but the memories on {memories.device}."
         )
-    if bool(padding_mask.all(1).any()):
-        empty = padding_mask.all(1).nonzero()[:, 0].tolist()
+    empty = padding_mask.all(1)
+    if torch.compiler.is_compiling():  # a value read back to the host would break the graph
+        torch._assert_async(~empty.any(), EMPTY_SET)  # checked on the device: a RuntimeError
+    elif bool(empty.any()):
         raise AmlabError(
-            f"padding_mask marks every memory of example(s) {empty[:10]} as padding; each "
-            "example needs at least one memory to read from."
+            f"padding_mask marks every memory of example(s) {empty.nonzero()[:, 0].tolist()[:10]}"
+            " as padding; each example needs at least one memory to read from."
         )
+
+
+#: what a compiled layer raises (a RuntimeError, from the device) for a set that is all padding
+EMPTY_SET = (
+    "padding_mask marks every memory of an example as padding; each example needs at least "
+    "one memory to read from."
+)
 
 
 class MemoryLayer(_MemoryReader):
