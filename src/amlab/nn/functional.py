@@ -163,15 +163,20 @@ class _Chunks:
     def padding(self, lo: int, hi: int) -> torch.Tensor | None:
         return None if self.pad is None else self.pad[:, None, lo:hi]
 
+    def kernel(self, lo: int, hi: int) -> torch.Tensor:
+        """LSR: the kernel (G, N, m) with padding at zero (a memory is active where > 0)."""
+        kernel = self.scores(lo, hi)
+        pad = self.padding(lo, hi)
+        return kernel if pad is None else kernel.masked_fill_(pad, 0.0)
+
     def weights(self, lo, hi, norm, eps) -> tuple[torch.Tensor, torch.Tensor]:
         """(w, s) of one chunk: the weights (G, N, m) and the scores (LSE) or kernel (LSR),
         padding at zero weight. ``norm`` is logsumexp(a) (LSE) or Z (LSR), (G, N)."""
+        if self.energy == "lsr":
+            s = self.kernel(lo, hi)
+            return s / (eps + norm).clamp_min(torch.finfo(s.dtype).tiny)[..., None], s
         s = self.scores(lo, hi)
         pad = self.padding(lo, hi)
-        if self.energy == "lsr":
-            if pad is not None:
-                s = s.masked_fill(pad, 0.0)
-            return s / (eps + norm).clamp_min(torch.finfo(s.dtype).tiny)[..., None], s
         w = torch.exp(s - norm[..., None])
         return (w if pad is None else w.masked_fill(pad, 0.0)), s
 
@@ -185,10 +190,7 @@ def _normaliser_pass(chunks: _Chunks, v, eps, chunk_size):
     if chunks.energy == "lsr":
         z = q.new_zeros(q.shape[:2])
         for lo, hi in _ranges(q, k, chunk_size):
-            kernel = chunks.scores(lo, hi)
-            pad = chunks.padding(lo, hi)
-            if pad is not None:
-                kernel.masked_fill_(pad, 0.0)
+            kernel = chunks.kernel(lo, hi)
             z += kernel.sum(-1)
             acc.baddbmm_(kernel, v[:, lo:hi])
         out = acc / (eps + z).clamp_min(torch.finfo(q.dtype).tiny)[..., None]
@@ -305,11 +307,7 @@ class _LSRStep(torch.autograd.Function):
         with torch.no_grad():
             stats = (x.new_zeros(x.shape[:2]), x.new_zeros(x.shape[:2]), torch.zeros_like(x))
             for lo, hi in _ranges(x, k, chunk_size):
-                kernel = chunks.scores(lo, hi)
-                pad = chunks.padding(lo, hi)
-                if pad is not None:
-                    kernel.masked_fill_(pad, 0.0)
-                add_block_stats(stats, kernel, k[:, lo:hi])
+                add_block_stats(stats, chunks.kernel(lo, hi), k[:, lo:hi])
             z, count, active_sum = stats
             n = count.clamp_min(1.0)[..., None]  # an empty support: z = 0, A = 0, so y = x
             y = x + (z[..., None] / n) * (active_sum / n - x)
@@ -345,11 +343,7 @@ class _LSRStep(torch.autograd.Function):
             pull = (beta * g_z)[..., None] * x + g_active_sum  # (G, N, D)
             dk = torch.zeros_like(k)
             for lo, hi in _ranges(x, k, chunk_size):
-                active = chunks.scores(lo, hi) > 0
-                pad = chunks.padding(lo, hi)
-                if pad is not None:
-                    active.masked_fill_(pad, False)
-                active = active.to(x.dtype).transpose(1, 2)  # (G, m, N)
+                active = (chunks.kernel(lo, hi) > 0).to(x.dtype).transpose(1, 2)  # (G, m, N)
                 dk_c = torch.bmm(active, pull)
                 dk_c -= beta * torch.bmm(active, g_z[..., None]) * k[:, lo:hi]
                 dk[:, lo:hi] = dk_c
