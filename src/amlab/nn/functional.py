@@ -102,16 +102,7 @@ def memory_step(
     :func:`memory_read`."""
     if energy == "lsr":
         return _LSRStep.apply(queries, keys, beta, eps, padding_mask, chunk_size)
-    return memory_read(
-        queries,
-        keys,
-        None,
-        beta,
-        energy=energy,
-        eps=eps,
-        padding_mask=padding_mask,
-        chunk_size=chunk_size,
-    )
+    return _MemoryRead.apply(queries, keys, None, beta, energy, eps, padding_mask, chunk_size)
 
 
 @torch.no_grad()
