@@ -8,9 +8,11 @@ import torch
 from torch.autograd import gradcheck
 from torch.func import functional_call
 
+from amlab.data.corrupt import gaussian_noise
+from amlab.data.images import image_splits
 from amlab.energy import lse_energy, lsr_energy
 from amlab.errors import AmlabError
-from amlab.nn import MemoryLayer, Pooling, Retrieval, memory_read, read_weights
+from amlab.nn import MemoryLayer, Pooling, Retrieval, memory_read, memory_step, read_weights
 from amlab.tasks.profiling import LargestTensor, PeakLiveBytes
 
 F64 = torch.float64
@@ -35,6 +37,21 @@ def plain_read(q, k, v, beta, energy, eps=0.0, pad=None):
         a = a.masked_fill(pad[:, None, :], float("-inf"))
     lse = torch.logsumexp(a, -1)
     return torch.softmax(a, -1) @ v, -lse / beta + 0.5 * (q * q).sum(-1)
+
+
+def plain_step(q, k, beta, energy, eps=0.0, pad=None):
+    """The state move written out with full (G, N, M) tensors: LSE's read-out of the keys;
+    LSR's damped centroid step x + (Z / n) (c - x) over the support S (n = |S|, c its mean,
+    Z = sum of its kernels), the state kept where S is empty."""
+    if energy != "lsr":
+        return plain_read(q, k, k, beta, energy, eps, pad)
+    d2 = ((q[:, :, None, :] - k[:, None, :, :]) ** 2).sum(-1)
+    kernel = torch.relu(1 - beta / 2 * d2)
+    if pad is not None:
+        kernel = kernel.masked_fill(pad[:, None, :], 0.0)
+    active = (kernel > 0).to(q.dtype)
+    z, n = kernel.sum(-1, keepdim=True), active.sum(-1, keepdim=True).clamp_min(1)
+    return q + z / n * (active @ k / n - q), -torch.log(eps + z[..., 0]) / beta  # S empty: Z = 0
 
 
 def tensors(g, n, m, d, e, dtype=F64, seed=0):
@@ -64,25 +81,56 @@ def test_gradcheck_of_the_chunked_read_out(energy, eps, beta):
 
 
 @pytest.mark.parametrize(("energy", "eps", "beta"), CASES)
+def test_gradcheck_of_the_chunked_state_step(energy, eps, beta):
+    """The state step's new state and energy against finite differences in q, k and beta,
+    across chunks of 3 memories and with padding (LSR: partial supports, so the step is the
+    damped centroid step over a strict subset of the memories)."""
+    q, k, _, pad = tensors(2, 3, 8, 4, 1)
+    inputs = [t.requires_grad_() for t in (q, k, torch.tensor(beta, dtype=F64))]
+
+    def step(q, k, b):
+        return memory_step(q, k, b, energy=energy, eps=eps, padding_mask=pad, chunk_size=3)
+
+    weights = read_weights(q, k, inputs[2], energy=energy, eps=eps, padding_mask=pad)
+    if energy == "lsr":
+        assert 0.1 < float((weights == 0).double().mean()) < 0.9
+    assert gradcheck(step, inputs)
+
+
+def weighted_sum(outputs, seed=2):
+    """sum_i <t_i, r_i> over the outputs with fixed random r_i: a loss that weighs them all."""
+    gen = torch.Generator().manual_seed(seed)
+    return sum((t * torch.randn(t.shape, generator=gen, dtype=t.dtype)).sum() for t in outputs)
+
+
+@pytest.mark.parametrize(("energy", "eps", "beta"), CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_chunked_backward_equals_autograd_through_the_plain_formula(energy, eps, beta, dtype):
+@pytest.mark.parametrize("move", [False, True], ids=["read", "step"])
+def test_chunked_backward_equals_autograd_through_the_plain_formula(energy, eps, beta, dtype, move):
+    """The read-out (of q, k, v, beta) and the state step (of q, k, beta), chunked, against
+    autograd through the plain formula: both outputs and every gradient."""
     q, k, v, pad = tensors(3, 17, 300, 6, 4, dtype=dtype, seed=1)
     beta = torch.tensor(beta, dtype=dtype)
+    args, names = (
+        ((q, k, beta), ("dq", "dk", "dbeta"))
+        if move
+        else ((q, k, v, beta), ("dq", "dk", "dv", "dbeta"))
+    )
+    kwargs = {"energy": energy, "eps": eps, "padding_mask": pad, "chunk_size": 64}
     got, want = [], []
-    for fn, store in ((memory_read, got), (plain_read, want)):
-        inputs = [t.clone().requires_grad_() for t in (q, k, v, beta)]
-        kwargs = {"energy": energy, "eps": eps, "padding_mask": pad, "chunk_size": 64}
-        if fn is plain_read:
-            out, e = plain_read(*inputs, energy, eps, pad)
+    for chunked, store in ((True, got), (False, want)):
+        inputs = [t.clone().requires_grad_() for t in args]
+        if move:
+            out = (
+                memory_step(*inputs, **kwargs) if chunked else plain_step(*inputs, energy, eps, pad)
+            )
         else:
-            out, e = memory_read(*inputs, **kwargs)
-        gen = torch.Generator().manual_seed(2)
-        loss = (out * torch.randn(out.shape, generator=gen, dtype=dtype)).sum() + (
-            e * torch.randn(e.shape, generator=gen, dtype=dtype)
-        ).sum()
-        store.extend([out, e, *torch.autograd.grad(loss, inputs)])
+            out = (
+                memory_read(*inputs, **kwargs) if chunked else plain_read(*inputs, energy, eps, pad)
+            )
+        store.extend([*out, *torch.autograd.grad(weighted_sum(out), inputs)])
     tol = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-11}
-    for name, a, b in zip(("out", "energy", "dq", "dk", "dv", "dbeta"), got, want, strict=True):
+    for name, a, b in zip(("out", "energy", *names), got, want, strict=True):
         torch.testing.assert_close(a, b, **tol, msg=f"{energy}: {name}")
 
 
@@ -157,8 +205,9 @@ def test_gradcheck_of_the_layers(energy, eps, opts):
 
 @pytest.mark.parametrize(("energy", "eps", "opts"), list(layer_cases()))
 def test_steps_and_energies_follow_the_energy_module(energy, eps, opts):
-    """Auto-association without projections: each step moves the queries to the read-out,
-    and the reported energies are those of amlab.energy at each state; LSE's never rise."""
+    """Auto-association without projections: the first steps move the queries as the plain
+    formula does, the last reads out; the reported energies are those of amlab.energy at
+    each state, and they never rise."""
     gen = torch.Generator().manual_seed(6)
     memories = torch.randn(1, 50, 8, dtype=F64, generator=gen)
     queries = memories[:, :20] + 0.6 * torch.randn(1, 20, 8, dtype=F64, generator=gen)
@@ -174,10 +223,79 @@ def test_steps_and_energies_follow_the_energy_module(energy, eps, opts):
                 state, memories[0], beta, form="dot" if energy == "lse_dot" else "distance"
             )
         torch.testing.assert_close(energies[t, 0], want)
-        state = plain_read(state[None], memories, memories, beta, energy, eps)[0][0]
-    torch.testing.assert_close(out[0], state)
-    if energy != "lsr":
-        assert bool((energies.diff(dim=0) <= 1e-12).all())
+        if t < 3:
+            state = plain_step(state[None], memories, beta, energy, eps)[0][0]
+    torch.testing.assert_close(
+        out[0], plain_read(state[None], memories, memories, beta, energy, eps)[0][0]
+    )
+    assert bool((energies.diff(dim=0) <= 1e-12).all())
+    assert bool((energies[-1] < energies[0] - 1e-3).any())  # the states did move
+
+
+def lsr_rounding(e, beta, eps, radius_sq, dtype):
+    """How far rounding may move a reported LSR energy E = -log(eps + Z) / beta: 16 units in
+    the last place of |E| plus those of Z carried to E (dE = dZ / (beta (eps + Z))), Z's being
+    those of a kernel 1 - (beta/2)(|x|^2 + |xi|^2 - 2 x.xi) with |x|^2, |xi|^2 <= radius_sq."""
+    ulps = 16 * torch.finfo(dtype).eps
+    return ulps * (e.abs() + (1 + beta * radius_sq) * torch.exp(beta * e) / beta)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_lsr_energy_never_rises_over_many_steps(dtype):
+    """What LSR's damped centroid step is for: over 20 steps the reported LSR energy of every
+    query never rises, up to rounding (:func:`lsr_rounding`), on 500 noisy digits read against
+    the 500 stored ones and on random data with several beta and eps (queries near a memory
+    and far from all). The LSR read-out repeated as the move (what the layers did before)
+    raises it for many of the same digits."""
+    stored = image_splits("digits", None)[0].images[:500].to(dtype)
+    noisy = gaussian_noise(stored, 0.2, seed=0)[0]
+    gen = torch.Generator().manual_seed(10)
+    cases = [(noisy, stored, 0.15, 0.0), (noisy, stored, 0.15, 0.3)]
+    for beta, eps in ((0.05, 0.0), (0.5, 0.1), (2.0, 0.0), (8.0, 1.0)):
+        memories = torch.randn(300, 6, generator=gen, dtype=dtype)
+        near = memories[:100] + (0.3 / beta**0.5) * torch.randn(100, 6, generator=gen, dtype=dtype)
+        far = 1.5 * torch.randn(100, 6, generator=gen, dtype=dtype)
+        cases.append((torch.cat([near, far]), memories, beta, eps))
+    for queries, memories, beta, eps in cases:
+        layer = Retrieval(
+            memories.shape[1], energy="lsr", beta=beta, eps=eps, steps=21, dtype=dtype
+        )
+        energies = layer(queries[None], memories[None]).energies[:, 0]  # (21, N)
+        radius_sq = float(torch.cat([queries, memories]).square().sum(1).max())
+        support = torch.exp(-beta * energies[0]) - eps > 0  # Z > 0 at the start
+        assert bool(energies[:, ~support].eq(energies[0, ~support]).all())  # the others stay
+        e = energies[:, support]
+        rise = e.diff(dim=0) - lsr_rounding(e[:-1], beta, eps, radius_sq, dtype)
+        assert float(rise.max()) <= 0, (beta, eps, float(rise.max()))
+        assert int(support.sum()) >= 90 and float((e[-1] < e[0]).double().mean()) > 0.5
+    # the LSR read-out as the move: the kernel-weighted mean of the keys
+    state, beta = noisy[None], torch.tensor(0.15, dtype=dtype)
+    energies = []
+    for _ in range(11):
+        state, e = memory_read(state, stored[None], None, beta, energy="lsr")
+        energies.append(e[0])
+    e = torch.stack(energies)
+    radius_sq = float(torch.cat([noisy, stored]).square().sum(1).max())
+    rise = e.diff(dim=0) - lsr_rounding(e[:-1], 0.15, 0.0, radius_sq, dtype)
+    assert int((rise > 0).any(0).sum()) > 100
+
+
+def test_lsr_step_outside_every_support_keeps_the_state_with_a_defined_gradient():
+    """No memory within reach: the state stays exactly, its gradient passes through unchanged
+    (y = x), the memories get zero, beta only the energy's explicit part; no NaN."""
+    q = torch.full((1, 2, 3), 10.0, dtype=F64, requires_grad=True)
+    k = torch.zeros(1, 4, 3, dtype=F64, requires_grad=True)
+    beta = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    r = torch.randn(1, 2, 3, dtype=F64, generator=torch.Generator().manual_seed(11))
+    for eps in (0.0, 0.5):
+        y, e = memory_step(q, k, beta, energy="lsr", eps=eps)
+        assert torch.equal(y, q)
+        assert bool((e == float("inf")).all()) if eps == 0 else torch.isfinite(e).all()
+        loss = (y * r).sum() + (e.sum() if eps else 0.0)
+        dq, dk, d_beta = torch.autograd.grad(loss, (q, k, beta))
+        assert torch.equal(dq, r) and torch.equal(dk, torch.zeros_like(dk))
+        want = 2 * torch.log(torch.tensor(eps, dtype=F64)) / beta**2 if eps else 0.0
+        torch.testing.assert_close(d_beta, torch.as_tensor(want, dtype=F64))
 
 
 def test_memory_layer_and_pooling_read_what_retrieval_reads():
@@ -212,13 +330,13 @@ def test_padding_is_the_same_as_leaving_the_memories_out():
 
 @pytest.mark.parametrize("energy", ["lse", "lsr"])
 def test_largest_tensor_is_bounded_by_the_chunk(energy):
-    """Forward and backward with 512 queries and 8192 learnable memories never build a
-    tensor near the (B, M) = 4M-element weight matrix: the largest is one chunk's block."""
+    """Forward and backward (a state step, then the read-out) with 512 queries and 8192
+    learnable memories never build a tensor near the (B, M) = 4M-element weight matrix: the
+    largest is one chunk's block."""
     torch.manual_seed(0)
     batch, chunk = 512, 256
-    layer = MemoryLayer(
-        8, 8192, energy=energy, beta=0.02 if energy == "lsr" else 1.0, chunk_size=chunk
-    )
+    beta = 0.02 if energy == "lsr" else 1.0
+    layer = MemoryLayer(8, 8192, energy=energy, beta=beta, steps=2, chunk_size=chunk)
     x = torch.randn(batch, 8, requires_grad=True)
     with LargestTensor() as probe:
         out, energies = layer(x)
@@ -226,6 +344,39 @@ def test_largest_tensor_is_bounded_by_the_chunk(energy):
     assert layer.memories.grad is not None and x.grad is not None
     assert probe.largest <= batch * chunk, probe.largest
     assert probe.largest * 16 <= batch * 8192
+
+
+def test_compiled_layers_have_no_graph_break_and_equal_eager():
+    """``torch.compile(fullgraph=True)``, which raises at any graph break, of a MemoryLayer
+    (LSR: a state step, then the read-out of its memories, keys and values one tensor) and of
+    a Retrieval with projections and padding: outputs and gradients (input, memories, beta)
+    equal eager's. A set that is all padding is still refused, checked on the device.
+    The backend ``aot_eager`` captures the forward graph (Dynamo) and the backward graph
+    (AOTAutograd) without generating code, which is slow on a CPU."""
+    gen = torch.Generator().manual_seed(12)
+    x = torch.randn(3, 4, dtype=F64, generator=gen)
+    q, sets = (
+        torch.randn(2, 3, 4, dtype=F64, generator=gen),
+        torch.randn(2, 5, 4, dtype=F64, generator=gen),
+    )
+    pad = torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    memory = MemoryLayer(4, 10, energy="lsr", beta=0.2, learn_beta=True, steps=2, dtype=F64)
+    retrieval = Retrieval(4, hidden_dim=3, beta=0.5, learn_beta=True, steps=2, dtype=F64)
+    for layer, args in ((memory, (x,)), (retrieval, (q, sets, pad))):
+        compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+        results = []
+        for run in (layer, compiled):
+            inputs = [a.clone().requires_grad_(a.is_floating_point()) for a in args]
+            out = run(*inputs)
+            floats = [a for a in inputs if a.requires_grad]
+            results.append(
+                [*out, *torch.autograd.grad(weighted_sum(out), [*floats, *layer.parameters()])]
+            )
+        assert len(results[0]) >= 5
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="every memory of an example as padding"):
+        compiled(q, sets, torch.tensor([[False] * 5, [True] * 5]))
 
 
 def test_bad_input_raises_clear_errors():

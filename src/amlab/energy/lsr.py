@@ -51,16 +51,21 @@ def add_block_stats(
 ) -> None:
     """Add one block of kernel weights to the running ``stats``, in place.
 
-    Without ``rows``: weights (B, m) of every state against the memories ``members`` (m, D).
+    Without ``rows``: weights (B, m) of every state against the memories ``members`` (m, D),
+    or, batched, weights (G, B, m) of each group's states against its memories (G, m, D)
+    (the stats then (G, B), (G, B), (G, B, D)).
     With ``rows`` (P,): weights (P, L) of state rows[p] against its own memories members[p]
     (P, L, D) (the index's (state, ball) pairs; a state may appear in several rows).
     """
     z, count, active_sum = stats
     active = (weights > 0).to(weights.dtype)
     if rows is None:
-        z += weights.sum(1)
-        count += active.sum(1)
-        active_sum.addmm_(active, members)
+        z += weights.sum(-1)
+        count += active.sum(-1)
+        if weights.ndim == 3:
+            active_sum.baddbmm_(active, members)
+        else:
+            active_sum.addmm_(active, members)
     else:
         z.index_add_(0, rows, weights.sum(1))
         count.index_add_(0, rows, active.sum(1))

@@ -6,12 +6,13 @@
 - :class:`Pooling`: learnable queries pooling a set (multiple-instance learning).
 
 Energies LSE (distance and dot form) and LSR (Epanechnikov, exactly sparse), beta fixed or
-learnable, ``steps`` retrieval steps, the energy of each step returned beside the output.
-Forward and backward are chunked over the memories (:func:`memory_read`), so memory
-grows with the chunk, not with the number of memories.
+learnable, ``steps`` retrieval steps, the energy of each step returned beside the output
+(it never rises from one step to the next). Forward and backward are chunked over the
+memories (:func:`memory_read`, :func:`memory_step`), so memory grows with the chunk, not
+with the number of memories.
 """
 
-from amlab.nn.functional import ENERGIES, memory_read, read_weights
+from amlab.nn.functional import ENERGIES, memory_read, memory_step, read_weights
 from amlab.nn.layers import MemoryLayer, Pooling, Retrieval, Retrieved
 
 __all__ = [
@@ -21,5 +22,6 @@ __all__ = [
     "Retrieval",
     "Retrieved",
     "memory_read",
+    "memory_step",
     "read_weights",
 ]

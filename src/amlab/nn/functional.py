@@ -1,4 +1,5 @@
-"""One retrieval step from a memory, chunked over the memories in both directions.
+"""Retrieval from a memory, chunked over the memories in both directions: the read-out
+(:func:`memory_read`) and the move of a state (:func:`memory_step`).
 
 For queries q (G, N, D), keys k (G, M, D), values v (G, M, E) and inverse temperature beta,
 one read-out is the kernel-weighted mean of the values and the energy of the query:
@@ -13,22 +14,37 @@ with per-pair scores ``a`` and kernels K of the three energies of :mod:`amlab.en
 - ``"lsr"``: ``a = -(beta/2) |q - k|^2``, K(a) = ReLU(1 + a) (Epanechnikov, exactly zero
   outside the support radius sqrt(2/beta)); E = -(1/beta) log(eps + Z), Z = sum K(a)
 
-With the keys as values, the LSE read-out is the attention (Hopfield) update, a descent step
-on the LSE energy that never raises it. The LSR read-out weighs each memory by its kernel,
-so it is exactly sparse: outside every support all weights are zero, so are the output
-and its gradient (the energy is +inf there when eps = 0, with zero gradient, as in
-:mod:`amlab.energy.lsr`). It is not LSR's own descent step: that one (the centroid of the
-active memories, ``DenseAM.retrieve(method="fixed_point")``) is piecewise constant in the
-query, so no gradient would reach the query through it. Repeated LSR read-outs can raise
-the LSR energy (on 500 noisy digits against 500 stored ones, beta 0.15, 10 steps: 181
-queries saw a rise), which the energies the layers return show.
+The LSR read-out weighs each memory by its kernel, so it is exactly sparse: outside every
+support all weights are zero, so are the output and its gradient (the energy is +inf there
+when eps = 0, with zero gradient, as in :mod:`amlab.energy.lsr`).
 
-:func:`memory_read` is a ``torch.autograd.Function``. Its forward streams over chunks of
-memories (an online log-sum-exp for LSE, running sums for LSR) and saves only the queries,
-the output and one normaliser per query; its backward streams over the same chunks again,
-recomputing each chunk's weights. Neither pass holds more than a few (G, N, chunk)
-blocks, so training with 10^5-10^6 memories never keeps a (G, N, M) activation.
-Gradients flow to the queries, keys, values and beta, from both the output and the energy.
+A state move (:func:`memory_step`, the first ``steps - 1`` steps of a layer) never raises
+the energy. For LSE it is the read-out with the keys as values: the attention (Hopfield)
+update, a descent step on the LSE energy. The LSR read-out is not one (repeated, it raised
+the LSR energy of 241 of 500 noisy digits, sigma 0.2, read against the 500 stored ones,
+beta 0.15, 10 steps), so LSR's move is the *damped centroid step*: with S the support of x
+(the memories with K > 0, padding excluded), n = |S|, c the mean of the xi_mu over S and
+Z = Z(x),
+
+    y = x + alpha (c - x),    alpha = Z / n in (0, 1]  (the mean kernel value over S),
+
+and y = x when S is empty. It never raises E: Q(y) = sum_{mu in S} (1 - (beta/2)|y - xi_mu|^2)
+= n - (beta/2) (n |y - c|^2 + sum_S |xi_mu - c|^2) is below Z everywhere (ReLU(t) >= t, and
+the memories outside S add K >= 0) and equal to it at x. On the segment y = x + alpha (c - x),
+0 <= alpha <= 2, y - c = (1 - alpha)(x - c) is no longer than x - c, so Q(y) >= Q(x), hence
+Z(y) >= Q(y) >= Q(x) = Z(x) and E(y) <= E(x). Its fixed points (x = c) are those of LSR's
+centroid dynamics (``DenseAM.retrieve(method="fixed_point")``), but unlike the plain centroid,
+which is piecewise constant in x, it passes gradients to the query (through 1 - alpha and
+alpha(x): grad alpha = -beta (x - c)), to the memories (through c and Z) and to beta (through
+Z; n is piecewise constant).
+
+:func:`memory_read` and the LSR step are each one ``torch.autograd.Function``. Their
+forwards stream over chunks of memories (an online log-sum-exp for LSE; running sums of the
+kernel, the active count and the active memories for LSR) and save only per-query tensors;
+their backwards stream over the same chunks again, recomputing each chunk's weights (or support).
+Neither pass holds more than a few (G, N, chunk) blocks, so training with 10^5-10^6 memories
+never keeps a (G, N, M) activation. Gradients flow to the queries, keys, values and beta,
+from both the output and the energy.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ from torch.autograd.function import once_differentiable
 
 from amlab.energy.chunks import SCORE_BLOCK_ELEMENTS, chunk_ranges, score_block
 from amlab.energy.distances import sq_distances, sq_norms
-from amlab.energy.lsr import lsr_weights_
+from amlab.energy.lsr import add_block_stats, lsr_energy_from_stats, lsr_weights_
 
 #: the energies a memory read-out may use (the names of :class:`~amlab.models.DenseAM`)
 ENERGIES = ("lse", "lse_dot", "lsr")
@@ -47,7 +63,7 @@ ENERGIES = ("lse", "lse_dot", "lsr")
 def memory_read(
     queries: torch.Tensor,
     keys: torch.Tensor,
-    values: torch.Tensor,
+    values: torch.Tensor | None,
     beta: torch.Tensor,
     *,
     energy: str = "lse",
@@ -58,7 +74,8 @@ def memory_read(
     """One read-out (see the module docstring): output (G, N, E) and energy (G, N).
 
     Args:
-        queries: (G, N, D); keys: (G, M, D); values: (G, M, E); beta: a 0-dim tensor > 0.
+        queries: (G, N, D); keys: (G, M, D); values: (G, M, E), or None to read out the
+            keys themselves (auto-association); beta: a 0-dim tensor > 0.
         energy: "lse", "lse_dot" or "lsr"; eps: LSR's floor inside the log (>= 0).
         padding_mask: (G, M) bool, True where a memory is padding (ignored); every set
             must hold at least one memory that is not padding.
@@ -67,6 +84,25 @@ def memory_read(
     The layers of :mod:`amlab.nn` check their input; this function does not.
     """
     return _MemoryRead.apply(queries, keys, values, beta, energy, eps, padding_mask, chunk_size)
+
+
+def memory_step(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    beta: torch.Tensor,
+    *,
+    energy: str = "lse",
+    eps: float = 0.0,
+    padding_mask: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One move of the states that never raises their energy (see the module docstring): the
+    new states (G, N, D) and the energy (G, N) of the states it started from. LSE: the
+    read-out of the keys (the attention update); LSR: the damped centroid step. Arguments as
+    :func:`memory_read`."""
+    if energy == "lsr":
+        return _LSRStep.apply(queries, keys, beta, eps, padding_mask, chunk_size)
+    return _MemoryRead.apply(queries, keys, None, beta, energy, eps, padding_mask, chunk_size)
 
 
 @torch.no_grad()
@@ -118,15 +154,20 @@ class _Chunks:
     def padding(self, lo: int, hi: int) -> torch.Tensor | None:
         return None if self.pad is None else self.pad[:, None, lo:hi]
 
+    def kernel(self, lo: int, hi: int) -> torch.Tensor:
+        """LSR: the kernel (G, N, m) with padding at zero (a memory is active where > 0)."""
+        kernel = self.scores(lo, hi)
+        pad = self.padding(lo, hi)
+        return kernel if pad is None else kernel.masked_fill_(pad, 0.0)
+
     def weights(self, lo, hi, norm, eps) -> tuple[torch.Tensor, torch.Tensor]:
         """(w, s) of one chunk: the weights (G, N, m) and the scores (LSE) or kernel (LSR),
         padding at zero weight. ``norm`` is logsumexp(a) (LSE) or Z (LSR), (G, N)."""
+        if self.energy == "lsr":
+            s = self.kernel(lo, hi)
+            return s / (eps + norm).clamp_min(torch.finfo(s.dtype).tiny)[..., None], s
         s = self.scores(lo, hi)
         pad = self.padding(lo, hi)
-        if self.energy == "lsr":
-            if pad is not None:
-                s = s.masked_fill(pad, 0.0)
-            return s / (eps + norm).clamp_min(torch.finfo(s.dtype).tiny)[..., None], s
         w = torch.exp(s - norm[..., None])
         return (w if pad is None else w.masked_fill(pad, 0.0)), s
 
@@ -140,10 +181,7 @@ def _normaliser_pass(chunks: _Chunks, v, eps, chunk_size):
     if chunks.energy == "lsr":
         z = q.new_zeros(q.shape[:2])
         for lo, hi in _ranges(q, k, chunk_size):
-            kernel = chunks.scores(lo, hi)
-            pad = chunks.padding(lo, hi)
-            if pad is not None:
-                kernel.masked_fill_(pad, 0.0)
+            kernel = chunks.kernel(lo, hi)
             z += kernel.sum(-1)
             acc.baddbmm_(kernel, v[:, lo:hi])
         out = acc / (eps + z).clamp_min(torch.finfo(q.dtype).tiny)[..., None]
@@ -166,14 +204,21 @@ def _normaliser_pass(chunks: _Chunks, v, eps, chunk_size):
     return acc / total[..., None], lse, -lse / beta + 0.5 * chunks.q_sq
 
 
+def _inverse_and_log(z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """1 / (eps + Z) and log(eps + Z), both 0 where eps + Z = 0: outside every support with
+    eps = 0, where E = +inf is flat and its gradient defined as zero."""
+    inside = eps + z > 0
+    safe = torch.where(inside, eps + z, 1.0)
+    return torch.where(inside, 1.0 / safe, 0.0), torch.where(inside, torch.log(safe), 0.0)
+
+
 class _MemoryRead(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, beta, energy, eps, padding_mask, chunk_size):
         chunks = _Chunks(q, k, beta, energy, padding_mask)
-        out, norm, e = _normaliser_pass(chunks, v, eps, chunk_size)
+        out, norm, e = _normaliser_pass(chunks, k if v is None else v, eps, chunk_size)
         ctx.save_for_backward(q, k, v, beta, out, norm)
         ctx.settings = (energy, eps, padding_mask, chunk_size)
-        ctx.values_are_keys = v is k
         return out, e
 
     @staticmethod
@@ -182,21 +227,22 @@ class _MemoryRead(torch.autograd.Function):
         q, k, v, beta, out, norm = ctx.saved_tensors
         energy, eps, padding_mask, chunk_size = ctx.settings
         need_q, need_k, need_v, need_beta = ctx.needs_input_grad[:4]
-        # values that are the keys (auto-association) get one gradient buffer, not two
-        shared = ctx.values_are_keys and need_k
-        need_v = need_v and not shared
+        # values that are the keys (v None: auto-association) share the keys' gradient buffer
+        shared = v is None and need_k
+        if v is None:
+            v, need_v = k, False
         if g_out is None:
             g_out = torch.zeros_like(out)
         if g_energy is None:
             g_energy = torch.zeros_like(norm)
         chunks = _Chunks(q, k, beta, energy, padding_mask)
         lsr = energy == "lsr"
-        tiny = torch.finfo(q.dtype).tiny
         # d loss / d a = w (h - delta - g_E / beta) for LSE, active (h - ...) / (eps + Z) for
         # LSR, with h = g_out . v_mu and delta = g_out . out
         offset = ((g_out * out).sum(-1) + g_energy / beta)[..., None]
-        if lsr:  # 1 / (eps + Z), and 0 outside every support (where no weight is active)
-            inv = torch.where(eps + norm > 0, 1.0 / (eps + norm), 0.0)[..., None]
+        if lsr:
+            inv, log_norm = _inverse_and_log(norm, eps)
+            inv = inv[..., None]
         dq = torch.zeros_like(q)
         dk = torch.zeros_like(k) if need_k else None
         dv = torch.zeros_like(v) if need_v else None
@@ -225,7 +271,6 @@ class _MemoryRead(torch.autograd.Function):
         dq *= beta
         if lsr:
             dq -= (beta * row_sum)[..., None] * q
-            log_norm = torch.where(inv[..., 0] > 0, torch.log((eps + norm).clamp_min(tiny)), 0.0)
         else:
             dq += g_energy[..., None] * q  # the |q|^2 / 2 in E
             log_norm = norm
@@ -241,3 +286,60 @@ class _MemoryRead(torch.autograd.Function):
             None,
             None,
         )
+
+
+class _LSRStep(torch.autograd.Function):
+    """LSR's damped centroid step y = x + alpha (c - x), alpha = Z / n (module docstring),
+    from the support statistics Z, n and A = sum_S xi_mu (c = A / n) of one chunked pass."""
+
+    @staticmethod
+    def forward(ctx, x, k, beta, eps, padding_mask, chunk_size):
+        chunks = _Chunks(x, k, beta, "lsr", padding_mask)
+        with torch.no_grad():
+            stats = (x.new_zeros(x.shape[:2]), x.new_zeros(x.shape[:2]), torch.zeros_like(x))
+            for lo, hi in _ranges(x, k, chunk_size):
+                add_block_stats(stats, chunks.kernel(lo, hi), k[:, lo:hi])
+            z, count, active_sum = stats
+            n = count.clamp_min(1.0)[..., None]  # an empty support: z = 0, A = 0, so y = x
+            y = x + (z[..., None] / n) * (active_sum / n - x)
+        ctx.save_for_backward(x, k, beta, z, count, active_sum)
+        ctx.settings = (eps, padding_mask, chunk_size)
+        return y, lsr_energy_from_stats(z, beta, eps)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_y, g_energy):
+        x, k, beta, z, count, active_sum = ctx.saved_tensors
+        eps, padding_mask, chunk_size = ctx.settings
+        need_x, need_k, need_beta = ctx.needs_input_grad[:3]
+        if g_y is None:
+            g_y = torch.zeros_like(x)
+        if g_energy is None:
+            g_energy = torch.zeros_like(z)
+        n = count.clamp_min(1.0)
+        alpha = z / n
+        centroid = active_sum / n[..., None]
+        # E = -log(eps + Z) / beta: dE/dZ = -1 / (beta (eps + Z)), 0 outside every support
+        inv, log_norm = _inverse_and_log(z, eps)
+        # y depends on Z through alpha = Z / n, and on A through alpha A / n
+        g_z = (g_y * (centroid - x)).sum(-1) / n - g_energy * inv / beta
+        g_active_sum = (alpha / n)[..., None] * g_y
+        # Z = sum_S (1 - (beta/2)|x - xi|^2): dZ/dx = -beta (n x - A), dZ/dbeta = -(n - Z)/beta
+        dx = (1.0 - alpha)[..., None] * g_y - (beta * g_z)[..., None] * (
+            count[..., None] * x - active_sum
+        )
+        dk = None
+        if need_k:  # dZ/dxi = beta (x - xi) and dA/dxi = 1 for each xi in S
+            chunks = _Chunks(x, k, beta, "lsr", padding_mask)
+            pull = (beta * g_z)[..., None] * x + g_active_sum  # (G, N, D)
+            dk = torch.zeros_like(k)
+            for lo, hi in _ranges(x, k, chunk_size):
+                active = (chunks.kernel(lo, hi) > 0).to(x.dtype).transpose(1, 2)  # (G, m, N)
+                dk_c = torch.bmm(active, pull)
+                dk_c -= beta * torch.bmm(active, g_z[..., None]) * k[:, lo:hi]
+                dk[:, lo:hi] = dk_c
+        d_beta = None
+        if need_beta:
+            d_beta = (-(g_z * (count - z)).sum() + (g_energy * log_norm).sum() / beta) / beta
+            d_beta = d_beta.reshape(beta.shape)
+        return dx if need_x else None, dk, d_beta, None, None, None

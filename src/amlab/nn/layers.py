@@ -1,11 +1,12 @@
 """Associative memory as trainable layers: retrieval from learnable memories, from a set given
 with each example, and pooling of a set by learnable queries.
 
-Every layer runs ``steps`` retrieval steps (:func:`amlab.nn.functional.memory_read`, chunked
-over the memories both ways): the query, projected if the layer has projections, is moved
-to the weighted mean of the keys ``steps - 1`` times, then the last step reads out the
-values. Each returns :class:`Retrieved`: the output and the energy of the state that each
-step started from.
+Every layer runs ``steps`` retrieval steps (chunked over the memories both ways): the query,
+projected if the layer has projections, is moved ``steps - 1`` times by
+:func:`~amlab.nn.functional.memory_step` (LSE: to the softmax-weighted mean of the keys;
+LSR: the damped centroid step), which never raises its energy, then the last step reads out
+the values (:func:`~amlab.nn.functional.memory_read`). Each returns :class:`Retrieved`: the
+output and the energy of the state that each step started from.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from amlab.errors import (
     check_steps,
 )
 from amlab.models.model import seeded
-from amlab.nn.functional import ENERGIES, memory_read, read_weights
+from amlab.nn.functional import ENERGIES, memory_read, memory_step, read_weights
 
 
 class Retrieved(NamedTuple):
@@ -65,23 +66,23 @@ class _MemoryReader(nn.Module):
         return self.log_beta.exp()
 
     def _read(self, q, keys, values, padding_mask) -> Retrieved:
-        """``steps`` read-outs of q (G, N, D) from keys (G, M, D) and values (G, M, E)."""
+        """``steps - 1`` moves of q (G, N, D) on the keys (G, M, D), then the read-out of the
+        values (G, M, E) (None or the keys themselves: the keys)."""
         beta = self.beta
+        settings = {
+            "energy": self.energy,
+            "eps": self.eps,
+            "padding_mask": padding_mask,
+            "chunk_size": self.chunk_size,
+        }
         energies = []
-        for step in range(self.steps):
-            last = step == self.steps - 1
-            q, e = memory_read(
-                q,
-                keys,
-                values if last else keys,
-                beta,
-                energy=self.energy,
-                eps=self.eps,
-                padding_mask=padding_mask,
-                chunk_size=self.chunk_size,
-            )
+        for _ in range(self.steps - 1):
+            q, e = memory_step(q, keys, beta, **settings)
             energies.append(e)
-        return Retrieved(q, torch.stack(energies))
+        # the keys as values are passed as None: one tensor given twice breaks torch.compile
+        out, e = memory_read(q, keys, None if values is keys else values, beta, **settings)
+        energies.append(e)
+        return Retrieved(out, torch.stack(energies))
 
     def extra_repr(self) -> str:
         eps = f", eps={self.eps}" if self.energy == "lsr" else ""
@@ -209,7 +210,10 @@ class Retrieval(_MemoryReader):
 
 def check_sets(batch: int, memories: torch.Tensor, padding_mask: torch.Tensor | None) -> None:
     """Memories (B, M, D) for ``batch`` examples, with M >= 1 and a bool padding mask (B, M)
-    that leaves every example at least one memory."""
+    that leaves every example at least one memory. That last check reads a value back to the
+    host (an AmlabError naming the examples); under ``torch.compile`` it runs on the device
+    instead (``torch._assert_async``: a RuntimeError saying :data:`EMPTY_SET`), so that the
+    compiled graph does not break."""
     if memories.shape[0] != batch:
         raise AmlabError(
             f"the queries hold {batch} examples but the memories {memories.shape[0]} sets; "
@@ -233,12 +237,21 @@ def check_sets(batch: int, memories: torch.Tensor, padding_mask: torch.Tensor | 
         raise AmlabError(
             f"padding_mask is on {padding_mask.device} but the memories on {memories.device}."
         )
-    if bool(padding_mask.all(1).any()):
-        empty = padding_mask.all(1).nonzero()[:, 0].tolist()
+    empty = padding_mask.all(1)
+    if torch.compiler.is_compiling():  # a value read back to the host would break the graph
+        torch._assert_async(~empty.any(), EMPTY_SET)  # checked on the device: a RuntimeError
+    elif bool(empty.any()):
         raise AmlabError(
-            f"padding_mask marks every memory of example(s) {empty[:10]} as padding; each "
-            "example needs at least one memory to read from."
+            f"padding_mask marks every memory of example(s) {empty.nonzero()[:, 0].tolist()[:10]}"
+            " as padding; each example needs at least one memory to read from."
         )
+
+
+#: what a compiled layer raises (a RuntimeError, from the device) for a set that is all padding
+EMPTY_SET = (
+    "padding_mask marks every memory of an example as padding; each example needs at least "
+    "one memory to read from."
+)
 
 
 class MemoryLayer(_MemoryReader):
@@ -298,9 +311,8 @@ class MemoryLayer(_MemoryReader):
     def forward(self, x: torch.Tensor) -> Retrieved:
         q = self._queries(x)  # checks x first
         lead = x.shape[:-1]
-        keys = self.memories[None]
-        values = keys if self.values is None else self.values[None]
-        out, energies = self._read(q, keys, values, None)
+        values = None if self.values is None else self.values[None]
+        out, energies = self._read(q, self.memories[None], values, None)
         return Retrieved(self.out_proj(out.reshape(*lead, -1)), energies.reshape(-1, *lead))
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
