@@ -487,12 +487,12 @@ TIMEOUT_S = 1800.0
 def _join_process_group(model: nn.Module) -> tuple[int, int]:
     """(rank, world size); joins the process group when torchrun started several processes
     (NCCL for a model on CUDA, gloo otherwise), unless the caller has joined one."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
     import torch.distributed as dist
 
-    from amlab.distributed.group import init_group
+    from amlab.distributed.group import init_group, torchrun_rank
+
+    if torchrun_rank()[1] == 1:
+        return 0, 1
 
     if not dist.is_initialized():
         on_cuda = any(p.is_cuda for p in model.parameters())
