@@ -21,6 +21,7 @@ from amlab.cli.common import (
     refuse_unused,
     result_table,
     show_result,
+    shows_results,
     typed,
 )
 from amlab.data.corrupt import CORRUPTIONS
@@ -99,7 +100,6 @@ def retrieve(
     as_json: JsonOpt = False,
 ) -> None:
     """Store images, corrupt them, retrieve them, and report how many come back."""
-    from amlab.distributed.group import torchrun_rank
     from amlab.tasks.retrieval import RetrievalConfig, run_retrieval
 
     with errors():
@@ -107,7 +107,7 @@ def retrieve(
             data_options = {"--data": typed(ctx, "data"), "--data-dir": data_dir}
             data_options["--memories"] = typed(ctx, "memories")
             refuse_unused(data_options, "--store holds the memories")
-        rank = torchrun_rank()[0]
+        shows = shows_results()
         config = RetrievalConfig(
             data=data,
             data_dir=image_files(data, data_dir),
@@ -128,10 +128,10 @@ def retrieve(
             store=None if store is None else str(store),
         )
         # under torchrun, rank 0 alone shows progress and the result
-        progress = descent_progress("retrieving", total=steps) if rank == 0 else nullcontext()
+        progress = descent_progress("retrieving", total=steps) if shows else nullcontext()
         with progress as advance:
             metrics = run_retrieval(config, out=out, on_step=advance)
-    if rank != 0:
+    if not shows:
         return
     keys = (
         "accuracy",
