@@ -4,15 +4,12 @@ into a ShardedDenseAM; missing, truncated, changed and foreign shard files refus
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import error_line
-from ranks import close, run_ranks
+from ranks import close, launch, run_ranks
 from typer.testing import CliRunner
 
 from amlab.cli import app
@@ -121,18 +118,9 @@ def test_the_store_write_command_stores_what_retrieve_would(tmp_path):
 def test_under_torchrun_three_ranks_retrieve_from_a_store_written_for_two(tmp_path):
     write_store(tmp_path / "store", memories(), 2)
     script = Path(__file__).with_name("torchrun_sharded.py")
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [*run, str(script), str(tmp_path / "store")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    stdout = launch([script, tmp_path / "store"], nproc=3)
     for rank in range(3):
-        assert f"rank {rank} of 3: " in done.stdout
+        assert f"rank {rank} of 3: " in stdout
 
 
 def test_a_shard_removed_after_opening_is_refused_naming_it(tmp_path):
@@ -189,18 +177,8 @@ def test_retrieve_under_torchrun_from_a_store_equals_one_process(tmp_path):
     args = [*RETRIEVE, "--store", str(tmp_path / "store")]
     one = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert one.exit_code == 0, one.output
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    done = subprocess.run(
-        [*run, "-m", "amlab.cli", *args, "--out", str(tmp_path / "two")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    printed = json.loads(done.stdout)  # one JSON document: rank 1 printed nothing
+    stdout = launch(["-m", "amlab.cli", *args, "--out", tmp_path / "two"], nproc=2)
+    printed = json.loads(stdout)  # one JSON document: rank 1 printed nothing
     written = json.loads((tmp_path / "two" / "metrics.json").read_text())
     alone = json.loads(one.stdout)
     assert written == printed

@@ -3,13 +3,11 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from ranks import launch
 from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
@@ -143,20 +141,10 @@ def test_killed_and_resumed_et_training_matches_an_uninterrupted_run(tmp_path):
 def test_amlab_train_et_under_torchrun_writes_and_prints_from_rank_0(tmp_path):
     """Two torchrun ranks train one ET (DDP): one result printed, and train.json holds the
     losses of rank 0, the ones its checkpoint holds; the saved model loads."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     args = ["train", "et", "--steps", "3", "--warmup", "0", "--dim", "16", "--heads", "2"]
     args += ["--head-dim", "4", "--et-steps", "2", "--batch-size", "8", "--json"]
-    done = subprocess.run(
-        [*run, "-m", "amlab.cli", *args, "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    printed = json.loads(done.stdout)  # one JSON document: rank 1 printed nothing
+    stdout = launch(["-m", "amlab.cli", *args, "--out", tmp_path], nproc=2)
+    printed = json.loads(stdout)  # one JSON document: rank 1 printed nothing
     assert printed == json.loads((tmp_path / "train.json").read_text())
     state = json.loads((latest_checkpoint(tmp_path) / "state.json").read_text())
     assert printed["losses"] == state["losses"] and state["settings"]["world_size"] == 2

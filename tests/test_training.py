@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from ranks import launch
 from torch import nn
 
 from amlab.errors import AmlabError
@@ -317,20 +316,7 @@ def run_torchrun_script(tmp_path: Path, mode: str, torchrun: bool = True, succee
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(TORCHRUN_SCRIPT))
     prefix = str(tmp_path / "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    launch = [sys.executable]
-    if torchrun:
-        launch += ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    done = subprocess.run(
-        [*launch, str(script), prefix, "2", mode],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    # the launcher's and the ranks' own output, so that a failure says why
-    assert (done.returncode == 0) == succeeds, done.stdout[-3000:] + done.stderr[-6000:]
+    launch([script, prefix, "2", mode], nproc=2 if torchrun else None, succeeds=succeeds)
     return prefix
 
 
