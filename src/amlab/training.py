@@ -485,15 +485,15 @@ TIMEOUT_S = 1800.0
 
 
 def _join_process_group(model: nn.Module) -> tuple[int, int]:
-    """(rank, world size); joins the process group when torchrun started several processes
-    (NCCL for a model on CUDA, gloo otherwise), unless the caller has joined one."""
+    """(rank, world size) in the default process group when torchrun started several
+    processes, which joins it unless the caller has (NCCL for a model on CUDA, gloo
+    otherwise); (0, 1), one process, when it did not."""
     import torch.distributed as dist
 
     from amlab.distributed.group import init_group, torchrun_rank
 
     if torchrun_rank()[1] == 1:
         return 0, 1
-
     if not dist.is_initialized():
         on_cuda = any(p.is_cuda for p in model.parameters())
         init_group(backend="nccl" if on_cuda else "gloo", timeout_s=TIMEOUT_S)
