@@ -1,9 +1,14 @@
 """Running a test case on real process groups: ``world_size`` spawned processes joined in a
 gloo group on this machine through a file store (no port to pick). Each spawn pays for
 starting its processes, so a test runs all its cases in one. The group's timeout bounds every
-wait: a broken case fails instead of hanging."""
+wait: a broken case fails instead of hanging. And launching a script or a command as a user
+does, under torchrun (:func:`launch`)."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import torch
 import torch.distributed as dist
@@ -28,6 +33,26 @@ def _rank(rank, world_size, store, case, args):
         case(rank, world_size, *args)
     finally:
         dist.destroy_process_group()
+
+
+def launch(args, nproc=2, succeeds=True, timeout=300) -> str:
+    """Run ``python [-m torch.distributed.run --standalone --nproc_per_node nproc] ARGS``
+    (``nproc`` None: a plain process), one thread a process; check that it succeeds (or,
+    ``succeeds=False``, fails) and return its stdout. A run that does not end as expected
+    fails the caller with the launcher's and the ranks' own output, so that it says why."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)  # this process's own, if any, is not the launch's
+    launcher = [] if nproc is None else ["-m", "torch.distributed.run", "--standalone"]
+    launcher += [] if nproc is None else ["--nproc_per_node", str(nproc)]
+    done = subprocess.run(
+        [sys.executable, *launcher, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert (done.returncode == 0) == succeeds, done.stdout[-3000:] + done.stderr[-6000:]
+    return done.stdout
 
 
 def close(a, b, tol=1e-12):

@@ -29,7 +29,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "analysis": {"models"},
     "data": set(),
     "diffusion": {"models"},
-    "training": {"models", "data"},
+    # training joins the process group with distributed's init_group (bounded waits, amlab
+    # errors) and checks the ranks agree through its all_gather
+    "training": {"models", "data", "distributed"},
     "tasks": {"models", "nn", "distributed", "analysis", "data", "diffusion", "training"},
     "experiments": {"tasks"},
     # DESIGN.md names models, data and analysis; the diffusion view also exports the

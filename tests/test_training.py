@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from ranks import launch
 from torch import nn
 
 from amlab.errors import AmlabError
@@ -46,6 +45,12 @@ def assert_same_weights(a: nn.Module, b: nn.Module) -> None:
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb
         assert torch.equal(va, vb), ka
+
+
+def assert_same_weights_dict(a: dict, b: dict) -> None:
+    assert list(a) == list(b)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
 
 
 class Kill(Exception):
@@ -229,64 +234,89 @@ def test_bad_settings_and_bad_losses_are_refused(tmp_path):
 
 
 TORCHRUN_SCRIPT = """
-import os, sys, torch
+import os, signal, sys, torch
 from torch import nn
-from amlab.training import TrainConfig, step_generator, train
+from amlab.training import TrainConfig, latest_checkpoint, load_checkpoint, step_generator, train
 
-world = int(sys.argv[2])
+prefix, world, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rank = int(os.environ.get("RANK", "0"))
 TARGET = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+PARTIAL = mode.startswith("partial")
 
-def batch_loss(model, gen):
+class TwoHeads(nn.Module):
+    # a body and two heads: a step's loss uses one, chosen by the step and the rank
+    def __init__(self):
+        super().__init__()
+        self.body, self.a, self.b = nn.Linear(4, 16), nn.Linear(16, 1), nn.Linear(16, 1)
+
+    def predict(self, x, head):  # not forward: a loss may call any method of the model
+        return getattr(self, head)(torch.tanh(self.body(x)))
+
+def head(step, r):  # b on rank 0 at steps 2, 5, on rank 1 at steps 1, 4, on none at 0, 3
+    return "b" if (step + r) % 3 == 2 else "a"
+
+def batch_loss(model, step, r, gen):
     x = torch.randn(8, 4, generator=gen)
-    return ((model(x) - x @ TARGET) ** 2).mean()
+    pred = model.predict(x, head(step, r)) if PARTIAL else model(x)
+    return ((pred - x @ TARGET) ** 2).mean()
 
 def per_rank(model, step, gen):
-    return batch_loss(model, gen)
+    return batch_loss(model, step, rank, gen)
 
 def all_ranks_in_one(model, step, gen):
-    return sum(batch_loss(model, step_generator(3, step, r)) for r in range(world)) / world
+    return sum(batch_loss(model, step, r, step_generator(3, step, r)) for r in range(world)) / world
 
-torch.manual_seed(0)
-model = nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+def make_model():
+    torch.manual_seed(0)
+    model = TwoHeads() if PARTIAL else nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Linear(16, 1))
+    if rank != 0:
+        # every rank but 0 starts elsewhere: the loop must broadcast rank 0's weights
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(1.0)
+    return model
+
+model = make_model()
 cfg = TrainConfig(steps=6, lr=1e-2, seed=3)
-loss = per_rank if sys.argv[3] == "ddp" else all_ranks_in_one
-if os.environ.get("RANK", "0") != "0":
-    # every rank but 0 starts elsewhere: the loop must broadcast rank 0's weights
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-if sys.argv[3] == "stop":  # rank 0 alone decides to stop after step 4
-    result = train(model, per_rank, cfg, sys.argv[1] + "-ckpt",
+if mode == "stop":  # rank 0 alone decides to stop after step 4
+    result = train(model, per_rank, cfg, prefix + "-ckpt",
                    on_step=lambda done, total, metrics: done == 4)
     torch.save({"stopped_at": result.stopped_at, "steps_done": len(result.losses)},
-               sys.argv[1] + "-stop-" + os.environ["RANK"] + ".pt")
+               prefix + "-stop-" + os.environ["RANK"] + ".pt")
     sys.exit()
-train(model, loss, cfg)
-torch.save({k: v for k, v in model.state_dict().items()},
-           sys.argv[1] + "-" + sys.argv[3] + "-" + os.environ.get("RANK", "0") + ".pt")
+cfg_ckpt = TrainConfig(steps=6, lr=1e-2, seed=3, checkpoint_every=2)
+if mode == "crash":  # a run that goes through, then one whose rank 0 is killed at step 3
+    result = train(model, per_rank, cfg_ckpt)
+    torch.save({"state": model.state_dict(), "losses": result.losses},
+               f"{prefix}-full-{rank}.pt")
+
+    def die(done, total, metrics):
+        if done == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    train(make_model(), per_rank, cfg_ckpt, prefix + "-run", on_step=die)
+    sys.exit()
+if mode == "resume":  # the killed run resumed; and a checkpoint of one process loaded
+    result = train(model, per_rank, cfg_ckpt, prefix + "-run", resume=True)
+    one = make_model()
+    load_checkpoint(latest_checkpoint(prefix + "-one"), one)
+    torch.save({"state": model.state_dict(), "losses": result.losses,
+                "resumed_from": result.resumed_from, "one": one.state_dict()},
+               f"{prefix}-resume-{rank}.pt")
+    sys.exit()
+train(model, per_rank if mode in ("ddp", "partial") else all_ranks_in_one, cfg)
+torch.save({k: v for k, v in model.state_dict().items()}, f"{prefix}-{mode}-{rank}.pt")
 """
 
 
-def run_torchrun_script(tmp_path: Path, mode: str, torchrun: bool = True) -> str:
+def run_torchrun_script(tmp_path: Path, mode: str, torchrun: bool = True, succeeds=True) -> str:
     """Run TORCHRUN_SCRIPT in ``mode``: under torchrun as two gloo ranks, or with
-    ``torchrun=False`` as one plain process; returns the prefix of the files it writes."""
+    ``torchrun=False`` as one plain process; returns the prefix of the files it writes.
+    ``succeeds=False``: the run must fail (a rank is killed)."""
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent(TORCHRUN_SCRIPT))
     prefix = str(tmp_path / "w")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("WORLD_SIZE", None)
-    launch = [sys.executable]
-    if torchrun:
-        launch += ["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
-    done = subprocess.run(
-        [*launch, str(script), prefix, "2", mode],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    # the launcher's and the ranks' own output, so that a failure says why
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    launch([script, prefix, "2", mode], nproc=2 if torchrun else None, succeeds=succeeds)
     return prefix
 
 
@@ -332,3 +362,56 @@ def test_on_step_returning_true_stops_the_run_after_a_checkpoint(tmp_path):
     assert uninterrupted.stopped_at is None and resumed.stopped_at is None
     assert resumed.resumed_from == 7 and resumed.losses == uninterrupted.losses
     assert_same_weights(again, whole)
+
+
+def test_torchrun_ranks_using_different_parameters_average_like_one_process(tmp_path):
+    """A loss that leaves a head without a gradient on one rank (DDP averages the other
+    rank's gradient with zero) or on both (it keeps none, so AdamW leaves the head and its
+    moments alone, as one process does): the ranks still reach one process's weights."""
+    prefix = run_torchrun_script(tmp_path, "partial")
+    run_torchrun_script(tmp_path, "partial-single", torchrun=False)
+    rank0 = torch.load(prefix + "-partial-0.pt")
+    rank1 = torch.load(prefix + "-partial-1.pt")
+    single = torch.load(prefix + "-partial-single-0.pt")
+    assert sorted(single) == [
+        "a.bias",
+        "a.weight",
+        "b.bias",
+        "b.weight",
+        "body.bias",
+        "body.weight",
+    ]
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), key
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6)
+
+
+def test_torchrun_run_killed_and_resumed_reaches_the_uninterrupted_weights(tmp_path):
+    """Two gloo ranks: rank 0 is killed (SIGKILL) after step 3; relaunched with resume,
+    both ranks continue from the checkpoint of step 2 to exactly (bit for bit) the weights
+    and losses of a run that was never killed. Checkpoints hold the bare model's tensors,
+    so the distributed run's loads in one process and one process's loads in each rank."""
+    prefix = run_torchrun_script(tmp_path, "crash", succeeds=False)
+    assert latest_checkpoint(prefix + "-run").name == "checkpoint-00000002"
+    one_process = make_model()
+    train(one_process, regression_loss, TrainConfig(steps=3), prefix + "-one")
+    run_torchrun_script(tmp_path, "resume")
+    full = torch.load(prefix + "-full-0.pt")
+    for rank in (0, 1):
+        resumed = torch.load(f"{prefix}-resume-{rank}.pt")
+        assert resumed["resumed_from"] == 2
+        assert (
+            list(resumed["state"])
+            == list(full["state"])
+            == ["0.weight", "0.bias", "2.weight", "2.bias"]
+        )
+        for key, value in full["state"].items():
+            assert torch.equal(resumed["state"][key], value), key
+        assert_same_weights_dict(resumed["one"], one_process.state_dict())
+    # losses are each rank's own; rank 0's are the ones its checkpoints hold
+    assert torch.load(prefix + "-resume-0.pt")["losses"] == full["losses"]
+    assert len(full["losses"]) == 6
+    alone = make_model()  # the distributed run's checkpoint, in this one process
+    state = load_checkpoint(latest_checkpoint(prefix + "-run"), alone)
+    assert state["step"] == 6 and state["settings"]["world_size"] == 2
+    assert_same_weights_dict(alone.state_dict(), full["state"])

@@ -19,11 +19,29 @@ at any moment leaves a loadable checkpoint. Nothing is ever unpickled. Ctrl-C wr
 checkpoint of the last finished step before it stops.
 
 Distributed: when launched by ``torchrun`` with more than one process (``WORLD_SIZE`` >
-1) the loop joins the process group (NCCL on CUDA, gloo on CPU), starts every rank
-from rank 0's weights, gives each rank its own batches (the generator also depends on
-the rank) and averages gradients across ranks after each backward pass; only rank 0
-writes checkpoints. Any loss function works unchanged, because the averaging does not
-depend on calling the model through a wrapper. On one process it runs as is.
+1) the loop joins the process group (NCCL for a model on CUDA, gloo on CPU; on GPUs build
+each rank's model on ``cuda:LOCAL_RANK``) and trains through
+``torch.nn.parallel.DistributedDataParallel``: its construction starts every rank from
+rank 0's weights and buffers, each rank draws its own batches (the generator also depends
+on the rank), and the backward pass averages the gradients over the ranks (a sum divided
+by the world size), so P ranks take the steps one process would take on the mean of the P
+ranks' losses. Only rank 0 writes checkpoints, of the model itself (no ``module.`` prefix):
+a checkpoint of a distributed run loads in one process and the other way round. Any loss
+function works unchanged: DDP averages only gradients of a backward through its own
+forward, so the wrapped module is the loss (:class:`LossOfModel`), whose forward calls
+``loss(model, step, generator)`` with the bare model. On one process it runs as is.
+
+``find_unused_parameters=True``: a loss may leave some parameters without a gradient at
+some steps on some ranks (a head or a branch the batch does not reach, a part of the model
+a loss does not train), which DDP refuses at the next step without it. With it, a parameter
+unused on one rank gets the other ranks' gradients averaged with zero there, and one unused
+on every rank keeps no gradient, so AdamW leaves it and its moments alone as one process
+would. It costs one walk over the autograd graph per step, small beside the backward pass.
+It also keeps DDP's gradient buckets in their first layout for the whole run (without it
+DDP lays them out anew after a run's first step, and a resumed run's first step would then
+use another layout than the original run used at that step; with three or more ranks the
+order in which an all-reduce adds the ranks' numbers can depend on where they lie in a
+bucket), so a resumed run sums every gradient as the run it continues did, bit for bit.
 """
 
 from __future__ import annotations
@@ -40,6 +58,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from amlab.errors import AmlabError, check_positive, check_positive_int
 from amlab.io import (
@@ -122,6 +141,22 @@ class TrainResult:
     stopped_at: int | None = None
 
 
+class LossOfModel(nn.Module):
+    """A loss function as a module: ``forward(step, generator)`` returns
+    ``loss(model, step, generator)``. DistributedDataParallel wraps this module, not the
+    model, so that a loss may call any of the model's methods (DDP averages the gradients
+    of a backward through its own forward only), and the model is its submodule, so the
+    parameters DDP averages are the model's."""
+
+    def __init__(self, model: nn.Module, loss: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, step: int, generator: torch.Generator):
+        return self.loss(self.model, step, generator)
+
+
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     """The random generator of one training step: depends only on (seed, step, rank)."""
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + step) * 1_009 + rank)
@@ -154,7 +189,7 @@ def train(
             each checkpoint and compared on resume, so a run is never continued with
             different settings.
     """
-    rank, world = _join_process_group()
+    rank, world = _join_process_group(model)
     out = None if out is None else Path(out)
     describe = json.loads(json.dumps(describe or {}))
     settings = {"train": jsonable(asdict(config)), "describe": describe, "world_size": world}
@@ -187,8 +222,11 @@ def train(
             )
         start, losses = state["step"], state["losses"]
     resumed_from = start if latest is not None else None
+    step_loss: nn.Module = LossOfModel(model, loss)
     if world > 1:
-        _broadcast_from_rank0(model)
+        _check_same_start(start, rank, out, params[0].device)
+        # its construction broadcasts rank 0's parameters and buffers to every rank
+        step_loss = DistributedDataParallel(step_loss, find_unused_parameters=True)
 
     metrics: dict[str, float] = {}
     stopped_at = None
@@ -198,7 +236,7 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            value = loss(model, step, step_generator(config.seed, step, rank))
+            value = step_loss(step, step_generator(config.seed, step, rank))
             value, extra = value if isinstance(value, tuple) else (value, {})
             if not (isinstance(value, torch.Tensor) and value.ndim == 0):
                 raise AmlabError("the loss function must return a scalar tensor.")
@@ -208,9 +246,7 @@ def train(
                     f"the loss became {loss_value} at step {step}; lower the learning rate "
                     "or check the data."
                 )
-            value.backward()
-            if world > 1:
-                _average_gradients(params, world)
+            value.backward()  # under DDP, the gradients arrive averaged over the ranks
             if config.clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.clip)
             optimizer.step()
@@ -222,7 +258,7 @@ def train(
                 save_checkpoint(out, done, model, optimizer, losses, settings)
             stop = on_step is not None and rank == 0 and bool(on_step(done, config.steps, metrics))
             if world > 1:  # rank 0 decides; every rank stops at the same step
-                stop = _broadcast_flag(stop)
+                stop = _broadcast_flag(stop, params[0].device)
             if stop:
                 if out is not None and rank == 0 and not checkpoint:
                     save_checkpoint(out, done, model, optimizer, losses, settings)
@@ -443,39 +479,45 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: list) -> dict
 
 
 # -- distributed ---------------------------------------------------------------------------
-def _join_process_group() -> tuple[int, int]:
-    """(rank, world size); joins the process group when torchrun started several processes."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
+#: How long a rank waits for the others in a collective: long enough for rank 0 to write a
+#: large checkpoint while the others wait for its decision to stop or go on.
+TIMEOUT_S = 1800.0
+
+
+def _join_process_group(model: nn.Module) -> tuple[int, int]:
+    """(rank, world size) in the default process group when torchrun started several
+    processes, which joins it unless the caller has (NCCL for a model on CUDA, gloo
+    otherwise); (0, 1), one process, when it did not."""
     import torch.distributed as dist
 
+    from amlab.distributed.group import init_group, torchrun_rank
+
+    if torchrun_rank()[1] == 1:
+        return 0, 1
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        on_cuda = any(p.is_cuda for p in model.parameters())
+        init_group(backend="nccl" if on_cuda else "gloo", timeout_s=TIMEOUT_S)
     return dist.get_rank(), dist.get_world_size()
 
 
-def _broadcast_from_rank0(model: nn.Module) -> None:
+def _check_same_start(start: int, rank: int, out: Path | None, device: torch.device) -> None:
+    """Refuse a resume where the ranks found different checkpoints (each reads ``out``:
+    on several machines it must be a directory every one of them sees). ``device``: where
+    the collective's tensors live (the model's: NCCL sends CUDA tensors only)."""
+    from amlab.distributed.group import all_gather
+
+    starts = [int(t) for t in all_gather(torch.tensor([start], device=device), None)]
+    if any(s != starts[0] for s in starts):
+        raise AmlabError(
+            f"the ranks resume from different steps ({starts}, in rank order; this is rank "
+            f"{rank}): each rank reads the checkpoints in {out}, so on several machines it "
+            "must be a directory every machine sees (a shared filesystem)."
+        )
+
+
+def _broadcast_flag(flag: bool, device: torch.device) -> bool:
     import torch.distributed as dist
 
-    with torch.no_grad():
-        for tensor in list(model.parameters()) + list(model.buffers()):
-            dist.broadcast(tensor.data, src=0)
-
-
-def _broadcast_flag(flag: bool) -> bool:
-    import torch.distributed as dist
-
-    tensor = torch.tensor([int(flag)])
+    tensor = torch.tensor([int(flag)], device=device)
     dist.broadcast(tensor, src=0)
     return bool(tensor.item())
-
-
-def _average_gradients(params: list[torch.Tensor], world: int) -> None:
-    import torch.distributed as dist
-
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-        p.grad.div_(world)

@@ -125,6 +125,21 @@ def image_files(data: str, data_dir: Path | None) -> str | None:
     return path_str(data_dir)
 
 
+def shows_results() -> bool:
+    """Whether this process shows progress and results: any process not started by
+    torchrun, and rank 0 of those it started (the other ranks work alongside, silently)."""
+    from amlab.distributed.group import torchrun_rank
+
+    return torchrun_rank()[0] == 0
+
+
+def typed(ctx: typer.Context, name: str) -> object | None:
+    """The value of the command's option ``name`` (its parameter's name) when the user
+    typed it, None when it holds its default."""
+    source = ctx.get_parameter_source(name)
+    return None if source is None or source.name == "DEFAULT" else ctx.params[name]
+
+
 def refuse_unused(unused: dict[str, object], reason: str) -> None:
     """An AmlabError when any option in ``unused`` (spelling -> value, None when not
     given) was given though ``reason`` makes it do nothing."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -17,8 +18,11 @@ from amlab.cli.common import (
     image_files,
     one_of,
     out_option,
+    refuse_unused,
     result_table,
     show_result,
+    shows_results,
+    typed,
 )
 from amlab.data.corrupt import CORRUPTIONS
 from amlab.models.dense_am import ENERGIES
@@ -26,6 +30,7 @@ from amlab.tasks.retrieval import DEFAULT_LEVEL, METHODS
 
 
 def retrieve(
+    ctx: typer.Context,
     data: ImageDataOpt = "digits",
     data_dir: DataFilesOpt = None,
     memories: Annotated[int, typer.Option(min=1, help="Number of images stored.")] = 100,
@@ -83,6 +88,14 @@ def retrieve(
         int | None, typer.Option(min=1, help="Memories per chunk (default: automatic).")
     ] = None,
     seed: SeedOpt = 0,
+    store: Annotated[
+        Path | None,
+        typer.Option(
+            help="A memory store (amlab store write) to retrieve from, instead of --data. Under "
+            "torchrun --nproc_per_node P each rank loads its shard and rank 0 writes the "
+            "results; without torchrun one process reads the whole store."
+        ),
+    ] = None,
     out: Annotated[Path | None, out_option("retrieval.png and metrics.json", optional=True)] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -90,6 +103,11 @@ def retrieve(
     from amlab.tasks.retrieval import RetrievalConfig, run_retrieval
 
     with errors():
+        if store is not None:
+            data_options = {"--data": typed(ctx, "data"), "--data-dir": data_dir}
+            data_options["--memories"] = typed(ctx, "memories")
+            refuse_unused(data_options, "--store holds the memories")
+        shows = shows_results()
         config = RetrievalConfig(
             data=data,
             data_dir=image_files(data, data_dir),
@@ -107,9 +125,14 @@ def retrieve(
             clamp=clamp,
             seed=seed,
             chunk_size=chunk_size,
+            store=None if store is None else str(store),
         )
-        with descent_progress("retrieving", total=steps) as advance:
+        # under torchrun, rank 0 alone shows progress and the result
+        progress = descent_progress("retrieving", total=steps) if shows else nullcontext()
+        with progress as advance:
             metrics = run_retrieval(config, out=out, on_step=advance)
+    if not shows:
+        return
     keys = (
         "accuracy",
         "mean_squared_error",

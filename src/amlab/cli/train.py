@@ -3,6 +3,7 @@ evaluation."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from amlab.cli.common import (
     refuse_unused,
     result_table,
     show_result,
+    shows_results,
     stage_progress,
     training_progress,
 )
@@ -93,8 +95,12 @@ def train_et(
             checkpoint_every=checkpoint_every,
             seed=seed,
         )
-        with training_progress("training ET") as on_step:
+        # under torchrun every rank trains (DDP); rank 0 alone shows progress and results
+        shows = shows_results()
+        with training_progress("training ET") if shows else nullcontext() as on_step:
             summary = run(config, out, resume=resume, on_step=on_step)
+    if not shows:
+        return
     show_result(summary, as_json, wrote=(out / "model", out / "train.json"))
     if not as_json:
         console.print(

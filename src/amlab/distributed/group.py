@@ -9,6 +9,7 @@ others fail within the group's timeout with an :class:`~amlab.errors.AmlabError`
 from __future__ import annotations
 
 import datetime
+import os
 
 import torch
 import torch.distributed as dist
@@ -58,6 +59,24 @@ def init_group(
             f"within {timeout_s:g} s ({type(err).__name__}: {err}). Start every rank with the "
             "same address and world size, and check that none has died."
         ) from err
+
+
+def torchrun_rank() -> tuple[int, int]:
+    """(rank, world size) that torchrun gave this process (its RANK and WORLD_SIZE
+    environment variables); (0, 1) for a process started without it."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise AmlabError(
+            f"RANK={os.environ.get('RANK')!r} and WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} "
+            "are not integers: launch with torchrun, or unset them to run one process."
+        ) from None
+    if not 0 <= rank < max(world, 1):
+        raise AmlabError(
+            f"RANK={rank} is not a rank of WORLD_SIZE={world}: launch with torchrun, or unset "
+            "them to run one process."
+        )
+    return rank, max(world, 1)
 
 
 def shard_range(num_memories: int, rank: int, world_size: int) -> tuple[int, int]:

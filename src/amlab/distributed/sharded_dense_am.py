@@ -88,9 +88,18 @@ class ShardedDenseAM(DenseAM):
         cls, directory: Any, group: dist.ProcessGroup | None = None, **options: Any
     ) -> ShardedDenseAM:
         """The sharded memory over a store on disk (:func:`~amlab.distributed.write_store`),
-        written for any number of ranks: each rank reads the rows of its even split."""
+        written for any number of ranks: each rank reads the rows of its even split. Every
+        rank must see the same store: a rank that cannot read it raises why, and the others
+        that it could not; ranks that read different stores all raise, naming their ids."""
         rank, world_size = check_group(group)
-        rows = MemoryStore(directory).rows_for(rank, world_size)
+        try:
+            store = MemoryStore(directory)
+            rows, failure = store.rows_for(rank, world_size), None
+        except AmlabError as err:
+            store, rows, failure = None, None, err
+        _check_same_store(directory, store, group)
+        if failure is not None:
+            raise failure
         return cls(rows, group=group, **options)
 
     def _gather_sizes(self) -> list[int]:
@@ -217,6 +226,30 @@ class ShardedDenseAM(DenseAM):
         mine = torch.where(dist_ == best, index + self.offset, self.total_memories)
         index = all_reduce_(mine, "min", self.group)
         return (index[0], best[0]) if single else (index, best)
+
+
+def _check_same_store(directory: Any, store: MemoryStore | None, group) -> None:
+    """Collective: every rank says whether it opened a store at ``directory`` (``store``
+    None: it could not) and which (its id); an AmlabError on every rank where any rank
+    could not, or where they opened different stores."""
+    # the id is 32 hex digits: two 60-bit halves fit int64s (the first 30 digits tell apart)
+    store_id = "0" * 30 if store is None else store.store_id
+    mine = torch.tensor([store is None, int(store_id[:15], 16), int(store_id[15:30], 16)])
+    rows = [row.tolist() for row in all_gather(mine, group)]
+    failed = [rank for rank, row in enumerate(rows) if row[0]]
+    if failed and store is not None:
+        raise AmlabError(
+            f"rank(s) {failed} could not read the memory store {directory} (each says why). "
+            "Every rank must see the whole store: on several machines copy it to the same "
+            "path on each, or put it on a filesystem they share."
+        )
+    ids = {tuple(row[1:]) for row in rows}
+    if not failed and len(ids) > 1:
+        found = [f"{a:015x}{b:015x}" for _, a, b in rows]
+        raise AmlabError(
+            f"the ranks read different memory stores at {directory} (store ids, by rank: "
+            f"{found}); give every rank a copy of the same store."
+        )
 
 
 class _EnergyWithGradient(torch.autograd.Function):

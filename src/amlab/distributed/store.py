@@ -1,15 +1,17 @@
 """A memory store on disk, sharded for P ranks: ``P`` safetensors files of contiguous rows
 (the even split of :func:`~amlab.distributed.shard_range`) and a manifest, ``store.json``,
-with the shape, dtype, each file's rows, size and SHA-256, and the store's id (a hash of its
-memories). Any number of ranks Q reads it: each reads the rows of its own even split for Q,
-from whichever files hold them (re-sharding on load), one process all of them. A file that is
-missing, truncated, changed or from another store is refused, naming it.
+with the shape, dtype, each file's rows, size and SHA-256, the store's id (a hash of its
+memories) and, for memories that are images, the shape of one image. Any number of ranks Q
+reads it: each reads the rows of its own even split for Q, from whichever files hold them
+(re-sharding on load), one process all of them. A file that is missing, truncated, changed
+or from another store is refused, naming it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +33,30 @@ def shard_file(shard: int, num_shards: int) -> str:
     return f"shard-{shard:05d}-of-{num_shards:05d}.safetensors"
 
 
-def write_store(directory: str | Path, memories: Any, num_shards: int) -> Path:
+def write_store(
+    directory: str | Path,
+    memories: Any,
+    num_shards: int,
+    *,
+    image_shape: tuple[int, ...] | None = None,
+) -> Path:
     """Write memories (M, D) into ``num_shards`` shard files and the manifest in
     ``directory`` (created if needed); returns the manifest's path. Each file is written
-    atomically, the manifest last."""
+    atomically, the manifest last. ``image_shape``: for memories that are images, the shape
+    of one, (H, W) or (C, H, W), whose product is D (``amlab retrieve --store`` needs it)."""
     num_shards = check_positive_int(num_shards, "num_shards")
     mem = as_float_tensor(memories, "memories").detach().cpu().contiguous()
     if mem.ndim != 2 or mem.shape[0] < 1 or mem.shape[1] < 1:
         raise AmlabError(f"memories must have shape (M, D), M, D >= 1; got {tuple(mem.shape)}.")
+    if image_shape is not None:
+        image_shape = tuple(image_shape)
+        if not all(isinstance(n, int) and n >= 1 for n in image_shape) or (
+            math.prod(image_shape) != mem.shape[1]
+        ):
+            raise AmlabError(
+                f"image_shape {image_shape} does not fit memories of dimension {mem.shape[1]}: "
+                "pass positive ints whose product is the dimension."
+            )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     store_id = hashlib.sha256(
@@ -61,6 +79,7 @@ def write_store(directory: str | Path, memories: Any, num_shards: int) -> Path:
         "num_memories": mem.shape[0],
         "dim": mem.shape[1],
         "dtype": dtype_name(mem.dtype),
+        "image_shape": None if image_shape is None else list(image_shape),
         "sharding": "contiguous rows, the even split of amlab.distributed.shard_range",
         "shards": shards,
     }
@@ -70,7 +89,9 @@ def write_store(directory: str | Path, memories: Any, num_shards: int) -> Path:
 
 class MemoryStore:
     """A store written by :func:`write_store`, opened: its manifest read and checked, every
-    shard file present at its recorded size. Reading checks each file it opens in full."""
+    shard file present at its recorded size. Reading checks each file it opens in full.
+    ``num_memories``, ``dim``, ``dtype``, ``store_id`` and ``image_shape`` (None: not images)
+    come from the manifest."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -84,6 +105,10 @@ class MemoryStore:
             self.store_id = str(manifest["store_id"])
             self.num_memories, self.dim = int(manifest["num_memories"]), int(manifest["dim"])
             self.dtype = FLOAT_DTYPES[manifest["dtype"]]
+            shape = manifest.get("image_shape")  # None: not images (or written before it)
+            self.image_shape = None if shape is None else tuple(int(n) for n in shape)
+            if self.image_shape is not None and math.prod(self.image_shape) != self.dim:
+                raise ValueError(f"image_shape {self.image_shape} does not fit dim {self.dim}")
             self.shards = [
                 (str(s["file"]), int(s["rows"][0]), int(s["rows"][1]), int(s["bytes"]), s["sha256"])
                 for s in manifest["shards"]

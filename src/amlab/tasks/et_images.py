@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from amlab.data.images import image_splits
+from amlab.distributed.group import torchrun_rank
 from amlab.dynamics import Trajectory
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import config_from_json, read_json, write_metrics
@@ -98,7 +99,9 @@ def train_et(
     resume: bool = False,
     on_step: OnStep | None = None,
 ) -> dict[str, Any]:
-    """Train a MaskedImageET; write checkpoints, ``model/`` and ``train.json`` to ``out``."""
+    """Train a MaskedImageET; write checkpoints, ``model/`` and ``train.json`` to ``out``.
+    Under torchrun each rank draws its own batch of ``batch_size`` images a step (DDP
+    averages their gradients) and rank 0 alone writes."""
     out = Path(out)
     train_set, _ = image_splits(config.data, config.data_dir)
     model = build_model(config, train_set.shape).train()
@@ -120,7 +123,7 @@ def train_et(
         on_step=on_step,
         describe={"et_images": asdict(config)},
     )
-    model.eval().save(out / "model")
+    model.eval()
     summary = {
         "config": asdict(config),
         "train_images": len(train_set.labels),
@@ -129,7 +132,9 @@ def train_et(
         "final_loss": sum(result.losses[-50:]) / len(result.losses[-50:]),
         "resumed_from": result.resumed_from,
     }
-    write_metrics(out / "train.json", summary)
+    if torchrun_rank()[0] == 0:  # the others hold the same model; rank 0's losses
+        model.save(out / "model")
+        write_metrics(out / "train.json", summary)
     return summary
 
 

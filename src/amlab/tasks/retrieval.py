@@ -2,6 +2,13 @@
 
 A query counts as retrieved when the memory nearest to its final state is the memory
 it was made from.
+
+With ``store`` the memories are those of a memory store on disk (``amlab store write``),
+the queries corrupted copies of its first rows. Launched by torchrun on P > 1 ranks, the
+ranks join a gloo group, each loads its rows of the store into a
+:class:`~amlab.distributed.ShardedDenseAM`, all retrieve together, and rank 0 alone writes
+the outputs; every rank returns the metrics of one process over the whole store. Without
+torchrun (or with one rank) one process reads the whole store.
 """
 
 from __future__ import annotations
@@ -11,8 +18,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from amlab.data import CORRUPTIONS, corrupt, load
+from amlab.distributed import MemoryStore, ShardedDenseAM, init_group
+from amlab.distributed.group import torchrun_rank
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import write_metrics
 from amlab.models import DenseAM
@@ -29,6 +39,9 @@ MASKING = ("mask", "block")
 #: what --level is for each corruption that takes one (block does not), and its default
 LEVELS = {"mask": "hidden fraction", "salt_pepper": "flipped fraction", "noise": "noise sigma"}
 DEFAULT_LEVEL = 0.5
+#: how long a rank waits for the others (the slowest to load its shard, or to meet it in a
+#: collective) before it fails with an error
+GROUP_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -49,6 +62,7 @@ class RetrievalConfig:
     clamp: bool | None = None  # None: clamp the visible entries of masking corruptions
     seed: int = 0
     chunk_size: int | None = None
+    store: str | None = None  # a memory store: its memories, not data/memories'
 
 
 def run_retrieval(
@@ -58,16 +72,61 @@ def run_retrieval(
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run the job; return its metrics. With ``out``, write ``retrieval.png`` and
-    ``metrics.json`` there."""
+    ``metrics.json`` there (on rank 0 only, under torchrun)."""
     level, method, clamp = _settings(config)
-    images = load(config.data, config.data_dir, split="train")
-    memories = check_positive_int(config.memories, "memories")
-    if memories > len(images):
+    rank, world = torchrun_rank()
+    if world > 1 and config.store is None:
         raise AmlabError(
-            f"--memories {memories} is more than the {len(images)} images of "
-            f"{config.data}; pass at most {len(images)}."
+            f"under torchrun ({world} ranks) amlab retrieve needs --store DIR, a memory store "
+            "(amlab store write) that the ranks share out; launch one process to retrieve "
+            "from --data."
         )
-    stored = images.subset(memories, seed=config.seed)
+    if world > 1:
+        init_group(backend="gloo", timeout_s=GROUP_TIMEOUT_S)
+    try:
+        return _retrieve(config, (level, method, clamp), rank, world, out, on_step)
+    finally:
+        if world > 1:
+            dist.destroy_process_group()
+
+
+def _retrieve(
+    config: RetrievalConfig,
+    settings: tuple[float | None, str, bool],
+    rank: int,
+    world: int,
+    out: str | Path | None,
+    on_step: Callable[[int, int], None] | None,
+) -> dict:
+    """run_retrieval's work, once the ranks (if several) have joined their group."""
+    level, method, clamp = settings
+    beta = DEFAULT_BETA.get(config.energy, 1.0) if config.beta is None else config.beta
+    options = {"energy": config.energy, "beta": beta, "eps": config.eps}
+    options["chunk_size"] = config.chunk_size
+    if config.store is None:
+        stored = _stored_images(config)
+        model, shape, memories = DenseAM(stored.images, **options), stored.shape, len(stored)
+
+        def first_rows(count: int) -> torch.Tensor:
+            return stored.images[:count]
+
+    else:
+        if world > 1:  # each rank its rows, once all have checked they see the same store
+            model = ShardedDenseAM.from_store(config.store, **options)
+        store = MemoryStore(config.store)
+        if store.image_shape is None:
+            raise AmlabError(
+                f"the memory store {config.store} holds no image shape, so its memories "
+                "cannot be corrupted and shown as images; write it with amlab store write "
+                "(or write_store(..., image_shape=...))."
+            )
+        if world == 1:
+            model = DenseAM(store.rows_for(0, 1), **options)
+        shape, memories = store.image_shape, store.num_memories
+
+        def first_rows(count: int) -> torch.Tensor:  # of all: every rank reads them
+            return store.rows(0, count)
+
     queries = check_positive_int(config.queries, "queries", allow_zero=True) or memories
     if queries > memories:
         raise AmlabError(
@@ -75,17 +134,13 @@ def run_retrieval(
             "queries are corrupted copies of stored images."
         )
     source = torch.arange(queries)
-    clean = stored.images[source]
+    clean = first_rows(queries)
     noisy, observed = corrupt(
         clean,
         config.corruption,
         0.0 if level is None else level,
         seed=config.seed + 1,
-        shape=stored.shape,
-    )
-    beta = DEFAULT_BETA.get(config.energy, 1.0) if config.beta is None else config.beta
-    model = DenseAM(
-        stored.images, energy=config.energy, beta=beta, eps=config.eps, chunk_size=config.chunk_size
+        shape=shape,
     )
     result = model.retrieve(
         noisy,
@@ -106,14 +161,16 @@ def run_retrieval(
         "final_energy_mean": result.energies[-1].mean().item(),
         "config": {
             **asdict(config),
+            **({} if config.store is None else {"data": None, "memories": memories}),
             "level": level,
             "beta": beta,
             "method": method,
             "clamp": clamp,
             "queries": queries,
+            "ranks": world,
         },
     }
-    if out is not None:
+    if out is not None and rank == 0:
         # here, not at the top: the CLI imports this module for its choices, and pyplot
         # would add 0.3 s to every amlab command (python -X importtime)
         from amlab.tasks.figures import image_grid
@@ -127,12 +184,24 @@ def run_retrieval(
                 ("retrieved", result.states[shown]),
                 ("original", clean[shown]),
             ],
-            stored.shape,
+            shape,
             out / "retrieval.png",
             title=f"{config.energy} ({method}), beta={beta:g}: {metrics['accuracy']:.0%} retrieved",
         )
         write_metrics(out / "metrics.json", metrics)
     return metrics
+
+
+def _stored_images(config: RetrievalConfig):
+    """The ``memories`` images of ``data`` that a run without a store stores."""
+    images = load(config.data, config.data_dir, split="train")
+    memories = check_positive_int(config.memories, "memories")
+    if memories > len(images):
+        raise AmlabError(
+            f"--memories {memories} is more than the {len(images)} images of "
+            f"{config.data}; pass at most {len(images)}."
+        )
+    return images.subset(memories, seed=config.seed)
 
 
 def _settings(config: RetrievalConfig) -> tuple[float | None, str, bool]:

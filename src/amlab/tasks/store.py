@@ -23,7 +23,7 @@ def write_image_store(
     returns what was written."""
     images = load(data, data_dir, split="train")
     stored = images.subset(check_positive_int(memories, "memories"), seed=seed)
-    manifest = write_store(out, stored.images, shards)
+    manifest = write_store(out, stored.images, shards, image_shape=stored.shape)
     store = MemoryStore(manifest.parent)
     return {
         "store": str(manifest.parent),
@@ -31,6 +31,7 @@ def write_image_store(
         "num_memories": store.num_memories,
         "dim": store.dim,
         "dtype": dtype_name(store.dtype),
+        "image_shape": list(stored.shape),
         "shards": [
             {"file": name, "rows": [lo, hi], "bytes": size}
             for name, lo, hi, size, _ in store.shards
