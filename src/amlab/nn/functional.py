@@ -36,7 +36,9 @@ Z(y) >= Q(y) >= Q(x) = Z(x) and E(y) <= E(x). Its fixed points (x = c) are those
 centroid dynamics (``DenseAM.retrieve(method="fixed_point")``), but unlike the plain centroid,
 which is piecewise constant in x, it passes gradients to the query (through 1 - alpha and
 alpha(x): grad alpha = -beta (x - c)), to the memories (through c and Z) and to beta (through
-Z; n is piecewise constant).
+Z; n is piecewise constant). Unlike the read-out it is not continuous in x: where a memory
+enters or leaves the support (its kernel 0 there) Z is continuous but n and c change at once,
+and so does y; the gradient is that of the piece x is on.
 
 :func:`memory_read` and the LSR step are each one ``torch.autograd.Function``. Their
 forwards stream over chunks of memories (an online log-sum-exp for LSE; running sums of the
