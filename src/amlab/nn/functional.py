@@ -187,7 +187,7 @@ def _normaliser_pass(chunks: _Chunks, v, eps, chunk_size):
             z += kernel.sum(-1)
             acc.baddbmm_(kernel, v[:, lo:hi])
         out = acc / (eps + z).clamp_min(torch.finfo(q.dtype).tiny)[..., None]
-        return out, z, -torch.log(eps + z) / beta
+        return out, z, lsr_energy_from_stats(z, beta, eps)
     top = q.new_full(q.shape[:2], float("-inf"))
     total = q.new_zeros(q.shape[:2])
     for lo, hi in _ranges(q, k, chunk_size):
@@ -327,10 +327,11 @@ class _LSRStep(torch.autograd.Function):
         g_z = (g_y * (centroid - x)).sum(-1) / n - g_energy * inv / beta
         g_active_sum = (alpha / n)[..., None] * g_y
         # Z = sum_S (1 - (beta/2)|x - xi|^2): dZ/dx = -beta (n x - A), dZ/dbeta = -(n - Z)/beta
-        dx = (1.0 - alpha)[..., None] * g_y - (beta * g_z)[..., None] * (
-            count[..., None] * x - active_sum
-        )
-        dk = None
+        dx = dk = d_beta = None
+        if need_x:
+            dx = (1.0 - alpha)[..., None] * g_y - (beta * g_z)[..., None] * (
+                count[..., None] * x - active_sum
+            )
         if need_k:  # dZ/dxi = beta (x - xi) and dA/dxi = 1 for each xi in S
             chunks = _Chunks(x, k, beta, "lsr", padding_mask)
             pull = (beta * g_z)[..., None] * x + g_active_sum  # (G, N, D)
@@ -340,8 +341,7 @@ class _LSRStep(torch.autograd.Function):
                 dk_c = torch.bmm(active, pull)
                 dk_c -= beta * torch.bmm(active, g_z[..., None]) * k[:, lo:hi]
                 dk[:, lo:hi] = dk_c
-        d_beta = None
         if need_beta:
             d_beta = (-(g_z * (count - z)).sum() + (g_energy * log_norm).sum() / beta) / beta
             d_beta = d_beta.reshape(beta.shape)
-        return dx if need_x else None, dk, d_beta, None, None, None
+        return dx, dk, d_beta, None, None, None
