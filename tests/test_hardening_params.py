@@ -8,9 +8,11 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from amlab.errors import AmlabError, check_scale, scale_range
 from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
+from amlab.models.model import Model
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -154,3 +156,39 @@ def test_a_conversion_to_a_dtype_whose_range_excludes_a_parameter_is_refused(
     assert build(torch.float32, 1e18).double().dtype == torch.float64
     small = build(torch.float64, 0.5).float()
     assert small.dtype == torch.float32 and all(torch.isfinite(t).all() for t in run(small))
+
+
+def test_a_conversion_to_half_precision_is_refused_with_that_dtype_s_range():
+    """.half() and .bfloat16() check the scales against their own ranges (float16's is
+    [1/256, 256]) and name the dtype; a model in range converts."""
+    model = dense("lse", "beta")(torch.float64, 1000.0)
+    with pytest.raises(
+        AmlabError, match=r"beta = 1000 is outside the range \[0.0039, 2.6e\+02\] that float16"
+    ):
+        model.half()
+    with pytest.raises(AmlabError, match="that bfloat16 allows"):
+        dense("lse", "beta")(torch.float64, 1e30).bfloat16()
+    assert model.dtype == torch.float64
+    in_range = DenseAM(rand(7, 5, dtype=torch.float64), beta=3.0, eps=0.01, dtype=torch.float64)
+    assert in_range.half().dtype == torch.float16
+
+
+class _Holder(Model):
+    """A model holding a plain layer registered before a model with a scale (as a task model
+    may hold its block after an encoder)."""
+
+    def __init__(self, inner: Model) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(2, 2, dtype=inner.dtype)
+        self.inner = inner
+
+
+def test_a_refused_conversion_leaves_every_part_of_a_nested_model_as_it_was():
+    """The scales of the models inside a model are checked before anything converts: the
+    layers registered before the inner model stay float64 too."""
+    holder = _Holder(dense("lse", "beta")(torch.float64, 1e30))
+    with pytest.raises(AmlabError, match="beta = 1e\\+30 is outside .*float32"):
+        holder.float()
+    assert {t.dtype for t in holder.state_dict().values()} == {torch.float64}
+    ok = _Holder(dense("lse", "beta")(torch.float64, 2.0)).float()
+    assert {t.dtype for t in ok.state_dict().values()} == {torch.float32}

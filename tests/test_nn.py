@@ -280,6 +280,33 @@ def test_lsr_energy_never_rises_over_many_steps(dtype):
     assert int((rise > 0).any(0).sum()) > 100
 
 
+def test_lsr_step_at_a_tie_on_the_support_boundary():
+    """A memory exactly on the boundary of x's support (kernel 0: beta = 2, |x - xi| = 1) is
+    not in S: the step and its gradients (a case finite differences cannot check) are those
+    of autograd through the plain formula. Just inside, the state jumps (n and c change) while
+    the energy does not (docs/nn.md)."""
+    x, beta = torch.zeros(1, 1, 3, dtype=F64), torch.tensor(2.0, dtype=F64)
+    keys = torch.tensor([[[1.0, 0.0, 0.0], [0.2, 0.1, 0.0]]], dtype=F64)
+    results = []
+    for chunked in (True, False):
+        inputs = [t.clone().requires_grad_() for t in (x, keys, beta)]
+        out = (
+            memory_step(*inputs, energy="lsr", chunk_size=1)
+            if chunked
+            else plain_step(*inputs, "lsr")
+        )
+        results.append([*out, *torch.autograd.grad(weighted_sum(out), inputs)])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    y, e = (t.detach() for t in results[0][:2])
+    torch.testing.assert_close(y, torch.tensor([[[0.19, 0.095, 0.0]]], dtype=F64))
+    y_in, e_in = memory_step(
+        x + torch.tensor([1e-7, 0.0, 0.0], dtype=F64), keys, beta, energy="lsr"
+    )
+    assert float((y_in - y).abs().max()) > 0.05
+    torch.testing.assert_close(e_in, e, rtol=0.0, atol=1e-6)  # x moved by 1e-7
+
+
 def test_lsr_step_outside_every_support_keeps_the_state_with_a_defined_gradient():
     """No memory within reach: the state stays exactly, its gradient passes through unchanged
     (y = x), the memories get zero, beta only the energy's explicit part; no NaN."""

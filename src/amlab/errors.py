@@ -118,10 +118,11 @@ def check_scale(value: Any, name: str, dtype: torch.dtype, *, allow_zero: bool =
     low, high = scale_range(dtype)
     if v != 0 and not low <= v <= high:
         zero = "0 or " if allow_zero else ""
+        or_f64 = "" if dtype == torch.float64 else ", or use float64"
         raise AmlabError(
             f"{name} = {v:g} is outside the range {zero}[{low:.2g}, {high:.2g}] that "
-            f"{dtype_name(dtype)} allows (beyond it, energies and gradients overflow); choose "
-            f"a value inside it{'' if dtype == torch.float64 else ', or use float64'}."
+            f"{str(dtype).removeprefix('torch.')} allows (beyond it, energies and gradients "
+            f"overflow); choose a value inside it{or_f64}."
         )
     return v
 

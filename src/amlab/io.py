@@ -336,11 +336,7 @@ def read_json(file: Path, remedy: str) -> Any:
             f"{file} is {size:,} bytes, more than the {MAX_JSON_BYTES:,} a JSON file amlab "
             f"reads may have; {remedy}."
         )
-    try:
-        with open(file, "rb") as f:
-            data = f.read(MAX_JSON_BYTES + 1)
-    except OSError as exc:
-        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
+    data = _read_bytes(file, remedy, MAX_JSON_BYTES + 1)
     try:
         return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, too deep, huge ints
@@ -352,16 +348,23 @@ def read_text(file: Path, remedy: str) -> str:
     are not UTF-8 raise AmlabError naming the file (and the first bad byte) and ending with
     ``remedy``."""
     check_regular_file(file, remedy)
-    try:
-        data = Path(file).read_bytes()
-    except OSError as exc:
-        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
+    data = _read_bytes(file, remedy)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise AmlabError(
             f"{file} is not UTF-8 text (byte {exc.start} is {data[exc.start]:#04x}); {remedy}."
         ) from None
+
+
+def _read_bytes(file: Path, remedy: str, limit: int = -1) -> bytes:
+    """The bytes of ``file`` (at most ``limit``, all if -1); an error reading them raises
+    AmlabError naming the file and ending with ``remedy``."""
+    try:
+        with open(file, "rb") as f:
+            return f.read(limit)
+    except OSError as exc:
+        raise AmlabError(f"cannot read {file} ({exc.strerror or exc}); {remedy}.") from None
 
 
 def check_regular_file(file: Path, remedy: str) -> int:

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text, read_json
+from amlab.io import atomic_write_text, read_json, read_text
 
 #: {group: (tokens, ...)}: identity terms that may be swapped for one another
 TokenGroups = dict[str, tuple[str, ...]]
@@ -206,13 +206,13 @@ def _read_csv(path: str | os.PathLike, required: tuple[str, ...]) -> list[dict[s
     path = Path(path)
     if not path.is_file():
         raise AmlabError(f"{path} does not exist; pass a CSV file with columns {required}.")
+    text = read_text(path, f"pass a UTF-8 CSV file with columns {required}")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            rows = list(reader)
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise AmlabError(f"{path} is not a readable UTF-8 CSV file ({exc}).") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        header = reader.fieldnames or []
+        rows = list(reader)
+    except csv.Error as exc:
+        raise AmlabError(f"{path} is not a readable CSV file ({exc}).") from None
     missing = [c for c in required if c not in header]
     if missing:
         raise AmlabError(

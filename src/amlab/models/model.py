@@ -53,16 +53,25 @@ class Model(nn.Module):
         return self._reference().device
 
     def _apply(self, fn, recurse: bool = True):
-        """Before ``.float()``, ``.double()`` or ``.to(dtype)`` converts the tensors, check that
-        every scale lies within the new dtype's range: a conversion that would overflow (beta =
-        1e60 into float32) is refused, and the model is left as it was."""
-        if self.scales:
-            ref = self._reference()
-            dtype = fn(torch.empty(0, dtype=ref.dtype, device=ref.device)).dtype
-            if dtype != ref.dtype:
-                for name, allow_zero in self.scales.items():
-                    check_scale(getattr(self, name), name, dtype, allow_zero=allow_zero)
+        """Before ``.float()``, ``.double()``, ``.half()`` or ``.to(dtype)`` converts the
+        tensors, check that every scale of this model and of the models inside it (an
+        EnergyTransformer block) lies within the new dtype's range: a conversion that would
+        overflow (beta = 1e60 into float32) is refused, and every model is left as it was."""
+        for model in self.modules() if recurse else (self,):
+            if isinstance(model, Model):
+                model._check_scales_for(fn)
         return super()._apply(fn, recurse)
+
+    def _check_scales_for(self, fn) -> None:
+        """Refuse the tensor conversion ``fn`` if it changes the dtype to one whose range
+        excludes one of :attr:`scales`."""
+        if not self.scales:
+            return
+        ref = self._reference()
+        dtype = fn(torch.empty(0, dtype=ref.dtype, device=ref.device)).dtype
+        if dtype != ref.dtype:
+            for name, allow_zero in self.scales.items():
+                check_scale(getattr(self, name), name, dtype, allow_zero=allow_zero)
 
     def _reference(self) -> torch.Tensor:
         """The model's first floating parameter or buffer (all of them share dtype and device)."""

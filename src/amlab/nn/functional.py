@@ -36,7 +36,9 @@ Z(y) >= Q(y) >= Q(x) = Z(x) and E(y) <= E(x). Its fixed points (x = c) are those
 centroid dynamics (``DenseAM.retrieve(method="fixed_point")``), but unlike the plain centroid,
 which is piecewise constant in x, it passes gradients to the query (through 1 - alpha and
 alpha(x): grad alpha = -beta (x - c)), to the memories (through c and Z) and to beta (through
-Z; n is piecewise constant).
+Z; n is piecewise constant). Unlike the read-out it is not continuous in x: where a memory
+enters or leaves the support (its kernel 0 there) Z is continuous but n and c change at once,
+and so does y; the gradient is that of the piece x is on.
 
 :func:`memory_read` and the LSR step are each one ``torch.autograd.Function``. Their
 forwards stream over chunks of memories (an online log-sum-exp for LSE; running sums of the
@@ -185,7 +187,7 @@ def _normaliser_pass(chunks: _Chunks, v, eps, chunk_size):
             z += kernel.sum(-1)
             acc.baddbmm_(kernel, v[:, lo:hi])
         out = acc / (eps + z).clamp_min(torch.finfo(q.dtype).tiny)[..., None]
-        return out, z, -torch.log(eps + z) / beta
+        return out, z, lsr_energy_from_stats(z, beta, eps)
     top = q.new_full(q.shape[:2], float("-inf"))
     total = q.new_zeros(q.shape[:2])
     for lo, hi in _ranges(q, k, chunk_size):
@@ -325,10 +327,11 @@ class _LSRStep(torch.autograd.Function):
         g_z = (g_y * (centroid - x)).sum(-1) / n - g_energy * inv / beta
         g_active_sum = (alpha / n)[..., None] * g_y
         # Z = sum_S (1 - (beta/2)|x - xi|^2): dZ/dx = -beta (n x - A), dZ/dbeta = -(n - Z)/beta
-        dx = (1.0 - alpha)[..., None] * g_y - (beta * g_z)[..., None] * (
-            count[..., None] * x - active_sum
-        )
-        dk = None
+        dx = dk = d_beta = None
+        if need_x:
+            dx = (1.0 - alpha)[..., None] * g_y - (beta * g_z)[..., None] * (
+                count[..., None] * x - active_sum
+            )
         if need_k:  # dZ/dxi = beta (x - xi) and dA/dxi = 1 for each xi in S
             chunks = _Chunks(x, k, beta, "lsr", padding_mask)
             pull = (beta * g_z)[..., None] * x + g_active_sum  # (G, N, D)
@@ -338,8 +341,7 @@ class _LSRStep(torch.autograd.Function):
                 dk_c = torch.bmm(active, pull)
                 dk_c -= beta * torch.bmm(active, g_z[..., None]) * k[:, lo:hi]
                 dk[:, lo:hi] = dk_c
-        d_beta = None
         if need_beta:
             d_beta = (-(g_z * (count - z)).sum() + (g_energy * log_norm).sum() / beta) / beta
             d_beta = d_beta.reshape(beta.shape)
-        return dx if need_x else None, dk, d_beta, None, None, None
+        return dx, dk, d_beta, None, None, None
