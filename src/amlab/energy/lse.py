@@ -10,6 +10,8 @@ Both forms are one computation. With scores ``s_mu = beta * (x . xi_mu + b_mu)``
 The sum over memories streams chunk by chunk (an online log-sum-exp; the gradient pass,
 :func:`lse_softmax_mean`, drops the per-query offset where a bound shows it is not needed),
 so the (B, M) score matrix never exists in full and no exponential overflows at any beta.
+The chunks' sums join float64 totals (see ``GROUP_MEMORIES``), so the pass is closer to
+float64 than a plain ``softmax(s) @ memories``, whose one float32 matmul sums all M terms.
 """
 
 from __future__ import annotations
