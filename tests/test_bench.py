@@ -62,6 +62,9 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
     for name in ("update_784", "update_64"):  # both at float32's rounding against float64
         assert 0 < rows[name]["error_vs_float64"] < 1e-5, rows[name]
         assert 0 < rows[name]["plain_error_vs_float64"] < 1e-5, rows[name]
+        # the ceiling: plain's time over that of the update's two matmuls alone
+        ceiling = rows[name]["plain_seconds"] / rows[name]["matmuls_seconds"]
+        assert rows[name]["speedup_ceiling"] == ceiling, rows[name]
     assert rows["lsr_index"]["max_abs_difference"] < 1e-3
     # the streaming pass never makes the (B, M) score matrix; the plain one does
     lse = rows["lse_64"]["shape"]
