@@ -87,6 +87,8 @@ def test_quick_bench_json_has_every_workload_and_field(tmp_path):
         assert cells[6] == f"{row['speedup_vs_plain']:.2f}"
         share = row["fraction_of_matmul"]
         assert cells[4] == ("-" if share is None else f"{share:.2f}")
+        ceiling = row.get("speedup_ceiling")
+        assert cells[7] == ("-" if ceiling is None else f"{ceiling:.2f}")
 
 
 def test_bench_rejects_an_unknown_workload():
