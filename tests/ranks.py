@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -53,6 +54,43 @@ def launch(args, nproc=2, succeeds=True, timeout=300) -> str:
     )
     assert (done.returncode == 0) == succeeds, done.stdout[-3000:] + done.stderr[-6000:]
     return done.stdout
+
+
+#: runs ``amlab ARGS`` as one torchrun rank in a directory of its own, BASE/rank<R>, with its
+#: stdout and stderr in BASE/rank<R>.stdout and .stderr: relative paths in ARGS (--out) land
+#: in that rank's directory, so whatever a rank writes or prints is known to be its own
+APART = """
+import os, runpy, sys
+base, rank = os.path.abspath(sys.argv[1]), os.environ["RANK"]
+os.makedirs(os.path.join(base, "rank" + rank))
+os.chdir(os.path.join(base, "rank" + rank))
+for fd, name in ((1, "stdout"), (2, "stderr")):
+    path = os.path.join(base, f"rank{rank}.{name}")
+    os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+sys.argv = ["amlab", *sys.argv[2:]]
+runpy.run_module("amlab.cli", run_name="__main__")
+"""
+
+
+def launch_apart(tmp_path, args, nproc=2) -> list[tuple[Path, str, str]]:
+    """Run ``torchrun -m amlab.cli ARGS`` on ``nproc`` ranks, each in a directory of its own
+    (:data:`APART`); returns per rank its directory, stdout and stderr. A run that fails
+    fails the caller with every rank's output."""
+    base = tmp_path / "ranks"
+    base.mkdir()
+    script = tmp_path / "apart.py"
+    script.write_text(APART)
+
+    def read(rank: int, name: str) -> str:
+        file = base / f"rank{rank}.{name}"
+        return file.read_text() if file.exists() else ""
+
+    try:
+        launch([script, base, *args], nproc=nproc)
+    except AssertionError as failed:
+        ranks = "".join(f"\n-- rank {r}:\n{read(r, 'stderr')[-4000:]}" for r in range(nproc))
+        raise AssertionError(f"{failed}{ranks}") from None
+    return [(base / f"rank{r}", read(r, "stdout"), read(r, "stderr")) for r in range(nproc)]
 
 
 def close(a, b, tol=1e-12):

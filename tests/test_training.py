@@ -260,8 +260,12 @@ def batch_loss(model, step, r, gen):
     pred = model.predict(x, head(step, r)) if PARTIAL else model(x)
     return ((pred - x @ TARGET) ** 2).mean()
 
+own_losses = []  # this rank's own loss at each step
+
 def per_rank(model, step, gen):
-    return batch_loss(model, step, rank, gen)
+    value = batch_loss(model, step, rank, gen)
+    own_losses.append(float(value.detach()))
+    return value
 
 def all_ranks_in_one(model, step, gen):
     return sum(batch_loss(model, step, r, step_generator(3, step, r)) for r in range(world)) / world
@@ -304,8 +308,9 @@ if mode == "resume":  # the killed run resumed; and a checkpoint of one process 
                 "resumed_from": result.resumed_from, "one": one.state_dict()},
                f"{prefix}-resume-{rank}.pt")
     sys.exit()
-train(model, per_rank if mode in ("ddp", "partial") else all_ranks_in_one, cfg)
+result = train(model, per_rank if mode in ("ddp", "partial") else all_ranks_in_one, cfg)
 torch.save({k: v for k, v in model.state_dict().items()}, f"{prefix}-{mode}-{rank}.pt")
+torch.save({"losses": result.losses, "own": own_losses}, f"{prefix}-{mode}-losses-{rank}.pt")
 """
 
 
@@ -331,6 +336,15 @@ def test_torchrun_two_processes_average_gradients_like_one_process(tmp_path):
     for key in single:
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-6)
+    # the loss each step records is the mean of the two ranks' own, on both ranks, and one
+    # process on both ranks' batches records that loss too (up to float32 rounding)
+    losses = [torch.load(f"{prefix}-ddp-losses-{rank}.pt") for rank in (0, 1)]
+    own = [r["own"] for r in losses]
+    assert len(own[0]) == len(own[1]) == 6 and own[0] != own[1]
+    mean = [(a + b) / 2 for a, b in zip(*own, strict=True)]
+    assert losses[0]["losses"] == losses[1]["losses"] == mean
+    single_losses = torch.load(prefix + "-single-losses-0.pt")["losses"]
+    torch.testing.assert_close(mean, single_losses, rtol=1e-5, atol=1e-6)
 
 
 def test_torchrun_ranks_stop_together_where_rank_0_decides(tmp_path):
@@ -408,8 +422,10 @@ def test_torchrun_run_killed_and_resumed_reaches_the_uninterrupted_weights(tmp_p
         for key, value in full["state"].items():
             assert torch.equal(resumed["state"][key], value), key
         assert_same_weights_dict(resumed["one"], one_process.state_dict())
-    # losses are each rank's own; rank 0's are the ones its checkpoints hold
-    assert torch.load(prefix + "-resume-0.pt")["losses"] == full["losses"]
+    # every rank records the mean loss over the ranks, the one its checkpoints hold
+    for rank in (0, 1):
+        assert torch.load(f"{prefix}-resume-{rank}.pt")["losses"] == full["losses"]
+        assert torch.load(f"{prefix}-full-{rank}.pt")["losses"] == full["losses"]
     assert len(full["losses"]) == 6
     alone = make_model()  # the distributed run's checkpoint, in this one process
     state = load_checkpoint(latest_checkpoint(prefix + "-run"), alone)

@@ -25,8 +25,13 @@ each rank's model on ``cuda:LOCAL_RANK``) and trains through
 rank 0's weights and buffers, each rank draws its own batches (the generator also depends
 on the rank), and the backward pass averages the gradients over the ranks (a sum divided
 by the world size), so P ranks take the steps one process would take on the mean of the P
-ranks' losses. Only rank 0 writes checkpoints, of the model itself (no ``module.`` prefix):
-a checkpoint of a distributed run loads in one process and the other way round. Any loss
+ranks' losses. That mean is the loss each step records (one all-reduce of one number a
+step), on every rank: in the result, the checkpoints and ``on_step``'s ``"loss"`` (other
+metrics are each rank's own), so a step whose loss is not finite on some rank stops every rank
+with the same error. Only rank 0 calls ``on_step`` and writes checkpoints, of the model
+itself (no ``module.`` prefix): a checkpoint of a distributed run loads in one process and
+the other way round. What a task writes besides, it writes where
+:func:`amlab.distributed.group.is_main_process` (rank 0 under torchrun). Any loss
 function works unchanged: DDP averages only gradients of a backward through its own
 forward, so the wrapped module is the loss (:class:`LossOfModel`), whose forward calls
 ``loss(model, step, generator)`` with the bare model. On one process it runs as is.
@@ -131,7 +136,8 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     """What :func:`train` returns: the steps asked for, one loss per step done (including
-    the steps a resumed run inherited), the last step's metrics, the step resumed from,
+    the steps a resumed run inherited; under torchrun the mean over the ranks, the same on
+    every rank), the last step's metrics, the step resumed from,
     and the step at which ``on_step`` stopped the run (None: it ran all its steps)."""
 
     steps: int
@@ -241,10 +247,13 @@ def train(
             if not (isinstance(value, torch.Tensor) and value.ndim == 0):
                 raise AmlabError("the loss function must return a scalar tensor.")
             loss_value = float(value.detach())
-            if not math.isfinite(loss_value):
+            if world > 1:  # the step's loss: the mean of the ranks' own, on every rank
+                loss_value = _mean_over_ranks(loss_value, world, params[0].device)
+            if not math.isfinite(loss_value):  # (on every rank at once: the mean is shared)
                 raise AmlabError(
-                    f"the loss became {loss_value} at step {step}; lower the learning rate "
-                    "or check the data."
+                    f"the loss became {loss_value} at step {step}"
+                    f"{' (the mean over the ranks)' if world > 1 else ''}; lower the learning "
+                    "rate or check the data."
                 )
             value.backward()  # under DDP, the gradients arrive averaged over the ranks
             if config.clip is not None:
@@ -513,6 +522,15 @@ def _check_same_start(start: int, rank: int, out: Path | None, device: torch.dev
             f"{rank}): each rank reads the checkpoints in {out}, so on several machines it "
             "must be a directory every machine sees (a shared filesystem)."
         )
+
+
+def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
+    """The mean of every rank's ``value``: one all-reduce of one float64 number (exact for two
+    ranks: (a + b) / 2 as one process would compute it)."""
+    from amlab.distributed.group import all_reduce_
+
+    total = all_reduce_(torch.tensor([value], dtype=torch.float64, device=device), "sum", None)
+    return float(total.item()) / world
 
 
 def _broadcast_flag(flag: bool, device: torch.device) -> bool:

@@ -127,10 +127,13 @@ def image_files(data: str, data_dir: Path | None) -> str | None:
 
 def shows_results() -> bool:
     """Whether this process shows progress and results: any process not started by
-    torchrun, and rank 0 of those it started (the other ranks work alongside, silently)."""
-    from amlab.distributed.group import torchrun_rank
+    torchrun, and rank 0 of those it started (the other ranks work alongside, silently;
+    :func:`amlab.distributed.group.is_main_process`, which the tasks ask before they write).
+    A command that runs under torchrun asks it inside :class:`errors`, passes it to its
+    progress bar as ``shown`` and shows its result only where it is true."""
+    from amlab.distributed.group import is_main_process
 
-    return torchrun_rank()[0] == 0
+    return is_main_process()
 
 
 def typed(ctx: typer.Context, name: str) -> object | None:
@@ -291,9 +294,15 @@ def result_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str
 
 # -- progress bars ----------------------------------------------------------------------------
 @contextmanager
-def _bar(description: str, total: float | None, *columns: TextColumn, **fields: Any):
+def _bar(
+    description: str, total: float | None, *columns: TextColumn, shown: bool = True, **fields: Any
+):
     """A transient rich progress bar on stderr with ``columns`` between the bar and the
-    elapsed time; yields ``update(**changes)`` for its one task."""
+    elapsed time; yields ``update(**changes)`` for its one task. ``shown`` False: no bar, and
+    ``update`` does nothing (a torchrun rank but 0, :func:`shows_results`)."""
+    if not shown:
+        yield lambda **changes: None
+        return
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -308,39 +317,39 @@ def _bar(description: str, total: float | None, *columns: TextColumn, **fields: 
 
 
 @contextmanager
-def stage_progress():
+def stage_progress(shown: bool = True):
     """A bar over a whole run; yields ``progress(stage, fraction)``."""
-    with _bar("starting", 1.0, TextColumn("{task.percentage:>3.0f}%")) as update:
+    with _bar("starting", 1.0, TextColumn("{task.percentage:>3.0f}%"), shown=shown) as update:
         yield lambda stage, fraction: update(description=stage, completed=fraction)
 
 
 @contextmanager
-def busy(description: str):
+def busy(description: str, shown: bool = True):
     """A bar for work that reports no progress of its own: it moves and shows the time."""
-    with _bar(description, None):
+    with _bar(description, None, shown=shown):
         yield
 
 
 @contextmanager
-def descent_progress(description: str, total: int):
+def descent_progress(description: str, total: int, shown: bool = True):
     """A bar over descent steps; yields ``advance(step, still_moving)``."""
     columns = (
         TextColumn("step {task.completed:.0f}/{task.total:.0f}"),
         TextColumn("{task.fields[moving]} moving"),
     )
-    with _bar(description, total, *columns, moving="-") as update:
+    with _bar(description, total, *columns, shown=shown, moving="-") as update:
         yield lambda step, moving: update(completed=step, moving=moving)
 
 
 @contextmanager
-def training_progress(description: str):
+def training_progress(description: str, shown: bool = True):
     """A bar for :func:`amlab.training.train`; yields its ``on_step``. The total is known
     only at the first step (a None total cannot be formatted, hence the ``steps`` field)."""
     columns = (
         TextColumn("step {task.completed:.0f}/{task.fields[steps]}"),
         TextColumn("loss {task.fields[loss]}"),
     )
-    with _bar(description, None, *columns, loss="-", steps="?") as update:
+    with _bar(description, None, *columns, shown=shown, loss="-", steps="?") as update:
         yield lambda done, total, metrics: update(
             completed=done, total=total, steps=total, loss=f"{metrics['loss']:.4g}"
         )

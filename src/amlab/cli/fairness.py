@@ -18,6 +18,7 @@ from amlab.cli.common import (
     refuse_unused,
     result_table,
     show_result,
+    shows_results,
     training_progress,
 )
 from amlab.errors import AmlabError
@@ -175,15 +176,18 @@ def fairness_train(
         )
         token_groups = _groups(groups)
         corpus = _corpus(size, seed, toxic_rate, token_groups)
+        shows = shows_results()  # under torchrun every rank trains; rank 0 shows and writes
         if model == "bow":
-            with busy(f"fitting {spec.name}"):
+            with busy(f"fitting {spec.name}", shown=shows):
                 classifier, record = train_classifier(spec, corpus, token_groups)
         else:
-            with training_progress(f"training {spec.name}") as on_step:
+            with training_progress(f"training {spec.name}", shown=shows) as on_step:
                 classifier, record = train_classifier(
                     spec, corpus, token_groups, out / "checkpoints", resume=resume, on_step=on_step
                 )
         save_classifier(classifier, record, out)
+    if not shows:
+        return
     rows = [
         (k, f"{record[k]:.4g}" if isinstance(record[k], float) else str(record[k]))
         for k in ("parameters", "training_texts", "training_accuracy", "seconds")

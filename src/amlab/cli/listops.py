@@ -19,6 +19,7 @@ from amlab.cli.common import (
     refuse_unused,
     result_table,
     show_result,
+    shows_results,
     split_list,
     stage_progress,
     training_progress,
@@ -120,7 +121,6 @@ def listops_train(
     as_json: JsonOpt = False,
 ) -> None:
     """Train one model on one task mix; report test accuracy per root operation."""
-    from amlab.io import write_metrics
     from amlab.tasks.listops import train_run
 
     with errors():
@@ -153,9 +153,11 @@ def listops_train(
             test_size=test_size,
             seed=seed,
         )
-        with training_progress(f"listops {spec.key()}") as on_step:
+        shows = shows_results()  # under torchrun every rank trains; rank 0 shows and writes
+        with training_progress(f"listops {spec.key()}", shown=shows) as on_step:
             record = train_run(spec, out=out, resume=resume, on_step=on_step)
-        write_metrics(out / "metrics.json", record)
+    if not shows:
+        return
     counts = record["test_count"]
     rows = [(op, f"{acc:.4f}", str(counts[op])) for op, acc in record["test_per_op"].items()]
     rows.append(("all", f"{record['test_accuracy']:.4f}", str(sum(counts.values()))))

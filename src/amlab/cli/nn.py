@@ -17,6 +17,7 @@ from amlab.cli.common import (
     out_option,
     result_table,
     show_result,
+    shows_results,
     stage_progress,
 )
 
@@ -54,8 +55,11 @@ def mil(
 
     with errors():
         config = _settings(MIL_QUICK if quick else MILConfig(), steps, seeds, target=target)
-        with stage_progress() as progress:
+        shows = shows_results()  # under torchrun every rank trains; rank 0 shows and writes
+        with stage_progress(shown=shows) as progress:
             metrics = run_mil(config, out, progress)
+    if not shows:
+        return
     rows = [
         (
             name,
@@ -94,8 +98,11 @@ def prototypes(
         config = _settings(
             PROTOTYPES_QUICK if quick else PrototypeConfig(), steps, seeds, per_class=per_class
         )
-        with stage_progress() as progress:
+        shows = shows_results()  # under torchrun every rank trains; rank 0 shows and writes
+        with stage_progress(shown=shows) as progress:
             metrics = run_prototypes(config, out, progress)
+    if not shows:
+        return
     rows = [
         (
             energy.upper(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -107,7 +106,7 @@ def retrieve(
             data_options = {"--data": typed(ctx, "data"), "--data-dir": data_dir}
             data_options["--memories"] = typed(ctx, "memories")
             refuse_unused(data_options, "--store holds the memories")
-        shows = shows_results()
+        shows = shows_results()  # under torchrun every rank retrieves; rank 0 shows and writes
         config = RetrievalConfig(
             data=data,
             data_dir=image_files(data, data_dir),
@@ -127,9 +126,7 @@ def retrieve(
             chunk_size=chunk_size,
             store=None if store is None else str(store),
         )
-        # under torchrun, rank 0 alone shows progress and the result
-        progress = descent_progress("retrieving", total=steps) if shows else nullcontext()
-        with progress as advance:
+        with descent_progress("retrieving", total=steps, shown=shows) as advance:
             metrics = run_retrieval(config, out=out, on_step=advance)
     if not shows:
         return

@@ -3,7 +3,6 @@ evaluation."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -95,9 +94,8 @@ def train_et(
             checkpoint_every=checkpoint_every,
             seed=seed,
         )
-        # under torchrun every rank trains (DDP); rank 0 alone shows progress and results
-        shows = shows_results()
-        with training_progress("training ET") if shows else nullcontext() as on_step:
+        shows = shows_results()  # under torchrun every rank trains; rank 0 shows and writes
+        with training_progress("training ET", shown=shows) as on_step:
             summary = run(config, out, resume=resume, on_step=on_step)
     if not shows:
         return
@@ -189,8 +187,11 @@ def diffusion_train(
             seed=seed,
             text=text,
         )
-        with training_progress("training the denoiser") as on_step:
+        shows = shows_results()  # under torchrun every rank trains; rank 0 shows and writes
+        with training_progress("training the denoiser", shown=shows) as on_step:
             metrics = train_image_model(config, out, resume=resume, on_step=on_step)
+    if not shows:
+        return
     table = None
     if text:
         table = result_table(
@@ -259,13 +260,16 @@ def train_et_graph(
             features=path_str(features),
             labels=path_str(labels),
         )
-        with stage_progress() as progress:
+        shows = shows_results()  # under torchrun every rank trains; rank 0 shows and writes
+        with stage_progress(shown=shows) as progress:
 
             def show(name: str, done: int, total: int) -> None:  # the detectors train in turn
                 finished = DETECTORS.index(name) + done / total
                 progress(f"training {name}", finished / len(DETECTORS))
 
             metrics = run_graph_anomaly(config, out, resume=resume, progress=show)
+    if not shows:
+        return
     graph = metrics["graph"]
     table = result_table(
         f"anomalous nodes ({graph['anomalies']} of {graph['nodes']}), test split",

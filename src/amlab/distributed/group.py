@@ -79,6 +79,16 @@ def torchrun_rank() -> tuple[int, int]:
     return rank, max(world, 1)
 
 
+def is_main_process() -> bool:
+    """Whether this process writes a job's outputs and shows its progress and results: any
+    process not started by torchrun, and rank 0 of those torchrun started. The other ranks
+    work alongside (they train, they hold their shard) and write and print nothing: every
+    task that writes files asks this at its write step, and the CLI before it shows
+    anything. (torchrun's environment decides, as it decides whether the training loop
+    joins a process group, so a rank knows before any group exists.)"""
+    return torchrun_rank()[0] == 0
+
+
 def shard_range(num_memories: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rows [lo, hi) of ``num_memories`` that rank ``rank`` of ``world_size`` holds in the
     even split: contiguous, sizes differing by at most one (some empty when M < P)."""

@@ -18,6 +18,7 @@ from amlab.data.captions import VOCABULARY, CaptionScheme, tokenize
 from amlab.diffusion import ConvDenoiser, Denoiser, TextConvDenoiser, VESchedule, sample
 from amlab.diffusion.loss import denoising_loss
 from amlab.diffusion.networks import LearnedDenoiser
+from amlab.distributed.group import is_main_process
 from amlab.energy.distances import nearest_memory
 from amlab.errors import AmlabError
 from amlab.io import write_metrics
@@ -136,7 +137,10 @@ def train_image_model(
     caption (:class:`~amlab.data.captions.CaptionScheme` fitted to the training set, saved
     with the model as ``captions.json``), and its quality is the adherence of 200 guided
     samples, prompted with captions of training images, per attribute against chance
-    (:func:`amlab.tasks.prompts.adherence`)."""
+    (:func:`amlab.tasks.prompts.adherence`).
+
+    Under torchrun every rank trains (DDP, each on its own batches) and rank 0 alone saves,
+    samples and writes; the other ranks return the facts of the training only."""
     data, images, seed = config.data, config.images, config.seed
     guidance, sampler_steps = config.guidance, config.sampler_steps
     dataset = load(data, config.data_dir, split="train")
@@ -177,7 +181,6 @@ def train_image_model(
     )
     train_seconds = time.perf_counter() - started
     model.eval()
-    model.save(out / "model")
     facts = {
         "data": data,
         "images": len(train_set),
@@ -190,6 +193,9 @@ def train_image_model(
         "guidance": guidance,
         "sampler_steps": sampler_steps,
     }
+    if not is_main_process():  # a torchrun rank that trained alongside rank 0, which writes
+        return facts
+    model.save(out / "model")
     if config.text:
         recipe = TrainingRecipe(data, config.data_dir, images, seed, scheme.edges)
         save_recipe(out / "model", recipe)

@@ -25,6 +25,7 @@ from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 from torch import nn
 
 from amlab.data.graphs import Graph, anomalous_block_graph, load_graph, split_nodes
+from amlab.distributed.group import is_main_process
 from amlab.errors import AmlabError
 from amlab.io import write_metrics
 from amlab.models.baselines import GCN, MLP
@@ -122,7 +123,9 @@ def run_graph_anomaly(
     resume: bool = False,
     progress: GraphProgress | None = None,
 ) -> dict[str, Any]:
-    """Train the three detectors and report test AUC and macro-F1; see the module doc."""
+    """Train the three detectors and report test AUC and macro-F1; see the module doc. With
+    ``out``: each detector's checkpoints in ``out/<detector>``, ``metrics.json`` and
+    ``roc.png`` (under torchrun every rank trains and returns the metrics; rank 0 writes)."""
     graph = make_graph(config)
     labels = graph.labels
     if labels.sum() < 3 or (1 - labels).sum() < 3:
@@ -188,7 +191,7 @@ def run_graph_anomaly(
         },
         "detectors": results,
     }
-    if out is not None:
+    if out is not None and is_main_process():  # under torchrun, rank 0 writes
         out = Path(out)
         _roc_figure(curves, results, out / "roc.png")
         write_metrics(out / "metrics.json", metrics)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from amlab.data.images import image_splits
-from amlab.distributed.group import torchrun_rank
+from amlab.distributed.group import is_main_process
 from amlab.dynamics import Trajectory
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import config_from_json, read_json, write_metrics
@@ -132,7 +132,7 @@ def train_et(
         "final_loss": sum(result.losses[-50:]) / len(result.losses[-50:]),
         "resumed_from": result.resumed_from,
     }
-    if torchrun_rank()[0] == 0:  # the others hold the same model; rank 0's losses
+    if is_main_process():  # under torchrun the other ranks hold the same model and losses
         model.save(out / "model")
         write_metrics(out / "train.json", summary)
     return summary

@@ -55,6 +55,7 @@ from amlab.data.fairness import (
     term_masks,
     words,
 )
+from amlab.distributed.group import is_main_process
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import CONFIG_FILE, atomic_write_text, read_json, write_metrics
 from amlab.models.text_classifier import (
@@ -259,10 +260,12 @@ def _batched(fn, model: TextClassifier, texts: list[str], batch: int) -> np.ndar
 
 
 def save_classifier(model: TextClassifier, record: dict[str, Any], out: str | os.PathLike) -> Path:
-    """Write ``out/model/`` (safetensors + config.json) and ``out/training.json``."""
+    """Write ``out/model/`` (safetensors + config.json) and ``out/training.json``; under
+    torchrun on rank 0 only (every rank trained the same model)."""
     out = Path(out)
-    model.save(out / "model")
-    write_metrics(out / "training.json", record)
+    if is_main_process():
+        model.save(out / "model")
+        write_metrics(out / "training.json", record)
     return out
 
 

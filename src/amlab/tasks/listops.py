@@ -29,8 +29,9 @@ from amlab.data.listops import (
     parse_ops,
     root_op,
 )
+from amlab.distributed.group import is_main_process
 from amlab.errors import AmlabError, check_positive_int
-from amlab.io import atomic_write_text, read_json
+from amlab.io import atomic_write_text, read_json, write_metrics
 from amlab.models.listops import (
     CausalListOpsTransformer,
     ListOpsTransformer,
@@ -270,6 +271,7 @@ def fit(
     )
     done_file = None if out is None else Path(out) / "done.json"
     history_file = None if out is None else Path(out) / "history.json"
+    writes = out is not None and is_main_process()  # (every rank reads them on resume)
     history: list[list] = []  # [step, validation accuracy]
     reason = "steps"
     describe = spec.describe()
@@ -281,7 +283,7 @@ def fit(
     def check(done: int) -> str | None:
         """Record the validation accuracy after ``done`` steps; the reason to stop, if any."""
         history.append([done, accuracy(model, data["val"])["accuracy"]])
-        if history_file is not None:
+        if writes:
             atomic_write_text(history_file, json.dumps(history))
         if spec.stop_at is not None and history[-1][1] >= spec.stop_at:
             return "stop_at"
@@ -340,7 +342,7 @@ def fit(
         "stopped_by": reason,
         "val_history": history,
     }
-    if done_file is not None:
+    if writes:
         atomic_write_text(done_file, json.dumps(result))
     return result
 
@@ -356,10 +358,13 @@ def train_run(
 ):
     """Train one run; returns its record (and the model when ``return_model``).
 
-    With ``out`` the shared loop checkpoints into ``out/pretrain`` and ``out/train``
-    and the final model is saved to ``out/model`` (or ``model_dir`` when given);
-    ``resume`` continues a killed run to the model the whole run would have given (the
-    validation history that early stopping reads is kept in ``out/<phase>/history.json``).
+    With ``out`` the shared loop checkpoints into ``out/pretrain`` and ``out/train``, the
+    final model is saved to ``out/model`` (or ``model_dir`` when given) and the record to
+    ``out/metrics.json``; ``resume`` continues a killed run to the model the whole run would
+    have given (the validation history that early stopping reads is kept in
+    ``out/<phase>/history.json``). Under torchrun every rank trains and rank 0 alone writes;
+    the validation checks run on rank 0 (in the training loop's ``on_step``), whose
+    decision to stop every rank follows, so only rank 0's record holds the history.
     """
     started = time.time()
     model = spec.model_class()(spec.model_config())
@@ -396,6 +401,9 @@ def train_run(
     )
     if model_dir is None and out is not None:
         model_dir = Path(out) / "model"
-    if model_dir is not None:
-        model.save(model_dir)
+    if is_main_process():
+        if model_dir is not None:
+            model.save(model_dir)
+        if out is not None:
+            write_metrics(Path(out) / "metrics.json", record)
     return (record, model) if return_model else record

@@ -10,7 +10,8 @@
   share of exactly-zero weights) and the prototypes as images.
 
 Both train through the shared loop (:mod:`amlab.training`) and write ``report.md``,
-``metrics.json`` and a figure into ``out``.
+``metrics.json`` and a figure into ``out`` (under torchrun every rank trains, each on its
+own batches, and returns the metrics; rank 0 writes).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from amlab.data.images import ImageSet, image_splits
+from amlab.distributed.group import is_main_process
 from amlab.errors import AmlabError, check_choice, check_positive_int
 from amlab.io import atomic_write_text, write_metrics
 from amlab.models.model import seeded
@@ -245,7 +247,7 @@ def run_mil(
             p: _mean_std(r["target_weight"]) for p, r in results.items() if r["target_weight"]
         },
     }
-    if out is not None:
+    if out is not None and is_main_process():
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         _mil_figure(metrics, shown, test_set.shape, out / "mil.png")
@@ -435,7 +437,7 @@ def run_prototypes(
             for energy, r in results.items()
         },
     }
-    if out is not None:
+    if out is not None and is_main_process():
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         _prototype_figure(metrics, shown, config.per_class, test_set.shape, out / "prototypes.png")

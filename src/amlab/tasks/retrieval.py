@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from amlab.data import CORRUPTIONS, corrupt, load
 from amlab.distributed import MemoryStore, ShardedDenseAM, init_group
-from amlab.distributed.group import torchrun_rank
+from amlab.distributed.group import is_main_process, torchrun_rank
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import write_metrics
 from amlab.models import DenseAM
@@ -74,7 +74,7 @@ def run_retrieval(
     """Run the job; return its metrics. With ``out``, write ``retrieval.png`` and
     ``metrics.json`` there (on rank 0 only, under torchrun)."""
     level, method, clamp = _settings(config)
-    rank, world = torchrun_rank()
+    world = torchrun_rank()[1]
     if world > 1 and config.store is None:
         raise AmlabError(
             f"under torchrun ({world} ranks) amlab retrieve needs --store DIR, a memory store "
@@ -84,7 +84,7 @@ def run_retrieval(
     if world > 1:
         init_group(backend="gloo", timeout_s=GROUP_TIMEOUT_S)
     try:
-        return _retrieve(config, (level, method, clamp), rank, world, out, on_step)
+        return _retrieve(config, (level, method, clamp), world, out, on_step)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -93,7 +93,6 @@ def run_retrieval(
 def _retrieve(
     config: RetrievalConfig,
     settings: tuple[float | None, str, bool],
-    rank: int,
     world: int,
     out: str | Path | None,
     on_step: Callable[[int, int], None] | None,
@@ -170,7 +169,7 @@ def _retrieve(
             "ranks": world,
         },
     }
-    if out is not None and rank == 0:
+    if out is not None and is_main_process():
         # here, not at the top: the CLI imports this module for its choices, and pyplot
         # would add 0.3 s to every amlab command (python -X importtime)
         from amlab.tasks.figures import image_grid
