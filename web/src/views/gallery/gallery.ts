@@ -112,8 +112,6 @@ export interface Filters {
   seed: number | null;
 }
 
-export const NO_FILTER: Filters = { prompt: "", cfg: null, step: null, seed: null };
-
 /** The indices of the rows that pass every filter. */
 export function filterRows(rows: GalleryRow[], f: Filters): number[] {
   const text = f.prompt.trim().toLowerCase();
