@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from amlab.cli import app
 from amlab.errors import AmlabError
 from amlab.explain import STATIC_DIR, serve
+from amlab.explain.diffusion_onnx import SHIPPED_TEXT_DENOISER
 from amlab.explain.gallery import (
     MAP_COLUMNS,
     SHIPPED_GALLERY,
@@ -40,7 +41,7 @@ from amlab.tasks.gallery import (
     regenerate,
 )
 from amlab.tasks.gallery_query import check_schema
-from amlab.tasks.prompts import load_text_model
+from amlab.tasks.prompts import SHIPPED_MODEL, load_text_model
 
 runner = CliRunner()
 SPEC = GallerySpec(("a thick 3", "a 0"), seeds=(1, 2), guidance=(1.0, 3.0), steps=(4,), part_size=3)
@@ -256,3 +257,10 @@ def test_cli_explain_serves_a_users_gallery(gallery, tmp_path):
 
 def test_view_columns_are_a_gallerys():
     assert set(VIEW_COLUMNS) <= set(GALLERY_SCHEMA.names)
+
+
+def test_the_explainer_exports_the_model_the_gallery_draws_with():
+    """explain may not import tasks, so diffusion_onnx names the shipped text model's folder
+    again: it must stay the one amlab gallery loads."""
+    assert SHIPPED_TEXT_DENOISER.resolve() == SHIPPED_MODEL.resolve()
+    assert (SHIPPED_TEXT_DENOISER / "captions.json").is_file()

@@ -389,6 +389,20 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
     atomic_write(target, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def write_float32_tensors(target: Path, tensors: dict[str, torch.Tensor]) -> list[dict]:
+    """Write every tensor of ``tensors`` (a ``state_dict``) to ``target`` as float32
+    little-endian, one after the other, through :func:`atomic_write`; return each tensor's
+    ``name``, ``shape`` and ``offset`` (in floats), in order: what the explainer's
+    ``unpackTensors`` reads."""
+    layout, parts, offset = [], [], 0
+    for name, value in tensors.items():
+        layout.append({"name": name, "shape": list(value.shape), "offset": offset})
+        parts.append(value.detach().float().numpy().astype("<f4").tobytes())
+        offset += value.numel()
+    atomic_write_bytes(target, b"".join(parts))
+    return layout
+
+
 def _umask() -> int:
     """The process's umask (os.umask can only be read by setting it)."""
     mask = os.umask(0o022)

@@ -133,7 +133,7 @@ def test_diffusion_state_lives_in_the_address(offline, base_url):
     expect(page.locator("[data-testid=prompt-b-4]")).to_have_class("on")
     page.click("[data-testid=prompt-a-0]")
     wait_for_run(page, f"0:4:3:1.5:{STEPS}")
-    assert "a=0&b=4&seed=3&w=1.5&k=7" in page.url
+    assert "a=0&b=4&seed=3&guidance=1.5&steps=40&k=7" in page.url  # w= read, written guidance=
 
 
 # -- text prompts ------------------------------------------------------------------------------

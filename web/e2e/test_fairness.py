@@ -149,3 +149,18 @@ def test_bad_input_is_named_not_fed(offline, base_url):
     page.fill("[data-testid=sentence]", " ".join(["people"] * 30))
     expect(page.locator("[data-testid=score-error-2]")).to_contain_text("at most 23")
     expect(page.locator("[data-testid=score-0]")).to_be_visible()  # the bag of words reads it
+
+
+def test_a_shared_group_is_read_as_typed_words(offline, base_url):
+    """A route's group (a link, or one edited by hand) with a term twice or in capitals is
+    the group of its distinct words, as typing them gives; the page raises no error."""
+    page = offline.page
+    page.goto(f"{base_url}#/fairness?group=gay,GAY,straight,gay&family=your%20group")
+    expect(page.locator("[data-testid=fairness][data-ready=true]")).to_be_visible(timeout=60_000)
+    expect(page.locator("[data-testid=family]")).to_have_value("your group")
+    figure = page.locator(f"[data-testid='rates-{MODELS[0]}']")
+    expect(figure).to_have_attribute(
+        "data-terms", json.dumps(["gay", "straight"], separators=(",", ":"))
+    )
+    expect(page.locator("[data-testid=group-drop] [role=listitem]")).to_have_count(2)
+    assert "group=gay%2Cstraight" in page.url

@@ -125,3 +125,19 @@ def test_a_parquet_without_a_column_names_it(offline, base_url):
         "lacks the column(s) audit, map_y", timeout=30_000
     )
     assert page.locator("[data-testid=point]").count() == 0
+
+
+def test_route_values_the_gallery_lacks_are_dropped(offline, base_url):
+    """A link whose steps, guidance or image the gallery lacks (another gallery's, or edited
+    by hand) shows the images of the values it has, with selects that say so."""
+    page = offline.page
+    table = pq.read_table(SERVED)
+    seed = table["seed"][0].as_py()
+    open_gallery(page, base_url, f"?seed={seed}&steps=99999&cfg=123.5&image=no-such.png")
+    with_seed = sum(1 for s in table["seed"].to_pylist() if s == seed)
+    expect(page.locator("[data-testid=count]")).to_have_text(str(with_seed))
+    expect(page.locator("[data-testid=filter-seed]")).to_have_value(str(seed))
+    expect(page.locator("[data-testid=filter-steps]")).to_have_value("")
+    expect(page.locator("[data-testid=filter-cfg]")).to_have_value("")
+    expect(page.locator("[data-testid=selected]")).to_have_attribute("data-image", "")
+    assert "steps=" not in page.url and "cfg=" not in page.url and "image=" not in page.url

@@ -49,7 +49,7 @@ from amlab.explain.listops import (
     sampling_vectors,
 )
 from amlab.explain.onnx_graph import require_onnx
-from amlab.explain.pca import principal_axes
+from amlab.explain.pca import map_coordinates, principal_axes
 from amlab.io import atomic_write_bytes, atomic_write_text
 from amlab.models import DenseAM, RandomFeatureAM
 
@@ -233,9 +233,8 @@ def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
     mem = digits(dtype=f64).images
     pca = principal_axes(mem)
     x = mem[:5]
-    axes = torch.tensor(pca["axes"], dtype=f64)
     pca["x"] = x.tolist()
-    pca["coords"] = ((x - torch.tensor(pca["mean"], dtype=f64)) @ axes.T).tolist()
+    pca["coords"] = map_coordinates(x, pca).tolist()
     diffusion["pca"] = pca
     diffusion["prompts"] = {
         **prompt_words(),

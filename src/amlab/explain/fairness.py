@@ -38,7 +38,7 @@ from amlab.data.fairness import (
     words,
 )
 from amlab.errors import AmlabError
-from amlab.io import atomic_write_bytes, atomic_write_text
+from amlab.io import atomic_write_text, write_float32_tensors
 from amlab.models.text_classifier import BagOfWordsClassifier, TextClassifier, TextTransformer
 
 MODELS = Path(__file__).parent / "models"
@@ -98,12 +98,7 @@ def export_fairness(out: str | Path) -> dict:
     entry: dict = {"data": DATA_FILE, "models": {}}
     for name in SHIPPED_FAIRNESS:
         model, record = load_shipped_classifier(name)
-        tensors, parts, offset = [], [], 0
-        for key, value in model.state_dict().items():
-            tensors.append({"name": key, "shape": list(value.shape), "offset": offset})
-            parts.append(value.detach().float().numpy().astype("<f4").tobytes())
-            offset += value.numel()
-        atomic_write_bytes(out / file_name(name), b"".join(parts))
+        tensors = write_float32_tensors(out / file_name(name), model.state_dict())
         config = model.config
         entry["models"][name] = {
             "file": file_name(name),

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from amlab.data.listops import ListOpsConfig, Tokenizer, evaluate, make_splits
 from amlab.errors import AmlabError
-from amlab.io import atomic_write_bytes
+from amlab.io import write_float32_tensors
 from amlab.models.listops import CausalListOpsTransformer, ListOpsTransformer, attention_mask
 
 MODELS = Path(__file__).parent / "models"
@@ -195,13 +195,8 @@ def export_listops(out: str | Path) -> dict:
         spec = record["spec"]
         if spec["data"]["modulus"] != 10:
             raise AmlabError(f"the shipped model {name} was not trained on values 0..9.")
-        tensors, parts, offset = [], [], 0
-        for key, value in model.state_dict().items():
-            tensors.append({"name": key, "shape": list(value.shape), "offset": offset})
-            parts.append(value.detach().float().numpy().astype("<f4").tobytes())
-            offset += value.numel()
         file = f"listops-{name}.bin"
-        atomic_write_bytes(out / file, b"".join(parts))
+        tensors = write_float32_tensors(out / file, model.state_dict())
         entry["models"][name] = {
             "file": file,
             "config": {**asdict(model.config), "causal": model.causal},

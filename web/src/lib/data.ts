@@ -22,9 +22,10 @@ let manifest: Promise<Record<string, Record<string, unknown>>> | null = null;
 let digits: Promise<Digits> | null = null;
 let projections: Promise<Projections> | null = null;
 
-async function fetchOk(file: string): Promise<Response> {
+/** The response for data/`file`, or an Error that names the file and says what writes it. */
+export async function fetchOk(file: string, remedy = "run `amlab export`"): Promise<Response> {
   const response = await fetch(`data/${file}`);
-  if (!response.ok) throw new Error(`data/${file}: HTTP ${response.status} (run \`amlab export\`)`);
+  if (!response.ok) throw new Error(`data/${file}: HTTP ${response.status} (${remedy})`);
   return response;
 }
 

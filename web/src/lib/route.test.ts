@@ -18,6 +18,8 @@ describe("route", () => {
     expect(paramNumber(params, "w", 2)).toBe(2.5);
     expect(paramNumber(params, "beta", 25, (v) => v > 0)).toBe(25);
     expect(paramNumber(params, "blank", 25, (v) => v > 0)).toBe(25);
+    expect(paramNumber(params, "blank", 25)).toBe(25); // empty is not Number("") = 0 either
+    expect(paramNumber(new URLSearchParams("s=%20"), "s", 7)).toBe(7);
     expect(paramNumber(params, "w", 0, Number.isInteger)).toBe(0);
   });
 });

@@ -17,13 +17,14 @@ export function routeHash(view: string, params: URLSearchParams): string {
 }
 
 /** The number `key` of a route's params where it is present, finite and accepted by `ok`;
- * otherwise `fallback` (an absent key is not 0). */
+ * otherwise `fallback` (an absent or empty key is not 0). */
 export function paramNumber(
   params: URLSearchParams,
   key: string,
   fallback: number,
   ok: (v: number) => boolean = () => true,
 ): number {
-  const v = Number(params.get(key));
-  return params.has(key) && Number.isFinite(v) && ok(v) ? v : fallback;
+  const raw = params.get(key)?.trim();
+  const v = Number(raw);
+  return raw && Number.isFinite(v) && ok(v) ? v : fallback;
 }

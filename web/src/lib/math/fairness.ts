@@ -25,7 +25,7 @@ import { forward, type TransformerWeights, unpackTensors } from "./transformer";
 export type TokenGroups = Record<string, string[]>;
 
 const WORD = /[a-z0-9']+/g;
-export const PAD = 0;
+/** the special ids (amlab.data.fairness's vocabulary; 0 is padding, which a page never feeds) */
 export const UNKNOWN = 1;
 export const CLS = 2;
 

@@ -13,6 +13,7 @@ import {
   float32String,
   type GalleryRow,
   imagePath,
+  knownFilters,
   legend,
   paramsOf,
   readGallery,
@@ -74,6 +75,15 @@ describe("filters", () => {
     const back = filtersFromParams(paramsOf(f, "prompt", "x.png"));
     expect(back).toEqual(f);
     expect(filtersFromParams(new URLSearchParams("cfg=abc&steps="))).toEqual({ prompt: "", cfg: null, step: null, seed: null });
+  });
+
+  it("drop the route's values that no row has, keeping those some row has", () => {
+    const [r] = rows;
+    const have = { prompt: "THICK", cfg: r.cfg, step: r.step, seed: r.seed };
+    expect(knownFilters(rows, have)).toEqual(have);
+    const lacking = { prompt: "no such prompt", cfg: Math.fround(123.5), step: 100001, seed: -7 };
+    expect(knownFilters(rows, lacking)).toEqual({ prompt: "no such prompt", cfg: null, step: null, seed: null });
+    expect(knownFilters(rows, { ...have, seed: -7 })).toEqual({ ...have, seed: null });
   });
 });
 

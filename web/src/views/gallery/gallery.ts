@@ -5,6 +5,7 @@
  * picture on the training set's first two principal axes), training.json, images/.
  */
 import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
+import { paramNumber } from "../../lib/route";
 
 /** the columns the view reads (amlab.explain.gallery.VIEW_COLUMNS and MAP_COLUMNS) */
 export const VIEW_COLUMNS = [
@@ -111,8 +112,6 @@ export interface Filters {
   seed: number | null;
 }
 
-export const NO_FILTER: Filters = { prompt: "", cfg: null, step: null, seed: null };
-
 /** The indices of the rows that pass every filter. */
 export function filterRows(rows: GalleryRow[], f: Filters): number[] {
   const text = f.prompt.trim().toLowerCase();
@@ -176,11 +175,19 @@ export function legend(rows: GalleryRow[], by: ColourBy): [string, string][] {
 /** The filters a route's params name (absent or unreadable ones keep every row). */
 export function filtersFromParams(params: URLSearchParams): Filters {
   const num = (key: string) => {
-    const v = params.get(key);
-    return v !== null && v !== "" && Number.isFinite(Number(v)) ? Number(v) : null;
+    const v = paramNumber(params, key, NaN);
+    return Number.isNaN(v) ? null : v;
   };
   const cfg = num("cfg"); // a float32 column: 2.2 in the route is the float32 nearest 2.2
   return { prompt: params.get("q") ?? "", cfg: cfg === null ? null : Math.fround(cfg), step: num("steps"), seed: num("seed") };
+}
+
+/** The filters with each guidance, steps or seed value that no row has (a stale or mistyped
+ * route) dropped: the view's selects offer only the gallery's values, so a filter on another
+ * would hide every image behind a blank select. */
+export function knownFilters(rows: GalleryRow[], f: Filters): Filters {
+  const known = (key: "cfg" | "step" | "seed") => (rows.some((r) => r[key] === f[key]) ? f[key] : null);
+  return { prompt: f.prompt, cfg: known("cfg"), step: known("step"), seed: known("seed") };
 }
 
 /** The route params of filters, the colouring and the selected image. */
