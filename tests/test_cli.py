@@ -422,3 +422,21 @@ def test_errors_name_the_options_typed(args, named, not_named):
 )
 def test_out_of_range_numbers_are_refused_by_the_parser(args, option):
     refused_by_parser(runner.invoke(app, args), option)
+
+
+def test_the_cli_and_the_explainer_start_without_the_heavy_libraries():
+    """`amlab` imports every command module at startup, and `amlab explain` the explainer
+    package: neither may import pyarrow, duckdb, matplotlib, scikit-learn, scipy, onnx or
+    fairlearn until a command needs them (a fresh interpreter, as a user's shell starts)."""
+    import subprocess
+    import sys
+
+    heavy = ("pyarrow", "duckdb", "matplotlib", "sklearn", "scipy", "onnx", "fairlearn")
+    code = (
+        "import sys, amlab.cli, amlab.explain; "
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "", f"imported at startup: {loaded}"

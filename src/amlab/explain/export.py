@@ -40,7 +40,6 @@ from amlab.explain.diffusion_onnx import (
 )
 from amlab.explain.et_onnx import export_et_onnx
 from amlab.explain.fairness import export_fairness, fairness_vectors
-from amlab.explain.gallery import copy_shipped_gallery, gallery_vectors
 from amlab.explain.listops import (
     digit_embeddings,
     export_listops,
@@ -123,6 +122,8 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
         info["digit_pca"] = principal_axes(digit_embeddings(load_shipped(name)[0]))
     manifest["listops"] = listops
     manifest["fairness"] = export_fairness(out)
+    from amlab.explain.gallery import copy_shipped_gallery  # pyarrow: only when exporting
+
     copy_shipped_gallery(out / "gallery")
     _write_json(out / "manifest.json", manifest)
     names = (
@@ -170,6 +171,8 @@ def _dense_case(mem: torch.Tensor, x: torch.Tensor, energy: str, beta: float) ->
 
 def export_test_vectors(path: str | Path, *, seed: int = 0) -> Path:
     """Write the test vectors (one JSON file) for the app's math; float64 throughout."""
+    from amlab.explain.gallery import gallery_vectors  # pyarrow: only when exporting
+
     g = torch.Generator().manual_seed(check_positive_int(seed, "seed", allow_zero=True))
     f64 = torch.float64
 

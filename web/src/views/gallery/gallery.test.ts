@@ -8,6 +8,7 @@ import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import {
   diffusionLink,
+  extent,
   filterRows,
   filtersFromParams,
   float32String,
@@ -115,5 +116,15 @@ describe("links and labels", () => {
       const keys = new Map(legend(rows, by).map(([label, colour]) => [label, colour]));
       rows.forEach((r, i) => expect(keys.get(by === "audit" ? r.audit : r.prompt)).toBe(colours[i]));
     }
+  });
+});
+
+describe("extent", () => {
+  it("is the smallest and largest value, for more values than Math.min(...xs) can take", () => {
+    const xs = Array.from({ length: 300_000 }, (_, i) => Math.sin(i) * (1 + i / 1e5));
+    expect(() => Math.min(...xs)).toThrow(RangeError);
+    const sorted = [...xs].sort((a, b) => a - b);
+    expect(extent(xs)).toEqual([sorted[0], sorted[sorted.length - 1]]);
+    expect(extent([])).toEqual([Infinity, -Infinity]);
   });
 });

@@ -201,3 +201,15 @@ export function paramsOf(f: Filters, by: ColourBy, selected: string | null): URL
   if (selected) p.set("image", selected);
   return p;
 }
+
+/** The smallest and largest of `values` (a loop: spreading a large array into Math.min
+ * overflows the call stack at around 10^5 values). [Infinity, -Infinity] when empty. */
+export function extent(values: Iterable<number>): [number, number] {
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
+}
