@@ -121,3 +121,25 @@ def test_nearest_other_distances_equal_brute_force_in_any_block():
     rows = torch.tensor([30, 2, 7])
     torch.testing.assert_close(nearest_other_distances(points, rows, block=2), want[rows])
     assert nearest_other_distances(points)[7] == 0
+
+
+def test_k_nearest_memories_equal_brute_force_in_any_chunk():
+    """Against a sort of the full distance matrix (by distance, then index); the first
+    column is nearest_memory's answer, ties included (repeated memories)."""
+    from amlab.energy.distances import nearest_memories, nearest_memory
+
+    g = torch.Generator().manual_seed(5)
+    mem = torch.randn(41, 6, generator=g, dtype=torch.float64)
+    mem[30] = mem[3]  # a tie: the lower index comes first
+    mem[12] = mem[3]
+    x = torch.cat([torch.randn(9, 6, generator=g, dtype=torch.float64), mem[3:4]])
+    full = torch.cdist(x, mem)
+    for k in (1, 3, 41, 50):
+        want = full.sort(dim=1, stable=True).indices[:, : min(k, 41)]  # ties: index order
+        for chunk in (1, 4, 40, None):
+            index, distance = nearest_memories(x, mem, k, chunk_size=chunk)
+            assert torch.equal(index, want), (k, chunk)
+            torch.testing.assert_close(distance, full.gather(1, want), atol=1e-7, rtol=0)
+            one, d = nearest_memory(x, mem, chunk_size=chunk)
+            assert torch.equal(index[:, 0], one) and torch.equal(distance[:, 0], d)
+    assert nearest_memories(x, mem, 3)[0][-1].tolist() == [3, 12, 30]

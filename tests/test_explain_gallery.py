@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from sklearn.decomposition import PCA
+from sklearn.neighbors import NearestNeighbors
 from typer.testing import CliRunner
 
 from amlab.cli import app
@@ -27,6 +28,7 @@ from amlab.explain import STATIC_DIR, serve
 from amlab.explain.diffusion_onnx import SHIPPED_TEXT_DENOISER
 from amlab.explain.gallery import (
     MAP_COLUMNS,
+    NEIGHBOURS,
     SHIPPED_GALLERY,
     VIEW_COLUMNS,
     copy_shipped_gallery,
@@ -91,7 +93,17 @@ def test_view_files_are_the_gallery_and_its_map(gallery, view, model):
     np.testing.assert_allclose(
         train_map, sklearn_map(model.train.images, model.train.images), atol=1e-4
     )
-    nearest = sorted(set(source["nearest_train"].to_pylist()))
+    # each picture's NEIGHBOURS nearest training images, against scikit-learn's brute force;
+    # the first is the audit's nearest_train at its nearest_distance
+    found = NearestNeighbors(n_neighbors=NEIGHBOURS, algorithm="brute")
+    distance, index = found.fit(model.train.images.double().numpy()).kneighbors(pictures.numpy())
+    for row, name in enumerate(source["image_name"].to_pylist()):
+        shown = np.array(training["neighbours"][name])
+        assert shown[:, 0].tolist() == index[row].tolist()
+        np.testing.assert_allclose(shown[:, 1], distance[row], rtol=1e-9)
+        assert shown[0, 0] == source["nearest_train"][row].as_py()
+        assert shown[0, 1] == pytest.approx(source["nearest_distance"][row].as_py(), rel=1e-6)
+    nearest = sorted(set(source["nearest_train"].to_pylist()) | set(index.reshape(-1).tolist()))
     assert sorted(map(int, training["pixels"])) == nearest
     for i in nearest:
         assert training["pixels"][str(i)] == model.train.images[i].double().tolist()

@@ -6,6 +6,7 @@ lacking a column, shows what is wrong."""
 from __future__ import annotations
 
 import io
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import duckdb
@@ -67,6 +68,15 @@ def test_gallery_map_filters_and_selection_are_the_parquets(offline, base_url):
         f"{row['nearest_distance']:.3f}"
     )
     expect(page.locator("[data-testid=nearest-image]")).to_be_visible()
+    # the next nearest training images, as training.json lists them (amlab.explain.gallery
+    # computes them; tests/test_explain_gallery.py checks them against scikit-learn)
+    listed = json.loads((SERVED.parent / "training.json").read_text())["neighbours"][name]
+    shown = page.locator("[data-testid=neighbour]")
+    expect(shown).to_have_count(len(listed) - 1)
+    for k, (index, distance) in enumerate(listed[1:]):
+        expect(shown.nth(k)).to_have_attribute("data-index", str(index))
+        expect(shown.nth(k)).to_contain_text(f"#{index}")
+        expect(shown.nth(k)).to_contain_text(f"{distance:.3f}")
     picture = page.locator("[data-testid=picture]")
     loaded = picture.evaluate("img => img.complete && img.naturalWidth")
     assert loaded == row["width"]

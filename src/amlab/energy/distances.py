@@ -1,5 +1,5 @@
-"""Squared distances between states and memories, the nearest memory, and each point's
-nearest other point, chunked."""
+"""Squared distances between states and memories, the nearest memory (or k of them), and
+each point's nearest other point, chunked."""
 
 from __future__ import annotations
 
@@ -42,6 +42,26 @@ def nearest_memory(
         better = d2 < best
         best = torch.where(better, d2, best)
         index = torch.where(better, arg + lo, index)
+    return index, best.sqrt()
+
+
+@torch.no_grad()
+def nearest_memories(
+    x: torch.Tensor, memories: torch.Tensor, k: int, *, chunk_size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (B, k) of each state's ``k`` nearest memories, nearest first (ties: the lower
+    index first, as :func:`nearest_memory` decides them), and the Euclidean distances (B, k)."""
+    k = min(k, memories.shape[0])
+    x_sq = (x * x).sum(1)
+    mem_sq = sq_norms(memories)
+    best = x.new_empty((x.shape[0], 0))
+    index = torch.zeros((x.shape[0], 0), dtype=torch.long, device=x.device)
+    for lo, hi in chunk_ranges(memories.shape[0], x.shape[0], chunk_size):
+        d2 = torch.cat([best, sq_distances(x, memories[lo:hi], x_sq, mem_sq[lo:hi])], 1)
+        chunk = torch.arange(lo, hi, device=x.device).expand(x.shape[0], -1)
+        # the kept ones have lower indices than the chunk's: a stable sort keeps index order
+        order = d2.sort(dim=1, stable=True).indices[:, :k]
+        best, index = d2.gather(1, order), torch.cat([index, chunk], 1).gather(1, order)
     return index, best.sqrt()
 
 

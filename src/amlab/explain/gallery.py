@@ -6,8 +6,9 @@ browser reads it.
     out/metadata.parquet     the gallery's metadata table and two columns more, map_x and
                              map_y: each stored picture on the training set's first two
                              principal axes (the map the view draws)
-    out/training.json        the training set on the same axes, and the pixels and labels of
-                             every training image some row names as its nearest
+    out/training.json        the training set on the same axes; each row's NEIGHBOURS nearest
+                             training images (index, distance), and the pixels and labels of
+                             every training image some row names among them
     out/images/part-XXXXXX/  the gallery's pictures (DiffusionDB's layout, as generated)
 
 The browser reads the parquet itself (hyparquet). ``amlab export`` copies the gallery shipped
@@ -28,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from amlab.energy.distances import nearest_memories
 from amlab.errors import AmlabError
 from amlab.explain.pca import map_coordinates, principal_axes
 from amlab.io import atomic_write, atomic_write_text
@@ -54,6 +56,8 @@ VIEW_COLUMNS = (
 MAP_COLUMNS = ("map_x", "map_y")
 #: decimals of the training set's map coordinates in training.json (the view only draws them)
 MAP_DECIMALS = 4
+#: how many nearest training images the view shows for a picture
+NEIGHBOURS = 4
 
 
 def check_view_columns(table: pa.Table, source: str) -> None:
@@ -101,11 +105,19 @@ def write_gallery_view(
     shutil.copytree(images, out / "images", dirs_exist_ok=True)
     atomic_write(out / "metadata.parquet", lambda tmp: pq.write_table(table, tmp))
     train_map = map_coordinates(train_images, axes).float().double()
-    referenced = sorted(set(nearest))
+    index, distance = nearest_memories(pictures.double(), train_images.double(), NEIGHBOURS)
+    referenced = sorted(set(nearest) | set(index.reshape(-1).tolist()))
+    names = table.column("image_name").to_pylist()
     training = {
         "count": len(train_images),
         "explained": axes["explained"],
         "map": [round(v, MAP_DECIMALS) for v in train_map.reshape(-1).tolist()],
+        "neighbours": {
+            name: [[i, d] for i, d in zip(row_index, row_distance, strict=True)]
+            for name, row_index, row_distance in zip(
+                names, index.tolist(), distance.tolist(), strict=True
+            )
+        },
         "labels": {str(i): int(train_labels[i]) for i in referenced},
         "pixels": {str(i): train_images[i].double().tolist() for i in referenced},
     }

@@ -49,6 +49,8 @@ export interface Training {
   explained: [number, number];
   /** (count, 2) map coordinates, row-major */
   map: number[];
+  /** each image's nearest training images, nearest first: [index, distance] */
+  neighbours: Record<string, [number, number][]>;
   labels: Record<string, number>;
   pixels: Record<string, number[]>;
 }
