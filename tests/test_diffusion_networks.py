@@ -13,6 +13,7 @@ from amlab.diffusion import (
     denoising_loss,
     sample,
 )
+from amlab.diffusion.networks import ModulatedNormConv
 from amlab.errors import AmlabError
 from amlab.tasks.diffusion import train_denoiser
 from amlab.training import TrainConfig
@@ -238,3 +239,45 @@ def test_a_text_net_learns_what_its_prompts_ask_for():
         unprompted = model.denoise_scaled(y, 3.0)
     assert (prompted - data).abs().max() < 0.2
     assert (unprompted - data.mean(0)).abs().max() < 0.2
+
+
+@pytest.mark.parametrize("channels", [8, 32])
+def test_the_conv_nets_conditioning_reaches_the_output(channels):
+    """The noise level and the class reach the output at any width. (Added before a
+    GroupNorm, as a constant per channel, they vanished where a group holds one channel.)"""
+    torch.manual_seed(0)
+    model = ConvDenoiser((8, 8), VESchedule(0.02, 5.0), channels=channels, blocks=2, num_classes=10)
+    model = model.double()
+    u = states(model, b=4)
+    with torch.no_grad():
+        low = model.noise_embedding(torch.full((4,), 0.1, dtype=torch.float64))
+        high = model.noise_embedding(torch.full((4,), 2.0, dtype=torch.float64))
+        assert (model.body(u, low) - model.body(u, high)).abs().max() > 1e-3
+        three = model.denoise_scaled(u, 0.7, torch.full((4,), 3))
+        five = model.denoise_scaled(u, 0.7, torch.full((4,), 5))
+        assert (three - five).abs().max() > 1e-3
+    text = TextConvDenoiser((4, 4), VESchedule(0.02, 5.0), WORDS, channels=channels, blocks=1)
+    x = states(text.double(), b=2)
+    with torch.no_grad():
+        prompted = text.denoise_scaled(x, 0.7, torch.tensor([[0, 1], [0, 1]]))
+        other = text.denoise_scaled(x, 0.7, torch.tensor([[2, 3], [2, 3]]))
+    assert (prompted - other).abs().max() > 1e-3
+
+
+def test_modulated_norm_conv_is_a_scale_and_shift_after_a_group_norm():
+    torch.manual_seed(0)
+    block = ModulatedNormConv(2, 4, 3).double()
+    emb = torch.randn(3, 3, dtype=torch.float64)
+    scale, shift = torch.split(block.modulation(emb).detach(), 4, dim=1)
+    assert torch.equal(scale, torch.zeros(3, 4, dtype=torch.float64))  # starts as identity
+    assert shift.abs().min() > 0
+    with torch.no_grad():
+        block.modulation.weight.normal_()  # as training moves the scale
+    h = torch.randn(3, 4, 5, 5, dtype=torch.float64)
+    groups = h.reshape(3, 2, -1)  # two groups of two channels
+    mean, var = groups.mean(-1, keepdim=True), groups.var(-1, unbiased=False, keepdim=True)
+    normed = ((groups - mean) / (var + 1e-5).sqrt()).reshape_as(h)
+    film = emb @ block.modulation.weight.T + block.modulation.bias
+    scale, shift = film[:, :4, None, None], film[:, 4:, None, None]
+    expected = block.conv(torch.nn.functional.silu(normed * (1 + scale) + shift))
+    assert torch.allclose(block(h, emb), expected, atol=1e-12)

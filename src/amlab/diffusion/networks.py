@@ -234,7 +234,8 @@ class MLPDenoiser(LearnedDenoiser):
 
 class ConvDenoiser(LearnedDenoiser):
     """A small residual conv net for images of ``shape`` (H, W) or (C, H, W), flattened to
-    states (B, C*H*W); ``blocks`` residual blocks of ``channels`` 3x3 convolutions.
+    states (B, C*H*W); ``blocks`` residual blocks of ``channels`` 3x3 convolutions, each
+    norm-act-conv then a :class:`ModulatedNormConv` that takes the noise level and class.
 
     schedule, seed, dtype: as in :class:`MLPDenoiser`.
     """
@@ -276,12 +277,11 @@ class ConvDenoiser(LearnedDenoiser):
             self.num_blocks = blocks = check_positive_int(blocks, "blocks")
             groups = math.gcd(8, channels)
             self.inp = nn.Conv2d(shape[0], channels, 3, padding=1)
-            self.emb = nn.ModuleList(nn.Linear(self.embed_dim, channels) for _ in range(blocks))
             self.first = nn.ModuleList(
                 _norm_conv(groups, channels, channels) for _ in range(blocks)
             )
             self.second = nn.ModuleList(
-                _norm_conv(groups, channels, channels) for _ in range(blocks)
+                ModulatedNormConv(groups, channels, self.embed_dim) for _ in range(blocks)
             )
             self.out = _norm_conv(groups, channels, shape[0])
         self.to(check_dtype(dtype))
@@ -297,8 +297,8 @@ class ConvDenoiser(LearnedDenoiser):
 
     def body(self, u: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.inp(u.reshape(-1, *self.shape))
-        for first, second, proj in zip(self.first, self.second, self.emb, strict=True):
-            h = h + second(first(h) + proj(emb)[:, :, None, None])
+        for first, second in zip(self.first, self.second, strict=True):
+            h = h + second(first(h), emb)
         return self.out(h).reshape(u.shape[0], -1)
 
 
@@ -414,6 +414,30 @@ class TextConvDenoiser(ConvDenoiser):
                 f"{ids.min().item()}..{ids.max().item()}."
             )
         return ids
+
+
+class ModulatedNormConv(nn.Module):
+    """GroupNorm, then a scale and a shift per channel that the embedding sets (FiLM,
+    adaptive GroupNorm: h (1 + scale) + shift), SiLU and a 3x3 convolution.
+
+    The conditioning comes after the norm: a constant per channel added before it would be
+    subtracted again wherever a group holds one channel. The scale's weights start at zero,
+    so a fresh block is the plain norm-act-conv plus a shift per channel.
+    """
+
+    def __init__(self, groups: int, channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.GroupNorm(groups, channels, affine=False)  # the modulation is its affine
+        self.modulation = nn.Linear(embed_dim, 2 * channels)  # (scale, shift)
+        with torch.no_grad():
+            self.modulation.weight[:channels].zero_()
+            self.modulation.bias[:channels].zero_()
+        self.act = nn.SiLU()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.modulation(emb)[:, :, None, None].chunk(2, 1)
+        return self.conv(self.act(self.norm(h) * (1 + scale) + shift))
 
 
 def _norm_conv(groups: int, channels: int, out_channels: int) -> nn.Sequential:
