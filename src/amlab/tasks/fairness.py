@@ -167,7 +167,7 @@ def train_classifier(
 
         model = BagOfWordsClassifier(vocabulary)
         counts = model.embed(encode(data.texts, vocabulary, max_len_of(data.texts))).numpy()
-        fitted = LogisticRegression(C=spec.C, max_iter=2000)
+        fitted = LogisticRegression(C=spec.C, solver="newton-cholesky", tol=1e-8, max_iter=100)
         fitted.fit(counts, data.labels, sample_weight=weights)
         model.set_coefficients(
             torch.as_tensor(fitted.coef_[0], dtype=model.dtype), fitted.intercept_[0]
