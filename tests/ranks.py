@@ -32,8 +32,14 @@ def _rank(rank, world_size, store, case, args):
     init_group(f"file://{store}", rank, world_size, backend="gloo", timeout_s=TIMEOUT_S)
     try:
         case(rank, world_size, *args)
+        # every rank done before any tears its connections down: gloo aborts a process
+        # ("terminate called without an active exception") whose peer closes mid-exchange.
+        # A case whose rank leaves the group on purpose has destroyed it already.
+        if dist.is_initialized():
+            dist.barrier()
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def launch(args, nproc=2, succeeds=True, timeout=300) -> str:

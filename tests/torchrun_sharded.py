@@ -21,4 +21,5 @@ got, want = memory.retrieve(x, method="fixed_point"), full.retrieve(x, method="f
 torch.testing.assert_close(got.states, want.states, rtol=1e-12, atol=1e-12)
 assert torch.equal(got.steps, want.steps)
 print(f"rank {dist.get_rank()} of {dist.get_world_size()}: {memory.num_memories} rows, same states")
+dist.barrier()  # every rank done before any tears its connections down
 dist.destroy_process_group()

@@ -84,7 +84,10 @@ def run_retrieval(
     if world > 1:
         init_group(backend="gloo", timeout_s=GROUP_TIMEOUT_S)
     try:
-        return _retrieve(config, (level, method, clamp), world, out, on_step)
+        result = _retrieve(config, (level, method, clamp), world, out, on_step)
+        if world > 1:
+            dist.barrier()  # every rank done before any tears its connections down
+        return result
     finally:
         if world > 1:
             dist.destroy_process_group()
