@@ -72,7 +72,7 @@ export const VIEWS: ViewEntry[] = [
     title: "Gallery",
     summary:
       "A gallery of a text-prompted denoiser's images, read from its parquet: a map of the " +
-      "images beside the training digits, filters, each image's nearest training digit and audit.",
+      "images beside the training digits, filters, each image's nearest training digits and audit.",
     load: () => import("./views/gallery/Gallery.svelte"),
   },
 ];
