@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from amlab.distributed import init_group
+from amlab.distributed import init_group, leave_group
 
 TIMEOUT_S = 30.0
 
@@ -32,14 +31,10 @@ def _rank(rank, world_size, store, case, args):
     init_group(f"file://{store}", rank, world_size, backend="gloo", timeout_s=TIMEOUT_S)
     try:
         case(rank, world_size, *args)
-        # every rank done before any tears its connections down: gloo aborts a process
-        # ("terminate called without an active exception") whose peer closes mid-exchange.
-        # A case whose rank leaves the group on purpose has destroyed it already.
-        if dist.is_initialized():
-            dist.barrier()
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    except BaseException:
+        leave_group(wait=False)
+        raise
+    leave_group()  # (a case whose rank left the group on purpose has destroyed it already)
 
 
 def launch(args, nproc=2, succeeds=True, timeout=300) -> str:

@@ -166,3 +166,23 @@ def test_a_rank_that_never_joins_is_a_clear_error_in_bounded_time(tmp_path):
 def test_without_a_group_a_clear_error():
     with pytest.raises(AmlabError, match="no torch.distributed process group"):
         ShardedDenseAM(torch.zeros(2, 3))
+
+
+def test_a_command_leaves_the_process_group_it_ran_in(tmp_path):
+    """An amlab command run in a process group (as under torchrun) leaves it when it ends,
+    whether it succeeded (after a barrier) or failed; leave_group outside a group does
+    nothing."""
+    from typer.testing import CliRunner
+
+    from amlab.cli import app
+    from amlab.distributed import leave_group
+
+    leave_group()  # no group: nothing to leave
+    missing = ["--data", "mnist", "--data-dir", str(tmp_path / "no-mnist")]
+    for name, data, code in (("good", [], 0), ("bad", missing, 2)):
+        init_group(f"file://{tmp_path / name}-group", 0, 1, backend="gloo")
+        assert dist.is_initialized()
+        args = ["--memories", "6", "--shards", "2", "--out", str(tmp_path / name), *data]
+        result = CliRunner().invoke(app, ["store", "write", *args, "--json"])
+        assert result.exit_code == code, result.output
+        assert not dist.is_initialized(), name

@@ -236,9 +236,15 @@ def test_bad_settings_and_bad_losses_are_refused(tmp_path):
 TORCHRUN_SCRIPT = """
 import os, signal, sys, torch
 from torch import nn
+from amlab.distributed import leave_group
 from amlab.training import TrainConfig, latest_checkpoint, load_checkpoint, step_generator, train
 
 prefix, world, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+def done():  # train() joined the process group; a script leaves it when it is done
+    leave_group()
+    sys.exit()
+
 rank = int(os.environ.get("RANK", "0"))
 TARGET = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
 PARTIAL = mode.startswith("partial")
@@ -287,7 +293,7 @@ if mode == "stop":  # rank 0 alone decides to stop after step 4
                    on_step=lambda done, total, metrics: done == 4)
     torch.save({"stopped_at": result.stopped_at, "steps_done": len(result.losses)},
                prefix + "-stop-" + os.environ["RANK"] + ".pt")
-    sys.exit()
+    done()
 cfg_ckpt = TrainConfig(steps=6, lr=1e-2, seed=3, checkpoint_every=2)
 if mode == "crash":  # a run that goes through, then one whose rank 0 is killed at step 3
     result = train(model, per_rank, cfg_ckpt)
@@ -299,7 +305,7 @@ if mode == "crash":  # a run that goes through, then one whose rank 0 is killed 
             os.kill(os.getpid(), signal.SIGKILL)
 
     train(make_model(), per_rank, cfg_ckpt, prefix + "-run", on_step=die)
-    sys.exit()
+    done()
 if mode == "resume":  # the killed run resumed; and a checkpoint of one process loaded
     result = train(model, per_rank, cfg_ckpt, prefix + "-run", resume=True)
     one = make_model()
@@ -307,10 +313,11 @@ if mode == "resume":  # the killed run resumed; and a checkpoint of one process 
     torch.save({"state": model.state_dict(), "losses": result.losses,
                 "resumed_from": result.resumed_from, "one": one.state_dict()},
                f"{prefix}-resume-{rank}.pt")
-    sys.exit()
+    done()
 result = train(model, per_rank if mode in ("ddp", "partial") else all_ranks_in_one, cfg)
 torch.save({k: v for k, v in model.state_dict().items()}, f"{prefix}-{mode}-{rank}.pt")
 torch.save({"losses": result.losses, "own": own_losses}, f"{prefix}-{mode}-losses-{rank}.pt")
+done()
 """
 
 

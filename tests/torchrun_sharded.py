@@ -8,7 +8,7 @@ import sys
 import torch
 import torch.distributed as dist
 
-from amlab.distributed import MemoryStore, ShardedDenseAM, init_group
+from amlab.distributed import MemoryStore, ShardedDenseAM, init_group, leave_group
 from amlab.models import DenseAM
 
 torch.set_num_threads(1)
@@ -21,5 +21,4 @@ got, want = memory.retrieve(x, method="fixed_point"), full.retrieve(x, method="f
 torch.testing.assert_close(got.states, want.states, rtol=1e-12, atol=1e-12)
 assert torch.equal(got.steps, want.steps)
 print(f"rank {dist.get_rank()} of {dist.get_world_size()}: {memory.num_memories} rows, same states")
-dist.barrier()  # every rank done before any tears its connections down
-dist.destroy_process_group()
+leave_group()

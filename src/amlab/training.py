@@ -496,7 +496,9 @@ TIMEOUT_S = 1800.0
 def _join_process_group(model: nn.Module) -> tuple[int, int]:
     """(rank, world size) in the default process group when torchrun started several
     processes, which joins it unless the caller has (NCCL for a model on CUDA, gloo
-    otherwise); (0, 1), one process, when it did not."""
+    otherwise); (0, 1), one process, when it did not. The group stays joined for the
+    caller's further runs; the caller leaves it (:func:`amlab.distributed.leave_group`),
+    as every amlab command does when it ends."""
     import torch.distributed as dist
 
     from amlab.distributed.group import init_group, torchrun_rank

@@ -244,8 +244,30 @@ class OneLineErrors(TyperGroup):
             return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
-        with _usage_errors_as_one_line():
+        with _usage_errors_as_one_line(), _leaving_the_process_group():
             return super().invoke(ctx)
+
+
+@contextmanager
+def _leaving_the_process_group() -> Iterator[None]:
+    """A command that joined a torch.distributed process group (one run under torchrun:
+    training, ``retrieve --store``) leaves it when it ends, as gloo needs (a process that
+    exits with its group open can abort): after waiting for every rank when the command
+    succeeded, at once when it failed."""
+    from amlab.distributed.group import leave_group
+
+    try:
+        yield
+    except typer.Exit as e:
+        leave_group(wait=e.exit_code == 0)
+        raise
+    except SystemExit as e:
+        leave_group(wait=e.code in (0, None))
+        raise
+    except BaseException:
+        leave_group(wait=False)
+        raise
+    leave_group()
 
 
 @contextmanager

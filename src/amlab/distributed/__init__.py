@@ -7,7 +7,13 @@ See docs/distributed.md.
 """
 
 from amlab.distributed.drdam import add_from_ranks, remove_from_ranks
-from amlab.distributed.group import init_group, is_main_process, merge_lse, shard_range
+from amlab.distributed.group import (
+    init_group,
+    is_main_process,
+    leave_group,
+    merge_lse,
+    shard_range,
+)
 from amlab.distributed.sharded_dense_am import ShardedDenseAM
 from amlab.distributed.store import MemoryStore, write_store
 
@@ -17,6 +23,7 @@ __all__ = [
     "add_from_ranks",
     "init_group",
     "is_main_process",
+    "leave_group",
     "merge_lse",
     "remove_from_ranks",
     "shard_range",

@@ -61,6 +61,22 @@ def init_group(
         ) from err
 
 
+def leave_group(*, wait: bool = True) -> None:
+    """Leave the default process group, if this process is in one. With ``wait`` (a rank
+    that finished its work), first wait at a barrier until every rank has finished, so that
+    none tears its connections down while another still exchanges over them: gloo aborts a
+    process whose peer closes mid-exchange ("terminate called without an active
+    exception"), and one that exits with its group still open. After a failure, leave
+    without waiting: the others learn of it from their next collective."""
+    if not dist.is_initialized():
+        return
+    try:
+        if wait:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
 def torchrun_rank() -> tuple[int, int]:
     """(rank, world size) that torchrun gave this process (its RANK and WORLD_SIZE
     environment variables); (0, 1) for a process started without it."""

@@ -18,10 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 from amlab.data import CORRUPTIONS, corrupt, load
-from amlab.distributed import MemoryStore, ShardedDenseAM, init_group
+from amlab.distributed import MemoryStore, ShardedDenseAM, init_group, leave_group
 from amlab.distributed.group import is_main_process, torchrun_rank
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import write_metrics
@@ -85,12 +84,11 @@ def run_retrieval(
         init_group(backend="gloo", timeout_s=GROUP_TIMEOUT_S)
     try:
         result = _retrieve(config, (level, method, clamp), world, out, on_step)
-        if world > 1:
-            dist.barrier()  # every rank done before any tears its connections down
-        return result
-    finally:
-        if world > 1:
-            dist.destroy_process_group()
+    except BaseException:
+        leave_group(wait=False)
+        raise
+    leave_group()
+    return result
 
 
 def _retrieve(
