@@ -59,7 +59,6 @@ from amlab.errors import (
     check_choice,
     check_dtype,
     check_positive_int,
-    check_scale,
     check_squares_finite,
     dtype_name,
 )
@@ -147,8 +146,8 @@ class DenseAM(AssociativeMemory):
                 f"got {tuple(mem.shape)}. Stack your patterns as rows."
             )
         self.register_buffer("memories", check_squares_finite(mem, "memories").contiguous())
-        self.beta = check_scale(beta, "beta", mem.dtype)
-        self.eps = check_scale(eps, "eps", mem.dtype, allow_zero=True)
+        self.beta = self._scale(beta, "beta", mem.dtype)
+        self.eps = self._scale(eps, "eps", mem.dtype)
         self._norms: tuple[tuple, torch.Tensor] | None = None  # (memories key, squared norms)
         self._extent: tuple[tuple, tuple[float, float]] | None = None  # (key, memory_extent)
         self._ball_index: tuple[tuple, BallIndex | None] | None = None  # (key, index)
@@ -163,7 +162,7 @@ class DenseAM(AssociativeMemory):
         # no shared LSR index: :meth:`add` extends an index in place, which would leave the
         # other model's index covering memories it does not have (and an index is per beta)
         other._ball_index = None
-        other.beta = check_scale(beta, "beta", self.dtype)
+        other.beta = self._scale(beta, "beta", self.dtype)
         return other
 
     def add(self, patterns: Any) -> DenseAM:

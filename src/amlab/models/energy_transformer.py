@@ -38,7 +38,6 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
-    check_scale,
     check_steps,
 )
 from amlab.models.model import Model
@@ -119,8 +118,8 @@ class EnergyTransformer(Model):
         self.step_size = check_positive(step_size, "step_size")
         self.seed = check_positive_int(seed, "seed", allow_zero=True)
         dtype = check_dtype(dtype)
-        self.beta = 1.0 / math.sqrt(head_dim) if beta is None else check_scale(beta, "beta", dtype)
-        self.hopfield_beta = check_scale(hopfield_beta, "hopfield_beta", dtype)
+        self.beta = 1.0 / math.sqrt(head_dim) if beta is None else self._scale(beta, "beta", dtype)
+        self.hopfield_beta = self._scale(hopfield_beta, "hopfield_beta", dtype)
         self.eps = check_positive(eps, "eps")
         self.init_std = check_positive(init_std, "init_std")
 

@@ -62,6 +62,11 @@ class Model(nn.Module):
                 model._check_scales_for(fn)
         return super()._apply(fn, recurse)
 
+    def _scale(self, value: Any, name: str, dtype: torch.dtype) -> float:
+        """``value`` checked as the scale ``name`` of :attr:`scales` for ``dtype`` (whether it
+        may be 0 is the one :attr:`scales` says), for a constructor to set."""
+        return check_scale(value, name, dtype, allow_zero=self.scales[name])
+
     def _check_scales_for(self, fn) -> None:
         """Refuse the tensor conversion ``fn`` if it changes the dtype to one whose range
         excludes one of :attr:`scales`."""
@@ -70,8 +75,8 @@ class Model(nn.Module):
         ref = self._reference()
         dtype = fn(torch.empty(0, dtype=ref.dtype, device=ref.device)).dtype
         if dtype != ref.dtype:
-            for name, allow_zero in self.scales.items():
-                check_scale(getattr(self, name), name, dtype, allow_zero=allow_zero)
+            for name in self.scales:
+                self._scale(getattr(self, name), name, dtype)
 
     def _reference(self) -> torch.Tensor:
         """The model's first floating parameter or buffer (all of them share dtype and device)."""

@@ -37,7 +37,6 @@ from amlab.errors import (
     check_choice,
     check_dtype,
     check_positive_int,
-    check_scale,
 )
 from amlab.models.base import AssociativeMemory
 from amlab.models.dense_am import DenseAM
@@ -95,10 +94,10 @@ class RandomFeatureAM(AssociativeMemory):
         dim = check_positive_int(dim, "dim")
         num_features = check_positive_int(num_features, "num_features")
         dtype = check_dtype(dtype)
-        self.beta = check_scale(beta, "beta", dtype)
+        self.beta = self._scale(beta, "beta", dtype)
         self.kernel = check_choice(kernel, "kernel", KERNELS)
         self.seed = check_positive_int(seed, "seed", allow_zero=True)
-        self.eps = check_scale(eps, "eps", dtype, allow_zero=True)
+        self.eps = self._scale(eps, "eps", dtype)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
