@@ -428,6 +428,13 @@ def test_bad_input_raises_clear_errors():
     for bad in (0.0, -1.0, float("nan")):
         with pytest.raises(AmlabError, match="beta must be a finite number > 0"):
             MemoryLayer(4, 10, beta=bad)
+    # beyond the dtype's range the read-out overflowed to NaN (beta = 1e39 in float32)
+    for bad in (1e39, 1e-39):
+        with pytest.raises(AmlabError, match="beta = .* is outside the range"):
+            Retrieval(4, beta=bad)
+    Retrieval(4, beta=1e39, dtype=torch.float64)
+    with pytest.raises(AmlabError, match="eps = .* is outside the range"):
+        Retrieval(4, energy="lsr", eps=1e30)
     with pytest.raises(AmlabError, match="energy"):
         Pooling(4, energy="softmax")
     with pytest.raises(AmlabError, match="steps"):

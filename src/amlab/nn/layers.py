@@ -23,6 +23,7 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
+    check_scale,
     check_steps,
 )
 from amlab.models.model import seeded
@@ -44,12 +45,14 @@ class _MemoryReader(nn.Module):
     def __init__(self, energy, beta, learn_beta, eps, steps, chunk_size, dtype) -> None:
         super().__init__()
         self.energy = check_choice(energy, "energy", ENERGIES)
-        self.eps = check_positive(eps, "eps", allow_zero=True)
+        dtype = check_dtype(dtype)
+        # within the dtype's range, as a model's scales: beyond it the energies overflow
+        self.eps = check_scale(eps, "eps", dtype, allow_zero=True)
         self.steps = check_steps(steps)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
-        log_beta = torch.tensor(math.log(check_positive(beta, "beta")), dtype=check_dtype(dtype))
+        log_beta = torch.tensor(math.log(check_scale(beta, "beta", dtype)), dtype=dtype)
         if learn_beta:
             self.log_beta = nn.Parameter(log_beta)
         else:
