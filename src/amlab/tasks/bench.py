@@ -230,25 +230,26 @@ def _generator(seed: int) -> torch.Generator:
 
 def _lse_problem(dev: torch.device, quick: bool, seed: int, b: int, m: int, d: int, beta: float):
     """States x (B, D), memories (M, D), their DenseAM (norms computed: the model's one-off
-    cost, outside the timing) and the shape to report; ``quick`` shrinks B and M."""
+    cost, outside the timing), the shape to report and the flops of a pass (its two matmuls);
+    ``quick`` shrinks B and M."""
     nb, nm = (max(8, b // 8), max(500, m // 50)) if quick else (b, m)
     g = _generator(seed)
     memories = torch.rand(nm, d, generator=g).to(dev)
     x = torch.rand(nb, d, generator=g).to(dev)
     am = DenseAM(memories, beta=beta)
     am.memory_sq_norms()
-    return x, memories, am, {"B": nb, "M": nm, "D": d, "beta": beta, "dtype": "float32"}
+    shape = {"B": nb, "M": nm, "D": d, "beta": beta, "dtype": "float32"}
+    return x, memories, am, shape, 4.0 * nb * nm * d
 
 
 def _lse(b: int, m: int, d: int, beta: float):
     def build(dev: torch.device, quick: bool, seed: int) -> Workload:
-        x, memories, am, shape = _lse_problem(dev, quick, seed, b, m, d, beta)
+        x, memories, am, shape, flops = _lse_problem(dev, quick, seed, b, m, d, beta)
 
         def plain() -> torch.Tensor:
             scores = torch.addmm(-0.5 * (memories * memories).sum(1), x, memories.T).mul_(beta)
             return torch.softmax(scores, dim=1) @ memories
 
-        flops = 4.0 * x.shape[0] * memories.shape[0] * d
         return Workload(shape, flops, lambda: x - am.grad(x), plain, {})
 
     return build
@@ -256,7 +257,7 @@ def _lse(b: int, m: int, d: int, beta: float):
 
 def _update(b: int, m: int, d: int, beta: float):
     def build(dev: torch.device, quick: bool, seed: int) -> Workload:
-        x, memories, am, shape = _lse_problem(dev, quick, seed, b, m, d, beta)
+        x, memories, am, shape, flops = _lse_problem(dev, quick, seed, b, m, d, beta)
         bias = -0.5 * am.memory_sq_norms()
 
         def plain() -> torch.Tensor:
@@ -280,7 +281,7 @@ def _update(b: int, m: int, d: int, beta: float):
 
         return Workload(
             shape,
-            4.0 * x.shape[0] * memories.shape[0] * d,
+            flops,
             lambda: am.update(x),
             plain,
             {"plain_is": "matmul, in-place softmax, matmul"},
