@@ -445,6 +445,19 @@ def test_bad_input_raises_clear_errors():
         Retrieval(4, 6)
     with pytest.raises(AmlabError, match=r"\(\.\.\., in_dim\) with last axis 3"):
         MemoryLayer(4, 10, in_dim=3)(torch.randn(2, 4))
+    # 0 was taken for "not given" and replaced by query_dim
+    with pytest.raises(AmlabError, match="memory_dim"):
+        Retrieval(4, 0)
+    with pytest.raises(AmlabError, match="out_dim"):
+        Retrieval(4, hidden_dim=3, out_dim=0)
+
+
+def test_memory_layer_reads_an_empty_batch():
+    """No queries: empty output and energies (reshaping with -1 failed on the 0 size)."""
+    layer = MemoryLayer(4, 10, value_dim=3, steps=2)
+    out, energies = layer(torch.randn(0, 5, 4))
+    assert out.shape == (0, 5, 3) and energies.shape == (2, 0, 5)
+    assert layer.weights(torch.randn(0, 4)).shape == (0, 10)
 
 
 def test_learned_beta_stays_positive_and_moves():

@@ -161,7 +161,9 @@ class Retrieval(_MemoryReader):
     ) -> None:
         super().__init__(energy, beta, learn_beta, eps, steps, chunk_size, dtype)
         self.query_dim = check_positive_int(query_dim, "query_dim")
-        self.memory_dim = check_positive_int(memory_dim or query_dim, "memory_dim")
+        self.memory_dim = check_positive_int(
+            query_dim if memory_dim is None else memory_dim, "memory_dim"
+        )
         if hidden_dim is None:
             if out_dim is not None:
                 raise AmlabError(
@@ -175,7 +177,7 @@ class Retrieval(_MemoryReader):
                 )
         else:
             check_positive_int(hidden_dim, "hidden_dim")
-            out_dim = check_positive_int(out_dim or query_dim, "out_dim")
+            out_dim = check_positive_int(query_dim if out_dim is None else out_dim, "out_dim")
         with seeded(seed):
             self.query_proj = _linear(self.query_dim, hidden_dim, self.dtype)
             self.key_proj = _linear(self.memory_dim, hidden_dim, self.dtype)
@@ -316,7 +318,9 @@ class MemoryLayer(_MemoryReader):
         lead = x.shape[:-1]
         values = None if self.values is None else self.values[None]
         out, energies = self._read(q, self.memories[None], values, None)
-        return Retrieved(self.out_proj(out.reshape(*lead, -1)), energies.reshape(-1, *lead))
+        # sizes, not -1: an empty batch (a 0 in lead) leaves -1 undetermined
+        out = out.reshape(*lead, out.shape[-1])
+        return Retrieved(self.out_proj(out), energies.reshape(energies.shape[0], *lead))
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The first step's weights (..., M) over the memories, for inspection."""
@@ -328,7 +332,7 @@ class MemoryLayer(_MemoryReader):
             eps=self.eps,
             chunk_size=self.chunk_size,
         )
-        return w.reshape(*x.shape[:-1], -1)
+        return w.reshape(*x.shape[:-1], w.shape[-1])
 
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
         """The checked input x (..., in_dim) as one group of queries (1, N, dim)."""
