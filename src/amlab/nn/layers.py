@@ -71,13 +71,7 @@ class _MemoryReader(nn.Module):
     def _read(self, q, keys, values, padding_mask) -> Retrieved:
         """``steps - 1`` moves of q (G, N, D) on the keys (G, M, D), then the read-out of the
         values (G, M, E) (None or the keys themselves: the keys)."""
-        beta = self.beta
-        settings = {
-            "energy": self.energy,
-            "eps": self.eps,
-            "padding_mask": padding_mask,
-            "chunk_size": self.chunk_size,
-        }
+        beta, settings = self.beta, self._settings(padding_mask)
         energies = []
         for _ in range(self.steps - 1):
             q, e = memory_step(q, keys, beta, **settings)
@@ -86,6 +80,15 @@ class _MemoryReader(nn.Module):
         out, e = memory_read(q, keys, None if values is keys else values, beta, **settings)
         energies.append(e)
         return Retrieved(out, torch.stack(energies))
+
+    def _settings(self, padding_mask: torch.Tensor | None) -> dict:
+        """The keyword arguments of :mod:`amlab.nn.functional` for this layer."""
+        return {
+            "energy": self.energy,
+            "eps": self.eps,
+            "padding_mask": padding_mask,
+            "chunk_size": self.chunk_size,
+        }
 
     def extra_repr(self) -> str:
         eps = f", eps={self.eps}" if self.energy == "lsr" else ""
@@ -196,14 +199,8 @@ class Retrieval(_MemoryReader):
 
     def weights(self, queries, memories, padding_mask=None) -> torch.Tensor:
         """The first step's weights (B, N, M) over the memories, for inspection."""
-        return read_weights(
-            *self._queries_keys(queries, memories, padding_mask),
-            self.beta,
-            energy=self.energy,
-            eps=self.eps,
-            padding_mask=padding_mask,
-            chunk_size=self.chunk_size,
-        )
+        q, keys = self._queries_keys(queries, memories, padding_mask)
+        return read_weights(q, keys, self.beta, **self._settings(padding_mask))
 
     def _queries_keys(self, queries, memories, padding_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """The checked input's projected queries and keys."""
@@ -324,14 +321,7 @@ class MemoryLayer(_MemoryReader):
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The first step's weights (..., M) over the memories, for inspection."""
-        w = read_weights(
-            self._queries(x),
-            self.memories[None],
-            self.beta,
-            energy=self.energy,
-            eps=self.eps,
-            chunk_size=self.chunk_size,
-        )
+        w = read_weights(self._queries(x), self.memories[None], self.beta, **self._settings(None))
         return w.reshape(*x.shape[:-1], w.shape[-1])
 
     def _queries(self, x: torch.Tensor) -> torch.Tensor:
