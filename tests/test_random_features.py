@@ -198,3 +198,17 @@ def test_feature_sum_is_independent_of_the_chunks():
 def test_bad_input_raises_amlab_error(make):
     with pytest.raises(AmlabError):
         make()
+
+
+def test_add_feature_sum_refuses_features_that_are_not_t_s_shape():
+    """A scalar or a wrong-shaped sum would have broadcast into T."""
+    memory = RandomFeatureAM(4, 8, beta=1.0)
+    features, count = memory.feature_sum_of(torch.randn(3, 4))
+    for bad in (torch.tensor(1.0), features[:-1], features.tolist()):
+        with pytest.raises(AmlabError, match="T's shape"):
+            memory.add_feature_sum(bad, count)
+    with pytest.raises(AmlabError, match="features is torch.float64"):
+        memory.add_feature_sum(features.double(), count)
+    assert memory.num_stored == 0 and not memory.T.any()
+    memory.add_feature_sum(features, count)
+    torch.testing.assert_close(memory.T, features)

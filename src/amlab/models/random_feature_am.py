@@ -164,6 +164,13 @@ class RandomFeatureAM(AssociativeMemory):
         """T += features, and ``count`` more patterns stored (negative: removed; refused when
         more than are stored). Returns self. Writers that compute :meth:`feature_sum_of`
         elsewhere (other processes) add their sums here."""
+        # a tensor of another shape would broadcast into T (a scalar: added to every entry)
+        if not isinstance(features, torch.Tensor) or features.shape != self.T.shape:
+            raise AmlabError(
+                f"features must be a tensor of T's shape {tuple(self.T.shape)} (as "
+                f"feature_sum_of gives); got {tuple(getattr(features, 'shape', ()))}."
+            )
+        self._check_placement(features, "features")
         if count < -self.num_stored:
             raise AmlabError(
                 f"cannot remove {-count} patterns: only {self.num_stored} are stored. "
