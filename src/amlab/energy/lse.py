@@ -192,8 +192,8 @@ class _Sums:
         """Add the partial sums to the whole, first multiplied by factor (B, 1) if given."""
         for whole, part in ((self.total, self.part_total), (self.acc, self.part_acc)):
             if whole is not None:
-                if factor is not None:
-                    whole.mul_(factor.view(-1, 1) if whole.ndim == 2 else factor.view(-1))
+                if factor is not None:  # (B, 1), as the running-max pass's total: it broadcasts
+                    whole.mul_(factor)
                 whole.add_(part)
                 part.zero_()
 
