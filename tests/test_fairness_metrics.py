@@ -24,6 +24,7 @@ from amlab.analysis.fairness import (
     consistency,
     counterfactual_metrics,
     group_metrics,
+    neighbours,
     weighted_auc,
     weighted_rate,
 )
@@ -206,3 +207,19 @@ def test_bootstrap_settings_are_checked():
         Bootstrap(10, 10, level=1.0)
     with pytest.raises(AmlabError, match="resamples"):
         Bootstrap(10, 0)
+
+
+def test_neighbours_are_the_k_nearest_others():
+    """Each row's k nearest other rows, nearest first; never the row itself, even when more
+    than k others tie with it at distance 0."""
+    line = np.array([[0.0], [1.0], [3.0], [7.0]])
+    np.testing.assert_array_equal(neighbours(line, 1), [[1], [0], [1], [2]])
+    np.testing.assert_array_equal(neighbours(line, 2), [[1, 2], [0, 2], [1, 0], [2, 1]])
+    tied = np.array([[0.0], [0.0], [0.0], [0.0], [5.0], [6.0]])
+    found = neighbours(tied, 2)
+    assert found.shape == (6, 2)
+    for i, row in enumerate(found):
+        assert i not in row and len(set(row)) == 2
+    assert set(found[:4].ravel()) <= {0, 1, 2, 3}
+    with pytest.raises(AmlabError, match="more than k"):
+        neighbours(line, 4)

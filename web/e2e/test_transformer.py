@@ -39,6 +39,13 @@ def test_the_page_computes_the_python_models_answer(offline, base_url, read):
     expect(page.locator("[data-testid=transformer][data-ready=true]")).to_be_visible(timeout=60_000)
     expect(page.locator("[data-testid=probs]")).to_be_visible()
     interactive = time.perf_counter() - started
+    # each heatmap's hatching pattern has an id of its own (a page's ids are unique)
+    ids = page.eval_on_selector_all("pattern", "ps => ps.map((p) => p.id)")
+    assert len(ids) > 1 and len(set(ids)) == len(ids), ids
+    fills = page.eval_on_selector_all(
+        "rect[fill^='url(']", "rs => rs.map((r) => r.getAttribute('fill'))"
+    )
+    assert {f[len("url(#") : -1] for f in fills} <= set(ids)
 
     expression = "[SM 7 [MAX 1 6 ] 4 ]"
     page.fill("[data-testid=expression]", expression)

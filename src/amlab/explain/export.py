@@ -49,7 +49,7 @@ from amlab.explain.listops import (
 )
 from amlab.explain.onnx_graph import require_onnx
 from amlab.explain.pca import map_coordinates, principal_axes
-from amlab.io import atomic_write_bytes, atomic_write_text
+from amlab.io import atomic_write_bytes, atomic_write_text, read_json
 from amlab.models import DenseAM, RandomFeatureAM
 
 #: DrDAM projections shipped with the app; the feature slider uses the first Y rows of S.
@@ -113,7 +113,7 @@ def export_app_data(out: str | Path, *, max_features: int = MAX_FEATURES) -> lis
     et["held_out"] = sorted(digits_split(len(data))[1].tolist())
     manifest["et"] = et
     diffusion = export_denoiser_onnx(out / "diffusion-digits.onnx")
-    diffusion["metrics"] = json.loads((SHIPPED_DENOISER / "metrics.json").read_text())
+    diffusion["metrics"] = read_json(SHIPPED_DENOISER / "metrics.json", "train the model again")
     diffusion["pca"] = principal_axes(data.images)
     manifest["diffusion"] = diffusion
     manifest["diffusion_text"] = export_text_denoiser_onnx(out / "text-digits.onnx")

@@ -38,7 +38,7 @@ from amlab.data.fairness import (
     words,
 )
 from amlab.errors import AmlabError
-from amlab.io import atomic_write_text, write_float32_tensors
+from amlab.io import atomic_write_text, read_json, write_float32_tensors
 from amlab.models.text_classifier import BagOfWordsClassifier, TextClassifier, TextTransformer
 
 MODELS = Path(__file__).parent / "models"
@@ -61,7 +61,7 @@ def load_shipped_classifier(name: str) -> tuple[TextClassifier, dict]:
         )
     path = SHIPPED_FAIRNESS[name]
     cls = BagOfWordsClassifier if name.startswith("bow") else TextTransformer
-    return cls.load(path), json.loads((path / "training.json").read_text())
+    return cls.load(path), read_json(path / "training.json", "train the model again")
 
 
 def view_subgroups(texts: list[str], groups: TokenGroups) -> Subgroups:
@@ -183,10 +183,10 @@ def fairness_vectors() -> dict:
         scores = torch.sigmoid(_logits(model, test.texts)).double().numpy()
         encoded = encode(texts, model.vocabulary, 1 + max(len(words(t)) for t in texts))
         ids = [row[: 1 + len(words(t))].tolist() for row, t in zip(encoded, texts, strict=True)]
+        pairs = Pairs.from_swaps(swaps, scores, scores[swapped])
         metrics = []
         for threshold in VECTOR_THRESHOLDS:
             group = group_metrics(test.labels, scores, subgroups, point, threshold, min_count=0)
-            pairs = Pairs.from_swaps(swaps, scores, scores[swapped])
             individual = counterfactual_metrics(pairs, point, threshold)
             metrics.append(
                 {

@@ -22,7 +22,6 @@ app's forward pass, :func:`sampling_distribution` the distribution its sampler d
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from dataclasses import asdict
@@ -33,7 +32,7 @@ import torch.nn.functional as F
 
 from amlab.data.listops import ListOpsConfig, Tokenizer, evaluate, make_splits
 from amlab.errors import AmlabError
-from amlab.io import write_float32_tensors
+from amlab.io import read_json, write_float32_tensors
 from amlab.models.listops import CausalListOpsTransformer, ListOpsTransformer, attention_mask
 
 MODELS = Path(__file__).parent / "models"
@@ -161,7 +160,7 @@ def load_shipped(name: str) -> tuple[ListOpsTransformer, dict]:
     if name not in SHIPPED_LISTOPS:
         raise AmlabError(f"no shipped ListOps model {name!r}; choose from {list(SHIPPED_LISTOPS)}.")
     path = SHIPPED_LISTOPS[name]
-    record = json.loads((path / "metrics.json").read_text())
+    record = read_json(path / "metrics.json", "train the model again")
     cls = CausalListOpsTransformer if record["spec"].get("causal") else ListOpsTransformer
     return cls.load(path), record
 

@@ -29,6 +29,11 @@ export async function fetchOk(file: string, remedy = "run `amlab export`"): Prom
   return response;
 }
 
+/** The bytes of data/`file` (see fetchOk). */
+async function fetchBuffer(file: string): Promise<ArrayBuffer> {
+  return (await fetchOk(file)).arrayBuffer();
+}
+
 function getManifest() {
   manifest ??= fetchOk("manifest.json").then((r) => r.json());
   return manifest;
@@ -49,8 +54,7 @@ export function loadDigits(): Promise<Digits> {
 export function loadProjections(): Promise<Projections> {
   projections ??= getManifest().then(async (m) => {
     const info = m.projections as { file: string; rows: number; dim: number };
-    const buffer = await (await fetchOk(info.file)).arrayBuffer();
-    const S = new Float32Array(buffer);
+    const S = new Float32Array(await fetchBuffer(info.file));
     if (S.length !== info.rows * info.dim) throw new Error("projections.bin does not match manifest.json");
     return { S, rows: info.rows, d: info.dim };
   });
@@ -97,7 +101,7 @@ function loadModel<Info>(key: string): Promise<{ info: Info; model: Uint8Array }
   if (!models.has(key)) {
     models.set(key, getManifest().then(async (m) => {
       const info = m[key] as unknown as { file: string };
-      const model = new Uint8Array(await (await fetchOk(info.file)).arrayBuffer());
+      const model = new Uint8Array(await fetchBuffer(info.file));
       return { info, model };
     }));
   }
@@ -163,12 +167,14 @@ let listops: Promise<Record<string, ListOpsModel>> | null = null;
 export function loadListOps(): Promise<Record<string, ListOpsModel>> {
   listops ??= getManifest().then(async (m) => {
     const entry = m.listops as unknown as ListOpsInfo;
-    const models: Record<string, ListOpsModel> = {};
-    for (const [name, info] of Object.entries(entry.models)) {
-      const buffer = await (await fetchOk(info.file)).arrayBuffer();
-      models[name] = { info, weights: { config: info.config, tensors: unpackTensors(buffer, info.tensors) } };
-    }
-    return models;
+    // the models' files fetched at once, not one after another
+    const models = await Promise.all(
+      Object.entries(entry.models).map(async ([name, info]): Promise<[string, ListOpsModel]> => {
+        const buffer = await fetchBuffer(info.file);
+        return [name, { info, weights: { config: info.config, tensors: unpackTensors(buffer, info.tensors) } }];
+      }),
+    );
+    return Object.fromEntries(models);
   });
   return listops;
 }
@@ -191,12 +197,16 @@ let fairness: Promise<Fairness> | null = null;
 export function loadFairness(): Promise<Fairness> {
   fairness ??= getManifest().then(async (m) => {
     const entry = m.fairness as unknown as { data: string; models: Record<string, FairnessModelInfo> };
-    const data = (await (await fetchOk(entry.data)).json()) as FairnessData;
-    const models = [];
-    for (const [name, info] of Object.entries(entry.models)) {
-      const buffer = await (await fetchOk(info.file)).arrayBuffer();
-      models.push({ info, classifier: classifierFrom(name, info, buffer) });
-    }
+    // the data and the models' files fetched at once, not one after another
+    const [data, models] = await Promise.all([
+      fetchOk(entry.data).then((r) => r.json() as Promise<FairnessData>),
+      Promise.all(
+        Object.entries(entry.models).map(async ([name, info]) => ({
+          info,
+          classifier: classifierFrom(name, info, await fetchBuffer(info.file)),
+        })),
+      ),
+    ]);
     return { data, models };
   });
   return fairness;
