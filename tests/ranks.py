@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from amlab.distributed import init_group, leave_group
+from amlab.distributed import init_group
+from amlab.distributed.group import leaving_group
 
 TIMEOUT_S = 30.0
 
@@ -30,12 +31,8 @@ def run_ranks(tmp_path, world_size, case, *args):
 def _rank(rank, world_size, store, case, args):
     torch.set_num_threads(1)
     init_group(f"file://{store}", rank, world_size, backend="gloo", timeout_s=TIMEOUT_S)
-    try:
+    with leaving_group():  # (a case whose rank left the group on purpose destroyed it already)
         case(rank, world_size, *args)
-    except BaseException:
-        leave_group(wait=False)
-        raise
-    leave_group()  # (a case whose rank left the group on purpose has destroyed it already)
 
 
 def launch(args, nproc=2, succeeds=True, timeout=300) -> str:
