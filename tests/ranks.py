@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from amlab.distributed import init_group
-from amlab.distributed.group import leaving_group
+from amlab.distributed import init_group, leaving_group
 
 TIMEOUT_S = 30.0
 

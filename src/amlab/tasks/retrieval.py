@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 
 from amlab.data import CORRUPTIONS, corrupt, load
-from amlab.distributed import MemoryStore, ShardedDenseAM, init_group
-from amlab.distributed.group import is_main_process, leaving_group, torchrun_rank
+from amlab.distributed import MemoryStore, ShardedDenseAM, init_group, leaving_group
+from amlab.distributed.group import is_main_process, torchrun_rank
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import write_metrics
 from amlab.models import DenseAM
