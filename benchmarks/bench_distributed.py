@@ -32,7 +32,13 @@ import torch.distributed as dist
 from common import best_time, parse_options
 
 from amlab import DenseAM
-from amlab.distributed import ShardedDenseAM, init_group, shard_range
+from amlab.distributed import (
+    ShardedDenseAM,
+    init_group,
+    is_main_process,
+    leave_group,
+    shard_range,
+)
 
 BETA = 10.0
 BLOCK = 1 << 16  # rows drawn per seeded block: any rank draws its rows alone
@@ -121,7 +127,7 @@ def run_rank(args) -> None:
         elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
         dist.all_reduce(elapsed, op=dist.ReduceOp.MAX)  # the pass ends with its slowest rank
         times.append(float(elapsed))
-    if rank == 0:
+    if is_main_process():
         result = {
             "ranks": world,
             "threads_per_rank": torch.get_num_threads(),
@@ -135,7 +141,7 @@ def run_rank(args) -> None:
             "update": new.tolist(),
         }
         Path(args.ranks_out).write_text(json.dumps(result))
-    dist.destroy_process_group()
+    leave_group()  # (after a barrier: no rank tears the group down while rank 0 writes)
 
 
 def run_single(args, x: torch.Tensor) -> tuple[dict, torch.Tensor, torch.Tensor]:

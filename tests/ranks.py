@@ -7,6 +7,7 @@ does, under torchrun (:func:`launch`)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.multiprocessing as mp
 
-from amlab.distributed import init_group, leave_group
+from amlab.distributed import init_group, leaving_group
 
 TIMEOUT_S = 30.0
 
@@ -29,12 +30,8 @@ def run_ranks(tmp_path, world_size, case, *args):
 def _rank(rank, world_size, store, case, args):
     torch.set_num_threads(1)
     init_group(f"file://{store}", rank, world_size, backend="gloo", timeout_s=TIMEOUT_S)
-    try:
+    with leaving_group():  # (a case whose rank left the group on purpose destroyed it already)
         case(rank, world_size, *args)
-    except BaseException:
-        leave_group(wait=False)
-        raise
-    leave_group()  # (a case whose rank left the group on purpose has destroyed it already)
 
 
 def launch(args, nproc=2, succeeds=True, timeout=300) -> str:
@@ -46,15 +43,36 @@ def launch(args, nproc=2, succeeds=True, timeout=300) -> str:
     env.pop("WORLD_SIZE", None)  # this process's own, if any, is not the launch's
     launcher = [] if nproc is None else ["-m", "torch.distributed.run", "--standalone"]
     launcher += [] if nproc is None else ["--nproc_per_node", str(nproc)]
-    done = subprocess.run(
+    # the launcher leads a session of its own, so that a run past ``timeout`` is ended with
+    # its ranks (killing the launcher alone leaves them running, orphaned)
+    proc = subprocess.Popen(
         [sys.executable, *launcher, *map(str, args)],
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
+        start_new_session=True,
     )
-    assert (done.returncode == 0) == succeeds, done.stdout[-3000:] + done.stderr[-6000:]
-    return done.stdout
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_session(proc)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"ran past {timeout} s\n{stdout[-3000:]}{stderr[-6000:]}") from None
+    except BaseException:  # (an interrupted test run leaves no ranks behind either)
+        _kill_session(proc)
+        proc.wait()
+        raise
+    assert (proc.returncode == 0) == succeeds, stdout[-3000:] + stderr[-6000:]
+    return stdout
+
+
+def _kill_session(proc: subprocess.Popen) -> None:
+    """Kill every process of the session that ``proc`` leads (a launcher and its ranks)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # all of them ended meanwhile
+        pass
 
 
 #: runs ``amlab ARGS`` as one torchrun rank in a directory of its own, BASE/rank<R>, with its

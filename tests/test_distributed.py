@@ -9,11 +9,12 @@ every wait, so a broken case fails instead of hanging.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-from ranks import TIMEOUT_S, close, run_ranks
+from ranks import TIMEOUT_S, close, launch, run_ranks
 
 from amlab import dynamics
 from amlab.distributed import ShardedDenseAM, init_group, shard_range
@@ -186,3 +187,34 @@ def test_a_command_leaves_the_process_group_it_ran_in(tmp_path):
         result = CliRunner().invoke(app, ["store", "write", *args, "--json"])
         assert result.exit_code == code, result.output
         assert not dist.is_initialized(), name
+
+
+#: a "launcher" that starts a "rank" (a process of its own that writes its pid and sleeps),
+#: then sleeps itself: what a launch that hangs leaves
+HANGS = """
+import subprocess, sys, time
+rank = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+open(sys.argv[1], "w").write(str(rank.pid))
+time.sleep(120)
+"""
+
+
+def test_a_launch_past_its_timeout_ends_its_ranks_too(tmp_path):
+    """``ranks.launch`` ends a run past its timeout with every process the launcher
+    started, not the launcher alone (whose ranks would go on running, orphaned)."""
+    script, pid_file = tmp_path / "hangs.py", tmp_path / "rank.pid"
+    script.write_text(HANGS)
+    with pytest.raises(AssertionError, match="ran past"):
+        launch([script, pid_file], nproc=None, timeout=5)
+    pid = int(pid_file.read_text())
+
+    def alive() -> bool:  # (a killed process not yet reaped is a zombie: state Z)
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive()

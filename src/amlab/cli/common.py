@@ -254,20 +254,10 @@ def _leaving_the_process_group() -> Iterator[None]:
     training, ``retrieve --store``) leaves it when it ends, as gloo needs (a process that
     exits with its group open can abort): after waiting for every rank when the command
     succeeded, at once when it failed."""
-    from amlab.distributed.group import leave_group
+    from amlab.distributed.group import leaving_group
 
-    try:
+    with leaving_group(succeeded=lambda e: isinstance(e, typer.Exit) and e.exit_code == 0):
         yield
-    except typer.Exit as e:
-        leave_group(wait=e.exit_code == 0)
-        raise
-    except SystemExit as e:
-        leave_group(wait=e.code in (0, None))
-        raise
-    except BaseException:
-        leave_group(wait=False)
-        raise
-    leave_group()
 
 
 @contextmanager

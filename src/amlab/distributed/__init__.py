@@ -11,6 +11,7 @@ from amlab.distributed.group import (
     init_group,
     is_main_process,
     leave_group,
+    leaving_group,
     merge_lse,
     shard_range,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "init_group",
     "is_main_process",
     "leave_group",
+    "leaving_group",
     "merge_lse",
     "remove_from_ranks",
     "shard_range",

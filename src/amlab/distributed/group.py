@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -75,6 +77,20 @@ def leave_group(*, wait: bool = True) -> None:
             dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+@contextmanager
+def leaving_group(succeeded: Callable[[BaseException], bool] = lambda e: False) -> Iterator[None]:
+    """Leave the default process group (if any) when the block ends (:func:`leave_group`):
+    after every rank has finished when the block succeeded (it ended, or raised SystemExit
+    of status 0, or an exception ``succeeded`` calls a success), at once when it failed."""
+    try:
+        yield
+    except BaseException as e:
+        ok = (isinstance(e, SystemExit) and e.code in (0, None)) or succeeded(e)
+        leave_group(wait=ok)
+        raise
+    leave_group()
 
 
 def torchrun_rank() -> tuple[int, int]:

@@ -47,10 +47,10 @@ def _no_progress(stage: str, fraction: float) -> None:
     """The progress callback when nobody watches."""
 
 
-def _fit(model: nn.Module, loss, steps: int, lr: float, seed: int, report: Callable) -> list[float]:
+def _fit(model: nn.Module, loss, steps: int, lr: float, seed: int, report: Callable) -> None:
     """Train ``model`` on ``loss`` through the shared loop (AdamW, warm-up, cosine decay)."""
     config = TrainConfig(steps=steps, lr=lr, warmup=steps // 10, weight_decay=0.0, seed=seed)
-    return train(model, loss, config, on_step=lambda done, total, _: report(done / total)).losses
+    train(model, loss, config, on_step=lambda done, total, _: report(done / total))
 
 
 def _share(progress: Progress, stage: str, index: int, count: int) -> Callable[[float], None]:

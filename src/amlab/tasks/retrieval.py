@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from amlab.data import CORRUPTIONS, corrupt, load
-from amlab.distributed import MemoryStore, ShardedDenseAM, init_group, leave_group
+from amlab.distributed import MemoryStore, ShardedDenseAM, init_group, leaving_group
 from amlab.distributed.group import is_main_process, torchrun_rank
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import write_metrics
@@ -82,13 +82,8 @@ def run_retrieval(
         )
     if world > 1:
         init_group(backend="gloo", timeout_s=GROUP_TIMEOUT_S)
-    try:
-        result = _retrieve(config, (level, method, clamp), world, out, on_step)
-    except BaseException:
-        leave_group(wait=False)
-        raise
-    leave_group()
-    return result
+    with leaving_group():
+        return _retrieve(config, (level, method, clamp), world, out, on_step)
 
 
 def _retrieve(
