@@ -162,6 +162,7 @@ def query(
 def stats(metadata: MetadataOpt = Path("runs/gallery"), as_json: JsonOpt = False) -> None:
     """Canned analyses: prompts, phrases, duplicates, settings, nulls, adherence, audit."""
     from amlab.tasks.gallery_query import stats as run
+    from amlab.tasks.prompts import JUDGED
 
     with errors():
         result = run(metadata)
@@ -195,11 +196,7 @@ def stats(metadata: MetadataOpt = Path("runs/gallery"), as_json: JsonOpt = False
         *(
             (
                 f"adherence at cfg {r['cfg']:g}",
-                ", ".join(
-                    f"{k} {r[k]:.0%}"
-                    for k in ("class", "thickness", "size", "slant")
-                    if r[k] is not None
-                ),
+                ", ".join(f"{k} {r[k]:.0%}" for k in JUDGED if r[k] is not None),
             )
             for r in result.get("adherence_by_guidance", [])
         ),

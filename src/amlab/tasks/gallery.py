@@ -49,7 +49,7 @@ from amlab.data.captions import request, tokenize
 from amlab.diffusion import SAMPLERS
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json, read_text
-from amlab.tasks.prompts import TextModel, adherence, judge, load_text_model
+from amlab.tasks.prompts import JUDGED, TextModel, adherence, judge, load_text_model
 
 #: DiffusionDB's metadata table, column by column (its README's "Metadata Schema")
 DIFFUSIONDB_SCHEMA = pa.schema(
@@ -278,7 +278,7 @@ def generate(
     )
     atomic_write(out / "metadata.parquet", lambda tmp: pq.write_table(table, tmp))
     prompts = table.column("prompt").to_pylist()
-    matches = {f"{n}_match": table.column(f"{n}_match").to_pylist() for n in ("class", *ATTRIBUTES)}
+    matches = {f"{n}_match": table.column(f"{n}_match").to_pylist() for n in JUDGED}
     audits = table.column("audit").to_pylist()
     return {
         "images": table.num_rows,
@@ -388,7 +388,7 @@ def metadata_table(
         "nearest_distance": audited.distance.tolist(),
         "class": judged["class"].tolist(),
         **{name: judged[name].tolist() for name in ATTRIBUTES},
-        **{f"{n}_match": judged[f"{n}_match"] for n in ("class", *ATTRIBUTES)},
+        **{f"{n}_match": judged[f"{n}_match"] for n in JUDGED},
         "audit": audited.names(),
     }
     return pa.table(columns, schema=GALLERY_SCHEMA)
