@@ -285,6 +285,23 @@ def test_cli_generate_names_unknown_prompt_words_and_query_answers(tmp_path, gal
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
+def test_cli_stats_shows_a_null_setting(tmp_path):
+    # DiffusionDB's columns are nullable: a row without cfg or steps is a group of its own
+    table = diffusiondb_table()
+    for name in ("cfg", "step"):
+        values = table.column(name).to_pylist()
+        values[0] = None
+        index = table.schema.get_field_index(name)
+        table = table.set_column(
+            index, table.schema.field(index), pa.array(values, table.schema.field(index).type)
+        )
+    pq.write_table(table, tmp_path / "metadata.parquet")
+    result = runner.invoke(app, ["gallery", "stats", "--metadata", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "cfg null" in result.output and "steps null" in result.output
+    assert "steps 50" in result.output
+
+
 def test_audit_of_a_gallery_matches_its_table(gallery):
     out, _ = gallery
     result = audit_gallery(out)
