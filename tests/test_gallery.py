@@ -305,8 +305,15 @@ def test_cli_stats_shows_a_null_setting(tmp_path):
 def test_audit_of_a_gallery_matches_its_table(gallery):
     out, _ = gallery
     result = audit_gallery(out)
-    audits = pq.read_table(out / "metadata.parquet").column("audit").to_pylist()
+    table = pq.read_table(out / "metadata.parquet")
+    audits = table.column("audit").to_pylist()
     assert result["fractions"] == {k: audits.count(k) / 12 for k in result["fractions"]}
+    # per guidance scale: the shares among that scale's rows
+    cfg = table.column("cfg").to_pylist()
+    assert sorted(result["by_guidance"]) == sorted(set(cfg))
+    for w, shares in result["by_guidance"].items():
+        mine = [a for a, c in zip(audits, cfg, strict=True) if c == w]
+        assert shares == pytest.approx({k: mine.count(k) / len(mine) for k in shares})
 
 
 def test_train_diffusion_text_writes_a_text_model(tmp_path):

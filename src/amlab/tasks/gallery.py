@@ -451,13 +451,12 @@ def audit_gallery(
     )
     images = gallery_pictures(gallery, table)
     result = audit(images, model.train.images, scale)
-    cfg = table.column("cfg").to_pylist()
+    cfg = torch.tensor(table.column("cfg").to_pylist(), dtype=torch.float64)
     by_guidance = {}
-    for w in sorted(set(cfg)):
-        rows = torch.tensor([c == w for c in cfg])
+    for w in sorted(set(cfg.tolist())):
+        classes = result.classes[cfg == w]
         by_guidance[w] = {
-            name: float((result.classes[rows] == i).float().mean())
-            for i, name in enumerate(AUDIT_CLASSES)
+            name: float((classes == i).float().mean()) for i, name in enumerate(AUDIT_CLASSES)
         }
     examples = {}
     for i, name in enumerate(AUDIT_CLASSES):
