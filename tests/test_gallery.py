@@ -302,6 +302,16 @@ def test_cli_stats_shows_a_null_setting(tmp_path):
     assert "steps 50" in result.output
 
 
+def test_a_row_of_a_sampler_amlab_lacks_is_refused(model):
+    row = {"prompt": "a 3", "seed": 0, "cfg": 1.0, "step": 4, "sampler": 1}  # DiffusionDB's ddim
+    with pytest.raises(
+        AmlabError,
+        match=r"1 \(ddim\) is not one of amlab's samplers \(3 k_euler, 5 k_heun, "
+        r"9 euler_maruyama\)",
+    ):
+        regenerate(row, model)
+
+
 def test_audit_of_a_gallery_matches_its_table(gallery):
     out, _ = gallery
     result = audit_gallery(out)

@@ -199,9 +199,10 @@ def regenerate(row: dict[str, Any], model: TextModel) -> np.ndarray:
     """The picture of a metadata row (a dict of its columns), drawn again from its settings."""
     codes = {code: name for name, code in SAMPLER_CODE.items()}
     if row["sampler"] not in codes:
+        ours = ", ".join(f"{code} {SAMPLER_LABELS[codes[code]]}" for code in sorted(codes))
         raise AmlabError(
             f"sampler code {row['sampler']} ({SAMPLER_CODES.get(row['sampler'], '?')}) is not "
-            "one of amlab's samplers (3 k_euler, 5 k_heun, 9 euler_maruyama)."
+            f"one of amlab's samplers ({ours})."
         )
     settings = {
         "prompt": row["prompt"],
