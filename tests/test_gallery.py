@@ -382,7 +382,7 @@ def test_a_text_model_of_mnist_files_trains_and_fills_a_gallery(tmp_path):
 
 def test_a_prompts_file_gives_the_prompts(tmp_path):
     file = tmp_path / "prompts.txt"
-    file.write_text("# digits\na thick 7\n\n  a 3  \n")
+    file.write_text("# digits\na thick 7\n\n  a 3  \n  # an indented comment\n")
     assert read_prompts(file) == ("a thick 7", "a 3")
     file.write_text("# nothing\n\n")
     with pytest.raises(AmlabError, match="holds no prompt"):

@@ -166,14 +166,16 @@ QUICK_SPEC = GallerySpec(
 
 
 def read_prompts(path: str | Path) -> tuple[str, ...]:
-    """The prompts of a text file, one a line (blank lines and lines starting with # skipped)."""
+    """The prompts of a text file, one a line (blank lines and lines starting with #, after
+    any indentation, skipped)."""
     path = Path(path)
     if not path.is_file():
         raise AmlabError(
             f"the prompts file {path} does not exist; pass a text file, one prompt a line."
         )
     lines = read_text(path, "pass a text file, one prompt a line").splitlines()
-    prompts = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    stripped = (line.strip() for line in lines)
+    prompts = tuple(line for line in stripped if line and not line.startswith("#"))
     if not prompts:
         raise AmlabError(f"{path} holds no prompt; write one prompt a line.")
     return prompts
