@@ -285,11 +285,45 @@ def test_cli_generate_names_unknown_prompt_words_and_query_answers(tmp_path, gal
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
+def test_cli_stats_shows_a_null_setting(tmp_path):
+    # DiffusionDB's columns are nullable: a row without cfg or steps is a group of its own
+    table = diffusiondb_table()
+    for name in ("cfg", "step"):
+        values = table.column(name).to_pylist()
+        values[0] = None
+        index = table.schema.get_field_index(name)
+        table = table.set_column(
+            index, table.schema.field(index), pa.array(values, table.schema.field(index).type)
+        )
+    pq.write_table(table, tmp_path / "metadata.parquet")
+    result = runner.invoke(app, ["gallery", "stats", "--metadata", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "cfg null" in result.output and "steps null" in result.output
+    assert "steps 50" in result.output
+
+
+def test_a_row_of_a_sampler_amlab_lacks_is_refused(model):
+    row = {"prompt": "a 3", "seed": 0, "cfg": 1.0, "step": 4, "sampler": 1}  # DiffusionDB's ddim
+    with pytest.raises(
+        AmlabError,
+        match=r"1 \(ddim\) is not one of amlab's samplers \(3 k_euler, 5 k_heun, "
+        r"9 euler_maruyama\)",
+    ):
+        regenerate(row, model)
+
+
 def test_audit_of_a_gallery_matches_its_table(gallery):
     out, _ = gallery
     result = audit_gallery(out)
-    audits = pq.read_table(out / "metadata.parquet").column("audit").to_pylist()
+    table = pq.read_table(out / "metadata.parquet")
+    audits = table.column("audit").to_pylist()
     assert result["fractions"] == {k: audits.count(k) / 12 for k in result["fractions"]}
+    # per guidance scale: the shares among that scale's rows
+    cfg = table.column("cfg").to_pylist()
+    assert sorted(result["by_guidance"]) == sorted(set(cfg))
+    for w, shares in result["by_guidance"].items():
+        mine = [a for a, c in zip(audits, cfg, strict=True) if c == w]
+        assert shares == pytest.approx({k: mine.count(k) / len(mine) for k in shares})
 
 
 def test_train_diffusion_text_writes_a_text_model(tmp_path):
@@ -348,7 +382,7 @@ def test_a_text_model_of_mnist_files_trains_and_fills_a_gallery(tmp_path):
 
 def test_a_prompts_file_gives_the_prompts(tmp_path):
     file = tmp_path / "prompts.txt"
-    file.write_text("# digits\na thick 7\n\n  a 3  \n")
+    file.write_text("# digits\na thick 7\n\n  a 3  \n  # an indented comment\n")
     assert read_prompts(file) == ("a thick 7", "a 3")
     file.write_text("# nothing\n\n")
     with pytest.raises(AmlabError, match="holds no prompt"):

@@ -162,6 +162,7 @@ def query(
 def stats(metadata: MetadataOpt = Path("runs/gallery"), as_json: JsonOpt = False) -> None:
     """Canned analyses: prompts, phrases, duplicates, settings, nulls, adherence, audit."""
     from amlab.tasks.gallery_query import stats as run
+    from amlab.tasks.prompts import JUDGED
 
     with errors():
         result = run(metadata)
@@ -187,24 +188,25 @@ def stats(metadata: MetadataOpt = Path("runs/gallery"), as_json: JsonOpt = False
             (f"top phrase {i + 1}", f"{r['phrase']} ({r['n']})")
             for i, r in enumerate(result["top_phrases"][:5])
         ),
-        *((f"cfg {r['value']:g}", str(r["n"])) for r in result["cfg"]),
-        *((f"steps {r['value']}", str(r["n"])) for r in result["step"]),
+        *((f"cfg {_number(r['value'])}", str(r["n"])) for r in result["cfg"]),
+        *((f"steps {_number(r['value'])}", str(r["n"])) for r in result["step"]),
         *((f"sampler {r['code']} ({r['name']})", str(r["n"])) for r in result["sampler"]),
         *((f"nulls in {k}", str(v)) for k, v in result["nulls"].items() if v),
         *((f"audit: {r['audit']}", str(r["n"])) for r in result.get("audit", [])),
         *(
             (
-                f"adherence at cfg {r['cfg']:g}",
-                ", ".join(
-                    f"{k} {r[k]:.0%}"
-                    for k in ("class", "thickness", "size", "slant")
-                    if r[k] is not None
-                ),
+                f"adherence at cfg {_number(r['cfg'])}",
+                ", ".join(f"{k} {r[k]:.0%}" for k in JUDGED if r[k] is not None),
             )
             for r in result.get("adherence_by_guidance", [])
         ),
     ]
     Console(width=120).print(result_table(result["file"], ("analysis", "value"), rows))
+
+
+def _number(value: float | None) -> str:
+    """A setting's value as the stats table shows it: "null" where a row has none."""
+    return "null" if value is None else f"{value:g}"
 
 
 @gallery_app.command("audit")

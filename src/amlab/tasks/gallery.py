@@ -49,7 +49,7 @@ from amlab.data.captions import request, tokenize
 from amlab.diffusion import SAMPLERS
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json, read_text
-from amlab.tasks.prompts import TextModel, adherence, judge, load_text_model
+from amlab.tasks.prompts import JUDGED, TextModel, adherence, judge, load_text_model
 
 #: DiffusionDB's metadata table, column by column (its README's "Metadata Schema")
 DIFFUSIONDB_SCHEMA = pa.schema(
@@ -166,14 +166,16 @@ QUICK_SPEC = GallerySpec(
 
 
 def read_prompts(path: str | Path) -> tuple[str, ...]:
-    """The prompts of a text file, one a line (blank lines and lines starting with # skipped)."""
+    """The prompts of a text file, one a line (blank lines and lines starting with #, after
+    any indentation, skipped)."""
     path = Path(path)
     if not path.is_file():
         raise AmlabError(
             f"the prompts file {path} does not exist; pass a text file, one prompt a line."
         )
     lines = read_text(path, "pass a text file, one prompt a line").splitlines()
-    prompts = tuple(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+    stripped = (line.strip() for line in lines)
+    prompts = tuple(line for line in stripped if line and not line.startswith("#"))
     if not prompts:
         raise AmlabError(f"{path} holds no prompt; write one prompt a line.")
     return prompts
@@ -199,9 +201,10 @@ def regenerate(row: dict[str, Any], model: TextModel) -> np.ndarray:
     """The picture of a metadata row (a dict of its columns), drawn again from its settings."""
     codes = {code: name for name, code in SAMPLER_CODE.items()}
     if row["sampler"] not in codes:
+        ours = ", ".join(f"{code} {SAMPLER_LABELS[codes[code]]}" for code in sorted(codes))
         raise AmlabError(
             f"sampler code {row['sampler']} ({SAMPLER_CODES.get(row['sampler'], '?')}) is not "
-            "one of amlab's samplers (3 k_euler, 5 k_heun, 9 euler_maruyama)."
+            f"one of amlab's samplers ({ours})."
         )
     settings = {
         "prompt": row["prompt"],
@@ -278,7 +281,7 @@ def generate(
     )
     atomic_write(out / "metadata.parquet", lambda tmp: pq.write_table(table, tmp))
     prompts = table.column("prompt").to_pylist()
-    matches = {f"{n}_match": table.column(f"{n}_match").to_pylist() for n in ("class", *ATTRIBUTES)}
+    matches = {f"{n}_match": table.column(f"{n}_match").to_pylist() for n in JUDGED}
     audits = table.column("audit").to_pylist()
     return {
         "images": table.num_rows,
@@ -388,7 +391,7 @@ def metadata_table(
         "nearest_distance": audited.distance.tolist(),
         "class": judged["class"].tolist(),
         **{name: judged[name].tolist() for name in ATTRIBUTES},
-        **{f"{n}_match": judged[f"{n}_match"] for n in ("class", *ATTRIBUTES)},
+        **{f"{n}_match": judged[f"{n}_match"] for n in JUDGED},
         "audit": audited.names(),
     }
     return pa.table(columns, schema=GALLERY_SCHEMA)
@@ -451,13 +454,12 @@ def audit_gallery(
     )
     images = gallery_pictures(gallery, table)
     result = audit(images, model.train.images, scale)
-    cfg = table.column("cfg").to_pylist()
+    cfg = torch.tensor(table.column("cfg").to_pylist(), dtype=torch.float64)
     by_guidance = {}
-    for w in sorted(set(cfg)):
-        rows = torch.tensor([c == w for c in cfg])
+    for w in sorted(set(cfg.tolist())):
+        classes = result.classes[cfg == w]
         by_guidance[w] = {
-            name: float((result.classes[rows] == i).float().mean())
-            for i, name in enumerate(AUDIT_CLASSES)
+            name: float((classes == i).float().mean()) for i, name in enumerate(AUDIT_CLASSES)
         }
     examples = {}
     for i, name in enumerate(AUDIT_CLASSES):

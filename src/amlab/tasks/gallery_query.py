@@ -19,9 +19,9 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from amlab.data.attributes import ATTRIBUTES
 from amlab.errors import AmlabError
 from amlab.tasks.gallery import AMLAB_SCHEMA, DIFFUSIONDB_SCHEMA, SAMPLER_CODES
+from amlab.tasks.prompts import JUDGED
 
 #: rows a canned list (top phrases, duplicates, distributions) shows at most
 TOP = 10
@@ -163,11 +163,10 @@ def stats(path: str | Path) -> dict[str, Any]:
         + " FROM metadata"
     )
     if all(name in schema.names for name in AMLAB_SCHEMA.names):
-        judged = ("class", *ATTRIBUTES)
         out["adherence_by_guidance"] = _records(
             con,
             "SELECT cfg, count(*) AS n, "
-            + ", ".join(f"avg({n}_match::INTEGER) AS {n}" for n in judged)
+            + ", ".join(f"avg({n}_match::INTEGER) AS {n}" for n in JUDGED)
             + " FROM metadata GROUP BY cfg ORDER BY cfg",
         )
         out["audit"] = _records(
