@@ -13,6 +13,7 @@ from torch import nn
 from amlab.errors import AmlabError, check_scale, scale_range
 from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
 from amlab.models.model import Model
+from amlab.nn import MemoryLayer, Pooling, Retrieval
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -192,3 +193,58 @@ def test_a_refused_conversion_leaves_every_part_of_a_nested_model_as_it_was():
     assert {t.dtype for t in holder.state_dict().values()} == {torch.float64}
     ok = _Holder(dense("lse", "beta")(torch.float64, 2.0)).float()
     assert {t.dtype for t in ok.state_dict().values()} == {torch.float32}
+
+
+def _memory_layer(parameter: str):
+    def build(dtype, value):
+        kw = {"beta": 0.5, "eps": 0.5, parameter: value}
+        return MemoryLayer(4, 6, energy="lsr", learn_beta=True, dtype=dtype, **kw)
+
+    return build
+
+
+#: (name, parameter, build(dtype, value)) of the layers of amlab.nn
+NN_CASES = [
+    ("MemoryLayer", "beta", _memory_layer("beta")),
+    ("MemoryLayer", "eps", _memory_layer("eps")),
+    ("Retrieval", "beta", lambda dtype, v: Retrieval(4, hidden_dim=3, beta=v, dtype=dtype)),
+    ("Pooling", "beta", lambda dtype, v: Pooling(4, 2, hidden_dim=3, beta=v, dtype=dtype)),
+]
+
+
+def run_layer(layer) -> list[torch.Tensor]:
+    """The layer's output and energies on random input of its dtype."""
+    dtype = next(layer.parameters()).dtype
+    sets = rand(2, 5, 4, dtype=dtype, seed=1)
+    if isinstance(layer, MemoryLayer):
+        return list(layer(rand(3, 4, dtype=dtype, seed=2)))
+    if isinstance(layer, Retrieval):
+        return list(layer(rand(2, 3, 4, dtype=dtype, seed=2), sets))
+    return list(layer(sets))
+
+
+@pytest.mark.parametrize("name,parameter,build", NN_CASES, ids=[f"{n}-{p}" for n, p, _ in NN_CASES])
+def test_an_nn_layer_refuses_a_conversion_to_a_dtype_whose_range_excludes_its_scales(
+    name, parameter, build
+):
+    """As a model: built in float64 with a beta or eps only float64 allows, .float(),
+    .to(torch.float32) and .half() are refused with the new dtype's range and the layer stays
+    as it was (before, .float() gave NaN read-outs); in range, it converts."""
+    layer = build(torch.float64, 1e30)
+    before = {k: t.clone() for k, t in layer.state_dict().items()}
+    conversions = [
+        (lambda m: m.float(), "float32"),
+        (lambda m: m.to(torch.float32), "float32"),
+        (lambda m: m.half(), "float16"),
+    ]
+    for convert, dtype in conversions:
+        with pytest.raises(AmlabError, match=rf"{parameter} = 1e\+30 is outside .* {dtype}"):
+            convert(layer)
+        after = layer.state_dict()
+        assert all(
+            after[k].dtype == torch.float64 and torch.equal(after[k], t) for k, t in before.items()
+        )
+    assert all(bool(torch.isfinite(t).all()) for t in run_layer(layer))
+    small = build(torch.float64, 2.0).float()
+    assert {t.dtype for t in small.state_dict().values()} == {torch.float32}
+    assert all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in run_layer(small))

@@ -23,10 +23,9 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
-    check_scale,
     check_steps,
 )
-from amlab.models.model import seeded
+from amlab.models.model import ScaledModule, seeded
 from amlab.nn.functional import ENERGIES, memory_read, memory_step, read_weights
 
 
@@ -38,21 +37,25 @@ class Retrieved(NamedTuple):
     energies: torch.Tensor
 
 
-class _MemoryReader(nn.Module):
+class _MemoryReader(ScaledModule):
     """What the layers share: the energy, beta (fixed or learnable, kept positive by its
-    logarithm), the number of steps, the chunk size, the dtype, and the steps themselves."""
+    logarithm), the number of steps, the chunk size, the dtype, and the steps themselves.
+    beta and eps lie within the dtype's range, as a model's scales: beyond it the energies
+    overflow. Checked when built and before ``.float()``, ``.half()`` or ``.to(dtype)``,
+    which refuse a dtype whose range excludes them and leave the layer as it was."""
+
+    scales = {"beta": False, "eps": True}
 
     def __init__(self, energy, beta, learn_beta, eps, steps, chunk_size, dtype) -> None:
         super().__init__()
         self.energy = check_choice(energy, "energy", ENERGIES)
         dtype = check_dtype(dtype)
-        # within the dtype's range, as a model's scales: beyond it the energies overflow
-        self.eps = check_scale(eps, "eps", dtype, allow_zero=True)
+        self.eps = self._scale(eps, "eps", dtype)
         self.steps = check_steps(steps)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
-        log_beta = torch.tensor(math.log(check_scale(beta, "beta", dtype)), dtype=dtype)
+        log_beta = torch.tensor(math.log(self._scale(beta, "beta", dtype)), dtype=dtype)
         if learn_beta:
             self.log_beta = nn.Parameter(log_beta)
         else:
@@ -330,7 +333,7 @@ class MemoryLayer(_MemoryReader):
         return self.in_proj(x).reshape(1, -1, self.dim)
 
 
-class Pooling(nn.Module):
+class Pooling(ScaledModule):
     """Pooling of a set by learnable queries (``HopfieldPooling`` of hopfield-layers; the
     pooling of multiple-instance learning).
 
@@ -338,7 +341,9 @@ class Pooling(nn.Module):
     :class:`Retrieved` with output (B, num_queries, out) and energies (steps, B,
     num_queries). The ``num_queries`` queries (num_queries, dim) are an ``nn.Parameter``;
     ``retrieval`` is the :class:`Retrieval` they read with (its projections: ``hidden_dim``,
-    ``out_dim``).
+    ``out_dim``). A conversion its retrieval's beta or eps refuses leaves the queries as
+    they were too (a :class:`~amlab.models.model.ScaledModule` checks every module inside
+    it before any converts).
 
     Args:
         dim: the set elements' dimension. num_queries: learnable queries.
