@@ -80,6 +80,10 @@ class Model(ScaledModule):
     Config: ClassVar[type]
     #: the constructor takes the ``Config`` itself (``cls(config)``), not its fields
     takes_config: ClassVar[bool] = False
+    #: tensors that only files of an earlier layout of this model hold, each with what
+    #: changed: such a file's weights cannot be loaded or converted, so
+    #: :func:`~amlab.io.load_model` says to train the model again, not to re-save it
+    former_tensors: ClassVar[dict[str, str]] = {}
 
     @property
     def config(self) -> Any:
