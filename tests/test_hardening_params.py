@@ -12,7 +12,7 @@ from torch import nn
 
 from amlab.errors import AmlabError, check_scale, scale_range
 from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
-from amlab.models.model import Model
+from amlab.models.model import Model, ScaledModule
 from amlab.nn import MemoryLayer, Pooling, Retrieval
 
 DTYPES = [torch.float32, torch.float64]
@@ -248,3 +248,23 @@ def test_an_nn_layer_refuses_a_conversion_to_a_dtype_whose_range_excludes_its_sc
     small = build(torch.float64, 2.0).float()
     assert {t.dtype for t in small.state_dict().values()} == {torch.float32}
     assert all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in run_layer(small))
+
+
+class _Net(ScaledModule):
+    """A user's container: a plain torch Sequential holding a Linear, then a model."""
+
+    def __init__(self, inner: Model) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 5, dtype=inner.dtype), inner)
+
+
+def test_a_container_derived_from_scaled_module_converts_all_or_nothing():
+    """The remedy docs/api/io.md gives for a plain torch container (whose earlier children
+    convert before a model inside it refuses): a container that derives from ScaledModule
+    checks the model's scales before anything inside it converts."""
+    net = _Net(dense("lse", "beta")(torch.float64, 1e30))
+    with pytest.raises(AmlabError, match=r"beta = 1e\+30 is outside .*float32"):
+        net.float()
+    assert {t.dtype for t in net.state_dict().values()} == {torch.float64}
+    ok = _Net(dense("lse", "beta")(torch.float64, 2.0)).float()
+    assert {t.dtype for t in ok.state_dict().values()} == {torch.float32}
