@@ -70,6 +70,28 @@ def test_size_doubles_with_the_digit_and_matches_numpy():
     assert s_big == pytest.approx(gyration, rel=1e-5)
 
 
+def test_measure_gives_every_attribute_as_numpy_computes_it():
+    """measure (size and slant from one pass over the moments) on random grey images against
+    numpy: the ink-weighted radius of gyration, the weighted least-squares slope of column
+    against up, and 2 A / P with P the total variation of the padded image."""
+    gen = np.random.default_rng(0)
+    images = gen.random((5, 8, 6)) * (gen.random((5, 8, 6)) > 0.5)
+    got = measure(torch.from_numpy(images).reshape(5, -1), (8, 6))
+    assert list(got) == ["thickness", "size", "slant"]
+    rows, cols = np.mgrid[0:8, 0:6].astype(np.float64)
+    for i, img in enumerate(images):
+        w = img.ravel()
+        var_r = np.cov(rows.ravel(), aweights=w, bias=True)
+        var_c = np.cov(cols.ravel(), aweights=w, bias=True)
+        assert got["size"][i].item() == pytest.approx(np.sqrt(var_r + var_c) / 8, rel=1e-9)
+        on = w > 0
+        slope = np.polyfit(-rows.ravel()[on], cols.ravel()[on], 1, w=np.sqrt(w[on]))[0]
+        assert got["slant"][i].item() == pytest.approx(slope, rel=1e-9)
+        padded = np.pad(img, 1)
+        variation = np.abs(np.diff(padded, axis=0)).sum() + np.abs(np.diff(padded, axis=1)).sum()
+        assert got["thickness"][i].item() == pytest.approx(2 * img.sum() / variation, rel=1e-9)
+
+
 def test_no_ink_measures_zero_and_shapes_are_checked():
     values = measure(torch.zeros(2, 64), (8, 8))
     assert all(bool((v == 0).all()) for v in values.values())

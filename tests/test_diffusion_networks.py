@@ -98,6 +98,51 @@ def test_save_and_load_round_trip(tmp_path):
         MLPDenoiser.load(tmp_path / "m")
 
 
+def old_layout(state: dict, blocks: int) -> dict:
+    """A ConvDenoiser's tensors in the layout before its FiLM conditioning (amlab 42a42e6^):
+    per block a Linear ``emb.i`` of the embedding added before the second block, which was
+    GroupNorm (with affine), SiLU and a conv (``second.i.0``, ``second.i.2``)."""
+    old = {k: v for k, v in state.items() if not k.startswith("second.")}
+    for i in range(blocks):
+        conv_w, conv_b = state[f"second.{i}.conv.weight"], state[f"second.{i}.conv.bias"]
+        channels, embed_dim = conv_w.shape[0], state[f"second.{i}.modulation.weight"].shape[1]
+        old[f"emb.{i}.weight"] = torch.zeros(channels, embed_dim)
+        old[f"emb.{i}.bias"] = torch.zeros(channels)
+        old[f"second.{i}.0.weight"], old[f"second.{i}.0.bias"] = (
+            torch.ones(channels),
+            torch.zeros(channels),
+        )
+        old[f"second.{i}.2.weight"], old[f"second.{i}.2.bias"] = conv_w, conv_b
+    return old
+
+
+def test_a_file_of_the_layout_before_film_says_to_retrain_not_to_re_save(tmp_path):
+    """The saved tensors of a ConvDenoiser (or TextConvDenoiser) from before its conditioning
+    moved after the GroupNorm cannot be converted: the error says to train it again. A
+    config and tensors that merely disagree (an edited ``blocks``) still say to re-save."""
+    from safetensors.torch import save_file
+
+    model = ConvDenoiser((4, 4), VESchedule(0.02, 5.0), channels=8, blocks=2, num_classes=2)
+    model.save(tmp_path / "old")
+    save_file(old_layout(model.state_dict(), 2), tmp_path / "old" / "tensors.safetensors")
+    with pytest.raises(AmlabError, match="earlier layout") as caught:
+        ConvDenoiser.load(tmp_path / "old")
+    message = str(caught.value)
+    assert "FiLM" in message and "Train the model again" in message
+    assert "re-save the model" not in message
+    text = TextConvDenoiser((4, 4), VESchedule(0.02, 5.0), WORDS, channels=8, blocks=1)
+    text.save(tmp_path / "text")
+    save_file(old_layout(text.state_dict(), 1), tmp_path / "text" / "tensors.safetensors")
+    with pytest.raises(AmlabError, match="TextConvDenoiser of an earlier layout"):
+        TextConvDenoiser.load(tmp_path / "text")
+    model.save(tmp_path / "edited")
+    config = tmp_path / "edited" / "config.json"
+    config.write_text(config.read_text().replace('"blocks": 2', '"blocks": 1'))
+    with pytest.raises(AmlabError, match="do not fit ConvDenoiser") as caught:
+        ConvDenoiser.load(tmp_path / "edited")
+    assert str(caught.value).endswith("re-save the model.")
+
+
 def two_points():
     return torch.tensor([[1.0, 0.0], [-1.0, 0.0]])
 

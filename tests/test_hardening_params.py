@@ -12,7 +12,8 @@ from torch import nn
 
 from amlab.errors import AmlabError, check_scale, scale_range
 from amlab.models import DenseAM, EnergyTransformer, RandomFeatureAM
-from amlab.models.model import Model
+from amlab.models.model import Model, ScaledModule
+from amlab.nn import MemoryLayer, Pooling, Retrieval
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -191,4 +192,79 @@ def test_a_refused_conversion_leaves_every_part_of_a_nested_model_as_it_was():
         holder.float()
     assert {t.dtype for t in holder.state_dict().values()} == {torch.float64}
     ok = _Holder(dense("lse", "beta")(torch.float64, 2.0)).float()
+    assert {t.dtype for t in ok.state_dict().values()} == {torch.float32}
+
+
+def _memory_layer(parameter: str):
+    def build(dtype, value):
+        kw = {"beta": 0.5, "eps": 0.5, parameter: value}
+        return MemoryLayer(4, 6, energy="lsr", learn_beta=True, dtype=dtype, **kw)
+
+    return build
+
+
+#: (name, parameter, build(dtype, value)) of the layers of amlab.nn
+NN_CASES = [
+    ("MemoryLayer", "beta", _memory_layer("beta")),
+    ("MemoryLayer", "eps", _memory_layer("eps")),
+    ("Retrieval", "beta", lambda dtype, v: Retrieval(4, hidden_dim=3, beta=v, dtype=dtype)),
+    ("Pooling", "beta", lambda dtype, v: Pooling(4, 2, hidden_dim=3, beta=v, dtype=dtype)),
+]
+
+
+def run_layer(layer) -> list[torch.Tensor]:
+    """The layer's output and energies on random input of its dtype."""
+    dtype = next(layer.parameters()).dtype
+    sets = rand(2, 5, 4, dtype=dtype, seed=1)
+    if isinstance(layer, MemoryLayer):
+        return list(layer(rand(3, 4, dtype=dtype, seed=2)))
+    if isinstance(layer, Retrieval):
+        return list(layer(rand(2, 3, 4, dtype=dtype, seed=2), sets))
+    return list(layer(sets))
+
+
+@pytest.mark.parametrize("name,parameter,build", NN_CASES, ids=[f"{n}-{p}" for n, p, _ in NN_CASES])
+def test_an_nn_layer_refuses_a_conversion_to_a_dtype_whose_range_excludes_its_scales(
+    name, parameter, build
+):
+    """As a model: built in float64 with a beta or eps only float64 allows, .float(),
+    .to(torch.float32) and .half() are refused with the new dtype's range and the layer stays
+    as it was (before, .float() gave NaN read-outs); in range, it converts."""
+    layer = build(torch.float64, 1e30)
+    before = {k: t.clone() for k, t in layer.state_dict().items()}
+    conversions = [
+        (lambda m: m.float(), "float32"),
+        (lambda m: m.to(torch.float32), "float32"),
+        (lambda m: m.half(), "float16"),
+    ]
+    for convert, dtype in conversions:
+        with pytest.raises(AmlabError, match=rf"{parameter} = 1e\+30 is outside .* {dtype}"):
+            convert(layer)
+        after = layer.state_dict()
+        assert all(
+            after[k].dtype == torch.float64 and torch.equal(after[k], t) for k, t in before.items()
+        )
+    assert all(bool(torch.isfinite(t).all()) for t in run_layer(layer))
+    small = build(torch.float64, 2.0).float()
+    assert {t.dtype for t in small.state_dict().values()} == {torch.float32}
+    assert all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in run_layer(small))
+
+
+class _Net(ScaledModule):
+    """A user's container: a plain torch Sequential holding a Linear, then a model."""
+
+    def __init__(self, inner: Model) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 5, dtype=inner.dtype), inner)
+
+
+def test_a_container_derived_from_scaled_module_converts_all_or_nothing():
+    """The remedy docs/api/io.md gives for a plain torch container (whose earlier children
+    convert before a model inside it refuses): a container that derives from ScaledModule
+    checks the model's scales before anything inside it converts."""
+    net = _Net(dense("lse", "beta")(torch.float64, 1e30))
+    with pytest.raises(AmlabError, match=r"beta = 1e\+30 is outside .*float32"):
+        net.float()
+    assert {t.dtype for t in net.state_dict().values()} == {torch.float64}
+    ok = _Net(dense("lse", "beta")(torch.float64, 2.0)).float()
     assert {t.dtype for t in ok.state_dict().values()} == {torch.float32}

@@ -146,3 +146,19 @@ def test_retrieval_through_the_fused_kernel_waits_a_fixed_number_of_times(monkey
         run()
         counts[steps] = waits(run)
     assert counts[5] == counts[20], counts
+
+
+@pytest.mark.parametrize("energy", ["lse", "lsr"])
+def test_an_nn_retrieval_with_padding_waits_once_whatever_the_steps(energy):
+    """The check that no set is all padding (the one wait) runs once per forward, not once
+    per step: the steps call the functions' unchecked forms."""
+    from amlab.nn import Retrieval
+
+    gen = torch.Generator().manual_seed(0)
+    q, sets = torch.randn(2, 3, 4, generator=gen), torch.randn(2, 5, 4, generator=gen)
+    pad = torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    counts = {}
+    for steps in (1, 6):
+        layer = Retrieval(4, energy=energy, beta=0.3, eps=0.1, steps=steps)
+        counts[steps] = waits(lambda layer=layer: layer(q, sets, pad))
+    assert counts[1] == counts[6] and sum(counts[6].values()) == 1, counts

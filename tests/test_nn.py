@@ -452,6 +452,35 @@ def test_bad_input_raises_clear_errors():
         Retrieval(4, hidden_dim=3, out_dim=0)
 
 
+def test_the_functions_refuse_a_set_that_is_all_padding():
+    """memory_read, memory_step and read_weights called directly on a set that is all padding
+    raise AmlabError naming it, as the layers do (LSE's read-out of it was 0 / 0 = NaN);
+    compiled with fullgraph (no graph break) the check runs on the device: a RuntimeError."""
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, 4, generator=gen, dtype=F64) for _ in range(3))
+    beta = torch.tensor(0.7, dtype=F64)
+    pad = torch.tensor([[False, True, False], [True, True, True]])
+    empty = r"every memory of example\(s\) \[1\]"
+    for energy in ("lse", "lse_dot", "lsr"):
+        kw = {"energy": energy, "padding_mask": pad}
+        with pytest.raises(AmlabError, match=empty):
+            memory_read(q, k, v, beta, **kw)
+        with pytest.raises(AmlabError, match=empty):
+            memory_step(q, k, beta, **kw)
+        with pytest.raises(AmlabError, match=empty):
+            read_weights(q, k, beta, **kw)
+    ok = pad.clone()
+    ok[1, 0] = False
+    out, energy = memory_read(q, k, v, beta, padding_mask=ok)
+    assert bool(torch.isfinite(out).all() and torch.isfinite(energy).all())
+    compiled = torch.compile(
+        lambda q, k, pad: memory_step(q, k, beta, padding_mask=pad), fullgraph=True, backend="eager"
+    )
+    torch.testing.assert_close(compiled(q, k, ok), memory_step(q, k, beta, padding_mask=ok))
+    with pytest.raises(RuntimeError, match="every memory of an example as padding"):
+        compiled(q, k, pad)
+
+
 def test_memory_layer_reads_an_empty_batch():
     """No queries: empty output and energies (reshaping with -1 failed on the 0 size)."""
     layer = MemoryLayer(4, 10, value_dim=3, steps=2)

@@ -85,7 +85,7 @@ def load_model(
     tensors = read_tensors(tensors_file, remedy)  # as many numbers as the file holds
     with _BuildBudget(tensors):
         model = _build(cls, config, tensors, config_file, tensors_file)
-    _check_layout(model.state_dict(), tensors, config_file, tensors_file, kind)
+    _check_layout(model.state_dict(), tensors, config_file, tensors_file, cls)
     check_finite(tensors, tensors_file, remedy)
     model.load_state_dict(tensors)
     model.eval()
@@ -139,14 +139,27 @@ def _check_layout(
     saved: dict[str, torch.Tensor],
     config_file: Path,
     tensors_file: Path,
-    kind: str,
+    cls: type,
 ) -> None:
-    """The model built from a config holds exactly the saved tensors."""
+    """The model built from a config holds exactly the saved tensors. Tensors that only an
+    earlier layout of the model held (``cls.former_tensors``) mean the file predates a change
+    to the network: its weights must be trained again. Otherwise the config and the tensors
+    disagree (one edited, or the two from different saves): re-save the model."""
     mismatch = layout_mismatch(own, saved, "the config")
-    if mismatch is not None:
+    if mismatch is None:
+        return
+    kind = cls.__name__
+    former = getattr(cls, "former_tensors", {})
+    change = next((why for name, why in former.items() if name in saved and name not in own), None)
+    if change is not None:
         raise AmlabError(
-            f"{config_file} and {tensors_file} do not fit {kind}: {mismatch}; re-save the model."
+            f"{tensors_file} holds a {kind} of an earlier layout ({change}): its weights do "
+            f"not fit this version's {kind} and cannot be converted, re-saved or not. Train "
+            "the model again with this version of amlab (the command that trained it)."
         )
+    raise AmlabError(
+        f"{config_file} and {tensors_file} do not fit {kind}: {mismatch}; re-save the model."
+    )
 
 
 class _BuildBudget(TorchFunctionMode):

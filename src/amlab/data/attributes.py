@@ -17,7 +17,7 @@ An image with no ink measures 0 for all three.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -53,8 +53,17 @@ def thickness(images: Any, shape: tuple[int, ...]) -> torch.Tensor:
     return 2 * x.sum((1, 2)) / variation.clamp_min(1e-12)
 
 
-def _moments(images: Any, shape: tuple[int, ...]):
-    """The ink's mass, var(row), cov(column, up) and var(column), each (B,); up = -row."""
+class _Moments(NamedTuple):
+    """The ink's mass, var(up), cov(column, up) and var(column), each (B,); up = -row."""
+
+    mass: torch.Tensor
+    var_up: torch.Tensor
+    cov: torch.Tensor
+    var_column: torch.Tensor
+
+
+def _moments(images: Any, shape: tuple[int, ...]) -> _Moments:
+    """The ink's moments that :func:`slant` and :func:`size` read."""
     x = as_images(images, shape)
     h, w = x.shape[1:]
     rows = torch.arange(h, dtype=x.dtype)[:, None].expand(h, w)
@@ -69,22 +78,34 @@ def _moments(images: Any, shape: tuple[int, ...]):
     var_r = mean(rows**2) - r0**2
     var_c = mean(cols**2) - c0**2
     cov_rc = mean(rows * cols) - r0 * c0
-    return mass, var_r.clamp_min(0.0), -cov_rc, var_c.clamp_min(0.0)
+    return _Moments(mass, var_r.clamp_min(0.0), -cov_rc, var_c.clamp_min(0.0))
+
+
+def _slant(m: _Moments) -> torch.Tensor:
+    return torch.where((m.mass > 0) & (m.var_up > 0), m.cov / m.var_up.clamp_min(1e-12), 0.0)
+
+
+def _size(m: _Moments, shape: tuple[int, ...]) -> torch.Tensor:
+    return (m.var_up + m.var_column).sqrt() / int(shape[-2])  # H of (H, W) or (1, H, W)
 
 
 def slant(images: Any, shape: tuple[int, ...]) -> torch.Tensor:
     """Columns moved right per row risen (B,): cov(column, up) / var(up) of the ink."""
-    mass, var_up, cov, _ = _moments(images, shape)
-    return torch.where((mass > 0) & (var_up > 0), cov / var_up.clamp_min(1e-12), 0.0)
+    return _slant(_moments(images, shape))
 
 
 def size(images: Any, shape: tuple[int, ...]) -> torch.Tensor:
     """The ink's radius of gyration over the image height (B,)."""
-    _, var_r, _, var_c = _moments(images, shape)
-    return (var_r + var_c).sqrt() / int(shape[-2])  # H of (H, W) or (1, H, W)
+    return _size(_moments(images, shape), shape)
 
 
 def measure(images: Any, shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
-    """Every attribute of :data:`ATTRIBUTES` of the images, by name, each (B,)."""
-    functions = {"thickness": thickness, "size": size, "slant": slant}
-    return {name: functions[name](images, shape) for name in ATTRIBUTES}
+    """Every attribute of :data:`ATTRIBUTES` of the images, by name, each (B,) (the moments
+    that size and slant share computed once)."""
+    moments = _moments(images, shape)
+    values = {
+        "thickness": thickness(images, shape),
+        "size": _size(moments, shape),
+        "slant": _slant(moments),
+    }
+    return {name: values[name] for name in ATTRIBUTES}

@@ -241,6 +241,12 @@ class ConvDenoiser(LearnedDenoiser):
     """
 
     Config = ConvDenoiserConfig
+    # before amlab 42a42e6 each block added a Linear of the embedding (emb.i) before its
+    # second GroupNorm, which subtracted it again
+    former_tensors = {
+        "emb.0.weight": "saved before its conditioning moved after the GroupNorm, as FiLM, in "
+        "amlab commit 42a42e6"
+    }
 
     def __init__(
         self,

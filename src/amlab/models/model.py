@@ -18,19 +18,72 @@ from amlab.errors import AmlabError, as_float_tensor, check_scale, dtype_name
 from amlab.io import load_model, save_model
 
 
-class Model(nn.Module):
+class ScaledModule(nn.Module):
+    """A module whose float attributes named in :attr:`scales` (an inverse temperature, an
+    energy's floor) must lie within the range its dtype allows (:func:`amlab.errors.check_scale`):
+    checked when built (:meth:`_scale`) and again before ``.float()``, ``.double()``,
+    ``.half()`` or ``.to(dtype)`` converts the tensors. Every model is one, and so is every
+    layer of :mod:`amlab.nn`."""
+
+    #: float attributes that must lie within the range the module's dtype allows
+    #: (:func:`amlab.errors.check_scale`), each with whether it may be 0; checked when built
+    #: and again before the tensors change dtype
+    scales: ClassVar[dict[str, bool]] = {}
+
+    def _apply(self, fn, recurse: bool = True):
+        """Before ``.float()``, ``.double()``, ``.half()`` or ``.to(dtype)`` converts the
+        tensors, check that every scale of this module and of the modules inside it (an
+        EnergyTransformer block, a Pooling's Retrieval) lies within the new dtype's range: a
+        conversion that would overflow (beta = 1e60 into float32) is refused, and every module
+        is left as it was. (Called on a torch container that holds it, the conversion reaches
+        this module only after the container's earlier children have converted: see
+        ``docs/api/io.md``.)"""
+        for module in self.modules() if recurse else (self,):
+            if isinstance(module, ScaledModule):
+                module._check_scales_for(fn)
+        return super()._apply(fn, recurse)
+
+    def _scale(self, value: Any, name: str, dtype: torch.dtype) -> float:
+        """``value`` checked as the scale ``name`` of :attr:`scales` for ``dtype`` (whether it
+        may be 0 is the one :attr:`scales` says), for a constructor to set."""
+        return check_scale(value, name, dtype, allow_zero=self.scales[name])
+
+    def _check_scales_for(self, fn) -> None:
+        """Refuse the tensor conversion ``fn`` if it changes the dtype to one whose range
+        excludes one of :attr:`scales`."""
+        if not self.scales:
+            return
+        ref = self._reference()
+        dtype = fn(torch.empty(0, dtype=ref.dtype, device=ref.device)).dtype
+        if dtype != ref.dtype:
+            for name in self.scales:
+                value = getattr(self, name)
+                if isinstance(value, torch.Tensor):  # a learnable scale (a layer's beta)
+                    value = value.detach()
+                self._scale(value, name, dtype)
+
+    def _reference(self) -> torch.Tensor:
+        """The module's first floating parameter or buffer (all of them share dtype and
+        device)."""
+        for t in chain(self.parameters(), self.buffers()):
+            if t.is_floating_point():
+                return t
+        raise AmlabError(f"{type(self).__name__} holds no floating tensor.")
+
+
+class Model(ScaledModule):
     """Base class of every model: a subclass names its configuration dataclass ``Config``
-    and builds it from its current state in :attr:`config`."""
+    and builds it from its current state in :attr:`config`; its :attr:`scales` are checked
+    as :class:`ScaledModule` says."""
 
     #: the frozen dataclass of the model's configuration
     Config: ClassVar[type]
     #: the constructor takes the ``Config`` itself (``cls(config)``), not its fields
     takes_config: ClassVar[bool] = False
-
-    #: float attributes that must lie within the range the model's dtype allows
-    #: (:func:`amlab.errors.check_scale`), each with whether it may be 0; checked when built
-    #: and again before the tensors change dtype
-    scales: ClassVar[dict[str, bool]] = {}
+    #: tensors that only files of an earlier layout of this model hold, each with what
+    #: changed: such a file's weights cannot be loaded or converted, so
+    #: :func:`~amlab.io.load_model` says to train the model again, not to re-save it
+    former_tensors: ClassVar[dict[str, str]] = {}
 
     @property
     def config(self) -> Any:
@@ -51,39 +104,6 @@ class Model(nn.Module):
     def device(self) -> torch.device:
         """The device the model's tensors are on."""
         return self._reference().device
-
-    def _apply(self, fn, recurse: bool = True):
-        """Before ``.float()``, ``.double()``, ``.half()`` or ``.to(dtype)`` converts the
-        tensors, check that every scale of this model and of the models inside it (an
-        EnergyTransformer block) lies within the new dtype's range: a conversion that would
-        overflow (beta = 1e60 into float32) is refused, and every model is left as it was."""
-        for model in self.modules() if recurse else (self,):
-            if isinstance(model, Model):
-                model._check_scales_for(fn)
-        return super()._apply(fn, recurse)
-
-    def _scale(self, value: Any, name: str, dtype: torch.dtype) -> float:
-        """``value`` checked as the scale ``name`` of :attr:`scales` for ``dtype`` (whether it
-        may be 0 is the one :attr:`scales` says), for a constructor to set."""
-        return check_scale(value, name, dtype, allow_zero=self.scales[name])
-
-    def _check_scales_for(self, fn) -> None:
-        """Refuse the tensor conversion ``fn`` if it changes the dtype to one whose range
-        excludes one of :attr:`scales`."""
-        if not self.scales:
-            return
-        ref = self._reference()
-        dtype = fn(torch.empty(0, dtype=ref.dtype, device=ref.device)).dtype
-        if dtype != ref.dtype:
-            for name in self.scales:
-                self._scale(getattr(self, name), name, dtype)
-
-    def _reference(self) -> torch.Tensor:
-        """The model's first floating parameter or buffer (all of them share dtype and device)."""
-        for t in chain(self.parameters(), self.buffers()):
-            if t.is_floating_point():
-                return t
-        raise AmlabError(f"{type(self).__name__} holds no floating tensor.")
 
     # -- saving ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:

@@ -57,9 +57,37 @@ from torch.autograd.function import once_differentiable
 from amlab.energy.chunks import SCORE_BLOCK_ELEMENTS, chunk_ranges, score_block
 from amlab.energy.distances import sq_distances, sq_norms
 from amlab.energy.lsr import add_block_stats, lsr_energy_from_stats, lsr_weights_
+from amlab.errors import AmlabError
 
 #: the energies a memory read-out may use (the names of :class:`~amlab.models.DenseAM`)
 ENERGIES = ("lse", "lse_dot", "lsr")
+
+#: what a compiled read raises (a RuntimeError, from the device) for a set that is all padding
+EMPTY_SET = (
+    "padding_mask marks every memory of an example as padding; each example needs at least "
+    "one memory to read from."
+)
+
+
+def check_every_set_has_memory(padding_mask: torch.Tensor | None) -> None:
+    """Every set (row of the bool ``padding_mask`` (G, M), True at padding) holds at least one
+    memory that is not padding: a set that is all padding has no read-out (LSE's would be
+    0 / 0 = NaN). Eagerly this reads one value back to the host and raises AmlabError naming
+    the sets; under ``torch.compile`` it runs on the device instead
+    (``torch._assert_async``: a RuntimeError saying :data:`EMPTY_SET`), so that the compiled
+    graph neither breaks nor waits. (torch has no public device-side assert; the private
+    ``torch._check`` and ``torch._check_tensor_all`` compile to an ``.item()``, a value read
+    back to the host, and lose the message: docs/nn.md.)"""
+    if padding_mask is None:
+        return
+    empty = padding_mask.all(1)
+    if torch.compiler.is_compiling():  # a value read back to the host would break the graph
+        torch._assert_async(~empty.any(), EMPTY_SET)  # checked on the device: a RuntimeError
+    elif bool(empty.any()):
+        raise AmlabError(
+            f"padding_mask marks every memory of example(s) {empty.nonzero()[:, 0].tolist()[:10]}"
+            " as padding; each example needs at least one memory to read from."
+        )
 
 
 def memory_read(
@@ -80,12 +108,15 @@ def memory_read(
             keys themselves (auto-association); beta: a 0-dim tensor > 0.
         energy: "lse", "lse_dot" or "lsr"; eps: LSR's floor inside the log (>= 0).
         padding_mask: (G, M) bool, True where a memory is padding (ignored); every set
-            must hold at least one memory that is not padding.
+            must hold at least one memory that is not padding
+            (:func:`check_every_set_has_memory`, which this function runs).
         chunk_size: memories per chunk (None: picked from G * N and the device).
 
-    The layers of :mod:`amlab.nn` check their input; this function does not.
+    The layers of :mod:`amlab.nn` check their input; this function checks only that no set
+    is all padding (where the read-out is undefined, not merely wrong).
     """
-    return _MemoryRead.apply(queries, keys, values, beta, energy, eps, padding_mask, chunk_size)
+    check_every_set_has_memory(padding_mask)
+    return unchecked_read(queries, keys, values, beta, energy, eps, padding_mask, chunk_size)
 
 
 def memory_step(
@@ -100,8 +131,20 @@ def memory_step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One move of the states that never raises their energy (see the module docstring): the
     new states (G, N, D) and the energy (G, N) of the states it started from. LSE: the
-    read-out of the keys (the attention update); LSR: the damped centroid step. Arguments as
-    :func:`memory_read`."""
+    read-out of the keys (the attention update); LSR: the damped centroid step. Arguments
+    (and the one check) as :func:`memory_read`."""
+    check_every_set_has_memory(padding_mask)
+    return unchecked_step(queries, keys, beta, energy, eps, padding_mask, chunk_size)
+
+
+def unchecked_read(queries, keys, values, beta, energy, eps, padding_mask, chunk_size):
+    """:func:`memory_read` without its check, for a caller that ran
+    :func:`check_every_set_has_memory` once for many steps (a layer)."""
+    return _MemoryRead.apply(queries, keys, values, beta, energy, eps, padding_mask, chunk_size)
+
+
+def unchecked_step(queries, keys, beta, energy, eps, padding_mask, chunk_size):
+    """:func:`memory_step` without its check, as :func:`unchecked_read`."""
     if energy == "lsr":
         return _LSRStep.apply(queries, keys, beta, eps, padding_mask, chunk_size)
     return _MemoryRead.apply(queries, keys, None, beta, energy, eps, padding_mask, chunk_size)
@@ -119,7 +162,9 @@ def read_weights(
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     """The read-out's weights w (G, N, M), for inspection (they hold G * N * M numbers):
-    softmax for LSE, ``ReLU(1 + a) / (eps + Z)`` for LSR (exact zeros outside the supports)."""
+    softmax for LSE, ``ReLU(1 + a) / (eps + Z)`` for LSR (exact zeros outside the supports).
+    Arguments (and the one check) as :func:`memory_read`."""
+    check_every_set_has_memory(padding_mask)
     chunks = _Chunks(queries, keys, beta, energy, padding_mask)
     norm = _normaliser_pass(chunks, keys[..., :0], eps, chunk_size)[1]
     return torch.cat(

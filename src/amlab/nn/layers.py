@@ -23,11 +23,16 @@ from amlab.errors import (
     check_dtype,
     check_positive,
     check_positive_int,
-    check_scale,
     check_steps,
 )
-from amlab.models.model import seeded
-from amlab.nn.functional import ENERGIES, memory_read, memory_step, read_weights
+from amlab.models.model import ScaledModule, seeded
+from amlab.nn.functional import (
+    ENERGIES,
+    check_every_set_has_memory,
+    read_weights,
+    unchecked_read,
+    unchecked_step,
+)
 
 
 class Retrieved(NamedTuple):
@@ -38,21 +43,25 @@ class Retrieved(NamedTuple):
     energies: torch.Tensor
 
 
-class _MemoryReader(nn.Module):
+class _MemoryReader(ScaledModule):
     """What the layers share: the energy, beta (fixed or learnable, kept positive by its
-    logarithm), the number of steps, the chunk size, the dtype, and the steps themselves."""
+    logarithm), the number of steps, the chunk size, the dtype, and the steps themselves.
+    beta and eps lie within the dtype's range, as a model's scales: beyond it the energies
+    overflow. Checked when built and before ``.float()``, ``.half()`` or ``.to(dtype)``,
+    which refuse a dtype whose range excludes them and leave the layer as it was."""
+
+    scales = {"beta": False, "eps": True}
 
     def __init__(self, energy, beta, learn_beta, eps, steps, chunk_size, dtype) -> None:
         super().__init__()
         self.energy = check_choice(energy, "energy", ENERGIES)
         dtype = check_dtype(dtype)
-        # within the dtype's range, as a model's scales: beyond it the energies overflow
-        self.eps = check_scale(eps, "eps", dtype, allow_zero=True)
+        self.eps = self._scale(eps, "eps", dtype)
         self.steps = check_steps(steps)
         self.chunk_size = (
             None if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
         )
-        log_beta = torch.tensor(math.log(check_scale(beta, "beta", dtype)), dtype=dtype)
+        log_beta = torch.tensor(math.log(self._scale(beta, "beta", dtype)), dtype=dtype)
         if learn_beta:
             self.log_beta = nn.Parameter(log_beta)
         else:
@@ -70,14 +79,16 @@ class _MemoryReader(nn.Module):
 
     def _read(self, q, keys, values, padding_mask) -> Retrieved:
         """``steps - 1`` moves of q (G, N, D) on the keys (G, M, D), then the read-out of the
-        values (G, M, E) (None or the keys themselves: the keys)."""
+        values (G, M, E) (None or the keys themselves: the keys). The sets were checked once
+        (:func:`check_sets`), so the steps run :func:`~amlab.nn.functional.unchecked_step` and
+        :func:`~amlab.nn.functional.unchecked_read`, which do not check them again."""
         beta, settings = self.beta, self._settings(padding_mask)
         energies = []
         for _ in range(self.steps - 1):
-            q, e = memory_step(q, keys, beta, **settings)
+            q, e = unchecked_step(q, keys, beta, **settings)
             energies.append(e)
         # the keys as values are passed as None: one tensor given twice breaks torch.compile
-        out, e = memory_read(q, keys, None if values is keys else values, beta, **settings)
+        out, e = unchecked_read(q, keys, None if values is keys else values, beta, **settings)
         energies.append(e)
         return Retrieved(out, torch.stack(energies))
 
@@ -212,10 +223,9 @@ class Retrieval(_MemoryReader):
 
 def check_sets(batch: int, memories: torch.Tensor, padding_mask: torch.Tensor | None) -> None:
     """Memories (B, M, D) for ``batch`` examples, with M >= 1 and a bool padding mask (B, M)
-    that leaves every example at least one memory. That last check reads a value back to the
-    host (an AmlabError naming the examples); under ``torch.compile`` it runs on the device
-    instead (``torch._assert_async``: a RuntimeError saying :data:`EMPTY_SET`), so that the
-    compiled graph does not break."""
+    that leaves every example at least one memory
+    (:func:`~amlab.nn.functional.check_every_set_has_memory`: eagerly an AmlabError naming
+    the examples, compiled a RuntimeError from the device)."""
     if memories.shape[0] != batch:
         raise AmlabError(
             f"the queries hold {batch} examples but the memories {memories.shape[0]} sets; "
@@ -239,21 +249,7 @@ def check_sets(batch: int, memories: torch.Tensor, padding_mask: torch.Tensor | 
         raise AmlabError(
             f"padding_mask is on {padding_mask.device} but the memories on {memories.device}."
         )
-    empty = padding_mask.all(1)
-    if torch.compiler.is_compiling():  # a value read back to the host would break the graph
-        torch._assert_async(~empty.any(), EMPTY_SET)  # checked on the device: a RuntimeError
-    elif bool(empty.any()):
-        raise AmlabError(
-            f"padding_mask marks every memory of example(s) {empty.nonzero()[:, 0].tolist()[:10]}"
-            " as padding; each example needs at least one memory to read from."
-        )
-
-
-#: what a compiled layer raises (a RuntimeError, from the device) for a set that is all padding
-EMPTY_SET = (
-    "padding_mask marks every memory of an example as padding; each example needs at least "
-    "one memory to read from."
-)
+    check_every_set_has_memory(padding_mask)
 
 
 class MemoryLayer(_MemoryReader):
@@ -330,7 +326,7 @@ class MemoryLayer(_MemoryReader):
         return self.in_proj(x).reshape(1, -1, self.dim)
 
 
-class Pooling(nn.Module):
+class Pooling(ScaledModule):
     """Pooling of a set by learnable queries (``HopfieldPooling`` of hopfield-layers; the
     pooling of multiple-instance learning).
 
@@ -338,7 +334,9 @@ class Pooling(nn.Module):
     :class:`Retrieved` with output (B, num_queries, out) and energies (steps, B,
     num_queries). The ``num_queries`` queries (num_queries, dim) are an ``nn.Parameter``;
     ``retrieval`` is the :class:`Retrieval` they read with (its projections: ``hidden_dim``,
-    ``out_dim``).
+    ``out_dim``). A conversion its retrieval's beta or eps refuses leaves the queries as
+    they were too (a :class:`~amlab.models.model.ScaledModule` checks every module inside
+    it before any converts).
 
     Args:
         dim: the set elements' dimension. num_queries: learnable queries.
