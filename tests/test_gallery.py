@@ -3,7 +3,9 @@ generation resumed, the query layer over generated and DiffusionDB-shaped tables
 included), bad input, and the shipped text model's prompt adherence."""
 
 import json
+import math
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -15,10 +17,12 @@ from typer.testing import CliRunner
 from amlab.cli import app
 from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import tokenize
+from amlab.diffusion import sample
 from amlab.errors import AmlabError
 from amlab.tasks.diffusion import ImageDiffusionConfig, draw_samples, train_image_model
 from amlab.tasks.gallery import (
     DIFFUSIONDB_SCHEMA,
+    SAMPLER_CODE,
     SAMPLER_CODES,
     GallerySpec,
     audit_gallery,
@@ -26,6 +30,8 @@ from amlab.tasks.gallery import (
     read_png,
     read_prompts,
     regenerate,
+    row_settings,
+    sample_image,
 )
 from amlab.tasks.gallery_query import query, stats
 from amlab.tasks.prompts import adherence, judge, load_text_model
@@ -391,3 +397,67 @@ def test_a_prompts_file_gives_the_prompts(tmp_path):
         read_prompts(tmp_path / "none.txt")
     with pytest.raises(AmlabError, match="seeds must lie in"):
         GallerySpec(("a 7",), seeds=(2**32,))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("seeds", 1.5, "each seed must be an integer; got 1.5"),
+        ("seeds", 2.0, "each seed must be an integer; got 2.0"),
+        ("seeds", True, "each seed must be an integer; got True"),
+        ("seeds", -1, "each seed must be an integer >= 0; got -1"),
+        ("steps", 10.5, "each number of steps must be an integer; got 10.5"),
+        ("steps", False, "each number of steps must be an integer; got False"),
+        ("steps", 0, "each number of steps must be an integer >= 1; got 0"),
+        ("steps", 2**16, "steps must lie in"),
+    ],
+)
+def test_a_seed_or_steps_that_is_no_integer_is_refused_not_truncated(field, value, message):
+    with pytest.raises(AmlabError, match=message):
+        GallerySpec(("a 7",), **{field: (3, value)})
+    spec = GallerySpec(("a 7",), seeds=(np.uint32(2**32 - 1),), steps=(np.int64(4),))
+    assert spec.rows()[0]["seed"] == 2**32 - 1 and spec.rows()[0]["steps"] == 4
+
+
+# -- the start noise is the explainer's ------------------------------------------------------------
+def test_a_rows_start_noise_is_the_browsers_normals_for_its_seed(model):
+    """Seed 42 of rng.ts's known answers (web/src/lib/rng.vectors.json, 64 normals): the
+    gallery's Heun image is Heun from those normals times the prior's scale."""
+    vectors = json.loads((Path(__file__).parents[1] / "web/src/lib/rng.vectors.json").read_text())
+    known = next(c["normals"] for c in vectors["cases"] if c["seed"] == 42)
+    net = model.network
+    schedule = net.schedule
+    scale = math.hypot(schedule.alpha(1.0), schedule.sigma(1.0))
+    start = (torch.tensor(known, dtype=torch.float64) * scale).float()[None]
+    settings = {"prompt": "a thick 3", "seed": 42, "cfg": 2.5, "steps": 5, "sampler": "heun"}
+    tokens = tokenize([settings["prompt"]], net.vocabulary)
+    run = sample(net.score_fn(tokens, 2.5), schedule, start, steps=5, method="heun")
+    with torch.no_grad():
+        want = net.denoise(run.states, schedule.t_end, tokens, 2.5)[0]
+    image = sample_image(model, settings)
+    torch.testing.assert_close(image, want, rtol=0, atol=1e-6)
+    pixels = regenerate({**settings, "step": 5, "sampler": SAMPLER_CODE["heun"]}, model)
+    assert np.array_equal(pixels.reshape(-1), (want.clamp(0, 1) * 255).round().byte().numpy())
+    # Euler-Maruyama starts there too, then draws its steps' noise from torch's generator
+    noisy = {**settings, "sampler": "euler_maruyama", "steps": 1}
+    g = torch.Generator().manual_seed(42)
+    moved = sample(
+        net.score_fn(tokens, 2.5), schedule, start, steps=1, method="euler_maruyama", generator=g
+    )
+    with torch.no_grad():
+        want = net.denoise(moved.states, schedule.t_end, tokens, 2.5)[0]
+    torch.testing.assert_close(sample_image(model, noisy), want, rtol=0, atol=1e-6)
+
+
+def test_a_rows_float32_guidance_is_read_as_it_was_given(tmp_path, model):
+    spec = GallerySpec(("a thin 2",), seeds=(4,), guidance=(2.2,), steps=(3,))
+    generate(spec, tmp_path, model)
+    (row,) = pq.read_table(tmp_path / "metadata.parquet").to_pylist()
+    assert row["cfg"] != 2.2 and row_settings(row)["cfg"] == 2.2  # float32 in the table
+    stored = read_png(tmp_path / "images" / "part-000001" / row["image_name"])
+    assert np.array_equal(regenerate(row, model), stored)
+
+
+def test_draw_samples_refuses_a_start_of_the_wrong_shape(model):
+    with pytest.raises(AmlabError, match=r"start must have shape \(2, 64\)"):
+        draw_samples(model.network, 2, 3, 0, start=torch.zeros(1, 64))

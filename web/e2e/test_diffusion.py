@@ -8,8 +8,6 @@ its memory the digits of that caption, an unknown word is named, the address set
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from playwright.sync_api import expect
@@ -17,11 +15,11 @@ from playwright.sync_api import expect
 from amlab.data import digits
 from amlab.data.captions import CaptionScheme, request, tokenize
 from amlab.diffusion import ConvDenoiser, EmpiricalDenoiser, TextConvDenoiser, sample
+from amlab.diffusion.rng import normals
 from amlab.explain.diffusion_onnx import SAMPLER, SHIPPED_DENOISER, SHIPPED_TEXT_DENOISER
 from amlab.io import read_json
 
 STEPS = SAMPLER["steps"]
-MASK = 0xFFFFFFFF
 
 
 def wait_for_run(page, key: str) -> None:
@@ -137,28 +135,6 @@ def test_diffusion_state_lives_in_the_address(offline, base_url):
 
 
 # -- text prompts ------------------------------------------------------------------------------
-def seeded_normals(n: int, seed: int) -> np.ndarray:
-    """The page's start noise for a seed, written again here: mulberry32 (web/src/lib/rng.ts)
-    by Box-Muller, in uint32 arithmetic."""
-    a = seed & MASK
-
-    def uniform() -> float:
-        nonlocal a
-        a = (a + 0x6D2B79F5) & MASK
-        t = ((a ^ (a >> 15)) * (a | 1)) & MASK
-        t ^= (t + ((t ^ (t >> 7)) * (t | 61))) & MASK
-        return ((t ^ (t >> 14)) & MASK) / 2**32
-
-    out = np.empty(n)
-    for i in range(0, n, 2):
-        r = math.sqrt(-2 * math.log(1 - uniform()))
-        theta = 2 * math.pi * uniform()
-        out[i] = r * math.cos(theta)
-        if i + 1 < n:
-            out[i + 1] = r * math.sin(theta)
-    return out
-
-
 def caption_memory(prompt: str) -> tuple[torch.Tensor, bool]:
     """The stored digits (float64) whose caption (under the text model's terciles) asks for
     what the prompt asks, and True; where there are none, the digits of its class and False."""
@@ -173,19 +149,23 @@ def caption_memory(prompt: str) -> tuple[torch.Tensor, bool]:
     return data.images[data.labels == asked.digit], False
 
 
-def check_text_run(page, read, prompts, seed: int, guidance: float, steps: int) -> None:
-    """The page's learned runs are TextConvDenoiser's guided Heun runs from the page's start,
-    which is the seed's noise; its empirical runs those of the captioned digits' memory."""
+def check_text_run(
+    page, read, prompts, seed: int, guidance: float, steps: int, method: str = "heun"
+) -> None:
+    """The page's learned runs are TextConvDenoiser's guided runs (Heun or Euler) from the
+    page's start, which is the seed's noise (amlab.diffusion.rng, the twin of the page's
+    generator); its empirical runs those of the captioned digits' memory."""
     model = TextConvDenoiser.load(SHIPPED_TEXT_DENOISER)
     schedule = model.schedule
     scale = float(np.hypot(schedule.alpha(1.0), schedule.sigma(1.0)))
     start = read(page, "run", "data-start")
-    np.testing.assert_allclose(start, seeded_normals(64, seed) * scale, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(start, normals(64, seed).numpy() * scale, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(read(page, "run", "data-times"), schedule.times(steps).numpy())
     x0 = torch.tensor(start, dtype=torch.float32)[None]
     for key, prompt in zip("ab", prompts, strict=True):
         tokens = tokenize([prompt], model.vocabulary)
-        run = sample(model.score_fn(tokens, guidance), schedule, x0, steps=steps, record=True)
+        score = model.score_fn(tokens, guidance)
+        run = sample(score, schedule, x0, steps=steps, method=method, record=True)
         with torch.no_grad():
             image = model.denoise(run.states, schedule.t_end, tokens, guidance)[0].numpy()
         states = read(page, f"traj-{key}-learned", "data-states")
@@ -194,7 +174,9 @@ def check_text_run(page, read, prompts, seed: int, guidance: float, steps: int) 
         np.testing.assert_allclose(denoised[-1], image, rtol=1e-4, atol=1e-4)
         stored, exact_caption = caption_memory(prompt)
         memory = EmpiricalDenoiser(stored, schedule)
-        exact = sample(memory.score_fn(), schedule, x0.double(), steps=steps, record=True)
+        exact = sample(
+            memory.score_fn(), schedule, x0.double(), steps=steps, method=method, record=True
+        )
         np.testing.assert_allclose(
             read(page, f"traj-{key}-empirical", "data-states"),
             exact.path[:, 0].numpy(),
@@ -264,3 +246,26 @@ def test_diffusion_text_prompt_lives_in_the_address(offline, base_url, read):
     assert "prompt=a+thin+large+3&prompt_b=a+thin+upright+7&seed=9&guidance=1.5&steps=12" in (
         page.url
     )
+
+
+def test_diffusion_sampler_lives_in_the_address(offline, base_url, read):
+    """sampler=euler runs the probability-flow ODE by Euler (Python's Euler from the same
+    start); the select switches back to Heun and the address follows."""
+    page = offline.page
+    page.goto(f"{base_url}#/diffusion?prompt=a%20thick%201&seed=6&guidance=2&steps=9&sampler=euler")
+    expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
+    run = page.locator("[data-testid=run]")
+    wait_for_run(page, "a thick 1|a thin upright 7:6:2:9")
+    expect(run).to_have_attribute("data-sampler", "euler")
+    expect(page.locator("[data-testid=sampler]")).to_have_value("euler")
+    check_text_run(page, read, ("a thick 1", "a thin upright 7"), 6, 2.0, 9, method="euler")
+    assert "steps=9&k=0&sampler=euler" in page.url
+    page.select_option("[data-testid=sampler]", "heun")
+    expect(run).to_have_attribute("data-sampler", "heun", timeout=60_000)
+    check_text_run(page, read, ("a thick 1", "a thin upright 7"), 6, 2.0, 9)
+    assert "sampler=heun" in page.url
+    # a sampler the view lacks is not run: the model's own (Heun) is
+    page.goto(f"{base_url}#/diffusion?prompt=a%20thick%201&seed=6&steps=9&sampler=euler_maruyama")
+    page.reload()
+    expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
+    expect(run).to_have_attribute("data-sampler", "heun", timeout=60_000)

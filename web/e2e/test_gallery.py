@@ -1,7 +1,8 @@
 """The gallery view in the browser: it reads the shipped gallery's metadata.parquet itself
 (hyparquet, network blocked), shows one point per row, filters as DuckDB does, shows a clicked
-row's prompt and settings and links it into the diffusion view; a malformed parquet, or one
-lacking a column, shows what is wrong."""
+row's prompt and settings and links it into the diffusion view, which redraws the row's image
+(the same start noise for the seed in the page as in Python) or says why it cannot; a
+malformed parquet, or one lacking a column, shows what is wrong."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from playwright.sync_api import expect
 
 from amlab.explain import STATIC_DIR
+from amlab.tasks.gallery import read_png, row_settings, sample_image
+from amlab.tasks.prompts import load_text_model
 
 SERVED = STATIC_DIR / "data" / "gallery" / "metadata.parquet"
 
@@ -90,6 +95,7 @@ def test_gallery_map_filters_and_selection_are_the_parquets(offline, base_url):
         "seed": str(row["seed"]),
         "guidance": f"{row['cfg']:g}",
         "steps": str(row["step"]),
+        "sampler": "heun",
     }
     # the view's state is in the route: a reload shows the same selection and filters
     page.reload()
@@ -106,6 +112,64 @@ def test_gallery_map_filters_and_selection_are_the_parquets(offline, base_url):
     expect(page.locator("[data-testid=prompt-text-a]")).to_have_value(row["prompt"])
     expect(page.locator("[data-testid=steps]")).to_have_value(str(row["step"]))
     assert f"seed={row['seed']}" in page.url and f"guidance={row['cfg']:g}" in page.url
+
+
+def test_a_rows_link_redraws_its_image_in_the_diffusion_view(offline, base_url, read):
+    """Follow a row's link: the diffusion view's learned run for prompt A ends on the row's
+    image, the float image the Python sampler draws for the row (to float32 and ONNX
+    rounding), and, stored as the gallery stores it (clipped, times 255, rounded), its PNG."""
+    page = offline.page
+    rows = pq.read_table(SERVED).to_pylist()
+    # 30 Heun steps at guidance 3: the longest runs, the strongest guidance
+    row = next(
+        r
+        for r in rows
+        if (r["prompt"], r["seed"], r["cfg"], r["step"]) == ("a thin slanted 7", 2, 3, 30)
+    )
+    open_gallery(page, base_url, f"?image={row['image_name']}")
+    expect(page.locator("[data-testid=selected]")).to_have_attribute(
+        "data-image", row["image_name"]
+    )
+    expect(page.locator("[data-testid=link-reproduces]")).to_contain_text("redraws this image")
+    expect(page.locator("[data-testid=link-caveat]")).to_have_count(0)
+    page.click("[data-testid=diffusion-link]")
+    run = page.locator("[data-testid=run]")
+    expect(run).to_have_attribute(
+        "data-for", f"{row['prompt']}|a thin upright 7:2:3:30", timeout=60_000
+    )
+    expect(run).to_have_attribute("data-sampler", "heun")
+    final = read(page, "traj-a-learned", "data-denoised")[-1]
+    python = sample_image(load_text_model(), row_settings(row)).double().numpy()
+    np.testing.assert_allclose(final, python, rtol=0, atol=1e-4)
+    stored = read_png(SERVED.parent / f"images/part-{row['part_id']:06d}/{row['image_name']}")
+    pixels = np.round(np.clip(final, 0, 1) * 255).reshape(stored.shape)
+    # a pixel may round the other way only where the image sits on a rounding edge
+    edge = np.abs(np.clip(python, 0, 1) * 255 % 1 - 0.5).reshape(stored.shape) < 0.05
+    differs = pixels != stored
+    assert np.abs(pixels - stored).max() <= 1 and not (differs & ~edge).any(), (pixels, stored)
+    print(
+        f"page vs Python: max |difference| {np.abs(final - python).max():.2e}, "
+        f"{int(differs.sum())} of {stored.size} stored pixels differ by one"
+    )
+
+
+def test_a_row_the_view_cannot_redraw_says_so(offline, base_url):
+    """A row of Euler-Maruyama (sampler code 9: noise at every step, from torch's generator):
+    the link passes no sampler the view lacks and the view says it cannot redraw the image."""
+    page = offline.page
+    table = pq.read_table(SERVED)
+    codes = pa.array([9] * table.num_rows, pa.uint8())
+    noisy = table.set_column(table.schema.get_field_index("sampler"), "sampler", codes)
+    buffer = io.BytesIO()
+    pq.write_table(noisy, buffer)
+    serve_instead(page, buffer.getvalue())
+    name = table["image_name"][0].as_py()
+    open_gallery(page, base_url, f"?image={name}")
+    expect(page.locator("[data-testid=link-caveat]")).to_contain_text(
+        "cannot redraw this image: it was drawn by Euler-Maruyama"
+    )
+    expect(page.locator("[data-testid=link-reproduces]")).to_have_count(0)
+    assert "sampler=" not in page.get_attribute("[data-testid=diffusion-link]", "href")
 
 
 def serve_instead(page, body: bytes) -> None:

@@ -3,6 +3,8 @@
 - :mod:`~amlab.diffusion.schedules`: VE and VP noise schedules.
 - :mod:`~amlab.diffusion.samplers`: probability-flow ODE (Euler, Heun) and reverse SDE
   (Euler-Maruyama) samplers for any score function.
+- :mod:`~amlab.diffusion.rng`: the explainer's seeded generator (mulberry32, Box-Muller) in
+  Python, for start noise that a seed draws the same in the browser.
 - :class:`Denoiser`: D(x, t), its score and energy, classifier-free guidance; every denoiser
   follows the model protocol of :mod:`amlab.models` (config, save/load, seed, dtype).
 - :class:`EmpiricalDenoiser`: the exact denoiser of a finite set, an LSE DenseAM with

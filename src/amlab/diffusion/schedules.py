@@ -79,8 +79,11 @@ class Schedule:
         next to sigma_max (VE).
         """
         num, dim = check_positive_int(num, "num"), check_positive_int(dim, "dim")
-        scale = math.hypot(self.alpha(1.0), self.sigma(1.0))
-        return scale * torch.randn(num, dim, generator=generator, dtype=dtype)
+        return self.prior_scale() * torch.randn(num, dim, generator=generator, dtype=dtype)
+
+    def prior_scale(self) -> float:
+        """The prior's standard deviation, sqrt(alpha_1^2 + sigma_1^2)."""
+        return math.hypot(self.alpha(1.0), self.sigma(1.0))
 
     def check_time(self, t: float) -> float:
         try:

@@ -285,7 +285,7 @@ def _schedule_case(schedule: Schedule, steps: int = 8) -> dict:
         "noise_level": [schedule.noise_level(t) for t in times],
         "drift": [schedule.drift(t) for t in times],
         "diffusion_sq": [schedule.diffusion_sq(t) for t in times],
-        "prior_scale": math.hypot(schedule.alpha(1.0), schedule.sigma(1.0)),
+        "prior_scale": schedule.prior_scale(),
     }
 
 

@@ -78,14 +78,22 @@ def draw_samples(
     labels=None,
     guidance=1.0,
     method: str = "heun",
+    start: torch.Tensor | None = None,
 ):
     """n samples: the sampler ``method`` (default the probability-flow ODE by Heun) from the
     prior down to sigma_min, then one last denoising step D(x, t_end) (the usual final step
     to sigma = 0). The prior's draw and then the SDE's noise come from one generator seeded
-    with ``seed``."""
+    with ``seed``; a given ``start`` (n, D) replaces the prior's draw (the SDE's noise still
+    comes from that generator)."""
     g = torch.Generator().manual_seed(seed)
     schedule = denoiser.schedule
-    start = schedule.prior(n, denoiser.dim, g)
+    if start is None:
+        start = schedule.prior(n, denoiser.dim, g)
+    elif tuple(start.shape) != (n, denoiser.dim):
+        raise AmlabError(
+            f"start must have shape ({n}, {denoiser.dim}), one state per sample; "
+            f"got {tuple(start.shape)}."
+        )
     score = denoiser.score_fn(labels, guidance)
     states = sample(score, schedule, start, steps=steps, method=method, generator=g).states
     with torch.no_grad():

@@ -16,9 +16,12 @@ distance to it, the measured class and attributes and whether each is what the p
 (:mod:`amlab.analysis.memorisation`). Everything is measured on the stored picture (the PNG's
 bytes / 255), so a row can be checked from its file alone.
 
-Each image is drawn alone (a batch of one) from its settings: the prior from a generator
-seeded with ``seed``, the sampler's noise (Euler-Maruyama) from the same generator, so
-:func:`regenerate` draws any row again bit for bit (on the same PyTorch build). A part's
+Each image is drawn alone (a batch of one) from its settings: seed s means the start noise
+``normals(D, s)`` times the prior's scale (:func:`amlab.diffusion.rng.seeded_prior`, the
+explainer's own generator, so the browser's diffusion view starts from the same noise and
+its Heun or Euler run ends on the same image up to float32 rounding); Euler-Maruyama's
+per-step noise comes from a torch generator seeded with ``seed`` (the browser cannot draw
+that). :func:`regenerate` draws any row again bit for bit (on the same PyTorch build). A part's
 ``.amlab/part-XXXXXX.parquet`` is written last, atomically: a killed run keeps the parts it
 finished, and ``--resume`` draws only the rest.
 """
@@ -47,6 +50,7 @@ from amlab.analysis.memorisation import AUDIT_CLASSES, Audit, audit
 from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import request, tokenize
 from amlab.diffusion import SAMPLERS
+from amlab.diffusion.rng import seeded_prior
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json, read_text
 from amlab.tasks.prompts import JUDGED, TextModel, adherence, judge, load_text_model
@@ -124,12 +128,12 @@ class GallerySpec:
         if not self.prompts:
             raise AmlabError("the gallery needs at least one prompt.")
         for seed in self.seeds:
-            if not 0 <= int(seed) < 2**32:
+            if not check_positive_int(seed, "each seed", allow_zero=True) < 2**32:
                 raise AmlabError(f"seeds must lie in [0, 2^32) (DiffusionDB's uint32); got {seed}.")
         for w in self.guidance:
             check_positive(w, "guidance", allow_zero=True)
         for n in self.steps:
-            if not 1 <= int(n) < 2**16:
+            if not check_positive_int(n, "each number of steps") < 2**16:
                 raise AmlabError(f"steps must lie in [1, 65535]; got {n}.")
         for name in self.samplers:
             check_choice(name, "sampler", SAMPLERS)
@@ -181,24 +185,42 @@ def read_prompts(path: str | Path) -> tuple[str, ...]:
     return prompts
 
 
-def render(model: TextModel, settings: dict[str, Any]) -> np.ndarray:
-    """The picture (H, W) uint8 that ``settings`` (prompt, seed, cfg, steps, sampler) draw
-    from ``model``: one image, the prior and the sampler's noise from one generator seeded
-    with ``seed``, then the final denoising step; ink clipped to [0, 1] and rounded."""
+def sample_image(model: TextModel, settings: dict[str, Any]) -> torch.Tensor:
+    """The image (D,) float32, before it is stored, that ``settings`` (prompt, seed, cfg,
+    steps, sampler) draw from ``model``: one image from the seed's start noise
+    (:func:`~amlab.diffusion.rng.seeded_prior`), the sampler (Euler-Maruyama's noise from a
+    torch generator seeded with ``seed``), then the final denoising step."""
     from amlab.tasks.diffusion import draw_samples  # it brings matplotlib, which a query needs not
 
     net = model.network
     tokens = tokenize([settings["prompt"]], net.vocabulary)
+    start = seeded_prior(net.schedule, net.dim, settings["seed"])
     final = draw_samples(
-        net, 1, settings["steps"], settings["seed"], tokens, settings["cfg"], settings["sampler"]
+        net,
+        1,
+        settings["steps"],
+        settings["seed"],
+        tokens,
+        settings["cfg"],
+        settings["sampler"],
+        start=start,
     )
+    return final[0]
+
+
+def render(model: TextModel, settings: dict[str, Any]) -> np.ndarray:
+    """The picture (H, W) uint8 of ``settings`` (:func:`sample_image`): ink clipped to [0, 1],
+    times 255, rounded."""
     height, width = model.train.shape[-2:]
+    final = sample_image(model, settings)
     pixels = (final.reshape(height, width).clamp(0, 1) * 255).round()
     return pixels.to(torch.uint8).numpy()
 
 
-def regenerate(row: dict[str, Any], model: TextModel) -> np.ndarray:
-    """The picture of a metadata row (a dict of its columns), drawn again from its settings."""
+def row_settings(row: dict[str, Any]) -> dict[str, Any]:
+    """The settings (prompt, seed, cfg, steps, sampler) a metadata row (a dict of its
+    columns) was drawn with. ``cfg`` is stored as float32: it is read back as the shortest
+    decimal that float32 rounds to it (2.2, not 2.2000000476837158), as it was given."""
     codes = {code: name for name, code in SAMPLER_CODE.items()}
     if row["sampler"] not in codes:
         ours = ", ".join(f"{code} {SAMPLER_LABELS[codes[code]]}" for code in sorted(codes))
@@ -206,14 +228,18 @@ def regenerate(row: dict[str, Any], model: TextModel) -> np.ndarray:
             f"sampler code {row['sampler']} ({SAMPLER_CODES.get(row['sampler'], '?')}) is not "
             f"one of amlab's samplers ({ours})."
         )
-    settings = {
+    return {
         "prompt": row["prompt"],
         "seed": int(row["seed"]),
-        "cfg": float(row["cfg"]),
+        "cfg": float(str(np.float32(row["cfg"]))),
         "steps": int(row["step"]),
         "sampler": codes[row["sampler"]],
     }
-    return render(model, settings)
+
+
+def regenerate(row: dict[str, Any], model: TextModel) -> np.ndarray:
+    """The picture of a metadata row (a dict of its columns), drawn again from its settings."""
+    return render(model, row_settings(row))
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -19,6 +19,7 @@ import {
   paramsOf,
   readGallery,
   rowColours,
+  unreproducible,
   VIEW_COLUMNS,
 } from "./gallery";
 
@@ -97,13 +98,26 @@ describe("links and labels", () => {
     }
   });
 
-  it("open the diffusion view at the row's prompt, seed, guidance and steps", () => {
-    const r = { ...rows[0], prompt: "a thin slanted 7", seed: 4000000000, cfg: Math.fround(2.2), step: 30 };
+  it("open the diffusion view at the row's prompt, seed, guidance, steps and sampler", () => {
+    const r = { ...rows[0], prompt: "a thin slanted 7", seed: 4000000000, cfg: Math.fround(2.2), step: 30, sampler: 5 };
     const link = diffusionLink(r);
-    expect(link).toBe("#/diffusion?prompt=a%20thin%20slanted%207&seed=4000000000&guidance=2.2&steps=30");
+    expect(link).toBe("#/diffusion?prompt=a%20thin%20slanted%207&seed=4000000000&guidance=2.2&steps=30&sampler=heun");
     const params = new URLSearchParams(link.split("?")[1]);
     expect(params.get("prompt")).toBe("a thin slanted 7");
     expect(Math.fround(Number(params.get("guidance")))).toBe(r.cfg);
+    expect(unreproducible(r)).toBe("");
+    expect(diffusionLink({ ...r, sampler: 3 })).toMatch(/&steps=30&sampler=euler$/);
+    expect(unreproducible({ ...r, sampler: 3 })).toBe("");
+  });
+
+  it("say where the diffusion view cannot redraw a row, and pass no sampler it lacks", () => {
+    const r = { ...rows[0], step: 30, sampler: 9 }; // amlab's Euler-Maruyama
+    expect(diffusionLink(r)).toMatch(/&steps=30$/);
+    expect(unreproducible(r)).toMatch(/^it was drawn by Euler-Maruyama .* fresh noise from torch's generator at every step; .* runs Heun$/);
+    expect(unreproducible({ ...r, sampler: 1 })).toMatch(/^it was drawn by ddim, /);
+    expect(unreproducible({ ...r, sampler: 5, step: 201 })).toBe("it was drawn in 201 steps and the view runs at most 200");
+    expect(unreproducible({ ...r, sampler: 5, step: 200 })).toBe("");
+    expect(unreproducible({ ...r, step: 500 })).toMatch(/ runs Heun; it was drawn in 500 steps and the view runs at most 200$/);
   });
 
   it("find the pictures in DiffusionDB's layout", () => {

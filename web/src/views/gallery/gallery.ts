@@ -6,6 +6,7 @@
  */
 import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
 import { paramNumber } from "../../lib/route";
+import { MAX_STEPS, type Method } from "../diffusion/diffusion";
 
 /** the columns the view reads (amlab.explain.gallery.VIEW_COLUMNS and MAP_COLUMNS) */
 export const VIEW_COLUMNS = [
@@ -142,12 +143,35 @@ export function float32String(x: number): string {
   return String(x);
 }
 
-/** The diffusion view at a row's prompt, seed, guidance and steps. */
+/** the diffusion view's samplers by their DiffusionDB codes (amlab.tasks.gallery.SAMPLER_CODE) */
+export const VIEW_SAMPLERS: Record<number, Method> = { 3: "euler", 5: "heun" };
+
+/** The diffusion view at a row's prompt, seed, guidance, steps and sampler (where the view
+ * has it). Seed s is the same start noise there as in the gallery (normals(D, s) times the
+ * prior's scale, amlab.diffusion.rng), so a row of a sampler the view runs, at steps it runs,
+ * opens on the row's image (see `unreproducible`). */
 export function diffusionLink(r: GalleryRow): string {
+  const method = VIEW_SAMPLERS[r.sampler];
   return (
     `#/diffusion?prompt=${encodeURIComponent(r.prompt)}&seed=${r.seed}` +
-    `&guidance=${float32String(r.cfg)}&steps=${r.step}`
+    `&guidance=${float32String(r.cfg)}&steps=${r.step}${method ? `&sampler=${method}` : ""}`
   );
+}
+
+/** Why the diffusion view cannot redraw a row's image ("" where it can): a sampler that draws
+ * noise at every step (its noise comes from torch's generator; the view runs only the
+ * probability-flow ODE), or more steps than the view runs. */
+export function unreproducible(r: GalleryRow): string {
+  const why: string[] = [];
+  if (!VIEW_SAMPLERS[r.sampler]) {
+    const name = r.sampler === 9 ? "Euler-Maruyama (code 9, others)" : (SAMPLER_NAMES[r.sampler] ?? `sampler code ${r.sampler}`);
+    why.push(
+      `it was drawn by ${name}, which adds fresh noise from torch's generator at every step; ` +
+        `the view runs only Heun and Euler, so it starts from this image's noise but runs Heun`,
+    );
+  }
+  if (r.step > MAX_STEPS) why.push(`it was drawn in ${r.step} steps and the view runs at most ${MAX_STEPS}`);
+  return why.join("; ");
 }
 
 /** A row's picture under the gallery's folder (DiffusionDB's layout). */
