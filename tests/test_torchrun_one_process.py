@@ -1,8 +1,8 @@
 """The commands whose work is not spread over ranks refuse to run under torchrun with
 several ranks, before they touch --out: ``amlab repro`` (its experiments run in one
 process; it clears the previous run's files first) and ``amlab listops sweep`` (it spreads
-its runs over its own workers or Ray). Launched on 2 gloo ranks, each rank prints the one
-refusal line and exits with status 2, and nothing is written or deleted."""
+its runs over its own workers or Ray). Each rank prints the one refusal line and exits with
+status 2; launched on 2 ranks, nothing is written or deleted."""
 
 from __future__ import annotations
 
@@ -72,15 +72,23 @@ def test_one_rank_of_one_is_one_process(tmp_path, monkeypatch):
     assert json.loads(result.output) == json.loads((tmp_path / "summary.json").read_text())
 
 
-def check_both_ranks_refuse(tmp_path, args, refused: str) -> None:
-    """Launch ``amlab ARGS`` on 2 ranks (each in its own directory); both must fail with
-    the one refusal line on stderr, print nothing on stdout and write no file."""
+def check_ranks_refuse(tmp_path, args, refused: str) -> None:
+    """Launch ``amlab ARGS`` on 2 ranks (each in its own directory): the launch fails, no
+    rank writes a file or prints on stdout, and each rank's stderr holds the one refusal
+    line naming its rank, or nothing: once a rank has failed torchrun ends the others
+    (SIGTERM), and a rank slower to start may be ended before it reaches the check. At
+    least one rank refused (every rank's refusal: the tests above, one rank at a time)."""
     ranks = launch_apart(tmp_path, args, succeeds=False)
+    refusals = 0
     for rank, (directory, out, err) in enumerate(ranks):
-        assert list(directory.iterdir()) == [] and out == ""
+        assert not (directory.exists() and any(directory.iterdir())) and out == ""
         lines = [line for line in err.splitlines() if line]
-        assert len(lines) == 1 and lines[0].startswith("error: "), err
-        assert refused in lines[0] and f"as rank {rank} of 2" in lines[0]
+        assert len(lines) <= 1, err
+        if lines:
+            assert lines[0].startswith("error: ") and refused in lines[0], err
+            assert f"as rank {rank} of 2: launch it without torchrun." in lines[0]
+            refusals += 1
+    assert refusals >= 1
 
 
 def test_repro_under_torchrun_refuses_on_every_rank_before_clearing_out(tmp_path):
@@ -88,9 +96,9 @@ def test_repro_under_torchrun_refuses_on_every_rank_before_clearing_out(tmp_path
     left whole, where a run on every rank would clear it and race on its files."""
     previous = previous_run(tmp_path / "shared")
     args = ["repro", "lsr", "--quick", "--out", tmp_path / "shared"]
-    check_both_ranks_refuse(tmp_path, args, REPRO_REFUSED)
+    check_ranks_refuse(tmp_path, args, REPRO_REFUSED)
     assert texts(tmp_path / "shared") == previous
 
 
 def test_listops_sweep_under_torchrun_refuses_on_every_rank(tmp_path):
-    check_both_ranks_refuse(tmp_path, [*SWEEP, "--out", "sweep"], SWEEP_REFUSED)
+    check_ranks_refuse(tmp_path, [*SWEEP, "--out", "sweep"], SWEEP_REFUSED)
