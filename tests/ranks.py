@@ -91,10 +91,10 @@ runpy.run_module("amlab.cli", run_name="__main__")
 """
 
 
-def launch_apart(tmp_path, args, nproc=2) -> list[tuple[Path, str, str]]:
+def launch_apart(tmp_path, args, nproc=2, succeeds=True) -> list[tuple[Path, str, str]]:
     """Run ``torchrun -m amlab.cli ARGS`` on ``nproc`` ranks, each in a directory of its own
     (:data:`APART`); returns per rank its directory, stdout and stderr. A run that fails
-    fails the caller with every rank's output."""
+    (``succeeds=False``: that succeeds) fails the caller with every rank's output."""
     base = tmp_path / "ranks"
     base.mkdir()
     script = tmp_path / "apart.py"
@@ -105,7 +105,7 @@ def launch_apart(tmp_path, args, nproc=2) -> list[tuple[Path, str, str]]:
         return file.read_text() if file.exists() else ""
 
     try:
-        launch([script, base, *args], nproc=nproc)
+        launch([script, base, *args], nproc=nproc, succeeds=succeeds)
     except AssertionError as failed:
         ranks = "".join(f"\n-- rank {r}:\n{read(r, 'stderr')[-4000:]}" for r in range(nproc))
         raise AssertionError(f"{failed}{ranks}") from None

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from ranks import launch_apart
+from ranks import launch, launch_apart
 
 from amlab.data.images import image_splits
 from amlab.distributed import is_main_process
@@ -132,3 +132,38 @@ def test_listops_train_writes_and_prints_from_rank_0_only(tmp_path):
     done = json.loads((out / "train" / "done.json").read_text())
     assert [step for step, _ in done["val_history"]] == [2, 4] and done["stopped_by"] == "steps"
     assert printed["val_history"] == done["val_history"]
+
+
+#: train_run on every rank of a torchrun launch; each rank writes the record it returned
+LISTOPS_SCRIPT = """
+import json, os, sys
+from amlab.distributed import leave_group
+from amlab.tasks.listops import RunSpec, train_run
+
+out = sys.argv[1]
+spec = RunSpec(ops="sum", dim=8, layers=1, heads=1, steps=6, warmup=0, batch_size=16,
+               eval_every=2, stop_at=0.01, train_size=60, val_size=30, test_size=30,
+               pretrain_ops="max", pretrain_steps=4)
+record = train_run(spec, out=out)
+with open(f"{out}-record-{os.environ['RANK']}.json", "w") as file:
+    json.dump(record, file)
+leave_group()
+"""
+
+
+def test_listops_train_run_returns_rank_0s_record_on_every_rank(tmp_path):
+    """The validation checks run on rank 0 only (in the loop's on_step); it stops both
+    phases early (stop_at), and rank 1 returns the record rank 0 wrote: the same history,
+    reason and steps, where it held none of them before."""
+    script = tmp_path / "listops.py"
+    script.write_text(LISTOPS_SCRIPT)
+    launch([script, tmp_path / "run"], nproc=2)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    records = [json.loads((tmp_path / f"run-record-{r}.json").read_text()) for r in (0, 1)]
+    for record in records:
+        assert record.pop("seconds") >= 0
+    written.pop("seconds")
+    assert records[0] == records[1] == written
+    for phase in (written, written["pretrain"]):  # each stopped at its first check
+        assert phase["stopped_by"] == "stop_at" and phase["steps_done"] == 2
+        assert [step for step, _ in phase["val_history"]] == [2]

@@ -536,8 +536,6 @@ def _mean_over_ranks(value: float, world: int, device: torch.device) -> float:
 
 
 def _broadcast_flag(flag: bool, device: torch.device) -> bool:
-    import torch.distributed as dist
+    from amlab.distributed.group import broadcast_
 
-    tensor = torch.tensor([int(flag)], device=device)
-    dist.broadcast(tensor, src=0)
-    return bool(tensor.item())
+    return bool(broadcast_(torch.tensor([int(flag)], device=device), 0, None).item())

@@ -9,9 +9,11 @@ others fail within the group's timeout with an :class:`~amlab.errors.AmlabError`
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -121,6 +123,19 @@ def is_main_process() -> bool:
     return torchrun_rank()[0] == 0
 
 
+def refuse_torchrun(work: str, reason: str) -> None:
+    """An AmlabError, before any of the work starts, when torchrun started this process as
+    one rank of several and ``work`` (named as the user typed it) is not spread over ranks:
+    every rank would do all of it and write the same files. ``reason`` says why it runs in
+    one process."""
+    rank, world = torchrun_rank()
+    if world > 1:
+        raise AmlabError(
+            f"{work} runs in one process ({reason}), and torchrun started this one as rank "
+            f"{rank} of {world}: launch it without torchrun."
+        )
+
+
 def shard_range(num_memories: int, rank: int, world_size: int) -> tuple[int, int]:
     """Rows [lo, hi) of ``num_memories`` that rank ``rank`` of ``world_size`` holds in the
     even split: contiguous, sizes differing by at most one (some empty when M < P)."""
@@ -147,6 +162,31 @@ def all_reduce_(tensor: torch.Tensor, op: str, group: dist.ProcessGroup | None) 
     except RuntimeError as err:
         raise _lost(err) from err
     return tensor
+
+
+def broadcast_(tensor: torch.Tensor, src: int, group: dist.ProcessGroup | None) -> torch.Tensor:
+    """``tensor`` overwritten in place with rank ``src``'s over the group. Returns it."""
+    try:
+        dist.broadcast(tensor, src=src, group=group)
+    except RuntimeError as err:
+        raise _lost(err) from err
+    return tensor
+
+
+def broadcast_json(value: Any, device: torch.device | str = "cpu", src: int = 0) -> Any:
+    """Rank ``src``'s ``value`` (anything JSON writes: lists, dicts, numbers, strings) on
+    every rank of the default group; every rank calls it, and the others' ``value`` is not
+    read. Two broadcasts: the length of the JSON text, then its UTF-8 bytes (nothing is
+    pickled, unlike ``broadcast_object_list``; floats come back exactly). ``device``: where
+    the tensors travel (CUDA for NCCL)."""
+    rank, _ = check_group(None)
+    text = json.dumps(value).encode() if rank == src else b""
+    size = broadcast_(torch.tensor([len(text)], device=device), src, None)
+    if rank == src:
+        data = torch.frombuffer(bytearray(text), dtype=torch.uint8).to(device)
+    else:
+        data = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
+    return json.loads(broadcast_(data, src, None).cpu().numpy().tobytes())
 
 
 def all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> list[torch.Tensor]:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from amlab.data import ImageSet, load
+from amlab.distributed.group import refuse_torchrun
 from amlab.errors import AmlabError
 from amlab.io import atomic_write_text, read_json, write_metrics
 
@@ -128,8 +129,14 @@ def reproduce(
 
     ``grid`` replaces the quick or full grid (tests run tiny ones). The images are loaded
     first, so that a wrong ``data_dir`` fails before any work; a paper without images
-    refuses ``data_dir``.
+    refuses ``data_dir``. Under torchrun with several ranks it refuses to start, before it
+    clears anything in ``out``: a reproduction runs in one process.
     """
+    refuse_torchrun(
+        "amlab repro",
+        "its experiments are not spread over ranks: every rank would run all of them and "
+        "clear and write the same files",
+    )
     started = time.perf_counter()
     if paper.uses_images:
         images = paper_images(data_dir)

@@ -29,7 +29,7 @@ from amlab.data.listops import (
     parse_ops,
     root_op,
 )
-from amlab.distributed.group import is_main_process
+from amlab.distributed.group import broadcast_json, is_main_process, torchrun_rank
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import atomic_write_text, read_json, write_metrics
 from amlab.models.listops import (
@@ -337,6 +337,9 @@ def fit(
             on_step=hook,
             describe=describe,
         )
+        if torchrun_rank()[1] > 1:  # the checks ran on rank 0 (the loop calls hook there)
+            device = next(model.parameters()).device
+            history, reason = broadcast_json([history, reason], device)
     result = {
         "steps_done": history[-1][0] if history else steps,
         "stopped_by": reason,
@@ -364,7 +367,9 @@ def train_run(
     have given (the validation history that early stopping reads is kept in
     ``out/<phase>/history.json``). Under torchrun every rank trains and rank 0 alone writes;
     the validation checks run on rank 0 (in the training loop's ``on_step``), whose
-    decision to stop every rank follows, so only rank 0's record holds the history.
+    decision to stop every rank follows; at the end of each phase rank 0 sends its
+    validation history and the reason it stopped to the others, so every rank returns the
+    record rank 0 writes (``seconds`` aside).
     """
     started = time.time()
     model = spec.model_class()(spec.model_config())

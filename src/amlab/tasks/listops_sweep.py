@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from amlab.distributed.group import refuse_torchrun
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import atomic_write_text, read_json
 from amlab.tasks.listops import RunSpec, train_run
@@ -97,7 +98,14 @@ def run_sweep(
     """Run every spec not yet recorded in ``out``; return all records in spec order.
 
     With ``save_models`` each trained model is saved to ``out/models/<key>/`` (on a Ray
-    cluster of several machines that directory must be shared)."""
+    cluster of several machines that directory must be shared). Refused under torchrun with
+    several ranks: the sweep spreads its runs itself."""
+    refuse_torchrun(
+        "amlab listops sweep",
+        "it spreads its runs over its own worker processes (--workers) or a Ray cluster "
+        "(--ray), not over torchrun's ranks: every rank would run and record every run, and "
+        "the workers would inherit the rank's torchrun settings",
+    )
     check_positive_int(workers, "workers")
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
