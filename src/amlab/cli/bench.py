@@ -20,6 +20,7 @@ from amlab.cli.common import (
     show_result,
     stage_progress,
 )
+from amlab.distributed.group import refuse_torchrun
 from amlab.tasks.bench import CLOCKS, DEVICES, WORKLOADS
 
 
@@ -62,6 +63,11 @@ def bench(
     from amlab.tasks.bench import run_bench
 
     with errors():
+        refuse_torchrun(
+            "amlab bench",
+            "it times one process's work: every rank would run the same workloads at once on "
+            "one machine, skewing each other's timings, and write the same bench.json",
+        )
         if out is not None:  # before the run, so that a bad --out loses no measurement
             out.mkdir(parents=True, exist_ok=True)
         with stage_progress() as progress:

@@ -16,6 +16,7 @@ from amlab.cli.common import (
     refuse_unused,
     show_result,
 )
+from amlab.distributed.group import refuse_torchrun
 
 
 def explain(
@@ -40,6 +41,12 @@ def explain(
     from amlab.cli.gallery import write_view
     from amlab.explain import serve
 
+    with errors():  # before the temporary directory and the server
+        refuse_torchrun(
+            "amlab explain",
+            "one server serves the explainer: every rank would serve it on the same port and "
+            "open the browser",
+        )
     with tempfile.TemporaryDirectory(prefix="amlab-gallery-") as view, errors():
         if gallery is not None:
             with busy("preparing the gallery"):
@@ -77,6 +84,11 @@ def export(
     from amlab.explain import export_app_data, export_test_vectors
 
     with errors():
+        refuse_torchrun(
+            "amlab export",
+            "its data and test vectors are not spread over ranks: every rank would compute "
+            "all of them and write the same files",
+        )
         if vectors is None:
             refuse_unused(
                 {"--seed": seed},

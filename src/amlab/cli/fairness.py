@@ -21,6 +21,7 @@ from amlab.cli.common import (
     shows_results,
     training_progress,
 )
+from amlab.distributed.group import refuse_torchrun
 from amlab.errors import AmlabError
 from amlab.tasks.fairness import KINDS, MITIGATIONS  # 16 ms over the CLI's own imports
 
@@ -98,6 +99,10 @@ def fairness_data(
     from amlab.io import atomic_write_text
 
     with errors():
+        refuse_torchrun(
+            "amlab fairness data",
+            "it draws one data set: every rank would draw the same texts and write the same files",
+        )
         token_groups = _groups(groups)
         test = balanced_test_set(token_groups)
         corpus = _corpus(size, seed, toxic_rate, token_groups)
@@ -164,6 +169,11 @@ def fairness_train(
             refuse_unused(
                 {"--steps": steps, "--resume": resume or None},
                 "the bow model is fitted by scikit-learn in one go",
+            )
+            refuse_torchrun(
+                "amlab fairness train --model bow",
+                "scikit-learn fits it in one go, not over ranks: every rank would fit the same "
+                "model (the transformer trains over ranks)",
             )
         if mitigation != "clp":
             refuse_unused({"--clp-weight": clp_weight}, "it weighs the clp mitigation's penalty")
@@ -236,6 +246,11 @@ def fairness_audit(
     from amlab.tasks.fairness import AuditSettings, audit, load_classifier, write_audit
 
     with errors():
+        refuse_torchrun(
+            "amlab fairness audit",
+            "the audit and its bootstraps are not spread over ranks: every rank would compute "
+            "all of them and write the same report",
+        )
         if (model is None) == (scores is None):
             raise AmlabError("audit one classifier: pass --model DIR or --scores CSV (not both).")
         token_groups = _groups(groups)

@@ -27,6 +27,7 @@ from amlab.cli.common import (
     stage_progress,
 )
 from amlab.diffusion import SAMPLERS
+from amlab.distributed.group import refuse_torchrun
 from amlab.errors import AmlabError, check_positive
 
 gallery_app = typer.Typer(
@@ -149,6 +150,10 @@ def query(
     from amlab.tasks.gallery_query import query as run
 
     with errors():
+        refuse_torchrun(
+            "amlab gallery query",
+            "a query is not spread over ranks: every rank would run it and print the same rows",
+        )
         result = run(metadata, sql)
     table = result_table(
         f"{len(result['rows'])} row(s)",
@@ -165,6 +170,11 @@ def stats(metadata: MetadataOpt = Path("runs/gallery"), as_json: JsonOpt = False
     from amlab.tasks.prompts import JUDGED
 
     with errors():
+        refuse_torchrun(
+            "amlab gallery stats",
+            "its analyses are not spread over ranks: every rank would run them and print the "
+            "same tables",
+        )
         result = run(metadata)
     if as_json:
         show_result(result, True)
@@ -238,6 +248,11 @@ def audit(
     from amlab.tasks.gallery import audit_gallery
 
     with errors():
+        refuse_torchrun(
+            "amlab gallery audit",
+            "the audit is not spread over ranks: every rank would class every image and write "
+            "the same files",
+        )
         for name, value in (("--threshold", threshold), ("--noise-level", noise_level)):
             if value is not None:
                 check_positive(value, name)
@@ -300,6 +315,11 @@ def explorer(
 ) -> None:
     """Write what the explainer's #/gallery view reads (amlab explain --gallery does it for you)."""
     with errors():
+        refuse_torchrun(
+            "amlab gallery explorer",
+            "it writes one copy of the view's files: every rank would write all of them to "
+            "the same place",
+        )
         wrote = write_view(gallery, out, data_dir)
     show_result({"written": [str(path) for path in wrote]}, as_json, wrote=wrote)
 

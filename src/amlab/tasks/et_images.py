@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from amlab.data.images import image_splits
-from amlab.distributed.group import is_main_process
+from amlab.distributed.group import is_main_process, refuse_torchrun
 from amlab.dynamics import Trajectory
 from amlab.errors import AmlabError, check_positive_int
 from amlab.io import config_from_json, read_json, write_metrics
@@ -149,8 +149,13 @@ def eval_et(
     """Masked-patch MSE of a trained model and both baselines on the same held-out masks.
 
     images: number of test images (0: all). With ``out``, writes ``metrics.json``,
-    ``completions.png`` and ``energy.png``.
+    ``completions.png`` and ``energy.png``. Refused under torchrun with several ranks.
     """
+    refuse_torchrun(
+        "amlab eval et",
+        "the evaluation is not spread over ranks: every rank would evaluate every test "
+        "image and write the same files",
+    )
     model_dir = Path(model_dir)
     config = _training_config(model_dir)
     data = config.data

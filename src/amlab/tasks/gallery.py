@@ -51,6 +51,7 @@ from amlab.data.attributes import ATTRIBUTES
 from amlab.data.captions import request, tokenize
 from amlab.diffusion import SAMPLERS
 from amlab.diffusion.rng import seeded_prior
+from amlab.distributed.group import refuse_torchrun
 from amlab.errors import AmlabError, check_choice, check_positive, check_positive_int
 from amlab.io import atomic_write, atomic_write_bytes, atomic_write_text, read_json, read_text
 from amlab.tasks.prompts import JUDGED, TextModel, adherence, judge, load_text_model
@@ -280,7 +281,12 @@ def generate(
     """Draw the gallery ``spec`` of ``model`` into ``out`` (module docstring); ``resume``
     continues a gallery of the same settings and model there. Returns its summary: images,
     parts, parts kept from before, seconds, the audit's fractions and the adherence per
-    judged attribute against chance."""
+    judged attribute against chance. Refused under torchrun with several ranks."""
+    refuse_torchrun(
+        "amlab gallery generate",
+        "its images are not spread over ranks: every rank would draw all of them into the "
+        "same part folders and metadata.parquet",
+    )
     out = Path(out)
     tokenize(spec.prompts, model.network.vocabulary)  # unknown words fail before any work
     for prompt in spec.prompts:

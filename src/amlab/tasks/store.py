@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from amlab.data.images import load
+from amlab.distributed.group import refuse_torchrun
 from amlab.distributed.store import MemoryStore, write_store
 from amlab.errors import check_positive_int, dtype_name
 
@@ -20,7 +21,12 @@ def write_image_store(
 ) -> dict:
     """Write ``memories`` images of ``data`` (drawn with ``seed``, as ``amlab retrieve``
     draws the images it stores) into ``shards`` shard files and ``store.json`` in ``out``;
-    returns what was written."""
+    returns what was written. Refused under torchrun with several ranks."""
+    refuse_torchrun(
+        "amlab store write",
+        "one process writes every shard file, which the ranks of amlab retrieve --store then "
+        "read: every rank would write the whole store to the same files",
+    )
     images = load(data, data_dir, split="train")
     stored = images.subset(check_positive_int(memories, "memories"), seed=seed)
     manifest = write_store(out, stored.images, shards, image_shape=stored.shape)
