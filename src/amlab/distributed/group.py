@@ -11,6 +11,8 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -76,9 +78,38 @@ def leave_group(*, wait: bool = True) -> None:
         return
     try:
         if wait:
-            dist.barrier()
+            _meet_every_rank()
     finally:
         dist.destroy_process_group()
+
+
+#: How long :func:`_meet_every_rank` waits, at most, for gloo's worker thread to let go of
+#: the exchange (it takes microseconds; a bound, so that leaving never hangs on it)
+RELEASE_WAIT_S = 10.0
+
+
+def _meet_every_rank() -> None:
+    """Wait until every rank of the default group has got here (a barrier), and on gloo until
+    the exchange is over in this process too.
+
+    gloo exchanges on worker threads, which drop their hold on an exchange's tensors a moment
+    after the caller has seen it complete; dropping a tensor that Python also holds takes the
+    interpreter's lock. If the process is already ending by then, the interpreter stops that
+    thread mid-drop and the process aborts ("terminate called without an active exception",
+    seen about once in 40 two-rank runs on a loaded machine). ``destroy_process_group`` does
+    not wait for the threads: once DDP or ``torch._dynamo`` has been imported, torch holds
+    the group past it, so its threads are never joined. So on gloo the barrier is an
+    all-reduce of one number that this rank holds, and this rank waits until the tensor's
+    Python reference count (which counts the worker's hold) is back to its own."""
+    if dist.get_backend() != "gloo":
+        dist.barrier()
+        return
+    token = torch.zeros(1)
+    own = sys.getrefcount(token)
+    dist.all_reduce(token)
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while sys.getrefcount(token) > own and time.monotonic() < deadline:
+        time.sleep(0.001)  # lets the worker take the interpreter's lock and drop its hold
 
 
 @contextmanager
