@@ -1,6 +1,6 @@
 /** The data `amlab export` writes into public/data/, loaded once per page. */
 import type { PromptWords } from "./captions";
-import type { Axes, Projections, ScheduleConfig } from "./math";
+import type { Axes, FlowSampler, Projections, ScheduleConfig } from "./math";
 import { type Classifier, classifierFrom, type FairnessModelInfo, type TokenGroups } from "./math/fairness";
 import { type TransformerConfig, type TransformerWeights, unpackTensors } from "./math/transformer";
 
@@ -80,7 +80,7 @@ export interface ETInfo {
 export interface DenoiserInfo {
   file: string;
   config: { schedule: ScheduleConfig; num_classes: number; sigma_data: number; shape: number[] };
-  sampler: { method: "euler" | "heun"; steps: number };
+  sampler: { method: FlowSampler; steps: number };
   /** y, s, and labels (the class model) or tokens (the text model) */
   inputs: string[];
   outputs: string[];

@@ -5,8 +5,9 @@
  * picture on the training set's first two principal axes), training.json, images/.
  */
 import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
+import type { FlowSampler } from "../../lib/math";
 import { paramNumber } from "../../lib/route";
-import { MAX_STEPS, type Method } from "../diffusion/diffusion";
+import { MAX_STEPS } from "../diffusion/diffusion";
 
 /** the columns the view reads (amlab.explain.gallery.VIEW_COLUMNS and MAP_COLUMNS) */
 export const VIEW_COLUMNS = [
@@ -144,7 +145,7 @@ export function float32String(x: number): string {
 }
 
 /** the diffusion view's samplers by their DiffusionDB codes (amlab.tasks.gallery.SAMPLER_CODE) */
-export const VIEW_SAMPLERS: Record<number, Method> = { 3: "euler", 5: "heun" };
+export const VIEW_SAMPLERS: Record<number, FlowSampler> = { 3: "euler", 5: "heun" };
 
 /** The diffusion view at a row's prompt, seed, guidance, steps and sampler (where the view
  * has it). Seed s is the same start noise there as in the gallery (normals(D, s) times the
