@@ -114,7 +114,8 @@ describe("links and labels", () => {
     const r = { ...rows[0], step: 30, sampler: 9 }; // amlab's Euler-Maruyama
     expect(diffusionLink(r)).toMatch(/&steps=30$/);
     expect(unreproducible(r)).toMatch(/^it was drawn by Euler-Maruyama .* fresh noise from torch's generator at every step; .* runs Heun$/);
-    expect(unreproducible({ ...r, sampler: 1 })).toMatch(/^it was drawn by ddim, /);
+    expect(unreproducible({ ...r, sampler: 1 })).toMatch(/^it was drawn by ddim, which the view does not run; .* runs Heun$/);
+    expect(unreproducible({ ...r, sampler: 42 })).toMatch(/^it was drawn by sampler code 42, which the view does not run; /);
     expect(unreproducible({ ...r, sampler: 5, step: 201 })).toBe("it was drawn in 201 steps and the view runs at most 200");
     expect(unreproducible({ ...r, sampler: 5, step: 200 })).toBe("");
     expect(unreproducible({ ...r, step: 500 })).toMatch(/ runs Heun; it was drawn in 500 steps and the view runs at most 200$/);

@@ -159,17 +159,17 @@ export function diffusionLink(r: GalleryRow): string {
   );
 }
 
-/** Why the diffusion view cannot redraw a row's image ("" where it can): a sampler that draws
- * noise at every step (its noise comes from torch's generator; the view runs only the
- * probability-flow ODE), or more steps than the view runs. */
+/** Why the diffusion view cannot redraw a row's image ("" where it can): a sampler the view
+ * lacks (amlab's other one, Euler-Maruyama, draws noise from torch's generator at every step;
+ * the view runs only the probability-flow ODE), or more steps than the view runs. */
 export function unreproducible(r: GalleryRow): string {
   const why: string[] = [];
   if (!VIEW_SAMPLERS[r.sampler]) {
-    const name = r.sampler === 9 ? "Euler-Maruyama (code 9, others)" : (SAMPLER_NAMES[r.sampler] ?? `sampler code ${r.sampler}`);
-    why.push(
-      `it was drawn by ${name}, which adds fresh noise from torch's generator at every step; ` +
-        `the view runs only Heun and Euler, so it starts from this image's noise but runs Heun`,
-    );
+    const drawn =
+      r.sampler === 9
+        ? "Euler-Maruyama (code 9, others), which adds fresh noise from torch's generator at every step"
+        : `${SAMPLER_NAMES[r.sampler] ?? `sampler code ${r.sampler}`}, which the view does not run`;
+    why.push(`it was drawn by ${drawn}; the view runs only Heun and Euler, so it starts from this image's noise but runs Heun`);
   }
   if (r.step > MAX_STEPS) why.push(`it was drawn in ${r.step} steps and the view runs at most ${MAX_STEPS}`);
   return why.join("; ");
