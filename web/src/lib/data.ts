@@ -118,6 +118,8 @@ export const loadDiffusion = () => loadModel<DiffusionInfo>("diffusion");
  * the caption of every embedded digit, and its training run's adherence per attribute. */
 export interface TextDiffusionInfo extends DenoiserInfo, PromptWords {
   captions: string[];
+  /** the saved model's hash (amlab.io.model_hash), as a gallery's rows name their model */
+  model_hash: string;
   metrics: {
     images: number;
     steps: number;
@@ -129,6 +131,9 @@ export interface TextDiffusionInfo extends DenoiserInfo, PromptWords {
 
 /** The trained text-prompted denoiser (amlab train diffusion --text): entry and ONNX bytes. */
 export const loadTextDiffusion = () => loadModel<TextDiffusionInfo>("diffusion_text");
+
+/** The text-prompted denoiser's manifest entry alone (no ONNX bytes). */
+export const textDiffusionInfo = () => getManifest().then((m) => m.diffusion_text as unknown as TextDiffusionInfo);
 
 /** One shipped ListOps transformer's entry in manifest.json (amlab.explain.listops). */
 export interface ListOpsModelInfo {

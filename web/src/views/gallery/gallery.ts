@@ -23,6 +23,7 @@ export const VIEW_COLUMNS = [
   "nearest_train",
   "nearest_distance",
   "audit",
+  "model_hash",
   "map_x",
   "map_y",
 ] as const;
@@ -40,6 +41,8 @@ export interface GalleryRow {
   nearest_train: number;
   nearest_distance: number;
   audit: string;
+  /** the hash of the model that drew it (amlab.io.model_hash) */
+  model_hash: string;
   map_x: number;
   map_y: number;
 }
@@ -159,11 +162,15 @@ export function diffusionLink(r: GalleryRow): string {
   );
 }
 
-/** Why the diffusion view cannot redraw a row's image ("" where it can): a sampler the view
- * lacks (amlab's other one, Euler-Maruyama, draws noise from torch's generator at every step;
- * the view runs only the probability-flow ODE), or more steps than the view runs. */
-export function unreproducible(r: GalleryRow): string {
+/** Why the diffusion view cannot redraw a row's image ("" where it can): another model than
+ * the view's (`viewModel`, its hash; null: not known, not checked), a sampler the view lacks
+ * (amlab's other one, Euler-Maruyama, draws noise from torch's generator at every step; the
+ * view runs only the probability-flow ODE), or more steps than the view runs. */
+export function unreproducible(r: GalleryRow, viewModel: string | null): string {
   const why: string[] = [];
+  if (viewModel !== null && r.model_hash !== viewModel) {
+    why.push(`it was drawn by the model ${r.model_hash} and the view runs the shipped text model ${viewModel}`);
+  }
   if (!VIEW_SAMPLERS[r.sampler]) {
     const drawn =
       r.sampler === 9
