@@ -13,6 +13,7 @@ import sys
 import urllib.request
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -37,6 +38,8 @@ from amlab.explain.et_onnx import OUTPUTS, SHIPPED_ET, et_onnx_bytes, export_et_
 from amlab.explain.export import MAX_FEATURES, PROJECTION_SEED, principal_axes
 from amlab.explain.fairness import SHIPPED_FAIRNESS
 from amlab.explain.fairness import file_name as fairness_file
+from amlab.explain.gallery import SHIPPED_GALLERY
+from amlab.io import model_hash
 from amlab.models.masked_image_et import MaskedImageET
 
 # tracing to ONNX writes through the onnx package (the onnx extra, which make setup installs)
@@ -369,6 +372,11 @@ def test_text_denoiser_export_carries_the_words_and_captions(tmp_path):
     assert entry["captions"] == scheme.captions(data.images, data.shape, data.labels)
     assert entry["captions"][0] == "a thin large slanted 0" and data.labels[0] == 0
     assert entry["metrics"]["text"] is True
+    # the model's hash, which the shipped gallery's rows name: the gallery view can tell a
+    # gallery that the diffusion view redraws from one of another model
+    assert entry["model_hash"] == model_hash(SHIPPED_TEXT_DENOISER)
+    gallery = pq.read_table(SHIPPED_GALLERY / "metadata.parquet", columns=["model_hash"])
+    assert set(gallery["model_hash"].to_pylist()) == {entry["model_hash"]}
     with pytest.raises(AmlabError):
         export_text_denoiser_onnx(tmp_path / "x.onnx", tmp_path)  # no saved model there
 

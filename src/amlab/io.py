@@ -10,6 +10,7 @@ never leaves a half-written model. Nothing is ever unpickled.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -90,6 +91,15 @@ def load_model(
     model.load_state_dict(tensors)
     model.eval()
     return model if device is None else model.to(device)
+
+
+def model_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of the config.json and tensors that :func:`save_model` wrote into directory
+    ``path`` (hex, first 16 characters): which saved model drew a gallery, or is shipped."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_FILE, TENSORS_FILE):
+        digest.update((Path(path) / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _build(

@@ -42,9 +42,10 @@ def test_diffusion_runs_are_the_python_samplers(offline, base_url, set_range, re
     model = ConvDenoiser.load(SHIPPED_DENOISER)
     schedule = model.schedule
     np.testing.assert_allclose(times, schedule.times(STEPS).numpy(), rtol=1e-12, atol=1e-15)
-    # the start is the prior's scale times standard normals
-    scale = float(np.hypot(schedule.alpha(1.0), schedule.sigma(1.0)))
+    # the start is the prior's scale times the seed's standard normals (amlab.diffusion.rng)
+    scale = schedule.prior_scale()
     assert start.shape == (64,) and abs(float(start.std()) / scale - 1) < 0.3
+    np.testing.assert_allclose(start, normals(64, 5) * scale, rtol=1e-12, atol=1e-12)
 
     data = digits(dtype=torch.float64)
     for prompt, label in (("a", 2), ("b", 7)):
@@ -157,9 +158,9 @@ def check_text_run(
     generator); its empirical runs those of the captioned digits' memory."""
     model = TextConvDenoiser.load(SHIPPED_TEXT_DENOISER)
     schedule = model.schedule
-    scale = float(np.hypot(schedule.alpha(1.0), schedule.sigma(1.0)))
     start = read(page, "run", "data-start")
-    np.testing.assert_allclose(start, normals(64, seed).numpy() * scale, rtol=1e-12, atol=1e-12)
+    expected = normals(64, seed).numpy() * schedule.prior_scale()
+    np.testing.assert_allclose(start, expected, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(read(page, "run", "data-times"), schedule.times(steps).numpy())
     x0 = torch.tensor(start, dtype=torch.float32)[None]
     for key, prompt in zip("ab", prompts, strict=True):
@@ -250,7 +251,8 @@ def test_diffusion_text_prompt_lives_in_the_address(offline, base_url, read):
 
 def test_diffusion_sampler_lives_in_the_address(offline, base_url, read):
     """sampler=euler runs the probability-flow ODE by Euler (Python's Euler from the same
-    start); the select switches back to Heun and the address follows."""
+    start); the select switches back to Heun and the address follows. A sampler the view
+    lacks, or more steps than it runs, runs the model's own."""
     page = offline.page
     page.goto(f"{base_url}#/diffusion?prompt=a%20thick%201&seed=6&guidance=2&steps=9&sampler=euler")
     expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
@@ -264,8 +266,18 @@ def test_diffusion_sampler_lives_in_the_address(offline, base_url, read):
     expect(run).to_have_attribute("data-sampler", "heun", timeout=60_000)
     check_text_run(page, read, ("a thick 1", "a thin upright 7"), 6, 2.0, 9)
     assert "sampler=heun" in page.url
-    # a sampler the view lacks is not run: the model's own (Heun) is
+    # a sampler the view lacks is not run: the model's own (Heun) is. (Each address is opened
+    # from another view: the open view would write its own state over a new address.)
+    page.goto(f"{base_url}#/")
     page.goto(f"{base_url}#/diffusion?prompt=a%20thick%201&seed=6&steps=9&sampler=euler_maruyama")
-    page.reload()
     expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
-    expect(run).to_have_attribute("data-sampler", "heun", timeout=60_000)
+    wait_for_run(page, "a thick 1|a thin upright 7:6:2:9")
+    expect(run).to_have_attribute("data-sampler", "heun")
+    # nor are more steps than the view runs (200): the model's own are
+    page.goto(f"{base_url}#/")
+    page.goto(f"{base_url}#/diffusion?prompt=a%20thick%201&seed=6&steps=500&sampler=bogus")
+    expect(page.locator("[data-testid=diffusion][data-ready=true]")).to_be_visible(timeout=60_000)
+    wait_for_run(page, f"a thick 1|a thin upright 7:6:2:{STEPS}")
+    expect(run).to_have_attribute("data-sampler", "heun")
+    expect(page.locator("[data-testid=steps]")).to_have_value(str(STEPS))
+    assert f"steps={STEPS}&k=0&sampler=heun" in page.url

@@ -130,7 +130,9 @@ def test_a_rows_link_redraws_its_image_in_the_diffusion_view(offline, base_url, 
     expect(page.locator("[data-testid=selected]")).to_have_attribute(
         "data-image", row["image_name"]
     )
-    expect(page.locator("[data-testid=link-reproduces]")).to_contain_text("redraws this image")
+    reproduces = page.locator("[data-testid=link-reproduces]")
+    expect(reproduces).to_contain_text("redraws this image there (prompt A, learned model): the")
+    expect(reproduces).not_to_contain_text("if this gallery's is the shipped one")
     expect(page.locator("[data-testid=link-caveat]")).to_have_count(0)
     page.click("[data-testid=diffusion-link]")
     run = page.locator("[data-testid=run]")
@@ -153,16 +155,23 @@ def test_a_rows_link_redraws_its_image_in_the_diffusion_view(offline, base_url, 
     )
 
 
+def serve_with_column(page, name: str, values: pa.Array) -> pa.Table:
+    """Serve the shipped metadata with column ``name`` replaced by ``values``; return it as
+    it was."""
+    table = pq.read_table(SERVED)
+    changed = table.set_column(table.schema.get_field_index(name), name, values)
+    buffer = io.BytesIO()
+    pq.write_table(changed, buffer)
+    serve_instead(page, buffer.getvalue())
+    return table
+
+
 def test_a_row_the_view_cannot_redraw_says_so(offline, base_url):
     """A row of Euler-Maruyama (sampler code 9: noise at every step, from torch's generator):
     the link passes no sampler the view lacks and the view says it cannot redraw the image."""
     page = offline.page
-    table = pq.read_table(SERVED)
-    codes = pa.array([9] * table.num_rows, pa.uint8())
-    noisy = table.set_column(table.schema.get_field_index("sampler"), "sampler", codes)
-    buffer = io.BytesIO()
-    pq.write_table(noisy, buffer)
-    serve_instead(page, buffer.getvalue())
+    rows = pq.read_metadata(SERVED).num_rows
+    table = serve_with_column(page, "sampler", pa.array([9] * rows, pa.uint8()))
     name = table["image_name"][0].as_py()
     open_gallery(page, base_url, f"?image={name}")
     expect(page.locator("[data-testid=link-caveat]")).to_contain_text(
@@ -170,6 +179,22 @@ def test_a_row_the_view_cannot_redraw_says_so(offline, base_url):
     )
     expect(page.locator("[data-testid=link-reproduces]")).to_have_count(0)
     assert "sampler=" not in page.get_attribute("[data-testid=diffusion-link]", "href")
+
+
+def test_a_row_of_another_model_says_the_view_cannot_redraw_it(offline, base_url):
+    """A gallery drawn by another model than the shipped text model, which the diffusion view
+    runs (the manifest's model_hash): the view says it cannot redraw the image."""
+    page = offline.page
+    rows = pq.read_metadata(SERVED).num_rows
+    table = serve_with_column(page, "model_hash", pa.array(["0123456789abcdef"] * rows))
+    shipped = table["model_hash"][0].as_py()
+    name = table["image_name"][0].as_py()
+    open_gallery(page, base_url, f"?image={name}")
+    expect(page.locator("[data-testid=link-caveat]")).to_contain_text(
+        "cannot redraw this image: it was drawn by the model 0123456789abcdef and the view "
+        f"runs the shipped text model {shipped}"
+    )
+    expect(page.locator("[data-testid=link-reproduces]")).to_have_count(0)
 
 
 def serve_instead(page, body: bytes) -> None:

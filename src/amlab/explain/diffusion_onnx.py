@@ -37,7 +37,7 @@ from amlab.diffusion import ConvDenoiser, LearnedDenoiser, TextConvDenoiser
 from amlab.diffusion.networks import ConvDenoiserConfig
 from amlab.errors import AmlabError
 from amlab.explain.onnx_graph import onnx_bytes, write_onnx
-from amlab.io import read_json
+from amlab.io import model_hash, read_json
 
 SHIPPED_DENOISER = Path(__file__).parent / "models" / "diffusion-digits"
 #: the text model shipped with the package (amlab.tasks.prompts.SHIPPED_MODEL: explain may
@@ -143,8 +143,9 @@ def export_text_denoiser_onnx(
     """:func:`export_denoiser_onnx` of the TextConvDenoiser saved in ``model_dir`` (with its
     ``captions.json``, as ``amlab train diffusion --text`` writes it). Its manifest entry adds
     the words of :func:`prompt_words`; ``captions``, the caption of each embedded digit (in
-    :func:`amlab.data.digits` order) under the model's caption scheme; and ``metrics``, its
-    training run's."""
+    :func:`amlab.data.digits` order) under the model's caption scheme; ``metrics``, its
+    training run's; and ``model_hash`` (:func:`amlab.io.model_hash`, as a gallery's rows name
+    the model that drew them)."""
     entry = export_denoiser_onnx(path, model_dir, TextConvDenoiser) | prompt_words()
     model_dir = Path(model_dir)
     recipe = read_json(model_dir / "captions.json", "train the model again")
@@ -157,4 +158,5 @@ def export_text_denoiser_onnx(
     data = digits()
     entry["captions"] = scheme.captions(data.images, data.shape, data.labels)
     entry["metrics"] = read_json(model_dir / "metrics.json", "train the model again")
+    entry["model_hash"] = model_hash(model_dir)
     return entry

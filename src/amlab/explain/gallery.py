@@ -37,7 +37,7 @@ from amlab.io import atomic_write, atomic_write_text
 #: the gallery the view opens unless amlab explain --gallery names another
 SHIPPED_GALLERY = Path(__file__).parent / "shipped-gallery"
 
-#: the metadata columns the view reads (DiffusionDB's settings, then the audit's)
+#: the metadata columns the view reads (DiffusionDB's settings, the audit's, the model's hash)
 VIEW_COLUMNS = (
     "image_name",
     "prompt",
@@ -51,6 +51,7 @@ VIEW_COLUMNS = (
     "nearest_train",
     "nearest_distance",
     "audit",
+    "model_hash",
 )
 #: the map's columns, added after the gallery's own
 MAP_COLUMNS = ("map_x", "map_y")

@@ -11,7 +11,6 @@ training image, the class of a generated digit and the memorisation audit.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from amlab.data.captions import CaptionScheme, request
 from amlab.diffusion import TextConvDenoiser
 from amlab.energy.distances import nearest_memory
 from amlab.errors import AmlabError
-from amlab.io import CONFIG_FILE, TENSORS_FILE, atomic_write_text, read_json
+from amlab.io import atomic_write_text, model_hash, read_json
 
 CAPTIONS_FILE = "captions.json"
 #: the text model shipped with the package (``amlab gallery generate`` without --model)
@@ -68,14 +67,6 @@ class TextModel:
 
 def save_recipe(model_dir: Path, recipe: TrainingRecipe) -> None:
     atomic_write_text(Path(model_dir) / CAPTIONS_FILE, json.dumps(asdict(recipe), indent=2) + "\n")
-
-
-def model_hash(model_dir: str | Path) -> str:
-    """SHA-256 of a saved model's config.json and tensors (hex, first 16 characters)."""
-    digest = hashlib.sha256()
-    for name in (CONFIG_FILE, TENSORS_FILE):
-        digest.update((Path(model_dir) / name).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def load_text_model(path: str | Path | None = None, data_dir: str | None = None) -> TextModel:

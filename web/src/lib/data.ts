@@ -1,6 +1,6 @@
 /** The data `amlab export` writes into public/data/, loaded once per page. */
 import type { PromptWords } from "./captions";
-import type { Axes, Projections, ScheduleConfig } from "./math";
+import type { Axes, FlowSampler, Projections, ScheduleConfig } from "./math";
 import { type Classifier, classifierFrom, type FairnessModelInfo, type TokenGroups } from "./math/fairness";
 import { type TransformerConfig, type TransformerWeights, unpackTensors } from "./math/transformer";
 
@@ -80,7 +80,7 @@ export interface ETInfo {
 export interface DenoiserInfo {
   file: string;
   config: { schedule: ScheduleConfig; num_classes: number; sigma_data: number; shape: number[] };
-  sampler: { method: "euler" | "heun"; steps: number };
+  sampler: { method: FlowSampler; steps: number };
   /** y, s, and labels (the class model) or tokens (the text model) */
   inputs: string[];
   outputs: string[];
@@ -118,6 +118,8 @@ export const loadDiffusion = () => loadModel<DiffusionInfo>("diffusion");
  * the caption of every embedded digit, and its training run's adherence per attribute. */
 export interface TextDiffusionInfo extends DenoiserInfo, PromptWords {
   captions: string[];
+  /** the saved model's hash (amlab.io.model_hash), as a gallery's rows name their model */
+  model_hash: string;
   metrics: {
     images: number;
     steps: number;
@@ -129,6 +131,9 @@ export interface TextDiffusionInfo extends DenoiserInfo, PromptWords {
 
 /** The trained text-prompted denoiser (amlab train diffusion --text): entry and ONNX bytes. */
 export const loadTextDiffusion = () => loadModel<TextDiffusionInfo>("diffusion_text");
+
+/** The text-prompted denoiser's manifest entry alone (no ONNX bytes). */
+export const textDiffusionInfo = () => getManifest().then((m) => m.diffusion_text as unknown as TextDiffusionInfo);
 
 /** One shipped ListOps transformer's entry in manifest.json (amlab.explain.listops). */
 export interface ListOpsModelInfo {

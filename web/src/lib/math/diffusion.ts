@@ -140,6 +140,10 @@ export interface Trajectory {
   denoised: Float64Array[][];
 }
 
+/** the probability-flow samplers of sampleFlow (Heun, Euler: no noise after the start) */
+export const FLOW_SAMPLERS = ["heun", "euler"] as const;
+export type FlowSampler = (typeof FLOW_SAMPLERS)[number];
+
 /** Integrate the probability-flow ODE from the states `start` at t = 1 down to tEnd (as
  * amlab.diffusion.sample), by Euler or Heun, recording every state and its denoised estimate.
  * Heun's first call of a step is D(x_k, t_k), so a run makes 2 * steps + 1 calls (Euler:
@@ -148,7 +152,7 @@ export async function sampleFlow(
   schedule: Schedule,
   start: Float64Array[],
   steps: number,
-  method: "euler" | "heun",
+  method: FlowSampler,
   denoise: DenoiseFn,
 ): Promise<Trajectory> {
   const times = sampleTimes(schedule, steps);

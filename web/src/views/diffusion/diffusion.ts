@@ -7,10 +7,6 @@ import { type Request, sameRequest } from "../../lib/captions";
 import { type DenoiserInfo, type Digits, digitImage } from "../../lib/data";
 import { type Memories, noiseLevel, type Schedule } from "../../lib/math";
 
-/** the samplers the view runs (sampleFlow's: the probability-flow ODE by Heun or Euler,
- * which draw no noise after the start) */
-export const SAMPLERS = ["heun", "euler"] as const;
-export type Method = (typeof SAMPLERS)[number];
 /** the most sampler steps the view runs */
 export const MAX_STEPS = 200;
 

@@ -90,6 +90,8 @@ describe("filters", () => {
 });
 
 describe("links and labels", () => {
+  /** the diffusion view's model: the one that drew the shipped gallery */
+  const view = rows[0].model_hash;
   it("print float32 guidance as numpy's shortest decimal", () => {
     for (const [value, numpy] of want.float32) {
       const s = float32String(value);
@@ -105,19 +107,30 @@ describe("links and labels", () => {
     const params = new URLSearchParams(link.split("?")[1]);
     expect(params.get("prompt")).toBe("a thin slanted 7");
     expect(Math.fround(Number(params.get("guidance")))).toBe(r.cfg);
-    expect(unreproducible(r)).toBe("");
+    expect(unreproducible(r, view)).toBe("");
     expect(diffusionLink({ ...r, sampler: 3 })).toMatch(/&steps=30&sampler=euler$/);
-    expect(unreproducible({ ...r, sampler: 3 })).toBe("");
+    expect(unreproducible({ ...r, sampler: 3 }, view)).toBe("");
+  });
+
+  it("say that the diffusion view cannot redraw a row of another model than its own", () => {
+    const r = { ...rows[0], step: 30, sampler: 5 };
+    expect(unreproducible(r, r.model_hash)).toBe("");
+    expect(unreproducible(r, null)).toBe(""); // the view's model not known: not checked
+    expect(unreproducible(r, "0123456789abcdef")).toBe(
+      `it was drawn by the model ${r.model_hash} and the view runs the shipped text model 0123456789abcdef`,
+    );
+    expect(unreproducible({ ...r, step: 201 }, "0123456789abcdef")).toMatch(/shipped text model 0123456789abcdef; it was drawn in 201 steps/);
   });
 
   it("say where the diffusion view cannot redraw a row, and pass no sampler it lacks", () => {
     const r = { ...rows[0], step: 30, sampler: 9 }; // amlab's Euler-Maruyama
     expect(diffusionLink(r)).toMatch(/&steps=30$/);
-    expect(unreproducible(r)).toMatch(/^it was drawn by Euler-Maruyama .* fresh noise from torch's generator at every step; .* runs Heun$/);
-    expect(unreproducible({ ...r, sampler: 1 })).toMatch(/^it was drawn by ddim, /);
-    expect(unreproducible({ ...r, sampler: 5, step: 201 })).toBe("it was drawn in 201 steps and the view runs at most 200");
-    expect(unreproducible({ ...r, sampler: 5, step: 200 })).toBe("");
-    expect(unreproducible({ ...r, step: 500 })).toMatch(/ runs Heun; it was drawn in 500 steps and the view runs at most 200$/);
+    expect(unreproducible(r, view)).toMatch(/^it was drawn by Euler-Maruyama .* fresh noise from torch's generator at every step; .* runs Heun$/);
+    expect(unreproducible({ ...r, sampler: 1 }, view)).toMatch(/^it was drawn by ddim, which the view does not run; .* runs Heun$/);
+    expect(unreproducible({ ...r, sampler: 42 }, view)).toMatch(/^it was drawn by sampler code 42, which the view does not run; /);
+    expect(unreproducible({ ...r, sampler: 5, step: 201 }, view)).toBe("it was drawn in 201 steps and the view runs at most 200");
+    expect(unreproducible({ ...r, sampler: 5, step: 200 }, view)).toBe("");
+    expect(unreproducible({ ...r, step: 500 }, view)).toMatch(/ runs Heun; it was drawn in 500 steps and the view runs at most 200$/);
   });
 
   it("find the pictures in DiffusionDB's layout", () => {

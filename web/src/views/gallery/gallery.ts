@@ -5,8 +5,9 @@
  * picture on the training set's first two principal axes), training.json, images/.
  */
 import { parquetMetadata, parquetReadObjects, parquetSchema } from "hyparquet";
+import type { FlowSampler } from "../../lib/math";
 import { paramNumber } from "../../lib/route";
-import { MAX_STEPS, type Method } from "../diffusion/diffusion";
+import { MAX_STEPS } from "../diffusion/diffusion";
 
 /** the columns the view reads (amlab.explain.gallery.VIEW_COLUMNS and MAP_COLUMNS) */
 export const VIEW_COLUMNS = [
@@ -22,6 +23,7 @@ export const VIEW_COLUMNS = [
   "nearest_train",
   "nearest_distance",
   "audit",
+  "model_hash",
   "map_x",
   "map_y",
 ] as const;
@@ -39,6 +41,8 @@ export interface GalleryRow {
   nearest_train: number;
   nearest_distance: number;
   audit: string;
+  /** the hash of the model that drew it (amlab.io.model_hash) */
+  model_hash: string;
   map_x: number;
   map_y: number;
 }
@@ -144,7 +148,7 @@ export function float32String(x: number): string {
 }
 
 /** the diffusion view's samplers by their DiffusionDB codes (amlab.tasks.gallery.SAMPLER_CODE) */
-export const VIEW_SAMPLERS: Record<number, Method> = { 3: "euler", 5: "heun" };
+export const VIEW_SAMPLERS: Record<number, FlowSampler> = { 3: "euler", 5: "heun" };
 
 /** The diffusion view at a row's prompt, seed, guidance, steps and sampler (where the view
  * has it). Seed s is the same start noise there as in the gallery (normals(D, s) times the
@@ -158,17 +162,21 @@ export function diffusionLink(r: GalleryRow): string {
   );
 }
 
-/** Why the diffusion view cannot redraw a row's image ("" where it can): a sampler that draws
- * noise at every step (its noise comes from torch's generator; the view runs only the
- * probability-flow ODE), or more steps than the view runs. */
-export function unreproducible(r: GalleryRow): string {
+/** Why the diffusion view cannot redraw a row's image ("" where it can): another model than
+ * the view's (`viewModel`, its hash; null: not known, not checked), a sampler the view lacks
+ * (amlab's other one, Euler-Maruyama, draws noise from torch's generator at every step; the
+ * view runs only the probability-flow ODE), or more steps than the view runs. */
+export function unreproducible(r: GalleryRow, viewModel: string | null): string {
   const why: string[] = [];
+  if (viewModel !== null && r.model_hash !== viewModel) {
+    why.push(`it was drawn by the model ${r.model_hash} and the view runs the shipped text model ${viewModel}`);
+  }
   if (!VIEW_SAMPLERS[r.sampler]) {
-    const name = r.sampler === 9 ? "Euler-Maruyama (code 9, others)" : (SAMPLER_NAMES[r.sampler] ?? `sampler code ${r.sampler}`);
-    why.push(
-      `it was drawn by ${name}, which adds fresh noise from torch's generator at every step; ` +
-        `the view runs only Heun and Euler, so it starts from this image's noise but runs Heun`,
-    );
+    const drawn =
+      r.sampler === 9
+        ? "Euler-Maruyama (code 9, others), which adds fresh noise from torch's generator at every step"
+        : `${SAMPLER_NAMES[r.sampler] ?? `sampler code ${r.sampler}`}, which the view does not run`;
+    why.push(`it was drawn by ${drawn}; the view runs only Heun and Euler, so it starts from this image's noise but runs Heun`);
   }
   if (r.step > MAX_STEPS) why.push(`it was drawn in ${r.step} steps and the view runs at most ${MAX_STEPS}`);
   return why.join("; ");
