@@ -326,3 +326,30 @@ def test_modulated_norm_conv_is_a_scale_and_shift_after_a_group_norm():
     scale, shift = film[:, :4, None, None], film[:, 4:, None, None]
     expected = block.conv(torch.nn.functional.silu(normed * (1 + scale) + shift))
     assert torch.allclose(block(h, emb), expected, atol=1e-12)
+
+
+def test_a_checkpoint_of_the_layout_before_film_says_to_start_afresh(tmp_path):
+    """A training checkpoint of a ConvDenoiser from before its FiLM conditioning cannot be
+    resumed: the error says so (delete it, start afresh), not to resume with the same
+    settings, which it already has."""
+    from safetensors.torch import save_file
+
+    from amlab.training import MODEL_FILE, latest_checkpoint, load_checkpoint, train
+
+    def make():
+        return ConvDenoiser((4, 4), VESchedule(0.02, 5.0), channels=8, blocks=2, seed=0)
+
+    model = make()
+    train(
+        model,
+        lambda m, step, g: sum((p**2).sum() for p in m.parameters()),
+        TrainConfig(steps=1, checkpoint_every=1),
+        tmp_path,
+    )
+    ckpt = latest_checkpoint(tmp_path)
+    save_file(old_layout(model.state_dict(), 2), ckpt / MODEL_FILE)
+    with pytest.raises(AmlabError, match="ConvDenoiser of an earlier layout") as caught:
+        load_checkpoint(ckpt, make())
+    message = str(caught.value)
+    assert "FiLM" in message and "delete the checkpoint to start afresh" in message
+    assert "resume with the same model settings" not in message

@@ -89,11 +89,17 @@ def check_positive(value: Any, name: str, *, allow_zero: bool = False) -> float:
     return v
 
 
-def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
-    """An integer >= 1 (or >= 0 with ``allow_zero``)."""
+def check_int(value: Any, name: str) -> int:
+    """An integer of any sign (an int or an int-like such as numpy's; not a bool, not a
+    float, however whole), returned as int."""
     if isinstance(value, bool) or not hasattr(value, "__index__"):  # ints and int-likes
         raise AmlabError(f"{name} must be an integer; got {value!r}.")
-    v = int(value)
+    return int(value)
+
+
+def check_positive_int(value: Any, name: str, *, allow_zero: bool = False) -> int:
+    """An integer >= 1 (or >= 0 with ``allow_zero``)."""
+    v = check_int(value, name)
     if v < 0 or (v == 0 and not allow_zero):
         need = ">= 0" if allow_zero else ">= 1"
         raise AmlabError(f"{name} must be an integer {need}; got {v}.")

@@ -137,6 +137,17 @@ def layout_mismatch(
     return None
 
 
+def former_layout(
+    cls: type, own: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]
+) -> str | None:
+    """What changed in the network, when the ``saved`` tensors hold one that only an earlier
+    layout of ``cls`` held (``cls.former_tensors``, name -> what changed) and the model's own
+    ``own`` lacks: such weights fit no model of this version (train again; a checkpoint cannot
+    be resumed). None otherwise."""
+    former = getattr(cls, "former_tensors", {})
+    return next((why for name, why in former.items() if name in saved and name not in own), None)
+
+
 def check_finite(tensors: dict[str, torch.Tensor], file: Path, remedy: str) -> None:
     """Every floating tensor read from ``file`` is finite."""
     for name, t in tensors.items():
@@ -159,8 +170,7 @@ def _check_layout(
     if mismatch is None:
         return
     kind = cls.__name__
-    former = getattr(cls, "former_tensors", {})
-    change = next((why for name, why in former.items() if name in saved and name not in own), None)
+    change = former_layout(cls, own, saved)
     if change is not None:
         raise AmlabError(
             f"{tensors_file} holds a {kind} of an earlier layout ({change}): its weights do "

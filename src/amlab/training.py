@@ -70,6 +70,7 @@ from amlab.io import (
     atomic_write_text,
     check_finite,
     check_regular_file,
+    former_layout,
     jsonable,
     layout_mismatch,
     read_json,
@@ -357,8 +358,15 @@ def load_checkpoint(
         raise AmlabError(f"{state_file} is missing; {path} is not a checkpoint.")
     state = _checked_state(read_json(state_file, _RESTART), state_file)
     tensors = _read_safetensors(path / MODEL_FILE)
-    mismatch = layout_mismatch(model.state_dict(), tensors, "this model")
+    own = model.state_dict()
+    mismatch = layout_mismatch(own, tensors, "this model")
     if mismatch is not None:
+        change = former_layout(type(model), own, tensors)
+        if change is not None:  # the same settings, but a network of before a change
+            raise AmlabError(
+                f"{path / MODEL_FILE} holds a {type(model).__name__} of an earlier layout "
+                f"({change}): this version cannot resume it; {_RESTART}."
+            )
         raise AmlabError(
             f"{path / MODEL_FILE} does not fit this model ({mismatch}); resume with the same "
             "model settings."

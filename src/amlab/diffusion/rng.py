@@ -24,16 +24,14 @@ from typing import Any
 import torch
 
 from amlab.diffusion.schedules import Schedule
-from amlab.errors import AmlabError, check_positive_int
+from amlab.errors import check_int, check_positive_int
 
 UINT32 = 0xFFFFFFFF
 
 
 def uint32_seed(seed: Any) -> int:
     """An integer seed as rng.ts reads it (``seed >>> 0``: modulo 2^32)."""
-    if isinstance(seed, bool) or not hasattr(seed, "__index__"):
-        raise AmlabError(f"the seed must be an integer; got {seed!r}.")
-    return int(seed) & UINT32
+    return check_int(seed, "the seed") & UINT32
 
 
 def mulberry32(n: int, seed: Any) -> list[int]:

@@ -82,7 +82,8 @@ class Model(ScaledModule):
     takes_config: ClassVar[bool] = False
     #: tensors that only files of an earlier layout of this model hold, each with what
     #: changed: such a file's weights cannot be loaded or converted, so
-    #: :func:`~amlab.io.load_model` says to train the model again, not to re-save it
+    #: :func:`~amlab.io.load_model` says to train the model again, not to re-save it (and
+    #: :func:`~amlab.training.load_checkpoint` to start afresh: :func:`~amlab.io.former_layout`)
     former_tensors: ClassVar[dict[str, str]] = {}
 
     @property
