@@ -83,33 +83,15 @@ def leave_group(*, wait: bool = True) -> None:
         dist.destroy_process_group()
 
 
-#: How long :func:`_meet_every_rank` waits, at most, for gloo's worker thread to let go of
-#: the exchange (it takes microseconds; a bound, so that leaving never hangs on it)
-RELEASE_WAIT_S = 10.0
-
-
 def _meet_every_rank() -> None:
-    """Wait until every rank of the default group has got here (a barrier), and on gloo until
-    the exchange is over in this process too.
-
-    gloo exchanges on worker threads, which drop their hold on an exchange's tensors a moment
-    after the caller has seen it complete; dropping a tensor that Python also holds takes the
-    interpreter's lock. If the process is already ending by then, the interpreter stops that
-    thread mid-drop and the process aborts ("terminate called without an active exception",
-    seen about once in 40 two-rank runs on a loaded machine). ``destroy_process_group`` does
-    not wait for the threads: once DDP or ``torch._dynamo`` has been imported, torch holds
-    the group past it, so its threads are never joined. So on gloo the barrier is an
-    all-reduce of one number that this rank holds, and this rank waits until the tensor's
-    Python reference count (which counts the worker's hold) is back to its own."""
+    """Wait until every rank of the default group has got here: a barrier, on gloo an
+    all-reduce of one number instead (:func:`all_reduce_`, which returns only once gloo's
+    worker has let go of it; a barrier does not say when its worker lets go of the
+    collectives it waited for)."""
     if dist.get_backend() != "gloo":
         dist.barrier()
         return
-    token = torch.zeros(1)
-    own = sys.getrefcount(token)
-    dist.all_reduce(token)
-    deadline = time.monotonic() + RELEASE_WAIT_S
-    while sys.getrefcount(token) > own and time.monotonic() < deadline:
-        time.sleep(0.001)  # lets the worker take the interpreter's lock and drop its hold
+    all_reduce_(torch.zeros(1), "sum", None)
 
 
 @contextmanager
@@ -188,19 +170,13 @@ def all_reduce_(tensor: torch.Tensor, op: str, group: dist.ProcessGroup | None) 
     """``tensor`` reduced in place over the group by ``op`` ("sum", "max", "min"): on return
     every rank holds the same values. Returns it."""
     reduce_op = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}[op]
-    try:
-        dist.all_reduce(tensor, op=reduce_op, group=group)
-    except RuntimeError as err:
-        raise _lost(err) from err
+    _collective(lambda: dist.all_reduce(tensor, op=reduce_op, group=group), [tensor], group)
     return tensor
 
 
 def broadcast_(tensor: torch.Tensor, src: int, group: dist.ProcessGroup | None) -> torch.Tensor:
     """``tensor`` overwritten in place with rank ``src``'s over the group. Returns it."""
-    try:
-        dist.broadcast(tensor, src=src, group=group)
-    except RuntimeError as err:
-        raise _lost(err) from err
+    _collective(lambda: dist.broadcast(tensor, src=src, group=group), [tensor], group)
     return tensor
 
 
@@ -223,11 +199,45 @@ def broadcast_json(value: Any, device: torch.device | str = "cpu", src: int = 0)
 def all_gather(tensor: torch.Tensor, group: dist.ProcessGroup | None) -> list[torch.Tensor]:
     """Every rank's ``tensor`` (each the same shape), in rank order."""
     out = [torch.empty_like(tensor) for _ in range(dist.get_world_size(group))]
+    _collective(lambda: dist.all_gather(out, tensor, group=group), [tensor, *out], group)
+    return out
+
+
+#: How long :func:`_collective` waits, at most, for gloo's worker to let go of a
+#: collective's tensors (microseconds when it gets the CPU; a bound, so it never hangs)
+RELEASE_WAIT_S = 10.0
+
+
+def _collective(run: Callable[[], object], tensors: list[torch.Tensor], group) -> None:
+    """Run a collective over ``tensors``; a failure is an AmlabError (:func:`_lost`). On gloo,
+    return only once the worker thread that ran it has let go of them.
+
+    gloo runs a collective on a worker thread, which drops its hold on the tensors a moment
+    after the caller has seen the collective complete; dropping a hold on a tensor that
+    Python also holds takes the interpreter's lock. When the process is already ending by
+    then, the interpreter stops that thread mid-drop and the process aborts ("terminate
+    called without an active exception": seen at the end of two-rank training runs on a
+    loaded machine, the worker in ``~AsyncBarrierWork`` taking the lock in
+    ``Py_FinalizeEx``). ``destroy_process_group`` does not wait for the threads: once DDP or
+    ``torch._dynamo`` has been imported, torch holds the group past it and never joins them.
+    The hold shows in the tensor's Python reference count, so this waits until each count
+    is back to what it was (and every amlab collective runs here, so none is left behind)."""
+    own = _reference_counts(tensors)
     try:
-        dist.all_gather(out, tensor, group=group)
+        run()
     except RuntimeError as err:
         raise _lost(err) from err
-    return out
+    if dist.get_backend(group) != "gloo":
+        return
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    while _reference_counts(tensors) != own and time.monotonic() < deadline:
+        time.sleep(1e-4)  # lets the worker take the interpreter's lock and let go
+
+
+def _reference_counts(tensors: list[torch.Tensor]) -> list[int]:
+    """Each tensor's Python reference count (each measured the same way, so that two
+    calls compare: the count includes this function's own reference)."""
+    return [sys.getrefcount(t) for t in tensors]
 
 
 def _lost(err: RuntimeError) -> AmlabError:
