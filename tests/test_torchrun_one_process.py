@@ -177,13 +177,19 @@ def test_a_one_process_command_refuses_rank_0_of_several_and_writes_nothing(
 ):
     """Rank 0, the rank that writes in a distributed command, refuses too, before it makes
     any --out (none of the inputs exist: a command that read them would fail otherwise);
-    amlab explain refuses before it serves (a server that started would fail the test)."""
+    amlab explain refuses before it serves, gallery generate before it reads its text model
+    (either would fail the test)."""
     import amlab.explain
+    import amlab.tasks.prompts
 
     def serve(*args, **kwargs):
         raise AmlabError("served")
 
+    def load_text_model(*args, **kwargs):  # the refusal comes before seconds of loading
+        raise AmlabError("loaded")
+
     monkeypatch.setattr(amlab.explain, "serve", serve)
+    monkeypatch.setattr(amlab.tasks.prompts, "load_text_model", load_text_model)
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
     out = tmp_path / "out"

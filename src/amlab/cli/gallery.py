@@ -88,11 +88,12 @@ def generate(
     as_json: JsonOpt = False,
 ) -> None:
     """Draw prompts x seeds x guidance x steps x samplers into DiffusionDB's layout."""
-    from amlab.tasks.gallery import DEFAULT_SPEC, QUICK_SPEC, read_prompts
+    from amlab.tasks.gallery import DEFAULT_SPEC, QUICK_SPEC, read_prompts, refuse_torchrun_generate
     from amlab.tasks.gallery import generate as run
     from amlab.tasks.prompts import load_text_model
 
     with errors():
+        refuse_torchrun_generate()  # before the text model is read (seconds)
         if prompts is not None and prompts_file is not None:
             raise AmlabError("pass --prompts or --prompts-file, not both.")
         base = QUICK_SPEC if quick else DEFAULT_SPEC

@@ -270,6 +270,16 @@ def part_name(part: int) -> str:
 GalleryProgress = Callable[[int, int, int], None]
 
 
+def refuse_torchrun_generate() -> None:
+    """:func:`generate`'s refusal under torchrun with several ranks (the CLI asks before it
+    reads the text model)."""
+    refuse_torchrun(
+        "amlab gallery generate",
+        "its images are not spread over ranks: every rank would draw all of them into the "
+        "same part folders and metadata.parquet",
+    )
+
+
 def generate(
     spec: GallerySpec,
     out: str | Path,
@@ -282,11 +292,7 @@ def generate(
     continues a gallery of the same settings and model there. Returns its summary: images,
     parts, parts kept from before, seconds, the audit's fractions and the adherence per
     judged attribute against chance. Refused under torchrun with several ranks."""
-    refuse_torchrun(
-        "amlab gallery generate",
-        "its images are not spread over ranks: every rank would draw all of them into the "
-        "same part folders and metadata.parquet",
-    )
+    refuse_torchrun_generate()
     out = Path(out)
     tokenize(spec.prompts, model.network.vocabulary)  # unknown words fail before any work
     for prompt in spec.prompts:
