@@ -159,10 +159,7 @@ def serve_with_column(page, name: str, values: pa.Array) -> pa.Table:
     """Serve the shipped metadata with column ``name`` replaced by ``values``; return it as
     it was."""
     table = pq.read_table(SERVED)
-    changed = table.set_column(table.schema.get_field_index(name), name, values)
-    buffer = io.BytesIO()
-    pq.write_table(changed, buffer)
-    serve_instead(page, buffer.getvalue())
+    serve_table(page, table.set_column(table.schema.get_field_index(name), name, values))
     return table
 
 
@@ -204,6 +201,13 @@ def serve_instead(page, body: bytes) -> None:
     )
 
 
+def serve_table(page, table: pa.Table) -> None:
+    """Serve ``table``, written as parquet, as the gallery's metadata.parquet."""
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    serve_instead(page, buffer.getvalue())
+
+
 def test_a_malformed_parquet_shows_what_is_wrong(offline, base_url):
     page = offline.page
     serve_instead(page, b"this is no parquet file, only text")
@@ -216,9 +220,7 @@ def test_a_malformed_parquet_shows_what_is_wrong(offline, base_url):
 
 def test_a_parquet_without_a_column_names_it(offline, base_url):
     page = offline.page
-    buffer = io.BytesIO()
-    pq.write_table(pq.read_table(SERVED).drop(["audit", "map_y"]), buffer)
-    serve_instead(page, buffer.getvalue())
+    serve_table(page, pq.read_table(SERVED).drop(["audit", "map_y"]))
     page.goto(f"{base_url}#/gallery")
     expect(page.locator("[data-testid=gallery-error]")).to_contain_text(
         "lacks the column(s) audit, map_y", timeout=30_000

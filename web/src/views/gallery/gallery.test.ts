@@ -16,9 +16,11 @@ import {
   imagePath,
   knownFilters,
   legend,
+  nextNearest,
   paramsOf,
   readGallery,
   rowColours,
+  type Training,
   unreproducible,
   VIEW_COLUMNS,
 } from "./gallery";
@@ -153,5 +155,30 @@ describe("extent", () => {
     const sorted = [...xs].sort((a, b) => a - b);
     expect(extent(xs)).toEqual([sorted[0], sorted[sorted.length - 1]]);
     expect(extent([])).toEqual([Infinity, -Infinity]);
+  });
+});
+
+describe("nextNearest", () => {
+  const training: Training = JSON.parse(readFileSync("public/data/gallery/training.json", "utf8"));
+  const name = rows[0].image_name;
+
+  it("is training.json's neighbours after the nearest, with their labels and pixels", () => {
+    const listed = training.neighbours![name];
+    expect(listed.length).toBeGreaterThan(1);
+    expect(listed[0][0]).toBe(rows[0].nearest_train);
+    expect(nextNearest(training, name)).toEqual(
+      listed.slice(1).map(([index, distance]) => ({
+        index,
+        distance,
+        label: training.labels[String(index)],
+        pixels: training.pixels[String(index)],
+      })),
+    );
+  });
+
+  it("is none, not an error, for a training.json without neighbours (a gallery written before them)", () => {
+    const { neighbours: _, ...older } = training;
+    expect(nextNearest(older, name)).toEqual([]);
+    expect(nextNearest(training, "no-such.png")).toEqual([]);
   });
 });

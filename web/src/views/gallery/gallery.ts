@@ -54,8 +54,9 @@ export interface Training {
   explained: [number, number];
   /** (count, 2) map coordinates, row-major */
   map: number[];
-  /** each image's nearest training images, nearest first: [index, distance] */
-  neighbours: Record<string, [number, number][]>;
+  /** each image's nearest training images, nearest first: [index, distance] (absent in a
+   * training.json written before amlab listed them) */
+  neighbours?: Record<string, [number, number][]>;
   labels: Record<string, number>;
   pixels: Record<string, number[]>;
 }
@@ -234,6 +235,17 @@ export function paramsOf(f: Filters, by: ColourBy, selected: string | null): URL
   if (by !== "audit") p.set("colour", by);
   if (selected) p.set("image", selected);
   return p;
+}
+
+/** An image's next nearest training images (after the nearest), with their distances, labels
+ * and pixels; none where training.json lists no neighbours (a gallery written before it did). */
+export function nextNearest(training: Training, name: string) {
+  return (training.neighbours?.[name] ?? []).slice(1).map(([index, distance]) => ({
+    index,
+    distance,
+    label: training.labels[String(index)] as number | undefined,
+    pixels: training.pixels[String(index)] ?? null,
+  }));
 }
 
 /** The smallest and largest of `values` (a loop: spreading a large array into Math.min
