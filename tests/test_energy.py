@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from amlab import DenseAM
+from amlab.errors import AmlabError
 
 ENERGIES = ["lse", "lse_dot", "lsr"]
 
@@ -143,3 +144,14 @@ def test_k_nearest_memories_equal_brute_force_in_any_chunk():
             one, d = nearest_memory(x, mem, chunk_size=chunk)
             assert torch.equal(index[:, 0], one) and torch.equal(distance[:, 0], d)
     assert nearest_memories(x, mem, 3)[0][-1].tolist() == [3, 12, 30]
+    assert nearest_memories(x, mem, 0)[0].shape == (10, 0)
+
+
+@pytest.mark.parametrize("k", [-1, 2.0, True])
+def test_k_nearest_memories_refuse_a_k_that_is_no_count(k):
+    """A negative k once sliced the sorted columns from the end (M - 1 columns, not the
+    nearest); a float or a bool is no count either."""
+    from amlab.energy.distances import nearest_memories
+
+    with pytest.raises(AmlabError, match="k must be an integer"):
+        nearest_memories(torch.zeros(2, 3), torch.zeros(5, 3), k)

@@ -458,6 +458,19 @@ def test_a_rows_float32_guidance_is_read_as_it_was_given(tmp_path, model):
     assert np.array_equal(regenerate(row, model), stored)
 
 
+def test_a_guidance_float32_cannot_hold_is_drawn_as_its_row_reads_it(tmp_path, model):
+    """A guidance with more digits than float32 holds was drawn with its float64 value but
+    read back from the row's float32 cfg as another: regenerate drew with another guidance.
+    Both now use the float32 value."""
+    spec = GallerySpec(("a thin 2",), seeds=(4,), guidance=(0.1234567891,), steps=(3,))
+    generate(spec, tmp_path, model)
+    (row,) = pq.read_table(tmp_path / "metadata.parquet").to_pylist()
+    (drawn,) = spec.rows()
+    assert drawn["cfg"] == row_settings(row)["cfg"] == 0.12345679
+    stored = read_png(tmp_path / "images" / "part-000001" / row["image_name"])
+    assert np.array_equal(regenerate(row, model), stored)
+
+
 def test_draw_samples_refuses_a_start_of_the_wrong_shape(model):
     with pytest.raises(AmlabError, match=r"start must have shape \(2, 64\)"):
         draw_samples(model.network, 2, 3, 0, start=torch.zeros(1, 64))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from amlab.energy.chunks import chunk_ranges
+from amlab.errors import check_positive_int
 
 
 def sq_distances(
@@ -50,8 +51,9 @@ def nearest_memories(
     x: torch.Tensor, memories: torch.Tensor, k: int, *, chunk_size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (B, k) of each state's ``k`` nearest memories, nearest first (ties: the lower
-    index first, as :func:`nearest_memory` decides them), and the Euclidean distances (B, k)."""
-    k = min(k, memories.shape[0])
+    index first, as :func:`nearest_memory` decides them), and the Euclidean distances (B, k);
+    k >= 0 (a negative k would cut the sorted columns from the end: a silently wrong answer)."""
+    k = min(check_positive_int(k, "k", allow_zero=True), memories.shape[0])
     x_sq = (x * x).sum(1)
     mem_sq = sq_norms(memories)
     best = x.new_empty((x.shape[0], 0))

@@ -21,9 +21,9 @@ from amlab.diffusion.networks import LearnedDenoiser
 from amlab.distributed.group import is_main_process
 from amlab.energy.distances import nearest_memory
 from amlab.errors import AmlabError
-from amlab.io import write_metrics
+from amlab.io import model_hash, write_metrics
 from amlab.tasks.figures import image_grid
-from amlab.tasks.prompts import TextModel, TrainingRecipe, adherence, judge, model_hash, save_recipe
+from amlab.tasks.prompts import TextModel, TrainingRecipe, adherence, judge, save_recipe
 from amlab.training import OnStep, TrainConfig, TrainResult, train
 
 

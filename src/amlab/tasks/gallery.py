@@ -143,10 +143,12 @@ class GallerySpec:
             raise AmlabError("seeds, guidance, steps and samplers each need a value.")
 
     def rows(self) -> list[dict[str, Any]]:
-        """Each image's settings: prompt, seed, cfg, steps, sampler."""
+        """Each image's settings: prompt, seed, cfg, steps, sampler. cfg is the guidance as
+        the table's float32 column gives it back (:func:`float32_decimal`), so that an image
+        is drawn with the cfg that :func:`regenerate` reads from its row."""
         grid = itertools.product(self.prompts, self.seeds, self.guidance, self.steps, self.samplers)
         return [
-            {"prompt": p, "seed": int(s), "cfg": float(c), "steps": int(n), "sampler": m}
+            {"prompt": p, "seed": int(s), "cfg": float32_decimal(c), "steps": int(n), "sampler": m}
             for p, s, c, n, m in grid
         ]
 
@@ -218,10 +220,18 @@ def render(model: TextModel, settings: dict[str, Any]) -> np.ndarray:
     return pixels.to(torch.uint8).numpy()
 
 
+def float32_decimal(value: Any) -> float:
+    """The shortest decimal that float32 rounds to as it rounds ``value`` (2.2 for 2.2 and
+    for the float32 2.2000000476837158): a guidance as generate draws with it and as its
+    row's float32 ``cfg`` gives it back."""
+    return float(str(np.float32(value)))
+
+
 def row_settings(row: dict[str, Any]) -> dict[str, Any]:
     """The settings (prompt, seed, cfg, steps, sampler) a metadata row (a dict of its
     columns) was drawn with. ``cfg`` is stored as float32: it is read back as the shortest
-    decimal that float32 rounds to it (2.2, not 2.2000000476837158), as it was given."""
+    decimal that float32 rounds to it (2.2, not 2.2000000476837158), as it was given
+    (:func:`float32_decimal`, as :meth:`GallerySpec.rows` gives it)."""
     codes = {code: name for name, code in SAMPLER_CODE.items()}
     if row["sampler"] not in codes:
         ours = ", ".join(f"{code} {SAMPLER_LABELS[codes[code]]}" for code in sorted(codes))
@@ -232,7 +242,7 @@ def row_settings(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "prompt": row["prompt"],
         "seed": int(row["seed"]),
-        "cfg": float(str(np.float32(row["cfg"]))),
+        "cfg": float32_decimal(row["cfg"]),
         "steps": int(row["step"]),
         "sampler": codes[row["sampler"]],
     }
