@@ -36,12 +36,13 @@ def files(directory) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
 
 
-def checkpoint(directory: str, step: int) -> list[str]:
-    """The files of the training loop's run directory ``directory`` (under --out) holding
-    its checkpoint of ``step``."""
-    name = f"{directory}/checkpoint-{step:08d}"
+def written(run_dir: str, step: int, *names: str) -> list[str]:
+    """The sorted files a training command's --out holds: the saved model, the training
+    loop's run directory ``run_dir`` holding its checkpoint of ``step``, and ``names``."""
+    name = f"{run_dir}/checkpoint-{step:08d}"
     parts = ("model.safetensors", "optimizer.safetensors", "state.json")
-    return [*(f"{name}/{part}" for part in parts), f"{directory}/latest"]
+    checkpoint = [*(f"{name}/{part}" for part in parts), f"{run_dir}/latest"]
+    return sorted([*checkpoint, "model/config.json", "model/tensors.safetensors", *names])
 
 
 def check_rank_0_alone(tmp_path, args) -> tuple[dict, object]:
@@ -61,15 +62,7 @@ def test_train_diffusion_writes_and_prints_from_rank_0_only(tmp_path):
     args = ["train", "diffusion", "--images", "20", "--steps", "3", "--channels", "4"]
     printed, out = check_rank_0_alone(tmp_path, [*args, "--blocks", "1", "--batch-size", "8"])
     assert printed == json.loads((out / "metrics.json").read_text())
-    assert files(out) == sorted(
-        [
-            *checkpoint("checkpoints", 3),
-            "metrics.json",
-            "model/config.json",
-            "model/tensors.safetensors",
-            "samples.png",
-        ]
-    )
+    assert files(out) == written("checkpoints", 3, "metrics.json", "samples.png")
     state = json.loads((latest_checkpoint(out / "checkpoints") / "state.json").read_text())
     assert state["settings"]["world_size"] == 2
     assert printed["final_loss"] == state["losses"][-1]  # the mean over the ranks
@@ -79,14 +72,7 @@ def test_fairness_train_writes_and_prints_from_rank_0_only(tmp_path):
     args = ["fairness", "train", "--model", "transformer", "--steps", "3", "--size", "200"]
     printed, out = check_rank_0_alone(tmp_path, args)
     assert printed == json.loads((out / "training.json").read_text())
-    assert files(out) == sorted(
-        [
-            *checkpoint("checkpoints", 3),
-            "model/config.json",
-            "model/tensors.safetensors",
-            "training.json",
-        ]
-    )
+    assert files(out) == written("checkpoints", 3, "training.json")
     state = json.loads((latest_checkpoint(out / "checkpoints") / "state.json").read_text())
     assert state["settings"]["world_size"] == 2 and printed["final_loss"] == state["losses"][-1]
 
@@ -119,15 +105,8 @@ def test_listops_train_writes_and_prints_from_rank_0_only(tmp_path):
         tmp_path, [*args, "--train-size", "100", "--test-size", "50", "--eval-every", "2"]
     )
     assert printed == json.loads((out / "metrics.json").read_text())
-    assert files(out) == sorted(
-        [
-            "metrics.json",
-            "model/config.json",
-            "model/tensors.safetensors",
-            *checkpoint("train", 4),
-            "train/done.json",
-            "train/history.json",
-        ]
+    assert files(out) == written(
+        "train", 4, "metrics.json", "train/done.json", "train/history.json"
     )
     done = json.loads((out / "train" / "done.json").read_text())
     assert [step for step, _ in done["val_history"]] == [2, 4] and done["stopped_by"] == "steps"

@@ -222,15 +222,14 @@ def _collective(run: Callable[[], object], tensors: list[torch.Tensor], group) -
     ``torch._dynamo`` has been imported, torch holds the group past it and never joins them.
     The hold shows in the tensor's Python reference count, so this waits until each count
     is back to what it was (and every amlab collective runs here, so none is left behind)."""
-    own = _reference_counts(tensors)
+    gloo = dist.get_backend(group) == "gloo"
+    own = _reference_counts(tensors) if gloo else None
     try:
         run()
     except RuntimeError as err:
         raise _lost(err) from err
-    if dist.get_backend(group) != "gloo":
-        return
     deadline = time.monotonic() + RELEASE_WAIT_S
-    while _reference_counts(tensors) != own and time.monotonic() < deadline:
+    while gloo and _reference_counts(tensors) != own and time.monotonic() < deadline:
         time.sleep(1e-4)  # lets the worker take the interpreter's lock and let go
 
 
