@@ -69,8 +69,9 @@ def init_group(
 
 def leave_group(*, wait: bool = True) -> None:
     """Leave the default process group, if this process is in one. With ``wait`` (a rank
-    that finished its work), first wait at a barrier until every rank has finished, so that
-    none tears its connections down while another still exchanges over them: gloo aborts a
+    that finished its work), first wait until every rank has finished
+    (:func:`_meet_every_rank`), so that none tears its connections down while another still
+    exchanges over them: gloo aborts a
     process whose peer closes mid-exchange ("terminate called without an active
     exception"), and one that exits with its group still open. After a failure, leave
     without waiting: the others learn of it from their next collective."""
